@@ -1,0 +1,21 @@
+//! netmend: a recovery engine for networked programs.
+//!
+//! Ordinary network events — a middlebox resetting a connection, a path that
+//! silently drops everything for a while — should not kill a program's
+//! sessions. This crate provides:
+//!
+//! * [`session`]: resumable byte streams. A [`session::Session`] is
+//!   `AsyncRead + AsyncWrite`; when its transport breaks it reconnects and
+//!   resumes at the exact byte, never losing or duplicating one, or fails
+//!   with a typed [`session::SessionError`].
+//! * [`reconnect`]: exponential backoff with full jitter, caps and a retry
+//!   budget ([`Policy`]).
+//!
+//! Protocol logic is sans-IO ([`session::proto::SessionCore`]); the tokio
+//! drivers run it over `tokio::net`, `turmoil::net` or any other stream.
+#![warn(missing_docs)]
+
+pub mod reconnect;
+pub mod session;
+
+pub use reconnect::Policy;

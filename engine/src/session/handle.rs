@@ -1,0 +1,236 @@
+//! The application's handle to a session: `AsyncRead + AsyncWrite`.
+
+use super::error::SessionError;
+use super::frame::SessionId;
+use super::proto::{SessionCore, Stats};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+/// State shared by the application handle and the driver task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Wakes the driver after the application wrote, read or closed.
+    pub(crate) driver: Notify,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) core: SessionCore,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+    pub(crate) connect_attempts: u32,
+    pub(crate) handle_dropped: bool,
+    pub(crate) driver_gone: bool,
+}
+
+impl State {
+    /// Wakes whichever application task waits on the session.
+    pub(crate) fn wake_app(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the driver has nothing left to do.
+    pub(crate) fn finished(&self) -> bool {
+        self.core.error().is_some()
+            || self.core.is_done()
+            || (self.handle_dropped && self.core.send_complete())
+    }
+
+    fn terminal_error(&self) -> Option<SessionError> {
+        if let Some(e) = self.core.error() {
+            return Some(e.clone());
+        }
+        if self.driver_gone {
+            return Some(SessionError::Closed);
+        }
+        None
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(core: SessionCore) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                core,
+                read_waker: None,
+                write_waker: None,
+                connect_attempts: 0,
+                handle_dropped: false,
+                driver_gone: false,
+            }),
+            driver: Notify::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the first transport is established or the session failed.
+    pub(crate) async fn established(&self) -> Result<(), SessionError> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.lock();
+            if st.core.credentials().is_some() && st.core.stats().links_established > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = st.terminal_error() {
+                return Poll::Ready(Err(e));
+            }
+            st.write_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Counters of a session, for reports and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Protocol counters (transports, resumes, replayed bytes).
+    pub protocol: Stats,
+    /// Client side: transports the connector was asked for (including failed ones).
+    pub connect_attempts: u32,
+}
+
+/// A resumable byte stream. Reads and writes survive transport failures:
+/// the driver reconnects (client) or waits for the client to come back
+/// (server) and resumes where the peer's acknowledgements left off, so no
+/// byte is lost or duplicated. A session that cannot resume fails with a
+/// typed [`SessionError`], carried in the `io::Error` of the failing call
+/// (see [`session_error`]).
+///
+/// `poll_flush` returns at once: written bytes sit in the replay buffer and
+/// the driver sends them as soon as a transport allows. `poll_shutdown` ends
+/// the stream and resolves once the peer acknowledged every byte and the end
+/// of stream. Dropping the handle is a graceful close: the driver keeps
+/// delivering what was written, then stops.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The [`SessionError`] behind an `io::Error` returned by a [`Session`], if any.
+pub fn session_error(e: &io::Error) -> Option<&SessionError> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<SessionError>())
+}
+
+fn io_error(e: SessionError) -> io::Error {
+    let kind = match e {
+        SessionError::Closed => io::ErrorKind::BrokenPipe,
+        SessionError::Expired(_) | SessionError::ReconnectExhausted { .. } => io::ErrorKind::TimedOut,
+        _ => io::ErrorKind::ConnectionAborted,
+    };
+    io::Error::new(kind, e)
+}
+
+impl Session {
+    /// The session identifier issued by the server.
+    pub fn id(&self) -> Option<SessionId> {
+        self.shared.lock().core.credentials().map(|c| c.id)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> SessionStats {
+        let st = self.shared.lock();
+        SessionStats {
+            protocol: st.core.stats(),
+            connect_attempts: st.connect_attempts,
+        }
+    }
+
+    /// The error that ended the session, if one did.
+    pub fn error(&self) -> Option<SessionError> {
+        self.shared.lock().core.error().cloned()
+    }
+}
+
+impl AsyncRead for Session {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        let n = st.core.read(buf.initialize_unfilled());
+        if n > 0 {
+            buf.advance(n);
+            drop(st);
+            self.shared.driver.notify_one();
+            return Poll::Ready(Ok(()));
+        }
+        if st.core.recv_complete() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = st.terminal_error() {
+            return Poll::Ready(Err(io_error(e)));
+        }
+        st.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Session {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.shared.lock();
+        if let Some(e) = st.terminal_error() {
+            return Poll::Ready(Err(io_error(e)));
+        }
+        match st.core.write(data) {
+            Err(e) => Poll::Ready(Err(io_error(e))),
+            Ok(0) if !data.is_empty() => {
+                st.write_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Ok(n) => {
+                drop(st);
+                self.shared.driver.notify_one();
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        st.core.finish();
+        if st.core.send_complete() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = st.terminal_error() {
+            return Poll::Ready(Err(io_error(e)));
+        }
+        st.write_waker = Some(cx.waker().clone());
+        drop(st);
+        self.shared.driver.notify_one();
+        Poll::Pending
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.handle_dropped = true;
+        st.core.finish();
+        st.core.discard_incoming();
+        drop(st);
+        self.shared.driver.notify_one();
+    }
+}

@@ -1,0 +1,713 @@
+//! The sans-IO resume protocol: one session, any number of transports over time.
+//!
+//! [`SessionCore`] never opens a socket and never reads a clock. Its methods
+//! come in four groups, as in `quinn-proto`:
+//!
+//! * **getters** — [`SessionCore::is_established`], [`SessionCore::wants_read`], …
+//! * **transport and timer input** — [`SessionCore::open_client_link`],
+//!   [`SessionCore::open_server_link`], [`SessionCore::handle_input`],
+//!   [`SessionCore::handle_timeout`], [`SessionCore::link_lost`]
+//! * **application commands** — [`SessionCore::write`], [`SessionCore::read`],
+//!   [`SessionCore::finish`]
+//! * **output** — [`SessionCore::poll_transmit`], [`SessionCore::poll_timeout`],
+//!   [`SessionCore::poll_event`]
+//!
+//! A driver calls, after every input: `poll_event` until `None`, then
+//! `poll_transmit`, then re-arms its timer from `poll_timeout`.
+//!
+//! The protocol is written here rather than taken from a crate because no
+//! maintained crate offers byte-exact resume of a TCP stream: the guarantee
+//! "no byte lost, none duplicated, across any number of transport failures"
+//! rests on the offset bookkeeping below.
+//!
+//! Stream positions count bytes; the FIN counts as one more position, so an
+//! acknowledgement of `len + 1` means "all bytes and the end of stream".
+
+use super::auth::{Credentials, Prover};
+use super::config::Config;
+use super::error::{LinkError, SessionError};
+use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
+use super::replay::ReplayBuffer;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Which end of the session this core is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Opens transports and resumes.
+    Client,
+    /// Accepts transports and hands resumes to the session.
+    Server,
+}
+
+/// Something the driver must react to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Event {
+    /// The current transport finished its handshake. `resumed` is false for the
+    /// very first transport of the session.
+    Established {
+        /// Whether this transport continued an existing session.
+        resumed: bool,
+    },
+    /// The current transport is unusable; drop it (after flushing
+    /// `poll_transmit`) and, on the client, open a new one.
+    LinkFailed(LinkError),
+    /// The session is over with an error; nothing more will be delivered.
+    Failed(SessionError),
+}
+
+/// What a server transport was opened for, after the acceptor checked the
+/// client's first frame.
+#[derive(Clone, Copy, Debug)]
+pub enum ServerOpen {
+    /// A brand-new session: send the credentials.
+    New,
+    /// A verified resume: the client has received up to `peer_recv`, and its
+    /// proof covered `nonce`.
+    Resume {
+        /// The nonce this transport's ServerHello carried.
+        nonce: [u8; 16],
+        /// The client's received position.
+        peer_recv: u64,
+    },
+}
+
+/// Counters of one session's life.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Transports that completed a handshake.
+    pub links_established: u32,
+    /// Of those, how many resumed an existing session.
+    pub resumes: u32,
+    /// Transports abandoned because of a failure.
+    pub links_failed: u32,
+    /// Bytes sent again after a resume because the old transport lost them.
+    pub bytes_replayed: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    AwaitHello,
+    AwaitWelcome,
+    AwaitResumed { nonce: [u8; 16] },
+    Established,
+}
+
+#[derive(Debug)]
+struct Link {
+    phase: Phase,
+    decoder: Decoder,
+    /// Control frames waiting for `poll_transmit`.
+    control: Vec<u8>,
+    /// Next data offset to send on this transport.
+    next_send: u64,
+    fin_sent: bool,
+    opened: Instant,
+    last_rx: Instant,
+    last_tx: Instant,
+    /// Received position last acknowledged on this transport.
+    ack_sent: u64,
+    ack_due: Option<Instant>,
+    failed: bool,
+}
+
+impl Link {
+    fn new(phase: Phase, now: Instant, max_payload: u32, ack_sent: u64) -> Self {
+        Self {
+            phase,
+            decoder: Decoder::new(max_payload),
+            control: Vec::new(),
+            next_send: 0,
+            fin_sent: false,
+            opened: now,
+            last_rx: now,
+            last_tx: now,
+            ack_sent,
+            ack_due: None,
+            failed: false,
+        }
+    }
+
+    fn queue(&mut self, frame: Frame) {
+        frame.encode(&mut self.control);
+    }
+}
+
+/// State of one resumable session, independent of any transport.
+#[derive(Debug)]
+pub struct SessionCore {
+    role: Role,
+    config: Config,
+    creds: Option<Credentials>,
+    replay: ReplayBuffer,
+    /// Highest position the peer acknowledged (FIN included).
+    peer_acked: u64,
+    /// Highest data offset ever sent, to count replayed bytes.
+    sent_high: u64,
+    fin_requested: bool,
+    recv_offset: u64,
+    recv_fin: bool,
+    ready: VecDeque<u8>,
+    discard_incoming: bool,
+    link: Option<Link>,
+    events: VecDeque<Event>,
+    error: Option<SessionError>,
+    stats: Stats,
+}
+
+impl SessionCore {
+    /// A client session that has not connected yet.
+    pub fn new_client(config: Config) -> Self {
+        Self::new(Role::Client, config, None)
+    }
+
+    /// A server session created for credentials the acceptor just issued.
+    pub fn new_server(config: Config, creds: Credentials) -> Self {
+        Self::new(Role::Server, config, Some(creds))
+    }
+
+    fn new(role: Role, config: Config, creds: Option<Credentials>) -> Self {
+        Self {
+            replay: ReplayBuffer::new(config.replay_capacity),
+            role,
+            config,
+            creds,
+            peer_acked: 0,
+            sent_high: 0,
+            fin_requested: false,
+            recv_offset: 0,
+            recv_fin: false,
+            ready: VecDeque::new(),
+            discard_incoming: false,
+            link: None,
+            events: VecDeque::new(),
+            error: None,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------
+
+    /// Client or server.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The session's credentials, once the server issued them.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.creds.as_ref()
+    }
+
+    /// Whether a transport is attached and past its handshake.
+    pub fn is_established(&self) -> bool {
+        matches!(&self.link, Some(l) if l.phase == Phase::Established && !l.failed)
+    }
+
+    /// Whether a transport is attached (possibly still in its handshake).
+    pub fn has_link(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Whether the driver should read from the transport: false while the
+    /// application has not consumed `Config::receive_buffer` bytes.
+    pub fn wants_read(&self) -> bool {
+        matches!(&self.link, Some(l) if !l.failed) && self.ready.len() < self.config.receive_buffer
+    }
+
+    /// The fatal error, if the session ended with one.
+    pub fn error(&self) -> Option<&SessionError> {
+        self.error.as_ref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Bytes the application may still write before backpressure.
+    pub fn send_capacity(&self) -> usize {
+        if self.fin_requested || self.error.is_some() {
+            0
+        } else {
+            self.replay.free()
+        }
+    }
+
+    /// Whether the peer acknowledged every written byte and the end of stream.
+    pub fn send_complete(&self) -> bool {
+        self.fin_requested && self.peer_acked == self.replay.end() + 1
+    }
+
+    /// Whether the peer ended its stream and the application read all of it.
+    pub fn recv_complete(&self) -> bool {
+        self.recv_fin && self.ready.is_empty()
+    }
+
+    /// Whether both directions are finished: the driver can close for good.
+    pub fn is_done(&self) -> bool {
+        self.send_complete() && (self.recv_fin || self.discard_incoming)
+    }
+
+    fn recv_position(&self) -> u64 {
+        self.recv_offset + u64::from(self.recv_fin)
+    }
+
+    fn fin_position(&self) -> u64 {
+        self.replay.end() + 1
+    }
+
+    // ---- application commands -----------------------------------------
+
+    /// Copies as much of `data` into the replay buffer as fits and returns
+    /// how much that was (0 means: wait for acknowledgements).
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, SessionError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.fin_requested {
+            return Err(SessionError::Closed);
+        }
+        Ok(self.replay.push(data))
+    }
+
+    /// Moves received bytes into `buf`; returns how many.
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.ready.len());
+        for (dst, src) in buf.iter_mut().zip(self.ready.drain(..n)) {
+            *dst = src;
+        }
+        n
+    }
+
+    /// Ends the outgoing stream after the bytes written so far.
+    pub fn finish(&mut self) {
+        self.fin_requested = true;
+    }
+
+    /// The application will not read any more: received bytes are dropped
+    /// (still acknowledged, so the peer can finish).
+    pub fn discard_incoming(&mut self) {
+        self.discard_incoming = true;
+        self.ready.clear();
+    }
+
+    // ---- transport and timer input ------------------------------------
+
+    /// Client: a new transport connected; the server speaks first.
+    pub fn open_client_link(&mut self, now: Instant) {
+        debug_assert_eq!(self.role, Role::Client);
+        self.link = Some(Link::new(
+            Phase::AwaitHello,
+            now,
+            self.config.max_frame_payload,
+            self.recv_position(),
+        ));
+    }
+
+    /// Server: the acceptor attached a transport (its ServerHello is already
+    /// sent and the client's request verified). `leftover` holds bytes the
+    /// acceptor read past the request.
+    pub fn open_server_link(
+        &mut self,
+        now: Instant,
+        open: ServerOpen,
+        leftover: &[u8],
+    ) -> Result<(), LinkError> {
+        debug_assert_eq!(self.role, Role::Server);
+        let mut link = Link::new(
+            Phase::Established,
+            now,
+            self.config.max_frame_payload,
+            self.recv_position(),
+        );
+        let Some(creds) = self.creds.clone() else {
+            // A server core always has credentials; refuse rather than panic.
+            link.queue(Frame::Reject {
+                reason: RejectReason::Refused,
+            });
+            self.link = Some(link);
+            self.fail(SessionError::Protocol("server session without credentials".into()));
+            return Ok(());
+        };
+        match open {
+            ServerOpen::New => {
+                link.queue(Frame::Welcome {
+                    session_id: creds.id,
+                    token: creds.token,
+                });
+                self.link = Some(link);
+                self.established(false);
+            }
+            ServerOpen::Resume { nonce, peer_recv } => {
+                self.link = Some(link);
+                if let Err(e) = self.rewind(peer_recv) {
+                    if let Some(l) = self.link.as_mut() {
+                        l.queue(Frame::Reject {
+                            reason: RejectReason::CannotResume,
+                        });
+                    }
+                    self.fail(e);
+                    return Ok(());
+                }
+                let recv = self.recv_position();
+                if let Some(l) = self.link.as_mut() {
+                    l.queue(Frame::Resumed {
+                        recv_offset: recv,
+                        proof: creds.proof(Prover::Server, &nonce, recv),
+                    });
+                }
+                self.established(true);
+            }
+        }
+        self.handle_input(now, leftover)
+    }
+
+    /// The transport is gone (closed, reset, or abandoned by the driver).
+    pub fn link_lost(&mut self) {
+        self.link = None;
+    }
+
+    /// Feeds bytes read from the transport. An error means this transport must
+    /// be dropped; the session lives on (see [`Event::LinkFailed`]).
+    pub fn handle_input(&mut self, now: Instant, bytes: &[u8]) -> Result<(), LinkError> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        if link.failed || self.error.is_some() {
+            return Ok(());
+        }
+        if !bytes.is_empty() {
+            link.last_rx = now;
+            link.decoder.feed(bytes);
+        }
+        loop {
+            let next = match self.link.as_mut() {
+                Some(l) if !l.failed => l.decoder.next_frame(),
+                _ => return Ok(()),
+            };
+            let result = match next {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
+                Ok(None) => return Ok(()),
+                Err(e) => Err(LinkError::from(e)),
+            };
+            if let Err(e) = result {
+                self.link_failed(e.clone());
+                return Err(e);
+            }
+            if self.error.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Fires whatever deadline passed: handshake timeout, silent path,
+    /// delayed acknowledgement, keepalive.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let recv = self.recv_position();
+        let cfg = &self.config;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if link.failed {
+            return;
+        }
+        if link.phase != Phase::Established {
+            if now >= link.opened + cfg.handshake_timeout {
+                self.link_failed(LinkError::HandshakeTimeout);
+            }
+            return;
+        }
+        if now >= link.last_rx + cfg.dead_after {
+            let silent = cfg.dead_after;
+            self.link_failed(LinkError::Silent(silent));
+            return;
+        }
+        if link.ack_due.is_some_and(|t| now >= t) {
+            link.ack_due = None;
+            link.ack_sent = recv;
+            link.queue(Frame::Ack { recv_offset: recv });
+        }
+        if now >= link.last_tx + cfg.keepalive_interval && link.control.is_empty() {
+            link.ack_sent = recv;
+            link.ack_due = None;
+            link.queue(Frame::Keepalive { recv_offset: recv });
+        }
+    }
+
+    // ---- output ---------------------------------------------------------
+
+    /// Appends bytes to send on the transport to `out`, up to about `budget`
+    /// bytes; returns whether anything was appended. Call it after every
+    /// input and every write.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>, budget: usize) -> bool {
+        let start = out.len();
+        let recv = self.recv_position();
+        let paused = self.ready.len() >= self.config.receive_buffer;
+        let max_frame = self.config.max_data_frame;
+        let Some(link) = self.link.as_mut() else {
+            return false;
+        };
+        if paused {
+            // While the application lets the receive buffer fill we do not
+            // read, so silence from the peer says nothing about the path.
+            link.last_rx = now;
+        }
+        out.append(&mut link.control);
+        if link.phase == Phase::Established && !link.failed && self.error.is_none() {
+            let end = self.replay.end();
+            while link.next_send < end && out.len() - start < budget {
+                let (a, b) = self.replay.slice_from(link.next_send, max_frame);
+                let len = (a.len() + b.len()) as u64;
+                frame::encode_data_parts(out, link.next_send, a, b);
+                link.next_send += len;
+            }
+            if link.next_send > self.sent_high {
+                self.sent_high = link.next_send;
+            }
+            if self.fin_requested
+                && !link.fin_sent
+                && link.next_send == end
+                && self.peer_acked <= end
+            {
+                Frame::Fin { offset: end }.encode(out);
+                link.fin_sent = true;
+            }
+            // Piggyback a pending acknowledgement on outgoing data.
+            if out.len() > start && recv > link.ack_sent {
+                Frame::Ack { recv_offset: recv }.encode(out);
+                link.ack_sent = recv;
+                link.ack_due = None;
+            }
+        }
+        let wrote = out.len() > start;
+        if wrote {
+            link.last_tx = now;
+        }
+        wrote
+    }
+
+    /// The next instant `handle_timeout` must be called, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let link = self.link.as_ref()?;
+        if link.failed || self.error.is_some() {
+            return None;
+        }
+        if link.phase != Phase::Established {
+            return Some(link.opened + self.config.handshake_timeout);
+        }
+        let mut t = (link.last_rx + self.config.dead_after)
+            .min(link.last_tx + self.config.keepalive_interval);
+        if let Some(a) = link.ack_due {
+            t = t.min(a);
+        }
+        Some(t)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- internals --------------------------------------------------------
+
+    fn handle_frame(&mut self, now: Instant, frame: Frame) -> Result<(), LinkError> {
+        let phase = match &self.link {
+            Some(l) => l.phase,
+            None => return Ok(()),
+        };
+        match (phase, frame) {
+            (Phase::AwaitHello, Frame::ServerHello { version, nonce }) => {
+                if version != PROTOCOL_VERSION {
+                    self.fail(SessionError::Protocol(format!(
+                        "server speaks protocol version {version}"
+                    )));
+                    return Ok(());
+                }
+                let recv = self.recv_position();
+                let request = match &self.creds {
+                    None => (
+                        Phase::AwaitWelcome,
+                        Frame::NewSession {
+                            version: PROTOCOL_VERSION,
+                        },
+                    ),
+                    Some(c) => (
+                        Phase::AwaitResumed { nonce },
+                        Frame::Resume {
+                            version: PROTOCOL_VERSION,
+                            session_id: c.id,
+                            recv_offset: recv,
+                            proof: c.proof(Prover::Client, &nonce, recv),
+                        },
+                    ),
+                };
+                if let Some(l) = self.link.as_mut() {
+                    l.phase = request.0;
+                    l.queue(request.1);
+                }
+                Ok(())
+            }
+            (Phase::AwaitWelcome, Frame::Welcome { session_id, token }) => {
+                self.creds = Some(Credentials {
+                    id: session_id,
+                    token,
+                });
+                self.established(false);
+                Ok(())
+            }
+            (Phase::AwaitResumed { nonce }, Frame::Resumed { recv_offset, proof }) => {
+                let valid = self
+                    .creds
+                    .as_ref()
+                    .is_some_and(|c| c.verify(Prover::Server, &nonce, recv_offset, &proof));
+                if !valid {
+                    self.fail(SessionError::ServerProofInvalid);
+                    return Ok(());
+                }
+                if let Err(e) = self.rewind(recv_offset) {
+                    self.fail(e);
+                    return Ok(());
+                }
+                self.established(true);
+                Ok(())
+            }
+            (Phase::AwaitWelcome | Phase::AwaitResumed { .. }, Frame::Reject { reason }) => {
+                self.fail(SessionError::Rejected(reason));
+                Ok(())
+            }
+            (Phase::Established, Frame::Data { offset, payload }) => {
+                self.on_data(now, offset, &payload)
+            }
+            (Phase::Established, Frame::Ack { recv_offset })
+            | (Phase::Established, Frame::Keepalive { recv_offset }) => self.on_ack(recv_offset),
+            (Phase::Established, Frame::Fin { offset }) => {
+                if self.recv_fin || offset != self.recv_offset {
+                    return Err(LinkError::Unexpected("misplaced Fin"));
+                }
+                self.recv_fin = true;
+                let recv = self.recv_position();
+                if let Some(l) = self.link.as_mut() {
+                    l.ack_sent = recv;
+                    l.ack_due = None;
+                    l.queue(Frame::Ack { recv_offset: recv });
+                }
+                Ok(())
+            }
+            (_, f) => Err(LinkError::Unexpected(frame_name(&f))),
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, offset: u64, payload: &[u8]) -> Result<(), LinkError> {
+        // The sender rewinds to exactly the position we reported in the
+        // handshake, so on one transport data is always contiguous. Anything
+        // else is a broken peer; dropping the transport makes it rewind again.
+        if self.recv_fin || offset != self.recv_offset {
+            return Err(LinkError::Unexpected("misplaced Data"));
+        }
+        self.recv_offset += payload.len() as u64;
+        if !self.discard_incoming {
+            self.ready.extend(payload);
+        }
+        let recv = self.recv_position();
+        let (every, delay) = (self.config.ack_every, self.config.ack_delay);
+        if let Some(l) = self.link.as_mut() {
+            if recv - l.ack_sent >= every {
+                l.ack_sent = recv;
+                l.ack_due = None;
+                l.queue(Frame::Ack { recv_offset: recv });
+            } else if l.ack_due.is_none() {
+                l.ack_due = Some(now + delay);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, pos: u64) -> Result<(), LinkError> {
+        let limit = if self.fin_requested {
+            self.fin_position()
+        } else {
+            self.replay.end()
+        };
+        if pos > limit {
+            return Err(LinkError::Unexpected("acknowledgement beyond sent data"));
+        }
+        if pos > self.peer_acked {
+            self.peer_acked = pos;
+            self.replay.trim_to(pos);
+        }
+        Ok(())
+    }
+
+    /// Continues sending from the peer's received position `peer_recv`.
+    fn rewind(&mut self, peer_recv: u64) -> Result<(), SessionError> {
+        let fin_pos = self.fin_position();
+        let too_high = if self.fin_requested {
+            peer_recv > fin_pos
+        } else {
+            peer_recv > self.replay.end()
+        };
+        if peer_recv < self.replay.base() || too_high {
+            return Err(SessionError::ResumeGap {
+                peer_offset: peer_recv,
+                held_from: self.replay.base(),
+                held_to: self.replay.end(),
+            });
+        }
+        let data_pos = peer_recv.min(self.replay.end());
+        self.stats.bytes_replayed += self.sent_high.saturating_sub(data_pos);
+        self.peer_acked = self.peer_acked.max(peer_recv);
+        self.replay.trim_to(data_pos);
+        if let Some(l) = self.link.as_mut() {
+            l.next_send = data_pos;
+            l.fin_sent = self.fin_requested && peer_recv == fin_pos;
+        }
+        Ok(())
+    }
+
+    fn established(&mut self, resumed: bool) {
+        if let Some(l) = self.link.as_mut() {
+            l.phase = Phase::Established;
+            if !resumed {
+                l.next_send = self.replay.base();
+            }
+        }
+        self.stats.links_established += 1;
+        if resumed {
+            self.stats.resumes += 1;
+        }
+        self.events.push_back(Event::Established { resumed });
+    }
+
+    fn link_failed(&mut self, e: LinkError) {
+        if let Some(l) = self.link.as_mut() {
+            if !l.failed {
+                l.failed = true;
+                self.stats.links_failed += 1;
+                self.events.push_back(Event::LinkFailed(e));
+            }
+        }
+    }
+
+    /// Ends the session with `e`. Sticky: the first error wins.
+    pub fn fail(&mut self, e: SessionError) {
+        if self.error.is_none() {
+            self.error = Some(e.clone());
+            self.events.push_back(Event::Failed(e));
+        }
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::ServerHello { .. } => "ServerHello",
+        Frame::NewSession { .. } => "NewSession",
+        Frame::Resume { .. } => "Resume",
+        Frame::Welcome { .. } => "Welcome",
+        Frame::Resumed { .. } => "Resumed",
+        Frame::Reject { .. } => "Reject",
+        Frame::Data { .. } => "Data",
+        Frame::Ack { .. } => "Ack",
+        Frame::Keepalive { .. } => "Keepalive",
+        Frame::Fin { .. } => "Fin",
+    }
+}
