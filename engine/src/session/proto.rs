@@ -711,3 +711,102 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Fin { .. } => "Fin",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::frame::FrameError;
+
+    fn established_server(config: Config, now: Instant) -> SessionCore {
+        let creds = Credentials::generate().unwrap();
+        let mut s = SessionCore::new_server(config, creds);
+        s.open_server_link(now, ServerOpen::New, &[]).unwrap();
+        assert_eq!(s.poll_event(), Some(Event::Established { resumed: false }));
+        s
+    }
+
+    #[test]
+    fn oversized_frame_fails_the_transport_not_the_session() {
+        let now = Instant::now();
+        let mut s = established_server(Config::default(), now);
+        let err = s
+            .handle_input(now, &[0x10, 0x7f, 0xff, 0xff, 0xff])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LinkError::Frame(FrameError::Oversized {
+                len: 0x7fff_ffff,
+                max: 64 << 10
+            })
+        );
+        assert_eq!(s.poll_event(), Some(Event::LinkFailed(err)));
+        assert!(s.error().is_none());
+        assert!(!s.wants_read());
+    }
+
+    #[test]
+    fn data_off_the_expected_offset_and_acks_beyond_sent_fail_the_transport() {
+        let now = Instant::now();
+        let mut s = established_server(Config::default(), now);
+        let mut wire = Vec::new();
+        Frame::Data {
+            offset: 5,
+            payload: b"x".to_vec(),
+        }
+        .encode(&mut wire);
+        assert_eq!(
+            s.handle_input(now, &wire),
+            Err(LinkError::Unexpected("misplaced Data"))
+        );
+        let mut s = established_server(Config::default(), now);
+        let mut wire = Vec::new();
+        Frame::Ack { recv_offset: 1 }.encode(&mut wire);
+        assert_eq!(
+            s.handle_input(now, &wire),
+            Err(LinkError::Unexpected("acknowledgement beyond sent data"))
+        );
+    }
+
+    #[test]
+    fn full_replay_buffer_blocks_writes_until_acknowledged() {
+        let now = Instant::now();
+        let cfg = Config {
+            replay_capacity: 10,
+            ..Config::default()
+        };
+        let mut s = established_server(cfg, now);
+        assert_eq!(s.write(b"0123456789abc").unwrap(), 10);
+        assert_eq!(s.write(b"x").unwrap(), 0);
+        let mut out = Vec::new();
+        assert!(s.poll_transmit(now, &mut out, 1 << 20));
+        let mut wire = Vec::new();
+        Frame::Ack { recv_offset: 4 }.encode(&mut wire);
+        s.handle_input(now, &wire).unwrap();
+        assert_eq!(s.write(b"abcdef").unwrap(), 4);
+    }
+
+    #[test]
+    fn silent_transport_is_declared_dead_after_the_timeout() {
+        let t0 = Instant::now();
+        let cfg = Config::default();
+        let dead_after = cfg.dead_after;
+        let mut s = established_server(cfg, t0);
+        let mut out = Vec::new();
+        s.poll_transmit(t0, &mut out, 1 << 20);
+        let mut t = t0;
+        while s.poll_event().is_none() {
+            t = s.poll_timeout().unwrap();
+            s.handle_timeout(t);
+            s.poll_transmit(t, &mut out, 1 << 20);
+        }
+        assert_eq!(t - t0, dead_after);
+        let mut dec = Decoder::new(1 << 20);
+        dec.feed(&out);
+        let mut keepalives = 0;
+        while let Some(f) = dec.next_frame().unwrap() {
+            keepalives += usize::from(matches!(f, Frame::Keepalive { .. }));
+        }
+        // One per keepalive interval while the peer stayed silent.
+        assert_eq!(keepalives, 3);
+    }
+}

@@ -1,0 +1,385 @@
+//! Drives a client and a server `SessionCore` in memory with a virtual clock
+//! and injects transport faults at arbitrary byte offsets (mid-frame and on
+//! frame boundaries), in the style of quinn-proto's `Pair` tests.
+
+use netmend::session::auth::{Credentials, Prover};
+use netmend::session::handshake::{ClientRequest, ServerHandshake};
+use netmend::session::proto::{Event, ServerOpen, SessionCore};
+use netmend::session::Config;
+use proptest::prelude::*;
+use std::time::{Duration, Instant};
+
+/// The byte at stream offset `o` of test stream `salt`.
+fn pattern(salt: u8, o: usize) -> u8 {
+    ((o as u64).wrapping_mul(0x9E37_79B9) >> 7) as u8 ^ salt
+}
+
+#[derive(Clone, Debug)]
+enum Fault {
+    /// After `at` more client→server wire bytes, deliver `keep` of what is in
+    /// flight, then reset the transport on both ends.
+    Reset { at: usize, keep: usize },
+    /// After `at` more wire bytes, the path stops carrying anything for `ms`
+    /// without an error (TCP stalls; it never delivers a stream with holes).
+    Blackhole { at: usize, ms: u64 },
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        (1usize..20_000, 0usize..2_000).prop_map(|(at, keep)| Fault::Reset { at, keep }),
+        (1usize..20_000, 100u64..8_000).prop_map(|(at, ms)| Fault::Blackhole { at, ms }),
+    ]
+}
+
+struct Pair {
+    now: Instant,
+    config: Config,
+    client: SessionCore,
+    server: Option<SessionCore>,
+    creds: Option<Credentials>,
+    handshake: Option<ServerHandshake>,
+    /// Wire queues of the current transport.
+    c2s: Vec<u8>,
+    s2c: Vec<u8>,
+    client_connected: bool,
+    reconnect_at: Option<Instant>,
+    blackhole_until: Option<Instant>,
+    wire_c2s: usize,
+    connects: u32,
+    nonce_counter: u8,
+    /// Server sessions created; a lost Welcome orphans the first one.
+    generation: u32,
+}
+
+impl Pair {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        Self {
+            now,
+            client: SessionCore::new_client(config.clone()),
+            config,
+            server: None,
+            creds: None,
+            handshake: None,
+            c2s: Vec::new(),
+            s2c: Vec::new(),
+            client_connected: false,
+            reconnect_at: Some(now),
+            blackhole_until: None,
+            wire_c2s: 0,
+            connects: 0,
+            nonce_counter: 0,
+            generation: 0,
+        }
+    }
+
+    fn blackholed(&self) -> bool {
+        self.blackhole_until.is_some_and(|t| self.now < t)
+    }
+
+    fn connect(&mut self) {
+        self.connects += 1;
+        self.c2s.clear();
+        self.s2c.clear();
+        self.client.open_client_link(self.now);
+        self.client_connected = true;
+        // The old server transport, if still alive, is replaced once the
+        // resume verifies, as the acceptor does.
+        self.nonce_counter = self.nonce_counter.wrapping_add(1);
+        let hs = ServerHandshake::new([self.nonce_counter; 16], self.config.max_frame_payload);
+        self.s2c.extend(hs.hello());
+        self.handshake = Some(hs);
+    }
+
+    fn reset(&mut self) {
+        self.client.link_lost();
+        self.client_connected = false;
+        if let Some(s) = self.server.as_mut() {
+            s.link_lost();
+        }
+        self.handshake = None;
+        self.c2s.clear();
+        self.s2c.clear();
+        self.reconnect_at = Some(self.now + Duration::from_millis(20));
+    }
+
+    /// Delivers up to `chunk` bytes each way.
+    fn transfer(&mut self, chunk: usize) {
+        if self.blackholed() {
+            return;
+        }
+        let n = chunk.min(self.c2s.len());
+        let bytes: Vec<u8> = self.c2s.drain(..n).collect();
+        self.wire_c2s += n;
+        self.server_input(&bytes);
+        let n = chunk.min(self.s2c.len());
+        let bytes: Vec<u8> = self.s2c.drain(..n).collect();
+        if self.client_connected {
+            let _ = self.client.handle_input(self.now, &bytes);
+        }
+    }
+
+    fn server_input(&mut self, bytes: &[u8]) {
+        if let Some(hs) = self.handshake.as_mut() {
+            let Some(req) = hs.handle_input(bytes).expect("honest client") else {
+                return;
+            };
+            let nonce = hs.nonce();
+            let leftover = hs.leftover().to_vec();
+            self.handshake = None;
+            match req {
+                ClientRequest::New => {
+                    let creds = Credentials::generate().unwrap();
+                    self.creds = Some(creds.clone());
+                    let mut s = SessionCore::new_server(self.config.clone(), creds);
+                    s.open_server_link(self.now, ServerOpen::New, &leftover).unwrap();
+                    self.server = Some(s);
+                    self.generation += 1;
+                }
+                ClientRequest::Resume {
+                    session_id,
+                    recv_offset,
+                    proof,
+                } => {
+                    let creds = self.creds.as_ref().unwrap();
+                    assert_eq!(creds.id, session_id);
+                    assert!(creds.verify(Prover::Client, &nonce, recv_offset, &proof));
+                    let s = self.server.as_mut().unwrap();
+                    s.link_lost();
+                    let _ = s.open_server_link(
+                        self.now,
+                        ServerOpen::Resume {
+                            nonce,
+                            peer_recv: recv_offset,
+                        },
+                        &leftover,
+                    );
+                }
+            }
+        } else if let Some(s) = self.server.as_mut() {
+            let _ = s.handle_input(self.now, bytes);
+        }
+    }
+
+    fn pump_output(&mut self) {
+        if self.client_connected {
+            self.client.poll_transmit(self.now, &mut self.c2s, 64 << 10);
+        }
+        if self.handshake.is_none() {
+            if let Some(s) = self.server.as_mut() {
+                s.poll_transmit(self.now, &mut self.s2c, 64 << 10);
+            }
+        }
+    }
+
+    fn events(&mut self) {
+        while let Some(ev) = self.client.poll_event() {
+            match ev {
+                Event::LinkFailed(_) => {
+                    self.client.link_lost();
+                    self.client_connected = false;
+                    self.handshake = None;
+                    self.reconnect_at = Some(self.now + Duration::from_millis(50));
+                }
+                Event::Failed(e) => panic!("client session failed: {e}"),
+                Event::Established { .. } => {}
+            }
+        }
+        if let Some(s) = self.server.as_mut() {
+            while let Some(ev) = s.poll_event() {
+                match ev {
+                    Event::LinkFailed(_) => s.link_lost(),
+                    Event::Failed(e) => panic!("server session failed: {e}"),
+                    Event::Established { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        [
+            self.client.poll_timeout(),
+            self.server.as_ref().and_then(|s| s.poll_timeout()),
+            self.reconnect_at,
+            self.blackhole_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn fire_timers(&mut self) {
+        self.client.handle_timeout(self.now);
+        if let Some(s) = self.server.as_mut() {
+            s.handle_timeout(self.now);
+        }
+        if self.blackhole_until.is_some_and(|t| self.now >= t) {
+            self.blackhole_until = None;
+        }
+        if self.reconnect_at.is_some_and(|t| self.now >= t) && !self.client_connected {
+            self.reconnect_at = None;
+            self.connect();
+        } else if self.reconnect_at.is_some_and(|t| self.now >= t) {
+            self.reconnect_at = None;
+        }
+    }
+}
+
+/// Runs a full bidirectional transfer under `faults`; returns what each side
+/// read and the number of transports used.
+fn run(
+    client_len: usize,
+    server_len: usize,
+    chunk: usize,
+    write_size: usize,
+    mut faults: Vec<Fault>,
+) -> (Vec<u8>, Vec<u8>, u32) {
+    let config = Config {
+        replay_capacity: 8 << 10,
+        max_data_frame: 1000,
+        dead_after: Duration::from_millis(1500),
+        keepalive_interval: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let mut p = Pair::new(config);
+    let (mut c_sent, mut s_sent) = (0usize, 0usize);
+    let mut c_got = Vec::new();
+    let mut s_got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut generation = 0;
+    faults.reverse();
+    let mut next_fault_at = faults.last().map(|f| match f {
+        Fault::Reset { at, .. } | Fault::Blackhole { at, .. } => *at,
+    });
+    for _ in 0..2_000_000 {
+        // Application.
+        if c_sent < client_len {
+            let end = (c_sent + write_size).min(client_len);
+            let data: Vec<u8> = (c_sent..end).map(|o| pattern(1, o)).collect();
+            c_sent += p.client.write(&data).unwrap();
+        } else {
+            p.client.finish();
+        }
+        if p.generation != generation {
+            // The client never saw the orphaned session's Welcome, so it
+            // never received a byte of it; the application starts over.
+            generation = p.generation;
+            s_sent = 0;
+            s_got.clear();
+        }
+        if let Some(s) = p.server.as_mut() {
+            if s_sent < server_len {
+                let end = (s_sent + write_size).min(server_len);
+                let data: Vec<u8> = (s_sent..end).map(|o| pattern(2, o)).collect();
+                s_sent += s.write(&data).unwrap();
+            } else {
+                s.finish();
+            }
+            loop {
+                let n = s.read(&mut buf);
+                if n == 0 {
+                    break;
+                }
+                s_got.extend_from_slice(&buf[..n]);
+            }
+        }
+        loop {
+            let n = p.client.read(&mut buf);
+            if n == 0 {
+                break;
+            }
+            c_got.extend_from_slice(&buf[..n]);
+        }
+        if p.client.is_done() && p.server.as_ref().is_some_and(|s| s.is_done()) {
+            return (s_got, c_got, p.connects);
+        }
+        p.pump_output();
+        // Faults trigger on client→server wire bytes, wherever they fall.
+        if let Some(at) = next_fault_at {
+            if p.wire_c2s + chunk >= at && !p.c2s.is_empty() {
+                let short = at.saturating_sub(p.wire_c2s).min(p.c2s.len());
+                p.transfer(short);
+                match faults.pop() {
+                    Some(Fault::Reset { keep, .. }) => {
+                        p.transfer(keep);
+                        p.reset();
+                    }
+                    Some(Fault::Blackhole { ms, .. }) => {
+                        p.blackhole_until = Some(p.now + Duration::from_millis(ms));
+                    }
+                    None => {}
+                }
+                next_fault_at = faults.last().map(|f| match f {
+                    Fault::Reset { at, .. } | Fault::Blackhole { at, .. } => p.wire_c2s + *at,
+                });
+            }
+        }
+        let had_traffic = !p.blackholed() && (!p.c2s.is_empty() || !p.s2c.is_empty());
+        p.transfer(chunk);
+        p.events();
+        if had_traffic {
+            p.now += Duration::from_micros(200);
+        } else if let Some(t) = p.next_timer() {
+            p.now = p.now.max(t);
+        } else {
+            p.now += Duration::from_millis(1);
+        }
+        p.fire_timers();
+        p.events();
+    }
+    panic!(
+        "transfer did not finish: client sent {c_sent}, server got {}, client got {}",
+        s_got.len(),
+        c_got.len()
+    );
+}
+
+fn expected(salt: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|o| pattern(salt, o)).collect()
+}
+
+#[test]
+fn clean_transfer_uses_one_transport() {
+    let (s_got, c_got, connects) = run(50_000, 7_000, 600, 3000, vec![]);
+    assert_eq!(s_got, expected(1, 50_000));
+    assert_eq!(c_got, expected(2, 7_000));
+    assert_eq!(connects, 1);
+}
+
+#[test]
+fn reset_mid_frame_resumes_exactly() {
+    let faults = vec![
+        Fault::Reset { at: 3_333, keep: 7 },
+        Fault::Reset { at: 5, keep: 0 },
+    ];
+    let (s_got, c_got, connects) = run(40_000, 9_000, 512, 2048, faults);
+    assert_eq!(s_got, expected(1, 40_000));
+    assert_eq!(c_got, expected(2, 9_000));
+    assert_eq!(connects, 3);
+}
+
+#[test]
+fn blackhole_is_detected_by_keepalive_and_resumed() {
+    let faults = vec![Fault::Blackhole { at: 10_000, ms: 5_000 }];
+    let (s_got, c_got, connects) = run(30_000, 100, 700, 4096, faults);
+    assert_eq!(s_got, expected(1, 30_000));
+    assert_eq!(c_got, expected(2, 100));
+    assert!(connects >= 2, "a blackhole longer than dead_after forces a new transport");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn faults_at_any_offset_never_lose_duplicate_or_reorder(
+        client_len in 0usize..60_000,
+        server_len in 0usize..20_000,
+        chunk in 1usize..3_000,
+        write_size in 1usize..10_000,
+        faults in proptest::collection::vec(fault(), 0..6),
+    ) {
+        let (s_got, c_got, _) = run(client_len, server_len, chunk, write_size, faults);
+        prop_assert_eq!(s_got, expected(1, client_len));
+        prop_assert_eq!(c_got, expected(2, server_len));
+    }
+}

@@ -1,0 +1,240 @@
+//! The tokio drivers over real loopback TCP sockets.
+
+use netmend::session::frame::{Decoder, Frame, PROTOCOL_VERSION};
+use netmend::session::{
+    session_error, AcceptError, Accepted, Acceptor, Config, RejectReason, SessionBuilder,
+    SessionError,
+};
+use netmend::Policy;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Server: accepts sessions, reads each to EOF, reports what it read, echoes
+/// the byte count back, closes. Resumes are routed by the acceptor.
+async fn server(config: Config) -> (SocketAddr, Acceptor, mpsc::UnboundedReceiver<Vec<u8>>, mpsc::UnboundedReceiver<AcceptError>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor::new(config);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (etx, erx) = mpsc::unbounded_channel();
+    let acc = acceptor.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (acc, tx, etx) = (acc.clone(), tx.clone(), etx.clone());
+            tokio::spawn(async move {
+                match acc.accept(stream).await {
+                    Ok(Accepted::New(mut s)) => {
+                        let mut got = Vec::new();
+                        s.read_to_end(&mut got).await.unwrap();
+                        s.write_all(&(got.len() as u64).to_be_bytes()).await.unwrap();
+                        s.shutdown().await.unwrap();
+                        let _ = tx.send(got);
+                    }
+                    Ok(Accepted::Resumed(_)) => {}
+                    Err(e) => {
+                        let _ = etx.send(e);
+                    }
+                }
+            });
+        }
+    });
+    (addr, acceptor, rx, erx)
+}
+
+/// A TCP relay on loopback whose connections the test can reset (RST, via
+/// SO_LINGER 0) while both endpoints stay alive.
+#[derive(Clone)]
+struct Relay {
+    target: Arc<Mutex<SocketAddr>>,
+    kill: Arc<tokio::sync::Notify>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> (SocketAddr, Relay) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let relay = Relay {
+            target: Arc::new(Mutex::new(target)),
+            kill: Arc::default(),
+        };
+        let r = relay.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((down, _)) = listener.accept().await else { return };
+                let target = *r.target.lock().unwrap();
+                let Ok(up) = TcpStream::connect(target).await else { continue };
+                let kill = Arc::clone(&r.kill);
+                tokio::spawn(async move {
+                    let (mut down, mut up) = (down, up);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = kill.notified() => {
+                            // Linger 0 makes close send RST; it does not block then.
+                            #[allow(deprecated)]
+                            let _ = down.set_linger(Some(Duration::ZERO));
+                            #[allow(deprecated)]
+                            let _ = up.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+        (addr, relay)
+    }
+
+    fn reset_all(&self) {
+        self.kill.notify_waiters();
+    }
+
+    fn retarget(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = to;
+    }
+}
+
+fn fast_policy() -> Policy {
+    Policy {
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        ..Policy::default()
+    }
+}
+
+#[tokio::test]
+async fn bytes_survive_repeated_resets_exactly_once() {
+    let (srv, _acc, mut got, _errs) = server(Config::default()).await;
+    let (relay_addr, relay) = Relay::start(srv).await;
+    let mut session = SessionBuilder::new()
+        .policy(fast_policy())
+        .connect(move || TcpStream::connect(relay_addr))
+        .await
+        .unwrap();
+    let data = pattern(3 << 20);
+    for (i, chunk) in data.chunks(64 << 10).enumerate() {
+        session.write_all(chunk).await.unwrap();
+        if i % 12 == 11 {
+            // Reset whatever transport is live, mid-stream; wait until a new
+            // one is up so every reset hits a working session.
+            let before = session.stats().protocol.links_established;
+            relay.reset_all();
+            while session.stats().protocol.links_established == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    session.shutdown().await.unwrap();
+    let mut echo = Vec::new();
+    session.read_to_end(&mut echo).await.unwrap();
+    let received = got.recv().await.unwrap();
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "server must read the exact bytes");
+    assert_eq!(echo, (data.len() as u64).to_be_bytes());
+    let stats = session.stats().protocol;
+    assert_eq!(stats.resumes, 4, "{stats:?}");
+    assert_eq!(stats.links_established, 5);
+}
+
+#[tokio::test]
+async fn forged_resume_token_is_rejected_and_real_session_is_undisturbed() {
+    let (srv, acceptor, mut got, mut errs) = server(Config::default()).await;
+    let mut session = SessionBuilder::new()
+        .connect(move || TcpStream::connect(srv))
+        .await
+        .unwrap();
+    session.write_all(b"before ").await.unwrap();
+    let id = session.id().unwrap();
+
+    // An attacker who knows the session id but not the token.
+    let mut evil = TcpStream::connect(srv).await.unwrap();
+    let mut dec = Decoder::new(1024);
+    let mut buf = [0u8; 256];
+    let n = evil.read(&mut buf).await.unwrap();
+    dec.feed(&buf[..n]);
+    assert!(matches!(dec.next_frame().unwrap(), Some(Frame::ServerHello { .. })));
+    let mut out = Vec::new();
+    Frame::Resume {
+        version: PROTOCOL_VERSION,
+        session_id: id,
+        recv_offset: 0,
+        proof: [0xAB; 32],
+    }
+    .encode(&mut out);
+    evil.write_all(&out).await.unwrap();
+    let mut reply = Vec::new();
+    evil.read_to_end(&mut reply).await.unwrap();
+    let mut dec = Decoder::new(1024);
+    dec.feed(&reply);
+    assert_eq!(
+        dec.next_frame().unwrap(),
+        Some(Frame::Reject {
+            reason: RejectReason::BadProof
+        })
+    );
+    assert!(matches!(errs.recv().await, Some(AcceptError::BadProof(x)) if x == id));
+
+    session.write_all(b"after").await.unwrap();
+    session.shutdown().await.unwrap();
+    assert_eq!(got.recv().await.unwrap(), b"before after");
+    assert_eq!(session.stats().protocol.resumes, 0);
+    drop(session);
+    drop(acceptor);
+}
+
+#[tokio::test]
+async fn oversized_first_frame_is_refused_without_allocation() {
+    let (srv, _acc, _got, mut errs) = server(Config::default()).await;
+    let mut raw = TcpStream::connect(srv).await.unwrap();
+    let mut buf = [0u8; 64];
+    let _ = raw.read(&mut buf).await.unwrap();
+    // Header announcing a 1 GiB NewSession frame.
+    raw.write_all(&[0x02, 0x40, 0, 0, 0]).await.unwrap();
+    let err = errs.recv().await.unwrap();
+    assert!(
+        err.to_string().contains("exceeds the limit"),
+        "unexpected error: {err}"
+    );
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest).await;
+}
+
+#[tokio::test]
+async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
+    let (srv_a, _acc_a, _got_a, _e_a) = server(Config::default()).await;
+    let (srv_b, _acc_b, _got_b, mut errs_b) = server(Config::default()).await;
+    let (relay_addr, relay) = Relay::start(srv_a).await;
+    let mut session = SessionBuilder::new()
+        .policy(fast_policy())
+        .connect(move || TcpStream::connect(relay_addr))
+        .await
+        .unwrap();
+    session.write_all(b"hello").await.unwrap();
+    // The path now leads to another server (a restart, a failover without
+    // shared state), and the current transport is reset.
+    relay.retarget(srv_b);
+    relay.reset_all();
+    let mut b = [0u8; 1];
+    let err = tokio::time::timeout(Duration::from_secs(5), session.read(&mut b))
+        .await
+        .expect("rejection arrives")
+        .unwrap_err();
+    assert_eq!(
+        session_error(&err),
+        Some(&SessionError::Rejected(RejectReason::UnknownSession)),
+        "got {err:?}"
+    );
+    assert!(matches!(errs_b.recv().await, Some(AcceptError::UnknownSession(_))));
+    // Sticky: every later call fails the same way.
+    let again = session.write_all(b"more").await.unwrap_err();
+    assert_eq!(
+        session_error(&again),
+        Some(&SessionError::Rejected(RejectReason::UnknownSession))
+    );
+}
