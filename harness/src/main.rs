@@ -1,1 +1,174 @@
-fn main() {}
+//! `netmend`: run failure scenarios against the recovery engine.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use netmend_harness::backend::BackendKind;
+use netmend_harness::report::{render_json, render_junit, Collector, Human};
+use netmend_harness::{catalog, runner, scenario};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Every scenario passed (or there was nothing to do).
+const EXIT_OK: u8 = 0;
+/// At least one scenario failed.
+const EXIT_FAILED: u8 = 1;
+/// Bad input or usage.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "netmend", version, about = "Reproduce network failures and prove the recovery engine survives them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios: each once with a naive client (must fail) and once with its engine policy (must hold).
+    Run {
+        /// Scenario files or directories.
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        /// Where to run them.
+        #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+        backend: BackendArg,
+        /// Seed of the run; the same seed gives the same results on sim.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// List scenarios.
+    List {
+        /// Scenario files or directories.
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+    },
+    /// Validate scenario files without running them.
+    Check {
+        /// Scenario files or directories.
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the failure catalog as Markdown.
+    Catalog {
+        /// Directory of catalog entries.
+        #[arg(long, default_value = "catalog")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Sim,
+    Netns,
+    Auto,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Junit,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(msg) => {
+            eprintln!("netmend: {msg}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Runs a command; `Err` is a usage or input error (exit 2).
+fn execute(command: Command) -> Result<u8, String> {
+    match command {
+        Command::Run {
+            paths,
+            backend,
+            seed,
+            format,
+            output,
+        } => {
+            let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+            let (kind, reason) = match backend {
+                BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
+                BackendArg::Netns => {
+                    return Err("the netns backend (real network namespaces) is not available in this build yet; use --backend sim".into())
+                }
+                BackendArg::Auto => (
+                    BackendKind::Sim,
+                    "auto: the netns backend is not available in this build, using sim".to_string(),
+                ),
+            };
+            let mut sink: Box<dyn Write> = match &output {
+                Some(p) => Box::new(
+                    std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
+            let mut collector = Collector::default();
+            // Human output goes to the sink when it is the format, else
+            // progress goes to stderr so the document stays clean.
+            let mut human = if format == Format::Human {
+                Human::new(Box::new(&mut sink) as Box<dyn Write>)
+            } else {
+                Human::new(Box::new(std::io::stderr()) as Box<dyn Write>)
+            };
+            let summary = runner::run(&loaded, kind, reason, seed, &mut |ev| {
+                human.event(ev);
+                collector.event(ev);
+            });
+            drop(human);
+            let doc = match format {
+                Format::Human => None,
+                Format::Json => Some(render_json(&collector)),
+                Format::Junit => Some(render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?),
+            };
+            if let Some(doc) = doc {
+                sink.write_all(doc.as_bytes())
+                    .and_then(|()| sink.flush())
+                    .map_err(|e| format!("writing the report: {e}"))?;
+            }
+            Ok(if summary.failed > 0 { EXIT_FAILED } else { EXIT_OK })
+        }
+        Command::List { paths } => {
+            let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+            for l in loaded {
+                let faults: Vec<&str> = l.scenario.faults.iter().map(|f| f.kind()).collect();
+                println!(
+                    "{:<22} {:<20} [{}] {}",
+                    l.scenario.id,
+                    l.scenario.catalog,
+                    faults.join(", "),
+                    l.scenario.description
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Check { paths } => {
+            let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+            println!("{} scenario(s) valid", loaded.len());
+            Ok(EXIT_OK)
+        }
+        Command::Catalog { dir } => {
+            let entries = catalog::load(&dir).map_err(|e| e.to_string())?;
+            print!("{}", catalog::render(&entries));
+            Ok(EXIT_OK)
+        }
+    }
+}

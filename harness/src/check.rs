@@ -1,0 +1,204 @@
+//! Checkers: turn a run's [`Recording`] into measured figures and symptoms.
+
+use crate::scenario::{Scenario, Symptom};
+use crate::workload::pattern::{self, Piece};
+use crate::workload::Recording;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Pass or fail of one run against the scenario's invariants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every invariant held.
+    Passed,
+    /// At least one symptom showed.
+    Failed,
+}
+
+/// The judged figures of one run (the `baseline` / `mitigated` objects of
+/// the JSON report).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Measured {
+    /// Whether the invariants held.
+    pub outcome: Outcome,
+    /// What `delivered`, `lost` and `duplicated` count.
+    pub unit: &'static str,
+    /// Bytes the workload meant to deliver.
+    pub expected: u64,
+    /// Distinct stream bytes that arrived.
+    pub delivered: u64,
+    /// Stream bytes that never arrived.
+    pub lost: u64,
+    /// Bytes that arrived more than once.
+    pub duplicated: u64,
+    /// Bytes that arrived after later bytes had (filling a gap).
+    pub reordered: u64,
+    /// Bytes that are not part of the stream.
+    pub corrupted: u64,
+    /// Time from the path working again until a byte written after that
+    /// arrived; `None` if that never happened. The worst over all faults.
+    pub recovery_ms: Option<u64>,
+    /// Connection attempts by the client.
+    pub attempts: u32,
+    /// What went wrong, if anything.
+    pub symptoms: Vec<Symptom>,
+    /// The client's fatal error, if any.
+    pub error: Option<String>,
+}
+
+/// Judges one run of `scenario`.
+pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
+    let total = rec.total;
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut corrupted = 0;
+    // (time, highest offset end delivered by that read)
+    let mut arrivals: Vec<(Duration, u64)> = Vec::new();
+    for s in &rec.streams {
+        let d = pattern::decode(&s.bytes, total);
+        corrupted += d.unattributed;
+        arrivals.extend(read_offsets(&d, &s.reads));
+        pieces.extend(d.pieces);
+    }
+    arrivals.sort();
+
+    let (delivered, duplicated, reordered) = coverage(&pieces, total);
+    let lost = total - delivered;
+    let recovery = recovery(scenario, rec, &arrivals);
+    let recovery_ms = recovery.map(|d| d.as_millis() as u64);
+
+    let mut symptoms = Vec::new();
+    if lost > 0 {
+        symptoms.push(Symptom::Loss);
+    }
+    if duplicated > 0 {
+        symptoms.push(Symptom::Duplication);
+    }
+    if reordered > 0 {
+        symptoms.push(Symptom::Reorder);
+    }
+    match recovery {
+        None => symptoms.push(Symptom::Stall),
+        Some(r) if r > scenario.expect.recovery_within.0 => symptoms.push(Symptom::SlowRecovery),
+        Some(_) => {}
+    }
+    if max_attempts.is_some_and(|m| rec.attempts > m) {
+        symptoms.push(Symptom::Storm);
+    }
+    if corrupted > 0 {
+        symptoms.push(Symptom::Corruption);
+    }
+    if rec.client_error.is_some() {
+        symptoms.push(Symptom::Error);
+    }
+    Measured {
+        outcome: if symptoms.is_empty() {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        },
+        unit: "bytes",
+        expected: total,
+        delivered,
+        lost,
+        duplicated,
+        reordered,
+        corrupted,
+        recovery_ms,
+        attempts: rec.attempts,
+        symptoms,
+        error: rec.client_error.clone(),
+    }
+}
+
+/// For each read of a stream, the highest stream offset end it delivered.
+fn read_offsets(d: &pattern::Decoded, reads: &[(Duration, u64)]) -> Vec<(Duration, u64)> {
+    let mut out = Vec::with_capacity(reads.len());
+    let mut best = 0u64;
+    let mut i = 0;
+    for &(t, end) in reads {
+        // Every piece that begins before this read's end contributes.
+        while i < d.pieces.len() && d.positions[i] < end {
+            let (p, pos) = (d.pieces[i], d.positions[i]);
+            best = best.max(p.start + (end - pos).min(p.len));
+            if pos + p.len <= end {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        out.push((t, best));
+    }
+    out
+}
+
+/// `(delivered, duplicated, reordered)` for pieces in arrival order.
+fn coverage(pieces: &[Piece], total: u64) -> (u64, u64, u64) {
+    // Sorted, merged intervals of what arrived so far.
+    let mut have: Vec<(u64, u64)> = Vec::new();
+    let (mut dup, mut reordered, mut high) = (0u64, 0u64, 0u64);
+    for p in pieces {
+        let (a, b) = (p.start, (p.start + p.len).min(total));
+        if a >= b {
+            continue;
+        }
+        let overlap: u64 = have
+            .iter()
+            .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
+            .sum();
+        dup += overlap;
+        if a < high {
+            reordered += (b - a) - overlap - (b.saturating_sub(high.max(a)));
+        }
+        high = high.max(b);
+        have.push((a, b));
+        have.sort();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(have.len());
+        for (x, y) in have.drain(..) {
+            match merged.last_mut() {
+                Some(last) if x <= last.1 => last.1 = last.1.max(y),
+                _ => merged.push((x, y)),
+            }
+        }
+        have = merged;
+    }
+    let delivered = have.iter().map(|(x, y)| y - x).sum();
+    (delivered, dup, reordered)
+}
+
+/// The worst recovery over all faults: from the moment the path works again
+/// until a byte the client wrote after that moment arrives (or, if the client
+/// had written everything by then, until the last byte arrives).
+fn recovery(scenario: &Scenario, rec: &Recording, arrivals: &[(Duration, u64)]) -> Option<Duration> {
+    let mut worst = Duration::ZERO;
+    for fault in &scenario.faults {
+        let healed = fault.healed_at().0;
+        let written = rec
+            .writes
+            .iter()
+            .take_while(|(t, _)| *t <= healed)
+            .last()
+            .map_or(0, |&(_, o)| o);
+        let target = if written >= rec.total { rec.total } else { written + 1 };
+        let got = arrivals
+            .iter()
+            .find(|&&(_, end)| end >= target)
+            .map(|&(t, _)| t.saturating_sub(healed))?;
+        worst = worst.max(got);
+    }
+    Some(worst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_counts_loss_duplication_and_reordering() {
+        let p = |start, len| Piece { start, len };
+        assert_eq!(coverage(&[p(0, 100)], 100), (100, 0, 0));
+        // A gap, then a replay that overlaps and fills part of it.
+        assert_eq!(coverage(&[p(0, 40), p(60, 40), p(30, 20)], 100), (90, 10, 10));
+        assert_eq!(coverage(&[p(0, 50), p(0, 50)], 100), (50, 50, 0));
+    }
+}

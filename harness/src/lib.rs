@@ -1,0 +1,14 @@
+//! netmend-harness: declarative failure scenarios, run on a deterministic
+//! simulated network, judged by checkers, reported for humans and CI.
+//!
+//! The flow is `scenario` (load) → `runner` (run each scenario on a
+//! `backend`, baseline and mitigated, with the stream `workload`) → `check`
+//! (judge the recordings) → `report` (reporters built from `RunEvent`s only).
+
+pub mod catalog;
+pub mod check;
+pub mod backend;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod workload;

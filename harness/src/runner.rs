@@ -1,0 +1,215 @@
+//! Runs scenarios and emits [`RunEvent`]s; reporters are built from those alone.
+
+use crate::backend::{self, BackendKind, Variant};
+use crate::check::{self, Measured, Outcome};
+use crate::scenario::{Loaded, Scenario, Symptom};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Final judgement of one scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The baseline showed the failure and the mitigated run held.
+    Pass,
+    /// Either half did not.
+    Fail,
+    /// The backend cannot express this scenario (reason in `unsupported`).
+    Unsupported,
+}
+
+/// Everything known about one scenario after it ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario id.
+    pub id: String,
+    /// Catalog entry it reproduces.
+    pub catalog: String,
+    /// Backend it ran on.
+    pub backend: BackendKind,
+    /// Seed of this scenario's runs.
+    pub seed: u64,
+    /// Pass iff the baseline failed as expected and the mitigated run held.
+    pub verdict: Verdict,
+    /// Symptoms the scenario says the baseline must show.
+    pub expected_baseline: Vec<Symptom>,
+    /// The naive run (absent when unsupported or broken).
+    pub baseline: Option<Measured>,
+    /// The engine run.
+    pub mitigated: Option<Measured>,
+    /// Why the scenario failed, in words.
+    pub reasons: Vec<String>,
+    /// Why the backend could not run it.
+    pub unsupported: Option<String>,
+    /// Virtual time both runs took, in ms (sim); wall time is kept out of
+    /// the report so that the same seed gives identical output.
+    pub virtual_ms: u64,
+}
+
+/// The contract between the runner and every reporter.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    /// Before the first scenario.
+    RunStarted {
+        /// Run seed.
+        seed: u64,
+        /// Backend used.
+        backend: BackendKind,
+        /// Why this backend (for `auto`).
+        backend_reason: String,
+        /// Scenario ids, in run order.
+        scenarios: Vec<String>,
+    },
+    /// A scenario begins.
+    ScenarioStarted {
+        /// Its id.
+        id: String,
+    },
+    /// A scenario ended.
+    ScenarioFinished {
+        /// Its result.
+        result: Box<ScenarioResult>,
+        /// Wall time it took (human reporter only).
+        wall: std::time::Duration,
+    },
+    /// After the last scenario.
+    RunFinished {
+        /// Counts.
+        summary: Summary,
+        /// Wall time of the run (human reporter only).
+        wall: std::time::Duration,
+    },
+}
+
+/// Counts of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Scenarios with verdict pass.
+    pub passed: usize,
+    /// Scenarios with verdict fail.
+    pub failed: usize,
+    /// Scenarios the backend could not express.
+    pub unsupported: usize,
+    /// Virtual time simulated over the whole run, in ms.
+    pub virtual_ms: u64,
+}
+
+/// Seed of one scenario: the run seed mixed with the id (FNV-1a), so adding
+/// a scenario does not change the others' runs.
+pub fn scenario_seed(run_seed: u64, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ run_seed
+}
+
+/// Runs every scenario on `backend`, reporting through `emit`.
+pub fn run(
+    scenarios: &[Loaded],
+    backend: BackendKind,
+    backend_reason: String,
+    seed: u64,
+    emit: &mut dyn FnMut(&RunEvent),
+) -> Summary {
+    let start = Instant::now();
+    emit(&RunEvent::RunStarted {
+        seed,
+        backend,
+        backend_reason,
+        scenarios: scenarios.iter().map(|l| l.scenario.id.clone()).collect(),
+    });
+    let mut summary = Summary::default();
+    for l in scenarios {
+        emit(&RunEvent::ScenarioStarted {
+            id: l.scenario.id.clone(),
+        });
+        let t = Instant::now();
+        let result = run_one(&l.scenario, backend, scenario_seed(seed, &l.scenario.id));
+        match result.verdict {
+            Verdict::Pass => summary.passed += 1,
+            Verdict::Fail => summary.failed += 1,
+            Verdict::Unsupported => summary.unsupported += 1,
+        }
+        summary.virtual_ms += result.virtual_ms;
+        emit(&RunEvent::ScenarioFinished {
+            result: Box::new(result),
+            wall: t.elapsed(),
+        });
+    }
+    emit(&RunEvent::RunFinished {
+        summary,
+        wall: start.elapsed(),
+    });
+    summary
+}
+
+/// Runs the baseline and the mitigated variant of one scenario and judges both.
+pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult {
+    let mut result = ScenarioResult {
+        id: s.id.clone(),
+        catalog: s.catalog.clone(),
+        backend,
+        seed,
+        verdict: Verdict::Fail,
+        expected_baseline: s.expect.baseline.clone(),
+        baseline: None,
+        mitigated: None,
+        reasons: Vec::new(),
+        unsupported: None,
+        virtual_ms: 0,
+    };
+    let note = match backend {
+        BackendKind::Sim => s.backends.sim.as_ref(),
+        BackendKind::Netns => s.backends.netns.as_ref(),
+    };
+    if let Some(why) = note.and_then(|n| n.unsupported.clone()) {
+        result.verdict = Verdict::Unsupported;
+        result.unsupported = Some(why);
+        return result;
+    }
+    if backend == BackendKind::Netns {
+        result.verdict = Verdict::Unsupported;
+        result.unsupported = Some("the netns backend is not built yet".into());
+        return result;
+    }
+    for variant in [Variant::Baseline, Variant::Mitigated] {
+        let (max_attempts, slot) = match variant {
+            Variant::Baseline => (None, &mut result.baseline),
+            Variant::Mitigated => (Some(s.expect.max_attempts), &mut result.mitigated),
+        };
+        match backend::run_sim(s, variant, seed) {
+            Ok(rec) => {
+                result.virtual_ms += rec.elapsed.as_millis() as u64;
+                *slot = Some(check::judge(s, &rec, max_attempts));
+            }
+            Err(e) => result.reasons.push(format!("{variant:?} run broke: {e}")),
+        }
+    }
+    if let Some(b) = &result.baseline {
+        let missing: Vec<String> = s
+            .expect
+            .baseline
+            .iter()
+            .filter(|want| !b.symptoms.contains(want))
+            .map(|w| format!("{w:?}").to_lowercase())
+            .collect();
+        if !missing.is_empty() {
+            result.reasons.push(format!(
+                "baseline did not show the expected failure ({}); the scenario proves nothing",
+                missing.join(", ")
+            ));
+        }
+    }
+    if let Some(m) = &result.mitigated {
+        if m.outcome == Outcome::Failed {
+            let names: Vec<String> = m.symptoms.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
+            result.reasons.push(format!("mitigated run failed: {}", names.join(", ")));
+        }
+    }
+    if result.reasons.is_empty() {
+        result.verdict = Verdict::Pass;
+    }
+    result
+}

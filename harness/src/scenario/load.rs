@@ -1,0 +1,292 @@
+//! Reading scenario files, with errors that point into the file.
+
+use super::model::{Fault, Scenario, Workload};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A scenario file could not be used. Every variant names the file; parse
+/// and validation errors also name line, column and field.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The path could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{path}:{line}:{col}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// Dotted path of the offending field (`faults[1].duration`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two files declare the same id.
+    #[error("{path}: duplicate scenario id `{id}` (also in {other})")]
+    Duplicate {
+        /// The second file.
+        path: PathBuf,
+        /// The id.
+        id: String,
+        /// The first file.
+        other: PathBuf,
+    },
+    /// A directory held no scenario.
+    #[error("{0}: no scenario files (*.toml) found")]
+    Empty(PathBuf),
+}
+
+/// A scenario and the file it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The file.
+    pub path: PathBuf,
+    /// Its content.
+    pub scenario: Scenario,
+}
+
+/// Loads every `*.toml` under the given files and directories, sorted by id.
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Loaded>, LoadError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| LoadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|source| LoadError::Io {
+                    path: p.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            if found.is_empty() {
+                return Err(LoadError::Empty(p.clone()));
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for f in files {
+        let scenario = load_file(&f)?;
+        if let Some(other) = loaded.iter().find(|l| l.scenario.id == scenario.id) {
+            return Err(LoadError::Duplicate {
+                path: f,
+                id: scenario.id,
+                other: other.path.clone(),
+            });
+        }
+        loaded.push(Loaded { path: f, scenario });
+    }
+    loaded.sort_by(|a, b| a.scenario.id.cmp(&b.scenario.id));
+    Ok(loaded)
+}
+
+/// Loads and validates one file.
+pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates scenario text; `path` is only used in errors.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
+    let de = toml::Deserializer::new(text);
+    let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, col) = inner
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((1, 1));
+        LoadError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            col,
+            field: if field == "." { "(document)".into() } else { field },
+            message: inner.message().trim().to_string(),
+        }
+    })?;
+    validate(&scenario).map_err(|(field, key, nth, message)| {
+        let (line, col) = locate(text, key, nth);
+        LoadError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            col,
+            field,
+            message,
+        }
+    })?;
+    Ok(scenario)
+}
+
+type Invalid = (String, &'static str, usize, String);
+
+/// Checks what the types cannot: ordering, bounds, consistency.
+fn validate(s: &Scenario) -> Result<(), Invalid> {
+    let bad = |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
+    if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return bad("id".into(), "id", 0, "must be non-empty and use only letters, digits, `-` and `_`".into());
+    }
+    let Workload::Stream { bytes, chunk, rate } = &s.workload;
+    if *bytes == 0 || *bytes % 8 != 0 {
+        return bad("workload.bytes".into(), "bytes", 0, "must be a positive multiple of 8".into());
+    }
+    if *chunk == 0 || *chunk > 1 << 20 {
+        return bad("workload.chunk".into(), "chunk", 0, "must be between 1 and 1048576".into());
+    }
+    if *rate == Some(0) {
+        return bad("workload.rate".into(), "rate", 0, "must be positive (omit it for unpaced)".into());
+    }
+    let mut last = None;
+    for (i, f) in s.faults.iter().enumerate() {
+        if last.is_some_and(|l| f.at() < l) {
+            return bad(format!("faults[{i}].at"), "at", i, "faults must be in time order".into());
+        }
+        if f.healed_at() >= s.expect.deadline {
+            return bad(
+                format!("faults[{i}].at"),
+                "at",
+                i,
+                format!("fault ends at {} but the run deadline is {}", f.healed_at(), s.expect.deadline),
+            );
+        }
+        if let Fault::Blackhole { duration, .. } | Fault::Partition { duration, .. } = f {
+            if duration.0.is_zero() {
+                return bad(format!("faults[{i}].duration"), "duration", i, "must be positive".into());
+            }
+        }
+        last = Some(f.at());
+    }
+    if s.expect.baseline.is_empty() {
+        return bad(
+            "expect.baseline".into(),
+            "baseline",
+            0,
+            "name at least one symptom: a scenario whose baseline does not fail proves nothing".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Finds `key =` (the `nth` occurrence, for array tables) in the text.
+fn locate(text: &str, key: &str, nth: usize) -> (usize, usize) {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                if seen == nth {
+                    return (i + 1, line.len() - trimmed.len() + 1);
+                }
+                seen += 1;
+            }
+        }
+    }
+    (1, 1)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = "t"
+catalog = "tcp-reset"
+description = "d"
+
+[topology]
+latency = "2ms"
+
+[workload]
+kind = "stream"
+bytes = 800
+
+[[faults]]
+kind = "reset"
+at = "1s"
+
+[mitigation]
+policy = "resumable-session"
+
+[expect]
+baseline = ["loss"]
+recovery_within = "2s"
+max_attempts = 5
+"#;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("s.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_file_parses() {
+        let s = parse(Path::new("s.toml"), GOOD).unwrap();
+        assert_eq!(s.faults.len(), 1);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_col_and_field() {
+        let text = GOOD.replace("latency = \"2ms\"", "latency = \"2ms\"\nlatensy = \"3ms\"");
+        assert_eq!(
+            err(&text),
+            "s.toml:8:1: topology: unknown field `latensy`, expected one of `client`, `server`, `middlebox`, `latency`, `port`"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = GOOD.replace("bytes = 800", "bytes = \"lots\"");
+        let e = err(&text);
+        assert!(e.starts_with("s.toml:11:9: workload.bytes: invalid type: string \"lots\""), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let text = GOOD.replace("at = \"1s\"", "at = \"5 parsecs\"");
+        let e = err(&text);
+        assert!(e.starts_with("s.toml:15:6: faults[0].at: invalid duration `5 parsecs`"), "{e}");
+    }
+
+    #[test]
+    fn bad_toml_points_at_the_syntax_error() {
+        let text = GOOD.replace("[topology]", "[topology");
+        let e = err(&text);
+        assert!(e.starts_with("s.toml:6:10: (document): "), "{e}");
+    }
+
+    #[test]
+    fn unknown_fault_kind_and_semantic_errors_are_located() {
+        let text = GOOD.replace("kind = \"reset\"", "kind = \"meteor\"");
+        let e = err(&text);
+        assert!(e.starts_with("s.toml:14:") && e.contains("faults[0]") && e.contains("meteor"), "{e}");
+        let text = GOOD.replace("at = \"1s\"", "at = \"90s\"");
+        assert_eq!(
+            err(&text),
+            "s.toml:15:1: faults[0].at: fault ends at 1m 30s but the run deadline is 1m"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! What a scenario file says. Every struct refuses unknown fields.
+
+use super::duration::Dur;
+use serde::{Deserialize, Serialize};
+
+/// One failure case: topology, workload, fault schedule, mitigation, expectations.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Unique id, also the file stem by convention.
+    pub id: String,
+    /// The catalog entry this scenario reproduces.
+    pub catalog: String,
+    /// One sentence for humans.
+    pub description: String,
+    /// Hosts and the path between them.
+    pub topology: Topology,
+    /// What the application does.
+    pub workload: Workload,
+    /// Time-ordered faults.
+    #[serde(default, rename = "faults")]
+    pub faults: Vec<Fault>,
+    /// The engine policy that mitigates the failure.
+    pub mitigation: Mitigation,
+    /// How the baseline must fail and what the mitigated run must hold.
+    pub expect: Expect,
+    /// Per-backend notes: what a backend models differently, or cannot express.
+    #[serde(default)]
+    pub backends: Backends,
+}
+
+/// Client and server joined by one path through a middlebox, where faults act.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Host name of the client.
+    #[serde(default = "default_client")]
+    pub client: String,
+    /// Host name of the server.
+    #[serde(default = "default_server")]
+    pub server: String,
+    /// Host name of the middlebox (router, NAT, firewall) on the path.
+    #[serde(default = "default_middlebox")]
+    pub middlebox: String,
+    /// One-way latency of each hop.
+    #[serde(default = "default_latency")]
+    pub latency: Dur,
+    /// TCP port the server listens on.
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_client() -> String {
+    "client".into()
+}
+fn default_server() -> String {
+    "server".into()
+}
+fn default_middlebox() -> String {
+    "middlebox".into()
+}
+fn default_latency() -> Dur {
+    Dur(std::time::Duration::from_millis(1))
+}
+fn default_port() -> u16 {
+    7000
+}
+
+/// What the application does.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Workload {
+    /// The client sends `bytes` bytes in which every 8-byte word encodes its
+    /// own offset, so the receiver can tell exactly what arrived.
+    Stream {
+        /// Total bytes.
+        bytes: u64,
+        /// Bytes per write call.
+        #[serde(default = "default_chunk")]
+        chunk: usize,
+        /// Pacing in bytes per second; absent means as fast as the path allows.
+        #[serde(default)]
+        rate: Option<u64>,
+    },
+}
+
+fn default_chunk() -> usize {
+    4096
+}
+
+/// Which traffic a path fault hits.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Both directions.
+    #[default]
+    Both,
+    /// Client to server only.
+    ClientToServer,
+    /// Server to client only.
+    ServerToClient,
+}
+
+/// One scheduled fault.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// The middlebox resets every established connection (RST both ways);
+    /// both endpoints stay alive and new connections work at once.
+    Reset {
+        /// When.
+        at: Dur,
+    },
+    /// The middlebox silently drops everything for `duration` and forgets the
+    /// flows it carried: no RST, old connections stay half-open forever,
+    /// new connections work once it heals.
+    Blackhole {
+        /// When.
+        at: Dur,
+        /// For how long.
+        duration: Dur,
+    },
+    /// The client's link to the middlebox loses every packet for `duration`
+    /// (one way or both), then carries traffic again.
+    Partition {
+        /// When.
+        at: Dur,
+        /// For how long.
+        duration: Dur,
+        /// Which way.
+        #[serde(default)]
+        direction: Direction,
+    },
+    /// Every hop's one-way latency becomes `latency` (for `duration`, or
+    /// until the end).
+    Latency {
+        /// When.
+        at: Dur,
+        /// New one-way latency per hop.
+        latency: Dur,
+        /// For how long; absent means until the end.
+        #[serde(default)]
+        duration: Option<Dur>,
+    },
+}
+
+impl Fault {
+    /// When the fault starts.
+    pub fn at(&self) -> Dur {
+        match self {
+            Fault::Reset { at }
+            | Fault::Blackhole { at, .. }
+            | Fault::Partition { at, .. }
+            | Fault::Latency { at, .. } => *at,
+        }
+    }
+
+    /// When the path works again (for instantaneous faults, when it hit).
+    pub fn healed_at(&self) -> Dur {
+        match self {
+            Fault::Reset { at } => *at,
+            Fault::Blackhole { at, duration } | Fault::Partition { at, duration, .. } => {
+                Dur(at.0 + duration.0)
+            }
+            Fault::Latency { at, duration, .. } => Dur(at.0 + duration.map(|d| d.0).unwrap_or_default()),
+        }
+    }
+
+    /// Short name, as in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Reset { .. } => "reset",
+            Fault::Blackhole { .. } => "blackhole",
+            Fault::Partition { .. } => "partition",
+            Fault::Latency { .. } => "latency",
+        }
+    }
+}
+
+/// The engine policy of the mitigated run.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Mitigation {
+    /// `netmend::session`: resume the byte stream on a new transport.
+    ResumableSession {
+        /// Keepalive interval on an idle transport.
+        #[serde(default)]
+        keepalive_interval: Option<Dur>,
+        /// Silence after which a transport counts as dead.
+        #[serde(default)]
+        dead_after: Option<Dur>,
+        /// Time allowed for a transport handshake.
+        #[serde(default)]
+        handshake_timeout: Option<Dur>,
+        /// Time allowed for a TCP connect.
+        #[serde(default)]
+        connect_timeout: Option<Dur>,
+        /// First backoff ceiling.
+        #[serde(default)]
+        initial_backoff: Option<Dur>,
+        /// Backoff cap.
+        #[serde(default)]
+        max_backoff: Option<Dur>,
+        /// Reconnect attempts per outage.
+        #[serde(default)]
+        max_attempts: Option<u32>,
+        /// Replay buffer size in bytes.
+        #[serde(default)]
+        replay_buffer: Option<usize>,
+    },
+}
+
+/// A failure symptom a run can show.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Symptom {
+    /// Bytes never arrived.
+    Loss,
+    /// Bytes arrived twice.
+    Duplication,
+    /// Bytes arrived out of order.
+    Reorder,
+    /// Delivery never resumed after the fault.
+    Stall,
+    /// Delivery resumed later than `recovery_within`.
+    SlowRecovery,
+    /// More connection attempts than `max_attempts`.
+    Storm,
+    /// Bytes arrived that are not part of the stream at all.
+    Corruption,
+    /// The client's session ended with an error.
+    Error,
+}
+
+/// Expectations.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Symptoms the naive baseline must show (all of them).
+    pub baseline: Vec<Symptom>,
+    /// Delivery must resume within this long after the path works again.
+    pub recovery_within: Dur,
+    /// At most this many connection attempts in the mitigated run.
+    pub max_attempts: u32,
+    /// Each run is cut off after this much (virtual) time.
+    #[serde(default = "default_deadline")]
+    pub deadline: Dur,
+}
+
+fn default_deadline() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+
+/// Per-backend notes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backends {
+    /// How the simulated backend models the faults.
+    #[serde(default)]
+    pub sim: Option<BackendNote>,
+    /// How the real-kernel backend models them.
+    #[serde(default)]
+    pub netns: Option<BackendNote>,
+}
+
+/// What one backend does with the scenario.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendNote {
+    /// How the faults are made on this backend.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Set when the backend cannot express this scenario; the reason is reported.
+    #[serde(default)]
+    pub unsupported: Option<String>,
+}

@@ -1,0 +1,217 @@
+//! The programs of the stream workload: a naive baseline client and server,
+//! and their mitigated counterparts built on `netmend::session`. They are
+//! generic over [`Net`] so every backend runs the very same code.
+
+use super::pattern;
+use super::Recorder;
+use netmend::session::{Accepted, Acceptor, Config, SessionBuilder};
+use netmend::Policy;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The network a backend offers its programs.
+pub trait Net: Clone + Send + Sync + 'static {
+    /// A connected stream.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    /// A listening socket.
+    type Listener: Send + 'static;
+    /// Connects to `host:port`.
+    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Listens on `port` on all addresses.
+    fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Accepts one connection.
+    fn accept(l: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Time since the run started (virtual on sim).
+    fn now(&self) -> Duration;
+}
+
+/// What the client sends and how.
+#[derive(Clone, Debug)]
+pub struct StreamSpec {
+    /// Server (or middlebox) host to connect to.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Total bytes.
+    pub total: u64,
+    /// Bytes per write.
+    pub chunk: usize,
+    /// Pacing, bytes per second.
+    pub rate: Option<u64>,
+    /// Time allowed for one connect.
+    pub connect_timeout: Duration,
+}
+
+/// Pause of the naive client between reconnects: what a typical blind retry
+/// loop does (`sleep(100ms); connect()`).
+const NAIVE_RETRY: Duration = Duration::from_millis(100);
+
+async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
+    if let Some(rate) = spec.rate {
+        let due = Duration::from_secs_f64(offset as f64 / rate as f64);
+        let now = net.now();
+        if due > now {
+            tokio::time::sleep(due - now).await;
+        }
+    }
+}
+
+/// What most programs do: plain TCP; on an error, reconnect in a loop and
+/// keep writing where their own `write` calls left off.
+pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
+    let mut offset = 0u64;
+    let mut buf = vec![0u8; spec.chunk];
+    loop {
+        rec.attempt();
+        let connected = tokio::time::timeout(spec.connect_timeout, net.connect(&spec.host, spec.port)).await;
+        let mut stream = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "baseline: connect failed");
+                tokio::time::sleep(NAIVE_RETRY).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("baseline: connect timed out");
+                tokio::time::sleep(NAIVE_RETRY).await;
+                continue;
+            }
+        };
+        let mut failed = false;
+        while offset < spec.total {
+            pace(&net, &spec, offset).await;
+            let n = (spec.total - offset).min(spec.chunk as u64) as usize;
+            pattern::fill(offset, &mut buf[..n]);
+            match stream.write(&buf[..n]).await {
+                Ok(k) => {
+                    offset += k as u64;
+                    rec.wrote(net.now(), offset);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, offset, "baseline: write failed, reconnecting");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            // Half-close and wait for the server to close: the polite ending.
+            let _ = stream.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink).await;
+            rec.client_done(net.now());
+            return;
+        }
+        tokio::time::sleep(NAIVE_RETRY).await;
+    }
+}
+
+/// Baseline server: every connection's bytes are one stream log.
+pub async fn baseline_server<N: Net>(net: N, port: u16, rec: Recorder) -> io::Result<()> {
+    let listener = net.bind(port).await?;
+    loop {
+        let mut stream = N::accept(&listener).await?;
+        let (net, rec) = (net.clone(), rec.clone());
+        tokio::spawn(async move {
+            let idx = rec.open_stream();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => rec.received(idx, net.now(), &buf[..n]),
+                }
+            }
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Engine parameters of the mitigated run.
+#[derive(Clone, Debug)]
+pub struct MitigationSpec {
+    /// Session tunables.
+    pub config: Config,
+    /// Reconnect policy.
+    pub policy: Policy,
+    /// Jitter seed.
+    pub seed: u64,
+}
+
+/// The mitigated client: the same writes through a resumable session.
+pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpec, rec: Recorder) {
+    let (host, port, n2) = (spec.host.clone(), spec.port, net.clone());
+    let connector = move || {
+        let (net, host) = (n2.clone(), host.clone());
+        async move { net.connect(&host, port).await }
+    };
+    let mut session = match SessionBuilder::new()
+        .config(m.config)
+        .policy(m.policy)
+        .rng_seed(m.seed)
+        .connect(connector)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            rec.client_failed(e.to_string());
+            return;
+        }
+    };
+    let mut buf = vec![0u8; spec.chunk];
+    let mut offset = 0u64;
+    let result: io::Result<()> = async {
+        while offset < spec.total {
+            pace(&net, &spec, offset).await;
+            let n = (spec.total - offset).min(spec.chunk as u64) as usize;
+            pattern::fill(offset, &mut buf[..n]);
+            session.write_all(&buf[..n]).await?;
+            offset += n as u64;
+            rec.wrote(net.now(), offset);
+            rec.set_attempts(session.stats().connect_attempts);
+        }
+        session.shutdown().await?;
+        let mut sink = Vec::new();
+        session.read_to_end(&mut sink).await?;
+        Ok(())
+    }
+    .await;
+    rec.set_attempts(session.stats().connect_attempts);
+    match result {
+        Ok(()) => rec.client_done(net.now()),
+        Err(e) => rec.client_failed(e.to_string()),
+    }
+}
+
+/// The mitigated server: one stream log per session, however many
+/// transports it took.
+pub async fn mitigated_server<N: Net>(net: N, port: u16, config: Config, rec: Recorder) -> io::Result<()> {
+    let listener = net.bind(port).await?;
+    let acceptor = Acceptor::new(config);
+    loop {
+        let stream = N::accept(&listener).await?;
+        let (net, rec, acceptor) = (net.clone(), rec.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            match acceptor.accept(stream).await {
+                Ok(Accepted::New(mut session)) => {
+                    let idx = rec.open_stream();
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        match session.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => rec.received(idx, net.now(), &buf[..n]),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "server session failed");
+                                return;
+                            }
+                        }
+                    }
+                    let _ = session.shutdown().await;
+                }
+                Ok(Accepted::Resumed(id)) => tracing::debug!(session = %id, "resumed"),
+                Err(e) => tracing::debug!(error = %e, "handshake refused"),
+            }
+        });
+    }
+}

@@ -1,0 +1,105 @@
+//! What one run of the stream workload records, on any backend.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Bytes one server-side connection (baseline) or session (mitigated)
+/// received, with the time of every read.
+#[derive(Clone, Debug, Default)]
+pub struct StreamLog {
+    /// Everything read, in order.
+    pub bytes: Vec<u8>,
+    /// `(time, bytes read so far)` after each read.
+    pub reads: Vec<(Duration, u64)>,
+}
+
+/// The raw record of one run, judged later by `check`.
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    /// Bytes the workload meant to deliver.
+    pub total: u64,
+    /// Server-side streams in the order they were opened.
+    pub streams: Vec<StreamLog>,
+    /// `(time, stream offset written so far)` after each client write.
+    pub writes: Vec<(Duration, u64)>,
+    /// Connection attempts the client made.
+    pub attempts: u32,
+    /// The client's fatal error, if any.
+    pub client_error: Option<String>,
+    /// When the client finished its work.
+    pub client_done_at: Option<Duration>,
+    /// How long the run lasted (virtual time on sim).
+    pub elapsed: Duration,
+}
+
+/// A shared handle the workload programs record into.
+#[derive(Clone, Debug, Default)]
+pub struct Recorder(Arc<Mutex<Recording>>);
+
+impl Recorder {
+    /// A recorder for a stream of `total` bytes.
+    pub fn new(total: u64) -> Self {
+        Self(Arc::new(Mutex::new(Recording {
+            total,
+            ..Recording::default()
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Recording> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens a server-side stream; returns its index.
+    pub fn open_stream(&self) -> usize {
+        let mut r = self.lock();
+        r.streams.push(StreamLog::default());
+        r.streams.len() - 1
+    }
+
+    /// Appends bytes read on stream `idx` at time `t`.
+    pub fn received(&self, idx: usize, t: Duration, bytes: &[u8]) {
+        let mut r = self.lock();
+        if let Some(s) = r.streams.get_mut(idx) {
+            s.bytes.extend_from_slice(bytes);
+            let n = s.bytes.len() as u64;
+            s.reads.push((t, n));
+        }
+    }
+
+    /// The client's write position reached `offset` at `t`.
+    pub fn wrote(&self, t: Duration, offset: u64) {
+        self.lock().writes.push((t, offset));
+    }
+
+    /// The client made one more connection attempt.
+    pub fn attempt(&self) {
+        self.lock().attempts += 1;
+    }
+
+    /// Sets the attempt count (from the session's own counter).
+    pub fn set_attempts(&self, n: u32) {
+        self.lock().attempts = n;
+    }
+
+    /// The client failed.
+    pub fn client_failed(&self, e: String) {
+        self.lock().client_error.get_or_insert(e);
+    }
+
+    /// The client finished at `t`.
+    pub fn client_done(&self, t: Duration) {
+        self.lock().client_done_at = Some(t);
+    }
+
+    /// Whether the client finished.
+    pub fn is_client_done(&self) -> bool {
+        self.lock().client_done_at.is_some()
+    }
+
+    /// A copy of the record, stamped with the run's length.
+    pub fn snapshot(&self, elapsed: Duration) -> Recording {
+        let mut r = self.lock().clone();
+        r.elapsed = elapsed;
+        r
+    }
+}
