@@ -210,7 +210,9 @@ impl AsyncWrite for Session {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = self.shared.lock();
-        st.core.finish();
+        // Only the first call has news for the driver; notifying on every
+        // poll would ping-pong with the driver waking us.
+        let newly_finished = st.core.finish();
         if st.core.send_complete() {
             return Poll::Ready(Ok(()));
         }
@@ -219,7 +221,9 @@ impl AsyncWrite for Session {
         }
         st.write_waker = Some(cx.waker().clone());
         drop(st);
-        self.shared.driver.notify_one();
+        if newly_finished {
+            self.shared.driver.notify_one();
+        }
         Poll::Pending
     }
 }

@@ -279,9 +279,10 @@ impl SessionCore {
         n
     }
 
-    /// Ends the outgoing stream after the bytes written so far.
-    pub fn finish(&mut self) {
-        self.fin_requested = true;
+    /// Ends the outgoing stream after the bytes written so far. Returns
+    /// whether this call ended it (false if it was already ended).
+    pub fn finish(&mut self) -> bool {
+        !std::mem::replace(&mut self.fin_requested, true)
     }
 
     /// The application will not read any more: received bytes are dropped
