@@ -3,7 +3,7 @@
 
 pub mod sim;
 
-use crate::scenario::{Mitigation, Scenario};
+use crate::scenario::Scenario;
 use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
 use netmend::session::Config;
@@ -49,16 +49,12 @@ pub enum BackendError {
 
 /// The engine parameters the scenario's mitigation section asks for.
 pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
-    let Mitigation::ResumableSession {
-        keepalive_interval,
-        dead_after,
-        handshake_timeout,
-        connect_timeout,
-        initial_backoff,
-        max_backoff,
-        max_attempts,
-        replay_buffer,
-    } = &s.mitigation;
+    // The only policy so far is the resumable session.
+    let m = &s.mitigation;
+    let (keepalive_interval, dead_after, handshake_timeout, connect_timeout) =
+        (m.keepalive_interval, m.dead_after, m.handshake_timeout, m.connect_timeout);
+    let (initial_backoff, max_backoff, max_attempts, replay_buffer) =
+        (m.initial_backoff, m.max_backoff, m.max_attempts, m.replay_buffer);
     let d = Config::default();
     let config = Config {
         keepalive_interval: keepalive_interval.map_or(d.keepalive_interval, |v| v.0),

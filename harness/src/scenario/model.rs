@@ -2,9 +2,10 @@
 
 use super::duration::Dur;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// One failure case: topology, workload, fault schedule, mitigation, expectations.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Unique id, also the file stem by convention.
@@ -30,7 +31,7 @@ pub struct Scenario {
 }
 
 /// Client and server joined by one path through a middlebox, where faults act.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// Host name of the client.
@@ -66,22 +67,29 @@ fn default_port() -> u16 {
     7000
 }
 
-/// What the application does.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Workload {
+/// Kinds of workload.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
     /// The client sends `bytes` bytes in which every 8-byte word encodes its
     /// own offset, so the receiver can tell exactly what arrived.
-    Stream {
-        /// Total bytes.
-        bytes: u64,
-        /// Bytes per write call.
-        #[serde(default = "default_chunk")]
-        chunk: usize,
-        /// Pacing in bytes per second; absent means as fast as the path allows.
-        #[serde(default)]
-        rate: Option<u64>,
-    },
+    Stream,
+}
+
+/// What the application does.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// The workload kind (`stream`).
+    pub kind: WorkloadKind,
+    /// Total bytes.
+    pub bytes: u64,
+    /// Bytes per write call.
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+    /// Pacing in bytes per second; absent means as fast as the path allows.
+    #[serde(default)]
+    pub rate: Option<u64>,
 }
 
 fn default_chunk() -> usize {
@@ -102,8 +110,8 @@ pub enum Direction {
 }
 
 /// One scheduled fault.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(try_from = "RawFault")]
 pub enum Fault {
     /// The middlebox resets every established connection (RST both ways);
     /// both endpoints stay alive and new connections work at once.
@@ -177,37 +185,44 @@ impl Fault {
     }
 }
 
-/// The engine policy of the mitigated run.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Mitigation {
+/// Engine policies a scenario can pair with its failure.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
     /// `netmend::session`: resume the byte stream on a new transport.
-    ResumableSession {
-        /// Keepalive interval on an idle transport.
-        #[serde(default)]
-        keepalive_interval: Option<Dur>,
-        /// Silence after which a transport counts as dead.
-        #[serde(default)]
-        dead_after: Option<Dur>,
-        /// Time allowed for a transport handshake.
-        #[serde(default)]
-        handshake_timeout: Option<Dur>,
-        /// Time allowed for a TCP connect.
-        #[serde(default)]
-        connect_timeout: Option<Dur>,
-        /// First backoff ceiling.
-        #[serde(default)]
-        initial_backoff: Option<Dur>,
-        /// Backoff cap.
-        #[serde(default)]
-        max_backoff: Option<Dur>,
-        /// Reconnect attempts per outage.
-        #[serde(default)]
-        max_attempts: Option<u32>,
-        /// Replay buffer size in bytes.
-        #[serde(default)]
-        replay_buffer: Option<usize>,
-    },
+    ResumableSession,
+}
+
+/// The engine policy of the mitigated run and its parameters.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mitigation {
+    /// Which policy.
+    pub policy: PolicyKind,
+    /// Keepalive interval on an idle transport.
+    #[serde(default)]
+    pub keepalive_interval: Option<Dur>,
+    /// Silence after which a transport counts as dead.
+    #[serde(default)]
+    pub dead_after: Option<Dur>,
+    /// Time allowed for a transport handshake.
+    #[serde(default)]
+    pub handshake_timeout: Option<Dur>,
+    /// Time allowed for a TCP connect.
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    /// First backoff ceiling.
+    #[serde(default)]
+    pub initial_backoff: Option<Dur>,
+    /// Backoff cap.
+    #[serde(default)]
+    pub max_backoff: Option<Dur>,
+    /// Reconnect attempts per outage.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Replay buffer size in bytes.
+    #[serde(default)]
+    pub replay_buffer: Option<usize>,
 }
 
 /// A failure symptom a run can show.
@@ -233,7 +248,7 @@ pub enum Symptom {
 }
 
 /// Expectations.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Symptoms the naive baseline must show (all of them).
@@ -252,7 +267,7 @@ fn default_deadline() -> Dur {
 }
 
 /// Per-backend notes.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Backends {
     /// How the simulated backend models the faults.
@@ -264,7 +279,7 @@ pub struct Backends {
 }
 
 /// What one backend does with the scenario.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendNote {
     /// How the faults are made on this backend.
@@ -273,4 +288,76 @@ pub struct BackendNote {
     /// Set when the backend cannot express this scenario; the reason is reported.
     #[serde(default)]
     pub unsupported: Option<String>,
+}
+
+/// Kinds of fault, as written in `kind = "…"`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// See [`Fault::Reset`].
+    Reset,
+    /// See [`Fault::Blackhole`].
+    Blackhole,
+    /// See [`Fault::Partition`].
+    Partition,
+    /// See [`Fault::Latency`].
+    Latency,
+}
+
+/// A fault as written: one flat table, so that every field error carries its
+/// exact path and position (serde's tagged enums buffer and lose both).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    kind: FaultKind,
+    at: Dur,
+    #[serde(default)]
+    duration: Option<Dur>,
+    #[serde(default)]
+    direction: Option<Direction>,
+    #[serde(default)]
+    latency: Option<Dur>,
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = String;
+
+    fn try_from(r: RawFault) -> Result<Self, String> {
+        let kind = format!("{:?}", r.kind).to_lowercase();
+        let refuse = |field: &str| Err(format!("`{field}` does not apply to a {kind} fault"));
+        let need = |field: &str| format!("a {kind} fault needs `{field}`");
+        if r.direction.is_some() && r.kind != FaultKind::Partition {
+            return refuse("direction");
+        }
+        if r.latency.is_some() && r.kind != FaultKind::Latency {
+            return refuse("latency");
+        }
+        let positive = |d: Option<Dur>| match d {
+            Some(d) if d.0 > Duration::ZERO => Ok(d),
+            Some(_) => Err("`duration` must be positive".to_string()),
+            None => Err(need("duration")),
+        };
+        Ok(match r.kind {
+            FaultKind::Reset => {
+                if r.duration.is_some() {
+                    return refuse("duration");
+                }
+                Fault::Reset { at: r.at }
+            }
+            FaultKind::Blackhole => Fault::Blackhole {
+                at: r.at,
+                duration: positive(r.duration)?,
+            },
+            FaultKind::Partition => Fault::Partition {
+                at: r.at,
+                duration: positive(r.duration)?,
+                direction: r.direction.unwrap_or_default(),
+            },
+            FaultKind::Latency => Fault::Latency {
+                at: r.at,
+                latency: r.latency.ok_or_else(|| need("latency"))?,
+                duration: r.duration,
+            },
+        })
+    }
 }

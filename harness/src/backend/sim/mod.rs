@@ -7,7 +7,7 @@
 pub mod relay;
 
 use super::{mitigation_spec, BackendError, Variant};
-use crate::scenario::{Direction, Fault, Scenario, Workload};
+use crate::scenario::{Direction, Fault, Scenario};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use relay::PathMode;
@@ -87,7 +87,7 @@ fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
 /// Runs one variant of `s` and returns what it recorded.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
     let topo = &s.topology;
-    let Workload::Stream { bytes, chunk, rate } = s.workload;
+    let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     let deadline = s.expect.deadline.0;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(deadline + Duration::from_secs(30))

@@ -1,0 +1,172 @@
+//! The `netmend` binary as users and CI call it: exit codes, reports, errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn netmend(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netmend"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn default_run_passes_both_scenarios_with_the_json_contract() {
+    let out = netmend(&["run", "--backend", "sim", "--seed", "7", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["seed"], 7);
+    assert_eq!(v["summary"]["passed"], 2);
+    assert_eq!(v["summary"]["failed"], 0);
+    let scenarios = v["scenarios"].as_array().unwrap();
+    let ids: Vec<&str> = scenarios.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["silent-path-loss", "tcp-reset"]);
+    for s in scenarios {
+        assert_eq!(s["catalog"], s["id"]);
+        assert_eq!(s["backend"], "sim");
+        assert!(s["seed"].is_u64());
+        assert_eq!(s["verdict"], "pass");
+        let (b, m) = (&s["baseline"], &s["mitigated"]);
+        assert_eq!(b["outcome"], "failed");
+        assert_eq!(m["outcome"], "passed");
+        for run in [b, m] {
+            assert_eq!(run["unit"], "bytes");
+            for field in ["delivered", "lost", "duplicated", "attempts"] {
+                assert!(run[field].is_u64(), "{field} in {run}");
+            }
+            assert!(run["recovery_ms"].is_u64() || run["recovery_ms"].is_null());
+        }
+        assert_eq!(m["lost"], 0);
+        assert_eq!(m["duplicated"], 0);
+        assert_eq!(m["delivered"], 1_048_576);
+        assert!(b["lost"].as_u64().unwrap() > 0);
+    }
+    // The half-open baseline never recovers: recovery_ms is null.
+    assert!(scenarios[0]["baseline"]["recovery_ms"].is_null());
+}
+
+#[test]
+fn same_seed_gives_byte_identical_json() {
+    let a = netmend(&["run", "--seed", "42", "--format", "json"]);
+    let b = netmend(&["run", "--seed", "42", "--format", "json"]);
+    assert_eq!(a.status.code(), Some(0));
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn junit_report_is_valid_xml_with_one_case_per_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.xml");
+    let out = netmend(&["run", "--format", "junit", "--output", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let xml = std::fs::read_to_string(&file).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let cases: Vec<_> = root.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
+    assert_eq!(names, ["silent-path-loss", "tcp-reset"]);
+    assert!(cases.iter().all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
+    // Human progress went to stderr, not into the report.
+    assert!(stderr(&out).contains("2 passed, 0 failed"));
+}
+
+fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn tcp_reset_with(from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("scenarios/tcp-reset.toml")).unwrap();
+    assert!(text.contains(from), "fixture drifted: {from}");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn malformed_scenarios_exit_2_naming_file_line_col_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("bad-toml.toml", tcp_reset_with("[workload]", "[workload"), ":14:10: (document): "),
+        (
+            "unknown.toml",
+            tcp_reset_with("chunk = 4096", "chunk = 4096\nburst = 3"),
+            ":18:1: workload.burst: unknown field `burst`",
+        ),
+        (
+            "wrong-type.toml",
+            tcp_reset_with("bytes = 1048576", "bytes = \"a lot\""),
+            ":16:9: workload.bytes: invalid type: string \"a lot\", expected u64",
+        ),
+        (
+            "bad-duration.toml",
+            tcp_reset_with("at = \"1s\"", "at = \"soon\""),
+            ":22:6: faults[0].at: invalid duration `soon`",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = write_scenario(dir.path(), name, &text);
+        for cmd in ["run", "check"] {
+            let out = netmend(&[cmd, path.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(2), "{name} {cmd}");
+            let err = stderr(&out);
+            let expected = format!("netmend: {}{want}", path.display());
+            assert!(err.starts_with(&expected), "{name}: got {err:?}, want prefix {expected:?}");
+            assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+            assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_scenario_whose_baseline_does_not_fail_as_described_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_scenario(
+        dir.path(),
+        "wrong-expectation.toml",
+        &tcp_reset_with("baseline = [\"loss\"]", "baseline = [\"duplication\"]"),
+    );
+    let out = netmend(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("FAIL tcp-reset"), "{text}");
+    assert!(text.contains("baseline did not show the expected failure (duplication)"), "{text}");
+    assert!(text.contains("0 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = netmend(&["run", "--backend", "netns"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("netns backend"), "{}", stderr(&out));
+    assert_eq!(netmend(&["run", "--format", "yaml"]).status.code(), Some(2));
+    assert_eq!(netmend(&["run", "no/such/dir"]).status.code(), Some(2));
+    assert_eq!(netmend(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn list_check_and_catalog_work_on_the_shipped_files() {
+    let out = netmend(&["list"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
+    let out = netmend(&["check"]);
+    assert_eq!(stdout(&out), "2 scenario(s) valid\n");
+    let out = netmend(&["catalog"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("# netmend failure catalog"));
+}
