@@ -95,14 +95,15 @@ pub struct Summary {
 }
 
 /// Seed of one scenario: the run seed mixed with the id (FNV-1a), so adding
-/// a scenario does not change the others' runs.
+/// a scenario does not change the others' runs. Kept below 2^53 so that JSON
+/// consumers that read numbers as doubles (JavaScript) see it exactly.
 pub fn scenario_seed(run_seed: u64, id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h ^ run_seed
+    (h ^ run_seed) & ((1 << 53) - 1)
 }
 
 /// Runs every scenario on `backend`, reporting through `emit`.

@@ -1,0 +1,42 @@
+//! Reporters on a real simulated run (snapshots reviewed by hand), and the
+//! suite's verdicts across many seeds.
+
+use netmend_harness::backend::BackendKind;
+use netmend_harness::report::{render_json, Collector, Human};
+use netmend_harness::runner::{self, Verdict};
+use netmend_harness::scenario;
+use std::path::Path;
+
+fn shipped() -> Vec<scenario::Loaded> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    scenario::load_all(&[dir]).unwrap()
+}
+
+#[test]
+fn human_and_json_reports_snapshot() {
+    let loaded = shipped();
+    let mut human_out = Vec::new();
+    let mut collector = Collector::default();
+    {
+        let mut human = Human::new(&mut human_out);
+        human.show_wall = false;
+        runner::run(&loaded, BackendKind::Sim, "requested".into(), 1, &mut |ev| {
+            human.event(ev);
+            collector.event(ev);
+        });
+    }
+    insta::assert_snapshot!("human", String::from_utf8(human_out).unwrap());
+    insta::assert_snapshot!("json", render_json(&collector));
+}
+
+#[test]
+fn every_scenario_passes_under_many_seeds() {
+    for l in shipped() {
+        for seed in 0..8u64 {
+            let r = runner::run_one(&l.scenario, BackendKind::Sim, seed);
+            assert_eq!(r.verdict, Verdict::Pass, "{} seed {seed}: {:?}", l.scenario.id, r.reasons);
+            let m = r.mitigated.unwrap();
+            assert_eq!((m.lost, m.duplicated, m.reordered, m.corrupted), (0, 0, 0, 0));
+        }
+    }
+}
