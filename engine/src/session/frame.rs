@@ -299,6 +299,20 @@ fn array<const N: usize>(s: &[u8]) -> [u8; N] {
     a
 }
 
+/// A decoded frame whose data payload borrows the decoder's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRef<'a> {
+    /// Stream bytes starting at `offset`.
+    Data {
+        /// Stream offset of the first payload byte.
+        offset: u64,
+        /// The bytes.
+        payload: &'a [u8],
+    },
+    /// Any other frame.
+    Control(Frame),
+}
+
 /// Incremental frame decoder: feed bytes in any split, take frames out.
 #[derive(Debug)]
 pub struct Decoder {
@@ -331,6 +345,18 @@ impl Decoder {
     /// Returns the next complete frame, `Ok(None)` when more input is needed.
     /// An error is sticky: every later call returns it again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        Ok(self.next_frame_ref()?.map(|f| match f {
+            FrameRef::Data { offset, payload } => Frame::Data {
+                offset,
+                payload: payload.to_vec(),
+            },
+            FrameRef::Control(f) => f,
+        }))
+    }
+
+    /// Like [`Decoder::next_frame`], but a data frame's payload is borrowed
+    /// from the decoder's buffer: the bulk path allocates nothing.
+    pub fn next_frame_ref(&mut self) -> Result<Option<FrameRef<'_>>, FrameError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -354,10 +380,17 @@ impl Decoder {
             self.compact();
             return Ok(None);
         }
-        let result = Frame::decode(kind, &avail[HEADER_LEN..total]);
+        let start = self.start;
         self.start += total;
-        match result {
-            Ok(f) => Ok(Some(f)),
+        if kind == T_DATA && len > 8 {
+            let p = &self.buf[start + HEADER_LEN..start + total];
+            return Ok(Some(FrameRef::Data {
+                offset: u64::from_be_bytes(array(&p[..8])),
+                payload: &p[8..],
+            }));
+        }
+        match Frame::decode(kind, &self.buf[start + HEADER_LEN..start + total]) {
+            Ok(f) => Ok(Some(FrameRef::Control(f))),
             Err(e) => {
                 self.error = Some(e.clone());
                 Err(e)

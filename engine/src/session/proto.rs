@@ -26,7 +26,8 @@
 use super::auth::{Credentials, Prover};
 use super::config::Config;
 use super::error::{LinkError, SessionError};
-use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
+use super::frame::{self, Decoder, Frame, FrameRef, RejectReason, PROTOCOL_VERSION};
+use bytes::{Buf, BytesMut};
 use super::replay::ReplayBuffer;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -147,7 +148,7 @@ pub struct SessionCore {
     fin_requested: bool,
     recv_offset: u64,
     recv_fin: bool,
-    ready: VecDeque<u8>,
+    ready: BytesMut,
     discard_incoming: bool,
     link: Option<Link>,
     events: VecDeque<Event>,
@@ -177,7 +178,7 @@ impl SessionCore {
             fin_requested: false,
             recv_offset: 0,
             recv_fin: false,
-            ready: VecDeque::new(),
+            ready: BytesMut::new(),
             discard_incoming: false,
             link: None,
             events: VecDeque::new(),
@@ -273,9 +274,8 @@ impl SessionCore {
     /// Moves received bytes into `buf`; returns how many.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.ready.len());
-        for (dst, src) in buf.iter_mut().zip(self.ready.drain(..n)) {
-            *dst = src;
-        }
+        buf[..n].copy_from_slice(&self.ready[..n]);
+        self.ready.advance(n);
         n
     }
 
@@ -381,22 +381,37 @@ impl SessionCore {
             link.last_rx = now;
             link.decoder.feed(bytes);
         }
+        // The decoder lends data payloads straight out of its buffer; move it
+        // out of the link so frame handling may borrow `self` mutably.
+        let placeholder = Decoder::new(self.config.max_frame_payload);
+        let mut decoder = std::mem::replace(&mut link.decoder, placeholder);
+        let result = self.drain_frames(now, &mut decoder);
+        if let Some(l) = self.link.as_mut() {
+            l.decoder = decoder;
+        }
+        result
+    }
+
+    fn drain_frames(&mut self, now: Instant, decoder: &mut Decoder) -> Result<(), LinkError> {
         loop {
-            let next = match self.link.as_mut() {
-                Some(l) if !l.failed => l.decoder.next_frame(),
-                _ => return Ok(()),
-            };
-            let result = match next {
-                Ok(Some(frame)) => self.handle_frame(now, frame),
+            if !matches!(&self.link, Some(l) if !l.failed) || self.error.is_some() {
+                return Ok(());
+            }
+            let result = match decoder.next_frame_ref() {
+                Ok(Some(FrameRef::Data { offset, payload })) => {
+                    if self.is_established() {
+                        self.on_data(now, offset, payload)
+                    } else {
+                        Err(LinkError::Unexpected("Data"))
+                    }
+                }
+                Ok(Some(FrameRef::Control(frame))) => self.handle_frame(now, frame),
                 Ok(None) => return Ok(()),
                 Err(e) => Err(LinkError::from(e)),
             };
             if let Err(e) = result {
                 self.link_failed(e.clone());
                 return Err(e);
-            }
-            if self.error.is_some() {
-                return Ok(());
             }
         }
     }
@@ -607,7 +622,7 @@ impl SessionCore {
         }
         self.recv_offset += payload.len() as u64;
         if !self.discard_incoming {
-            self.ready.extend(payload);
+            self.ready.extend_from_slice(payload);
         }
         let recv = self.recv_position();
         let (every, delay) = (self.config.ack_every, self.config.ack_delay);
