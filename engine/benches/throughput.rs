@@ -40,6 +40,8 @@ async fn session_sink() -> SocketAddr {
     let acceptor = Acceptor::new(Config::default());
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            // Acks are small frames: Nagle would hold them back.
+            let _ = s.set_nodelay(true);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if let Ok(Accepted::New(mut session)) = acceptor.accept(s).await {

@@ -162,12 +162,15 @@ impl Pair {
     }
 
     fn pump_output(&mut self) {
+        let mut frames = Vec::new();
         if self.client_connected {
-            self.client.poll_transmit(self.now, &mut self.c2s, 64 << 10);
+            self.client.poll_transmit(self.now, &mut frames, 64 << 10);
+            self.c2s.extend(frames.drain(..).flatten());
         }
         if self.handshake.is_none() {
             if let Some(s) = self.server.as_mut() {
-                s.poll_transmit(self.now, &mut self.s2c, 64 << 10);
+                s.poll_transmit(self.now, &mut frames, 64 << 10);
+                self.s2c.extend(frames.drain(..).flatten());
             }
         }
     }

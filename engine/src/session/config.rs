@@ -15,7 +15,7 @@ pub struct Config {
     /// Largest frame payload accepted from the peer; a larger header closes
     /// the transport. Default 64 KiB.
     pub max_frame_payload: u32,
-    /// Largest data frame this side sends. Default 16 KiB; must not exceed
+    /// Largest data frame this side sends. Default 64 KiB - 64; must not exceed
     /// `max_frame_payload - 8`.
     pub max_data_frame: usize,
     /// A keepalive goes out when nothing was sent for this long. Default 1 s.
@@ -43,7 +43,7 @@ impl Default for Config {
             replay_capacity: 4 << 20,
             receive_buffer: 1 << 20,
             max_frame_payload: 64 << 10,
-            max_data_frame: 16 << 10,
+            max_data_frame: (64 << 10) - 64,
             keepalive_interval: Duration::from_secs(1),
             dead_after: Duration::from_secs(4),
             handshake_timeout: Duration::from_secs(3),

@@ -2,6 +2,9 @@
 
 use super::handle::Shared;
 use super::proto::Event;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::future::pending;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -9,9 +12,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 /// Read buffer per transport.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// Bytes taken from the core per write batch.
-const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH: usize = 1024 * 1024;
 /// How long a closing transport may take to flush its last frames.
 const FLUSH_GRACE: Duration = Duration::from_secs(1);
 
@@ -38,6 +41,18 @@ pub(crate) fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// One turn's outcome of the transport's select loop.
+enum Turn<A> {
+    Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
+    Timer,
+    Woken,
+    Preempted(A),
+}
+
+/// Most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
 /// Runs `stream` for the session until it fails, the session finishes, or
 /// (server) a newer transport arrives on `preempt`.
 pub(crate) async fn drive_link<S, A>(
@@ -49,18 +64,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut out: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
-    let mut pos = 0usize;
-    let mut rbuf = vec![0u8; READ_CHUNK];
+    // Frames to write, in order; payloads are slices of the replay buffer.
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    let mut batch: Vec<Bytes> = Vec::new();
+    // The core cuts frames off this buffer without copying them.
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut established = false;
     loop {
         let now = now();
         let (deadline, want_read, ending) = {
             let mut st = shared.lock();
-            if pos == out.len() {
-                out.clear();
-                pos = 0;
-                st.core.poll_transmit(now, &mut out, WRITE_BATCH);
+            if pending.is_empty() {
+                st.core.poll_transmit(now, &mut batch, WRITE_BATCH);
+                pending.extend(batch.drain(..));
             }
             let mut ending = None;
             while let Some(ev) = st.core.poll_event() {
@@ -83,39 +99,61 @@ where
                 ending = Some(LinkEnd::Finished);
             }
             st.wake_app();
-            (st.core.poll_timeout(), st.core.wants_read(), ending)
+            let want_read = st.core.wants_read();
+            st.wake_on_write = pending.is_empty();
+            st.wake_on_read = !want_read;
+            (st.core.poll_timeout(), want_read, ending)
         };
         if let Some(end) = ending {
             if matches!(end, LinkEnd::Finished) {
                 // Last frames (final ack, Reject) should reach the peer.
                 let _ = tokio::time::timeout(FLUSH_GRACE, async {
-                    wr.write_all(&out[pos..]).await?;
+                    for b in &pending {
+                        wr.write_all(b).await?;
+                    }
                     wr.shutdown().await
                 })
                 .await;
             }
             return LinkReport { established, end };
         }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
         let sleep_until = deadline.map(Instant::from_std);
-        tokio::select! {
-            r = rd.read(&mut rbuf), if want_read => match r {
-                Ok(0) => return failed(established, "transport closed by peer".into()),
-                Ok(n) => {
-                    // A bad frame surfaces as Event::LinkFailed on the next turn.
-                    let _ = shared.lock().core.handle_input(super::driver::now(), &rbuf[..n]);
-                }
-                Err(e) => return failed(established, e.to_string()),
-            },
-            w = wr.write(&out[pos..]), if pos < out.len() => match w {
-                Ok(0) => return failed(established, "transport refused writes".into()),
-                Ok(n) => pos += n,
-                Err(e) => return failed(established, e.to_string()),
-            },
-            _ = sleep_opt(sleep_until) => shared.lock().core.handle_timeout(super::driver::now()),
-            _ = shared.driver.notified() => {}
-            a = recv_opt(&mut preempt) => {
-                return LinkReport { established, end: LinkEnd::Preempted(a) };
+        let slices: Vec<IoSlice<'_>> = pending.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
+        let turn = tokio::select! {
+            r = rd.read_buf(&mut rbuf), if want_read => Turn::Read(r),
+            w = wr.write_vectored(&slices), if !slices.is_empty() => Turn::Wrote(w),
+            _ = sleep_opt(sleep_until) => Turn::Timer,
+            _ = shared.driver.notified() => Turn::Woken,
+            a = recv_opt(&mut preempt) => Turn::Preempted(a),
+        };
+        drop(slices);
+        match turn {
+            Turn::Read(Ok(0)) => return failed(established, "transport closed by peer".into()),
+            Turn::Read(Ok(_)) => {
+                // A bad frame surfaces as Event::LinkFailed on the next turn.
+                let _ = shared.lock().core.handle_input_buf(super::driver::now(), &mut rbuf);
             }
+            Turn::Read(Err(e)) => return failed(established, e.to_string()),
+            Turn::Wrote(Ok(0)) => return failed(established, "transport refused writes".into()),
+            Turn::Wrote(Ok(mut n)) => {
+                while n > 0 {
+                    let Some(front) = pending.front_mut() else { break };
+                    if front.len() <= n {
+                        n -= front.len();
+                        pending.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+            }
+            Turn::Wrote(Err(e)) => return failed(established, e.to_string()),
+            Turn::Timer => shared.lock().core.handle_timeout(super::driver::now()),
+            Turn::Woken => {}
+            Turn::Preempted(a) => return LinkReport { established, end: LinkEnd::Preempted(a) },
         }
     }
 }

@@ -5,6 +5,7 @@
 //! the configured maximum before it buffers a single payload byte, so a
 //! hostile peer cannot make us allocate.
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 /// Protocol version carried in the handshake.
@@ -113,8 +114,8 @@ pub enum Frame {
     Data {
         /// Stream offset of the first payload byte.
         offset: u64,
-        /// The bytes.
-        payload: Vec<u8>,
+        /// The bytes (a zero-copy slice of the receive buffer when decoded).
+        payload: Bytes,
     },
     /// Everything before `recv_offset` arrived (FIN counts as one byte).
     Ack {
@@ -249,7 +250,7 @@ impl Frame {
             T_REJECT => return Err(malformed("Reject")),
             T_DATA if p.len() > 8 => Frame::Data {
                 offset: u64::from_be_bytes(array(&p[..8])),
-                payload: p[8..].to_vec(),
+                payload: Bytes::copy_from_slice(&p[8..]),
             },
             T_DATA => return Err(malformed("Data")),
             T_ACK | T_KEEPALIVE | T_FIN if p.len() == 8 => {
@@ -269,17 +270,21 @@ impl Frame {
     }
 }
 
-/// Encodes a data frame straight from a (possibly split) slice of the replay
-/// buffer, without building a `Frame` first.
-pub(crate) fn encode_data_parts(out: &mut Vec<u8>, offset: u64, a: &[u8], b: &[u8]) {
-    header(out, T_DATA, 8 + a.len() + b.len());
-    out.extend_from_slice(&offset.to_be_bytes());
-    out.extend_from_slice(a);
-    out.extend_from_slice(b);
+/// Bytes before the payload of a data frame: header and offset.
+pub const DATA_PREFIX_LEN: usize = HEADER_LEN + 8;
+
+/// Writes the prefix of a data frame whose payload (`len` bytes) the caller
+/// sends right after it, so the payload itself is never copied.
+pub fn encode_data_prefix(out: &mut BytesMut, offset: u64, len: usize) {
+    out.put_u8(T_DATA);
+    out.put_u32((8 + len) as u32);
+    out.put_u64(offset);
 }
 
 fn encode_data(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
-    encode_data_parts(out, offset, payload, &[]);
+    header(out, T_DATA, 8 + payload.len());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(payload);
 }
 
 fn offset_frame(out: &mut Vec<u8>, kind: u8, value: u64) {
@@ -299,25 +304,15 @@ fn array<const N: usize>(s: &[u8]) -> [u8; N] {
     a
 }
 
-/// A decoded frame whose data payload borrows the decoder's buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FrameRef<'a> {
-    /// Stream bytes starting at `offset`.
-    Data {
-        /// Stream offset of the first payload byte.
-        offset: u64,
-        /// The bytes.
-        payload: &'a [u8],
-    },
-    /// Any other frame.
-    Control(Frame),
-}
-
 /// Incremental frame decoder: feed bytes in any split, take frames out.
+///
+/// Either feed it (`feed` + `next_frame`, one copy into its own buffer) or
+/// let it cut frames out of a buffer the caller reads into
+/// (`decode_from`): data payloads are then split off that buffer without
+/// copying.
 #[derive(Debug)]
 pub struct Decoder {
-    buf: Vec<u8>,
-    start: usize,
+    buf: BytesMut,
     max_payload: u32,
     error: Option<FrameError>,
 }
@@ -326,47 +321,37 @@ impl Decoder {
     /// A decoder that refuses payloads larger than `max_payload` bytes.
     pub fn new(max_payload: u32) -> Self {
         Self {
-            buf: Vec::new(),
-            start: 0,
+            buf: BytesMut::new(),
             max_payload,
             error: None,
         }
     }
 
-    /// Buffers more input.
+    /// Buffers more input for [`Decoder::next_frame`].
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Returns the next complete frame, `Ok(None)` when more input is needed.
-    /// An error is sticky: every later call returns it again.
+    /// Returns the next complete frame of the fed input, `Ok(None)` when more
+    /// input is needed. An error is sticky: every later call returns it again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        Ok(self.next_frame_ref()?.map(|f| match f {
-            FrameRef::Data { offset, payload } => Frame::Data {
-                offset,
-                payload: payload.to_vec(),
-            },
-            FrameRef::Control(f) => f,
-        }))
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.decode_from(&mut buf);
+        self.buf = buf;
+        result
     }
 
-    /// Like [`Decoder::next_frame`], but a data frame's payload is borrowed
-    /// from the decoder's buffer: the bulk path allocates nothing.
-    pub fn next_frame_ref(&mut self) -> Result<Option<FrameRef<'_>>, FrameError> {
+    /// Cuts the next complete frame off the front of `buf`, leaving any
+    /// partial frame in place for the caller to append to.
+    pub fn decode_from(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let avail = &self.buf[self.start..];
-        if avail.len() < HEADER_LEN {
-            self.compact();
+        if buf.len() < HEADER_LEN {
             return Ok(None);
         }
-        let kind = avail[0];
-        let len = u32::from_be_bytes(array(&avail[1..5]));
+        let kind = buf[0];
+        let len = u32::from_be_bytes(array(&buf[1..5]));
         if len > self.max_payload {
             let e = FrameError::Oversized {
                 len,
@@ -376,21 +361,20 @@ impl Decoder {
             return Err(e);
         }
         let total = HEADER_LEN + len as usize;
-        if avail.len() < total {
-            self.compact();
+        if buf.len() < total {
             return Ok(None);
         }
-        let start = self.start;
-        self.start += total;
+        let mut frame = buf.split_to(total);
+        frame.advance(HEADER_LEN);
         if kind == T_DATA && len > 8 {
-            let p = &self.buf[start + HEADER_LEN..start + total];
-            return Ok(Some(FrameRef::Data {
-                offset: u64::from_be_bytes(array(&p[..8])),
-                payload: &p[8..],
+            let offset = frame.get_u64();
+            return Ok(Some(Frame::Data {
+                offset,
+                payload: frame.freeze(),
             }));
         }
-        match Frame::decode(kind, &self.buf[start + HEADER_LEN..start + total]) {
-            Ok(f) => Ok(Some(FrameRef::Control(f))),
+        match Frame::decode(kind, &frame) {
+            Ok(f) => Ok(Some(f)),
             Err(e) => {
                 self.error = Some(e.clone());
                 Err(e)
@@ -398,16 +382,9 @@ impl Decoder {
         }
     }
 
-    /// Bytes received but not yet decoded.
+    /// Bytes fed but not yet decoded.
     pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
+        &self.buf
     }
 }
 
@@ -441,7 +418,7 @@ mod tests {
             },
             Frame::Data {
                 offset: 12,
-                payload: b"hello".to_vec(),
+                payload: Bytes::from_static(b"hello"),
             },
             Frame::Ack { recv_offset: 5 },
             Frame::Keepalive { recv_offset: 6 },

@@ -26,6 +26,13 @@ pub(crate) struct State {
     pub(crate) connect_attempts: u32,
     pub(crate) handle_dropped: bool,
     pub(crate) driver_gone: bool,
+    /// Set by the driver when it has nothing to send: the next write must
+    /// wake it. While it is busy writing it picks new data up by itself, and
+    /// skipping the wake-up saves a futex call per application write.
+    pub(crate) wake_on_write: bool,
+    /// Set by the driver while it stopped reading because the receive buffer
+    /// is full: the next read must wake it.
+    pub(crate) wake_on_read: bool,
 }
 
 impl State {
@@ -67,6 +74,8 @@ impl Shared {
                 connect_attempts: 0,
                 handle_dropped: false,
                 driver_gone: false,
+                wake_on_write: true,
+                wake_on_read: true,
             }),
             driver: Notify::new(),
         })
@@ -165,8 +174,11 @@ impl AsyncRead for Session {
         let n = st.core.read(buf.initialize_unfilled());
         if n > 0 {
             buf.advance(n);
+            let wake = std::mem::take(&mut st.wake_on_read);
             drop(st);
-            self.shared.driver.notify_one();
+            if wake {
+                self.shared.driver.notify_one();
+            }
             return Poll::Ready(Ok(()));
         }
         if st.core.recv_complete() {
@@ -197,8 +209,11 @@ impl AsyncWrite for Session {
                 Poll::Pending
             }
             Ok(n) => {
+                let wake = std::mem::take(&mut st.wake_on_write);
                 drop(st);
-                self.shared.driver.notify_one();
+                if wake {
+                    self.shared.driver.notify_one();
+                }
                 Poll::Ready(Ok(n))
             }
         }

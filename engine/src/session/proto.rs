@@ -26,8 +26,8 @@
 use super::auth::{Credentials, Prover};
 use super::config::Config;
 use super::error::{LinkError, SessionError};
-use super::frame::{self, Decoder, Frame, FrameRef, RejectReason, PROTOCOL_VERSION};
-use bytes::{Buf, BytesMut};
+use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
+use bytes::{Buf, Bytes, BytesMut};
 use super::replay::ReplayBuffer;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -98,6 +98,8 @@ enum Phase {
 struct Link {
     phase: Phase,
     decoder: Decoder,
+    /// Input given by slice to `handle_input`, awaiting a complete frame.
+    inbuf: BytesMut,
     /// Control frames waiting for `poll_transmit`.
     control: Vec<u8>,
     /// Next data offset to send on this transport.
@@ -117,6 +119,7 @@ impl Link {
         Self {
             phase,
             decoder: Decoder::new(max_payload),
+            inbuf: BytesMut::new(),
             control: Vec::new(),
             next_send: 0,
             fin_sent: false,
@@ -148,7 +151,11 @@ pub struct SessionCore {
     fin_requested: bool,
     recv_offset: u64,
     recv_fin: bool,
-    ready: BytesMut,
+    /// Received payloads not yet read, as zero-copy slices of the input.
+    ready: VecDeque<Bytes>,
+    ready_len: usize,
+    /// Reused allocation for data-frame prefixes.
+    scratch: BytesMut,
     discard_incoming: bool,
     link: Option<Link>,
     events: VecDeque<Event>,
@@ -178,7 +185,9 @@ impl SessionCore {
             fin_requested: false,
             recv_offset: 0,
             recv_fin: false,
-            ready: BytesMut::new(),
+            ready: VecDeque::new(),
+            ready_len: 0,
+            scratch: BytesMut::new(),
             discard_incoming: false,
             link: None,
             events: VecDeque::new(),
@@ -212,7 +221,7 @@ impl SessionCore {
     /// Whether the driver should read from the transport: false while the
     /// application has not consumed `Config::receive_buffer` bytes.
     pub fn wants_read(&self) -> bool {
-        matches!(&self.link, Some(l) if !l.failed) && self.ready.len() < self.config.receive_buffer
+        matches!(&self.link, Some(l) if !l.failed) && self.ready_len < self.config.receive_buffer
     }
 
     /// The fatal error, if the session ended with one.
@@ -241,7 +250,7 @@ impl SessionCore {
 
     /// Whether the peer ended its stream and the application read all of it.
     pub fn recv_complete(&self) -> bool {
-        self.recv_fin && self.ready.is_empty()
+        self.recv_fin && self.ready_len == 0
     }
 
     /// Whether both directions are finished: the driver can close for good.
@@ -273,9 +282,20 @@ impl SessionCore {
 
     /// Moves received bytes into `buf`; returns how many.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.ready.len());
-        buf[..n].copy_from_slice(&self.ready[..n]);
-        self.ready.advance(n);
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = self.ready.front_mut() else {
+                break;
+            };
+            let k = front.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                self.ready.pop_front();
+            }
+            n += k;
+        }
+        self.ready_len -= n;
         n
     }
 
@@ -290,6 +310,7 @@ impl SessionCore {
     pub fn discard_incoming(&mut self) {
         self.discard_incoming = true;
         self.ready.clear();
+        self.ready_len = 0;
     }
 
     // ---- transport and timer input ------------------------------------
@@ -374,38 +395,53 @@ impl SessionCore {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        link.inbuf.extend_from_slice(bytes);
+        let mut inbuf = std::mem::take(&mut link.inbuf);
+        let result = self.handle_input_buf(now, &mut inbuf);
+        if let Some(l) = self.link.as_mut() {
+            l.inbuf = inbuf;
+        }
+        result
+    }
+
+    /// Zero-copy variant of [`SessionCore::handle_input`] for drivers that
+    /// read into a `BytesMut`: call it after appending newly received bytes
+    /// to `buf`. Complete frames are cut off its front (payloads are kept as
+    /// slices of it, not copied); a trailing partial frame stays in `buf`
+    /// for the next read to complete.
+    pub fn handle_input_buf(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), LinkError> {
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
         if link.failed || self.error.is_some() {
             return Ok(());
         }
-        if !bytes.is_empty() {
-            link.last_rx = now;
-            link.decoder.feed(bytes);
-        }
-        // The decoder lends data payloads straight out of its buffer; move it
-        // out of the link so frame handling may borrow `self` mutably.
+        link.last_rx = now;
+        // Frame handling needs `self` mutably; move the decoder out meanwhile.
         let placeholder = Decoder::new(self.config.max_frame_payload);
         let mut decoder = std::mem::replace(&mut link.decoder, placeholder);
-        let result = self.drain_frames(now, &mut decoder);
+        let result = self.drain_frames(now, &mut decoder, buf);
         if let Some(l) = self.link.as_mut() {
             l.decoder = decoder;
         }
         result
     }
 
-    fn drain_frames(&mut self, now: Instant, decoder: &mut Decoder) -> Result<(), LinkError> {
+    fn drain_frames(
+        &mut self,
+        now: Instant,
+        decoder: &mut Decoder,
+        buf: &mut BytesMut,
+    ) -> Result<(), LinkError> {
         loop {
             if !matches!(&self.link, Some(l) if !l.failed) || self.error.is_some() {
                 return Ok(());
             }
-            let result = match decoder.next_frame_ref() {
-                Ok(Some(FrameRef::Data { offset, payload })) => {
-                    if self.is_established() {
-                        self.on_data(now, offset, payload)
-                    } else {
-                        Err(LinkError::Unexpected("Data"))
-                    }
-                }
-                Ok(Some(FrameRef::Control(frame))) => self.handle_frame(now, frame),
+            let result = match decoder.decode_from(buf) {
+                Ok(Some(frame)) => self.handle_frame(now, frame),
                 Ok(None) => return Ok(()),
                 Err(e) => Err(LinkError::from(e)),
             };
@@ -452,13 +488,14 @@ impl SessionCore {
 
     // ---- output ---------------------------------------------------------
 
-    /// Appends bytes to send on the transport to `out`, up to about `budget`
-    /// bytes; returns whether anything was appended. Call it after every
-    /// input and every write.
-    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>, budget: usize) -> bool {
+    /// Appends what to send on the transport to `out`, in order, up to about
+    /// `budget` bytes; returns whether anything was appended. Data payloads
+    /// are slices of the replay buffer (no copy): write them with a vectored
+    /// write. Call it after every input and every write.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<Bytes>, budget: usize) -> bool {
         let start = out.len();
         let recv = self.recv_position();
-        let paused = self.ready.len() >= self.config.receive_buffer;
+        let paused = self.ready_len >= self.config.receive_buffer;
         let max_frame = self.config.max_data_frame;
         let Some(link) = self.link.as_mut() else {
             return false;
@@ -468,31 +505,43 @@ impl SessionCore {
             // read, so silence from the peer says nothing about the path.
             link.last_rx = now;
         }
-        out.append(&mut link.control);
+        if !link.control.is_empty() {
+            out.push(Bytes::from(std::mem::take(&mut link.control)));
+        }
         if link.phase == Phase::Established && !link.failed && self.error.is_none() {
             let end = self.replay.end();
-            while link.next_send < end && out.len() - start < budget {
-                let (a, b) = self.replay.slice_from(link.next_send, max_frame);
-                let len = (a.len() + b.len()) as u64;
-                frame::encode_data_parts(out, link.next_send, a, b);
-                link.next_send += len;
+            let mut sent = 0usize;
+            while link.next_send < end && sent < budget {
+                let payload = self.replay.slice_from(link.next_send, max_frame);
+                if payload.is_empty() {
+                    break;
+                }
+                frame::encode_data_prefix(&mut self.scratch, link.next_send, payload.len());
+                out.push(self.scratch.split().freeze());
+                link.next_send += payload.len() as u64;
+                sent += payload.len();
+                out.push(payload);
             }
             if link.next_send > self.sent_high {
                 self.sent_high = link.next_send;
             }
+            let mut tail = Vec::new();
             if self.fin_requested
                 && !link.fin_sent
                 && link.next_send == end
                 && self.peer_acked <= end
             {
-                Frame::Fin { offset: end }.encode(out);
+                Frame::Fin { offset: end }.encode(&mut tail);
                 link.fin_sent = true;
             }
             // Piggyback a pending acknowledgement on outgoing data.
-            if out.len() > start && recv > link.ack_sent {
-                Frame::Ack { recv_offset: recv }.encode(out);
+            if (out.len() > start || !tail.is_empty()) && recv > link.ack_sent {
+                Frame::Ack { recv_offset: recv }.encode(&mut tail);
                 link.ack_sent = recv;
                 link.ack_due = None;
+            }
+            if !tail.is_empty() {
+                out.push(Bytes::from(tail));
             }
         }
         let wrote = out.len() > start;
@@ -592,7 +641,7 @@ impl SessionCore {
                 Ok(())
             }
             (Phase::Established, Frame::Data { offset, payload }) => {
-                self.on_data(now, offset, &payload)
+                self.on_data(now, offset, payload)
             }
             (Phase::Established, Frame::Ack { recv_offset })
             | (Phase::Established, Frame::Keepalive { recv_offset }) => self.on_ack(recv_offset),
@@ -613,7 +662,7 @@ impl SessionCore {
         }
     }
 
-    fn on_data(&mut self, now: Instant, offset: u64, payload: &[u8]) -> Result<(), LinkError> {
+    fn on_data(&mut self, now: Instant, offset: u64, payload: Bytes) -> Result<(), LinkError> {
         // The sender rewinds to exactly the position we reported in the
         // handshake, so on one transport data is always contiguous. Anything
         // else is a broken peer; dropping the transport makes it rewind again.
@@ -622,7 +671,8 @@ impl SessionCore {
         }
         self.recv_offset += payload.len() as u64;
         if !self.discard_incoming {
-            self.ready.extend_from_slice(payload);
+            self.ready_len += payload.len();
+            self.ready.push_back(payload);
         }
         let recv = self.recv_position();
         let (every, delay) = (self.config.ack_every, self.config.ack_delay);
@@ -767,7 +817,7 @@ mod tests {
         let mut wire = Vec::new();
         Frame::Data {
             offset: 5,
-            payload: b"x".to_vec(),
+            payload: Bytes::from_static(b"x"),
         }
         .encode(&mut wire);
         assert_eq!(
@@ -817,7 +867,7 @@ mod tests {
         }
         assert_eq!(t - t0, dead_after);
         let mut dec = Decoder::new(1 << 20);
-        dec.feed(&out);
+        dec.feed(&out.concat());
         let mut keepalives = 0;
         while let Some(f) = dec.next_frame().unwrap() {
             keepalives += usize::from(matches!(f, Frame::Keepalive { .. }));

@@ -1,5 +1,6 @@
 //! Bounded replay buffer of the sending half.
 
+use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 
 /// Bytes written by the application and not yet acknowledged by the peer.
@@ -7,11 +8,19 @@ use std::collections::VecDeque;
 /// Offsets are absolute stream offsets. Bytes leave only when the peer's
 /// cumulative acknowledgement covers them, so after any transport failure the
 /// sender can replay from whatever offset the peer reports.
+///
+/// Written bytes are copied once, into `tail`; transmitting seals the tail
+/// into a refcounted chunk, and data frames carry slices of those chunks, so
+/// the bulk path never copies again before the socket.
 #[derive(Debug)]
 pub struct ReplayBuffer {
-    bytes: VecDeque<u8>,
-    /// Absolute offset of `bytes[0]`.
+    /// Sealed chunks, oldest first; `chunks[0]` starts at `base`.
+    chunks: VecDeque<Bytes>,
+    /// Written but not yet sealed; follows the last chunk.
+    tail: BytesMut,
+    /// Absolute offset of the first byte held.
     base: u64,
+    len: usize,
     capacity: usize,
 }
 
@@ -19,8 +28,10 @@ impl ReplayBuffer {
     /// An empty buffer holding at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
         Self {
-            bytes: VecDeque::new(),
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
             base: 0,
+            len: 0,
             capacity: capacity.max(1),
         }
     }
@@ -32,48 +43,83 @@ impl ReplayBuffer {
 
     /// Offset one past the newest byte written.
     pub fn end(&self) -> u64 {
-        self.base + self.bytes.len() as u64
+        self.base + self.len as u64
     }
 
     /// Room left for new writes.
     pub fn free(&self) -> usize {
-        self.capacity - self.bytes.len()
+        self.capacity - self.len
     }
 
     /// Appends as much of `data` as fits; returns how many bytes were taken.
     pub fn push(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
-        self.bytes.extend(&data[..n]);
+        self.tail.extend_from_slice(&data[..n]);
+        self.len += n;
         n
     }
 
     /// Drops everything before `offset` (clamped to what is held).
     pub fn trim_to(&mut self, offset: u64) {
         let upto = offset.clamp(self.base, self.end());
-        let n = (upto - self.base) as usize;
-        self.bytes.drain(..n);
+        let mut drop = (upto - self.base) as usize;
         self.base = upto;
+        self.len -= drop;
+        while drop > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                // The rest lies in the unsealed tail.
+                self.tail.advance(drop);
+                return;
+            };
+            if front.len() <= drop {
+                drop -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(drop);
+                return;
+            }
+        }
     }
 
-    /// The held bytes from `offset`, at most `max` of them, as two slices
-    /// (the ring may wrap). `offset` must lie within `base()..=end()`.
-    pub fn slice_from(&self, offset: u64, max: usize) -> (&[u8], &[u8]) {
-        let skip = (offset.saturating_sub(self.base) as usize).min(self.bytes.len());
-        let len = (self.bytes.len() - skip).min(max);
-        let (a, b) = self.bytes.as_slices();
-        if skip >= a.len() {
-            let s = skip - a.len();
-            (&b[s..s + len], &[])
-        } else {
-            let a_take = (a.len() - skip).min(len);
-            (&a[skip..skip + a_take], &b[..len - a_take])
+    /// Up to `max` held bytes starting at `offset`, without copying; empty
+    /// when `offset` is at or past the end. The slice never spans two
+    /// chunks, so callers loop.
+    pub fn slice_from(&mut self, offset: u64, max: usize) -> Bytes {
+        if offset >= self.end() || max == 0 {
+            return Bytes::new();
         }
+        if !self.tail.is_empty() {
+            let sealed = self.tail.split().freeze();
+            self.chunks.push_back(sealed);
+        }
+        let mut skip = offset.saturating_sub(self.base) as usize;
+        for chunk in &self.chunks {
+            if skip < chunk.len() {
+                let end = chunk.len().min(skip + max);
+                return chunk.slice(skip..end);
+            }
+            skip -= chunk.len();
+        }
+        Bytes::new()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gather(r: &mut ReplayBuffer, mut offset: u64, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let s = r.slice_from(offset, max - out.len());
+            if s.is_empty() {
+                break;
+            }
+            offset += s.len() as u64;
+            out.extend_from_slice(&s);
+        }
+        out
+    }
 
     #[test]
     fn push_stops_at_capacity_and_trim_frees_room() {
@@ -83,12 +129,22 @@ mod tests {
         assert_eq!(r.free(), 0);
         r.trim_to(4);
         assert_eq!((r.base(), r.end(), r.free()), (4, 10, 4));
-        let (a, b) = r.slice_from(6, 100);
-        assert_eq!([a, b].concat(), b"ghij");
+        assert_eq!(gather(&mut r, 6, 100), b"ghij");
         assert_eq!(r.push(b"klmnop"), 4);
-        let (a, b) = r.slice_from(4, 5);
-        assert_eq!([a, b].concat(), b"efghi");
+        assert_eq!(gather(&mut r, 4, 5), b"efghi");
+        assert_eq!(gather(&mut r, 4, 100), b"efghijklmn");
+        r.trim_to(12);
+        assert_eq!(gather(&mut r, 12, 100), b"mn");
         r.trim_to(100);
         assert_eq!((r.base(), r.end()), (14, 14));
+        assert!(r.slice_from(14, 10).is_empty());
+    }
+
+    #[test]
+    fn trimming_into_the_unsealed_tail_works() {
+        let mut r = ReplayBuffer::new(100);
+        r.push(b"0123456789");
+        r.trim_to(3);
+        assert_eq!(gather(&mut r, 3, 100), b"3456789");
     }
 }
