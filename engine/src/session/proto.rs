@@ -560,8 +560,13 @@ impl SessionCore {
         if link.phase != Phase::Established {
             return Some(link.opened + self.config.handshake_timeout);
         }
-        let mut t = (link.last_rx + self.config.dead_after)
-            .min(link.last_tx + self.config.keepalive_interval);
+        let mut t = link.last_rx + self.config.dead_after;
+        // A queued frame already tells the peer we are alive once it goes
+        // out; announcing the keepalive deadline again would make a driver
+        // whose socket is blocked spin on a timer that can do nothing.
+        if link.control.is_empty() {
+            t = t.min(link.last_tx + self.config.keepalive_interval);
+        }
         if let Some(a) = link.ack_due {
             t = t.min(a);
         }
@@ -849,6 +854,23 @@ mod tests {
         Frame::Ack { recv_offset: 4 }.encode(&mut wire);
         s.handle_input(now, &wire).unwrap();
         assert_eq!(s.write(b"abcdef").unwrap(), 4);
+    }
+
+    #[test]
+    fn every_timeout_makes_progress_even_when_nothing_is_transmitted() {
+        // A driver whose socket is blocked never calls poll_transmit; the
+        // timer it re-arms must still move forward, then end the transport.
+        let t0 = Instant::now();
+        let mut s = established_server(Config::default(), t0);
+        let mut last = t0;
+        for _ in 0..100 {
+            let Some(t) = s.poll_timeout() else { break };
+            assert!(t > last || t == t0, "timer did not advance: {t:?}");
+            last = t;
+            s.handle_timeout(t);
+        }
+        assert!(matches!(s.poll_event(), Some(Event::LinkFailed(LinkError::Silent(_)))));
+        assert_eq!(s.poll_timeout(), None);
     }
 
     #[test]
