@@ -19,3 +19,8 @@ pub mod reconnect;
 pub mod session;
 
 pub use reconnect::Policy;
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

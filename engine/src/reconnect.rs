@@ -245,7 +245,9 @@ mod tests {
         let mut b = Backoff::new(p, t0);
         let mut rng = SmallRng::seed_from_u64(2);
         assert!(b.next_delay(t0, &mut rng).is_ok());
-        let d = b.next_delay(t0 + Duration::from_millis(2950), &mut rng).unwrap();
+        let d = b
+            .next_delay(t0 + Duration::from_millis(2950), &mut rng)
+            .unwrap();
         assert!(d <= Duration::from_millis(50));
         assert!(matches!(
             b.next_delay(t0 + Duration::from_secs(3), &mut rng),

@@ -132,7 +132,8 @@ impl Pair {
                     let creds = Credentials::generate().unwrap();
                     self.creds = Some(creds.clone());
                     let mut s = SessionCore::new_server(self.config.clone(), creds);
-                    s.open_server_link(self.now, ServerOpen::New, &leftover).unwrap();
+                    s.open_server_link(self.now, ServerOpen::New, &leftover)
+                        .unwrap();
                     self.server = Some(s);
                     self.generation += 1;
                 }
@@ -363,11 +364,17 @@ fn reset_mid_frame_resumes_exactly() {
 
 #[test]
 fn blackhole_is_detected_by_keepalive_and_resumed() {
-    let faults = vec![Fault::Blackhole { at: 10_000, ms: 5_000 }];
+    let faults = vec![Fault::Blackhole {
+        at: 10_000,
+        ms: 5_000,
+    }];
     let (s_got, c_got, connects) = run(30_000, 100, 700, 4096, faults);
     assert_eq!(s_got, expected(1, 30_000));
     assert_eq!(c_got, expected(2, 100));
-    assert!(connects >= 2, "a blackhole longer than dead_after forces a new transport");
+    assert!(
+        connects >= 2,
+        "a blackhole longer than dead_after forces a new transport"
+    );
 }
 
 proptest! {

@@ -19,7 +19,14 @@ fn pattern(len: usize) -> Vec<u8> {
 
 /// Server: accepts sessions, reads each to EOF, reports what it read, echoes
 /// the byte count back, closes. Resumes are routed by the acceptor.
-async fn server(config: Config) -> (SocketAddr, Acceptor, mpsc::UnboundedReceiver<Vec<u8>>, mpsc::UnboundedReceiver<AcceptError>) {
+async fn server(
+    config: Config,
+) -> (
+    SocketAddr,
+    Acceptor,
+    mpsc::UnboundedReceiver<Vec<u8>>,
+    mpsc::UnboundedReceiver<AcceptError>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = Acceptor::new(config);
@@ -28,14 +35,18 @@ async fn server(config: Config) -> (SocketAddr, Acceptor, mpsc::UnboundedReceive
     let acc = acceptor.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (acc, tx, etx) = (acc.clone(), tx.clone(), etx.clone());
             tokio::spawn(async move {
                 match acc.accept(stream).await {
                     Ok(Accepted::New(mut s)) => {
                         let mut got = Vec::new();
                         s.read_to_end(&mut got).await.unwrap();
-                        s.write_all(&(got.len() as u64).to_be_bytes()).await.unwrap();
+                        s.write_all(&(got.len() as u64).to_be_bytes())
+                            .await
+                            .unwrap();
                         s.shutdown().await.unwrap();
                         let _ = tx.send(got);
                     }
@@ -69,9 +80,13 @@ impl Relay {
         let r = relay.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((down, _)) = listener.accept().await else { return };
+                let Ok((down, _)) = listener.accept().await else {
+                    return;
+                };
                 let target = *r.target.lock().unwrap();
-                let Ok(up) = TcpStream::connect(target).await else { continue };
+                let Ok(up) = TcpStream::connect(target).await else {
+                    continue;
+                };
                 let kill = Arc::clone(&r.kill);
                 tokio::spawn(async move {
                     let (mut down, mut up) = (down, up);
@@ -158,7 +173,10 @@ async fn forged_resume_token_is_rejected_and_real_session_is_undisturbed() {
     let mut buf = [0u8; 256];
     let n = evil.read(&mut buf).await.unwrap();
     dec.feed(&buf[..n]);
-    assert!(matches!(dec.next_frame().unwrap(), Some(Frame::ServerHello { .. })));
+    assert!(matches!(
+        dec.next_frame().unwrap(),
+        Some(Frame::ServerHello { .. })
+    ));
     let mut out = Vec::new();
     Frame::Resume {
         version: PROTOCOL_VERSION,
@@ -230,7 +248,10 @@ async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
         Some(&SessionError::Rejected(RejectReason::UnknownSession)),
         "got {err:?}"
     );
-    assert!(matches!(errs_b.recv().await, Some(AcceptError::UnknownSession(_))));
+    assert!(matches!(
+        errs_b.recv().await,
+        Some(AcceptError::UnknownSession(_))
+    ));
     // Sticky: every later call fails the same way.
     let again = session.write_all(b"more").await.unwrap_err();
     assert_eq!(

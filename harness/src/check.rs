@@ -169,7 +169,11 @@ fn coverage(pieces: &[Piece], total: u64) -> (u64, u64, u64) {
 /// The worst recovery over all faults: from the moment the path works again
 /// until a byte the client wrote after that moment arrives (or, if the client
 /// had written everything by then, until the last byte arrives).
-fn recovery(scenario: &Scenario, rec: &Recording, arrivals: &[(Duration, u64)]) -> Option<Duration> {
+fn recovery(
+    scenario: &Scenario,
+    rec: &Recording,
+    arrivals: &[(Duration, u64)],
+) -> Option<Duration> {
     let mut worst = Duration::ZERO;
     for fault in &scenario.faults {
         let healed = fault.healed_at().0;
@@ -179,7 +183,11 @@ fn recovery(scenario: &Scenario, rec: &Recording, arrivals: &[(Duration, u64)]) 
             .take_while(|(t, _)| *t <= healed)
             .last()
             .map_or(0, |&(_, o)| o);
-        let target = if written >= rec.total { rec.total } else { written + 1 };
+        let target = if written >= rec.total {
+            rec.total
+        } else {
+            written + 1
+        };
         let got = arrivals
             .iter()
             .find(|&&(_, end)| end >= target)
@@ -198,7 +206,10 @@ mod tests {
         let p = |start, len| Piece { start, len };
         assert_eq!(coverage(&[p(0, 100)], 100), (100, 0, 0));
         // A gap, then a replay that overlaps and fills part of it.
-        assert_eq!(coverage(&[p(0, 40), p(60, 40), p(30, 20)], 100), (90, 10, 10));
+        assert_eq!(
+            coverage(&[p(0, 40), p(60, 40), p(30, 20)], 100),
+            (90, 10, 10)
+        );
         assert_eq!(coverage(&[p(0, 50), p(0, 50)], 100), (50, 50, 0));
     }
 }

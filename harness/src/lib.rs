@@ -5,9 +5,9 @@
 //! `backend`, baseline and mitigated, with the stream `workload`) → `check`
 //! (judge the recordings) → `report` (reporters built from `RunEvent`s only).
 
+pub mod backend;
 pub mod catalog;
 pub mod check;
-pub mod backend;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -16,7 +16,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "netmend", version, about = "Reproduce network failures and prove the recovery engine survives them")]
+#[command(
+    name = "netmend",
+    version,
+    about = "Reproduce network failures and prove the recovery engine survives them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,9 +120,9 @@ fn execute(command: Command) -> Result<u8, String> {
                 ),
             };
             let mut sink: Box<dyn Write> = match &output {
-                Some(p) => Box::new(
-                    std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
-                ),
+                Some(p) => {
+                    Box::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?)
+                }
                 None => Box::new(std::io::stdout()),
             };
             let mut collector = Collector::default();
@@ -137,14 +141,20 @@ fn execute(command: Command) -> Result<u8, String> {
             let doc = match format {
                 Format::Human => None,
                 Format::Json => Some(render_json(&collector)),
-                Format::Junit => Some(render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?),
+                Format::Junit => {
+                    Some(render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?)
+                }
             };
             if let Some(doc) = doc {
                 sink.write_all(doc.as_bytes())
                     .and_then(|()| sink.flush())
                     .map_err(|e| format!("writing the report: {e}"))?;
             }
-            Ok(if summary.failed > 0 { EXIT_FAILED } else { EXIT_OK })
+            Ok(if summary.failed > 0 {
+                EXIT_FAILED
+            } else {
+                EXIT_OK
+            })
         }
         Command::List { paths } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;

@@ -205,8 +205,14 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
     }
     if let Some(m) = &result.mitigated {
         if m.outcome == Outcome::Failed {
-            let names: Vec<String> = m.symptoms.iter().map(|x| format!("{x:?}").to_lowercase()).collect();
-            result.reasons.push(format!("mitigated run failed: {}", names.join(", ")));
+            let names: Vec<String> = m
+                .symptoms
+                .iter()
+                .map(|x| format!("{x:?}").to_lowercase())
+                .collect();
+            result
+                .reasons
+                .push(format!("mitigated run failed: {}", names.join(", ")));
         }
     }
     if result.reasons.is_empty() {

@@ -27,12 +27,27 @@ fn scenarios_and_catalog_entries_reference_each_other() {
         let entry = entries
             .iter()
             .find(|e| e.id == s.scenario.catalog)
-            .unwrap_or_else(|| panic!("{}: unknown catalog id {}", s.path.display(), s.scenario.catalog));
-        assert!(entry.scenarios.contains(&s.scenario.id), "{} does not list {}", entry.id, s.scenario.id);
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: unknown catalog id {}",
+                    s.path.display(),
+                    s.scenario.catalog
+                )
+            });
+        assert!(
+            entry.scenarios.contains(&s.scenario.id),
+            "{} does not list {}",
+            entry.id,
+            s.scenario.id
+        );
     }
     for e in &entries {
         for id in &e.scenarios {
-            assert!(scenarios.iter().any(|s| &s.scenario.id == id), "{} lists missing scenario {id}", e.id);
+            assert!(
+                scenarios.iter().any(|s| &s.scenario.id == id),
+                "{} lists missing scenario {id}",
+                e.id
+            );
         }
     }
 }

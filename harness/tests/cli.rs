@@ -33,7 +33,10 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(v["summary"]["passed"], 2);
     assert_eq!(v["summary"]["failed"], 0);
     let scenarios = v["scenarios"].as_array().unwrap();
-    let ids: Vec<&str> = scenarios.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["silent-path-loss", "tcp-reset"]);
     for s in scenarios {
         assert_eq!(s["catalog"], s["id"]);
@@ -72,16 +75,27 @@ fn same_seed_gives_byte_identical_json() {
 fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report.xml");
-    let out = netmend(&["run", "--format", "junit", "--output", file.to_str().unwrap()]);
+    let out = netmend(&[
+        "run",
+        "--format",
+        "junit",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "testsuites");
-    let cases: Vec<_> = root.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    let cases: Vec<_> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
     assert_eq!(names, ["silent-path-loss", "tcp-reset"]);
-    assert!(cases.iter().all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
+    assert!(cases
+        .iter()
+        .all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
     // Human progress went to stderr, not into the report.
     assert!(stderr(&out).contains("2 passed, 0 failed"));
 }
@@ -102,7 +116,11 @@ fn tcp_reset_with(from: &str, to: &str) -> String {
 fn malformed_scenarios_exit_2_naming_file_line_col_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("bad-toml.toml", tcp_reset_with("[workload]", "[workload"), ":14:10: (document): "),
+        (
+            "bad-toml.toml",
+            tcp_reset_with("[workload]", "[workload"),
+            ":14:10: (document): ",
+        ),
         (
             "unknown.toml",
             tcp_reset_with("chunk = 4096", "chunk = 4096\nburst = 3"),
@@ -126,8 +144,14 @@ fn malformed_scenarios_exit_2_naming_file_line_col_and_field() {
             assert_eq!(out.status.code(), Some(2), "{name} {cmd}");
             let err = stderr(&out);
             let expected = format!("netmend: {}{want}", path.display());
-            assert!(err.starts_with(&expected), "{name}: got {err:?}, want prefix {expected:?}");
-            assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+            assert!(
+                err.starts_with(&expected),
+                "{name}: got {err:?}, want prefix {expected:?}"
+            );
+            assert!(
+                !err.contains("panicked") && !err.contains("backtrace"),
+                "{err}"
+            );
             assert_eq!(err.lines().count(), 1, "one clear line: {err}");
         }
     }
@@ -145,7 +169,10 @@ fn a_scenario_whose_baseline_does_not_fail_as_described_fails_the_run() {
     assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("FAIL tcp-reset"), "{text}");
-    assert!(text.contains("baseline did not show the expected failure (duplication)"), "{text}");
+    assert!(
+        text.contains("baseline did not show the expected failure (duplication)"),
+        "{text}"
+    );
     assert!(text.contains("0 passed, 1 failed"), "{text}");
 }
 

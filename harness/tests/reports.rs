@@ -20,10 +20,16 @@ fn human_and_json_reports_snapshot() {
     {
         let mut human = Human::new(&mut human_out);
         human.show_wall = false;
-        runner::run(&loaded, BackendKind::Sim, "requested".into(), 1, &mut |ev| {
-            human.event(ev);
-            collector.event(ev);
-        });
+        runner::run(
+            &loaded,
+            BackendKind::Sim,
+            "requested".into(),
+            1,
+            &mut |ev| {
+                human.event(ev);
+                collector.event(ev);
+            },
+        );
     }
     insta::assert_snapshot!("human", String::from_utf8(human_out).unwrap());
     insta::assert_snapshot!("json", render_json(&collector));
@@ -34,9 +40,18 @@ fn every_scenario_passes_under_many_seeds() {
     for l in shipped() {
         for seed in 0..8u64 {
             let r = runner::run_one(&l.scenario, BackendKind::Sim, seed);
-            assert_eq!(r.verdict, Verdict::Pass, "{} seed {seed}: {:?}", l.scenario.id, r.reasons);
+            assert_eq!(
+                r.verdict,
+                Verdict::Pass,
+                "{} seed {seed}: {:?}",
+                l.scenario.id,
+                r.reasons
+            );
             let m = r.mitigated.unwrap();
-            assert_eq!((m.lost, m.duplicated, m.reordered, m.corrupted), (0, 0, 0, 0));
+            assert_eq!(
+                (m.lost, m.duplicated, m.reordered, m.corrupted),
+                (0, 0, 0, 0)
+            );
         }
     }
 }

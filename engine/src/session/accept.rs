@@ -3,11 +3,11 @@
 use super::auth::{self, Credentials, Prover};
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd};
+use super::error::SessionError;
 use super::frame::{Frame, RejectReason, SessionId};
 use super::handle::{Session, Shared};
 use super::handshake::{ClientRequest, HandshakeError, ServerHandshake};
 use super::proto::{ServerOpen, SessionCore};
-use super::error::SessionError;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -210,7 +210,11 @@ impl Acceptor {
         }
     }
 
-    fn start_session<S: Transport>(&self, stream: S, leftover: Vec<u8>) -> Result<Accepted, AcceptError> {
+    fn start_session<S: Transport>(
+        &self,
+        stream: S,
+        leftover: Vec<u8>,
+    ) -> Result<Accepted, AcceptError> {
         let creds = Credentials::generate().map_err(|e| AcceptError::Random(e.to_string()))?;
         let id = creds.id;
         let mut core = SessionCore::new_server(self.table.config.clone(), creds.clone());

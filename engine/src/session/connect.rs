@@ -152,7 +152,8 @@ async fn run_client<C: Connector>(
                 tracing::warn!(%give_up, "giving up on the session");
                 let err = match give_up {
                     GiveUp::Budget => SessionError::BudgetExhausted,
-                    GiveUp::Attempts { attempts, elapsed } | GiveUp::Deadline { attempts, elapsed } => {
+                    GiveUp::Attempts { attempts, elapsed }
+                    | GiveUp::Deadline { attempts, elapsed } => {
                         SessionError::ReconnectExhausted { attempts, elapsed }
                     }
                 };

@@ -4,8 +4,8 @@ use super::handle::Shared;
 use super::proto::Event;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::future::pending;
+use std::io::IoSlice;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -121,7 +121,11 @@ where
             rbuf.reserve(READ_CHUNK);
         }
         let sleep_until = deadline.map(Instant::from_std);
-        let slices: Vec<IoSlice<'_>> = pending.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
+        let slices: Vec<IoSlice<'_>> = pending
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|b| IoSlice::new(b))
+            .collect();
         let turn = tokio::select! {
             r = rd.read_buf(&mut rbuf), if want_read => Turn::Read(r),
             w = wr.write_vectored(&slices), if !slices.is_empty() => Turn::Wrote(w),
@@ -134,13 +138,18 @@ where
             Turn::Read(Ok(0)) => return failed(established, "transport closed by peer".into()),
             Turn::Read(Ok(_)) => {
                 // A bad frame surfaces as Event::LinkFailed on the next turn.
-                let _ = shared.lock().core.handle_input_buf(super::driver::now(), &mut rbuf);
+                let _ = shared
+                    .lock()
+                    .core
+                    .handle_input_buf(super::driver::now(), &mut rbuf);
             }
             Turn::Read(Err(e)) => return failed(established, e.to_string()),
             Turn::Wrote(Ok(0)) => return failed(established, "transport refused writes".into()),
             Turn::Wrote(Ok(mut n)) => {
                 while n > 0 {
-                    let Some(front) = pending.front_mut() else { break };
+                    let Some(front) = pending.front_mut() else {
+                        break;
+                    };
                     if front.len() <= n {
                         n -= front.len();
                         pending.pop_front();
@@ -153,7 +162,12 @@ where
             Turn::Wrote(Err(e)) => return failed(established, e.to_string()),
             Turn::Timer => shared.lock().core.handle_timeout(super::driver::now()),
             Turn::Woken => {}
-            Turn::Preempted(a) => return LinkReport { established, end: LinkEnd::Preempted(a) },
+            Turn::Preempted(a) => {
+                return LinkReport {
+                    established,
+                    end: LinkEnd::Preempted(a),
+                }
+            }
         }
     }
 }

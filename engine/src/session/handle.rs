@@ -131,13 +131,16 @@ pub struct Session {
 
 /// The [`SessionError`] behind an `io::Error` returned by a [`Session`], if any.
 pub fn session_error(e: &io::Error) -> Option<&SessionError> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<SessionError>())
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<SessionError>())
 }
 
 fn io_error(e: SessionError) -> io::Error {
     let kind = match e {
         SessionError::Closed => io::ErrorKind::BrokenPipe,
-        SessionError::Expired(_) | SessionError::ReconnectExhausted { .. } => io::ErrorKind::TimedOut,
+        SessionError::Expired(_) | SessionError::ReconnectExhausted { .. } => {
+            io::ErrorKind::TimedOut
+        }
         _ => io::ErrorKind::ConnectionAborted,
     };
     io::Error::new(kind, e)

@@ -27,8 +27,8 @@ use super::auth::{Credentials, Prover};
 use super::config::Config;
 use super::error::{LinkError, SessionError};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
-use bytes::{Buf, Bytes, BytesMut};
 use super::replay::ReplayBuffer;
+use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -348,7 +348,9 @@ impl SessionCore {
                 reason: RejectReason::Refused,
             });
             self.link = Some(link);
-            self.fail(SessionError::Protocol("server session without credentials".into()));
+            self.fail(SessionError::Protocol(
+                "server session without credentials".into(),
+            ));
             return Ok(());
         };
         match open {
@@ -869,7 +871,10 @@ mod tests {
             last = t;
             s.handle_timeout(t);
         }
-        assert!(matches!(s.poll_event(), Some(Event::LinkFailed(LinkError::Silent(_)))));
+        assert!(matches!(
+            s.poll_event(),
+            Some(Event::LinkFailed(LinkError::Silent(_)))
+        ));
         assert_eq!(s.poll_timeout(), None);
     }
 

@@ -51,10 +51,18 @@ pub enum BackendError {
 pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
     // The only policy so far is the resumable session.
     let m = &s.mitigation;
-    let (keepalive_interval, dead_after, handshake_timeout, connect_timeout) =
-        (m.keepalive_interval, m.dead_after, m.handshake_timeout, m.connect_timeout);
-    let (initial_backoff, max_backoff, max_attempts, replay_buffer) =
-        (m.initial_backoff, m.max_backoff, m.max_attempts, m.replay_buffer);
+    let (keepalive_interval, dead_after, handshake_timeout, connect_timeout) = (
+        m.keepalive_interval,
+        m.dead_after,
+        m.handshake_timeout,
+        m.connect_timeout,
+    );
+    let (initial_backoff, max_backoff, max_attempts, replay_buffer) = (
+        m.initial_backoff,
+        m.max_backoff,
+        m.max_attempts,
+        m.replay_buffer,
+    );
     let d = Config::default();
     let config = Config {
         keepalive_interval: keepalive_interval.map_or(d.keepalive_interval, |v| v.0),

@@ -14,7 +14,10 @@ pub struct Human<W: Write> {
 impl<W: Write> Human<W> {
     /// A reporter writing to `out`.
     pub fn new(out: W) -> Self {
-        Self { out, show_wall: true }
+        Self {
+            out,
+            show_wall: true,
+        }
     }
 
     /// Takes one event. Write errors (a closed pipe) are ignored: the exit
@@ -50,7 +53,12 @@ impl<W: Write> Human<W> {
                 write!(self.out, "baseline {}", line(result.baseline.as_ref()))?;
                 write!(self.out, " | mitigated {}", line(result.mitigated.as_ref()))?;
                 if self.show_wall {
-                    write!(self.out, "  [{:.1}s virtual in {:.2}s]", result.virtual_ms as f64 / 1000.0, wall.as_secs_f64())?;
+                    write!(
+                        self.out,
+                        "  [{:.1}s virtual in {:.2}s]",
+                        result.virtual_ms as f64 / 1000.0,
+                        wall.as_secs_f64()
+                    )?;
                 }
                 writeln!(self.out)?;
                 for r in &result.reasons {
@@ -59,7 +67,11 @@ impl<W: Write> Human<W> {
                 Ok(())
             }
             RunEvent::RunFinished { summary, wall } => {
-                write!(self.out, "{} passed, {} failed", summary.passed, summary.failed)?;
+                write!(
+                    self.out,
+                    "{} passed, {} failed",
+                    summary.passed, summary.failed
+                )?;
                 if summary.unsupported > 0 {
                     write!(self.out, ", {} unsupported", summary.unsupported)?;
                 }
@@ -87,9 +99,9 @@ fn line(m: Option<&Measured>) -> String {
         Outcome::Passed => "passed",
         Outcome::Failed => "failed",
     };
-    let recovery = m
-        .recovery_ms
-        .map_or("never recovered".to_string(), |r| format!("recovered in {r} ms"));
+    let recovery = m.recovery_ms.map_or("never recovered".to_string(), |r| {
+        format!("recovered in {r} ms")
+    });
     format!(
         "{outcome}: {}/{} B delivered, {} lost, {} dup, {recovery}, {} attempt(s)",
         m.delivered, m.expected, m.lost, m.duplicated, m.attempts

@@ -11,8 +11,8 @@ pub use human::Human;
 pub use json::{render_json, JsonReport};
 pub use junit::render_junit;
 
-use crate::runner::{RunEvent, ScenarioResult, Summary};
 use crate::backend::BackendKind;
+use crate::runner::{RunEvent, ScenarioResult, Summary};
 
 /// Collects what the document reporters need.
 #[derive(Debug, Default)]

@@ -44,8 +44,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             }
         }
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration `{s}` ({e}); write e.g. \"250ms\", \"1.5s\", \"2m\""))
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration `{s}` ({e}); write e.g. \"250ms\", \"1.5s\", \"2m\"")
+    })
 }
 
 #[cfg(test)]

@@ -119,7 +119,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
             path: path.to_path_buf(),
             line,
             col,
-            field: if field == "." { "(document)".into() } else { field },
+            field: if field == "." {
+                "(document)".into()
+            } else {
+                field
+            },
             message: inner.message().trim().replace('\n', "; "),
         }
     })?;
@@ -140,31 +144,66 @@ type Invalid = (String, &'static str, usize, String);
 
 /// Checks what the types cannot: ordering, bounds, consistency.
 fn validate(s: &Scenario) -> Result<(), Invalid> {
-    let bad = |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
-    if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return bad("id".into(), "id", 0, "must be non-empty and use only letters, digits, `-` and `_`".into());
+    let bad =
+        |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
+    if s.id.is_empty()
+        || !s
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return bad(
+            "id".into(),
+            "id",
+            0,
+            "must be non-empty and use only letters, digits, `-` and `_`".into(),
+        );
     }
     let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     if bytes == 0 || bytes % 8 != 0 {
-        return bad("workload.bytes".into(), "bytes", 0, "must be a positive multiple of 8".into());
+        return bad(
+            "workload.bytes".into(),
+            "bytes",
+            0,
+            "must be a positive multiple of 8".into(),
+        );
     }
     if chunk == 0 || chunk > 1 << 20 {
-        return bad("workload.chunk".into(), "chunk", 0, "must be between 1 and 1048576".into());
+        return bad(
+            "workload.chunk".into(),
+            "chunk",
+            0,
+            "must be between 1 and 1048576".into(),
+        );
     }
     if rate == Some(0) {
-        return bad("workload.rate".into(), "rate", 0, "must be positive (omit it for unpaced)".into());
+        return bad(
+            "workload.rate".into(),
+            "rate",
+            0,
+            "must be positive (omit it for unpaced)".into(),
+        );
     }
     let mut last = None;
     for (i, f) in s.faults.iter().enumerate() {
         if last.is_some_and(|l| f.at() < l) {
-            return bad(format!("faults[{i}].at"), "at", i, "faults must be in time order".into());
+            return bad(
+                format!("faults[{i}].at"),
+                "at",
+                i,
+                "faults must be in time order".into(),
+            );
         }
         if f.healed_at() >= s.expect.deadline {
             return bad(
                 format!("faults[{i}].at"),
                 "at",
                 i,
-                format!("fault ends at {} but the run deadline is {}", f.healed_at(), s.expect.deadline),
+                format!(
+                    "fault ends at {} but the run deadline is {}",
+                    f.healed_at(),
+                    s.expect.deadline
+                ),
             );
         }
         last = Some(f.at());
@@ -174,7 +213,8 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             "expect.baseline".into(),
             "baseline",
             0,
-            "name at least one symptom: a scenario whose baseline does not fail proves nothing".into(),
+            "name at least one symptom: a scenario whose baseline does not fail proves nothing"
+                .into(),
         );
     }
     Ok(())
@@ -256,14 +296,20 @@ max_attempts = 5
     fn wrong_type_names_the_field() {
         let text = GOOD.replace("bytes = 800", "bytes = \"lots\"");
         let e = err(&text);
-        assert!(e.starts_with("s.toml:11:9: workload.bytes: invalid type: string \"lots\""), "{e}");
+        assert!(
+            e.starts_with("s.toml:11:9: workload.bytes: invalid type: string \"lots\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_duration_names_the_field() {
         let text = GOOD.replace("at = \"1s\"", "at = \"5 parsecs\"");
         let e = err(&text);
-        assert!(e.starts_with("s.toml:15:6: faults[0].at: invalid duration `5 parsecs`"), "{e}");
+        assert!(
+            e.starts_with("s.toml:15:6: faults[0].at: invalid duration `5 parsecs`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -277,10 +323,16 @@ max_attempts = 5
     fn unknown_fault_kind_and_semantic_errors_are_located() {
         let text = GOOD.replace("kind = \"reset\"", "kind = \"meteor\"");
         let e = err(&text);
-        assert!(e.starts_with("s.toml:14:8: faults[0].kind: unknown variant `meteor`"), "{e}");
+        assert!(
+            e.starts_with("s.toml:14:8: faults[0].kind: unknown variant `meteor`"),
+            "{e}"
+        );
         let text = GOOD.replace("at = \"1s\"", "at = \"1s\"\nduration = \"2s\"");
         let e = err(&text);
-        assert!(e.starts_with("s.toml:13:1: faults[0]: `duration` does not apply to a reset fault"), "{e}");
+        assert!(
+            e.starts_with("s.toml:13:1: faults[0]: `duration` does not apply to a reset fault"),
+            "{e}"
+        );
         let text = GOOD.replace("at = \"1s\"", "at = \"90s\"");
         assert_eq!(
             err(&text),

@@ -170,7 +170,9 @@ impl Fault {
             Fault::Blackhole { at, duration } | Fault::Partition { at, duration, .. } => {
                 Dur(at.0 + duration.0)
             }
-            Fault::Latency { at, duration, .. } => Dur(at.0 + duration.map(|d| d.0).unwrap_or_default()),
+            Fault::Latency { at, duration, .. } => {
+                Dur(at.0 + duration.map(|d| d.0).unwrap_or_default())
+            }
         }
     }
 

@@ -100,8 +100,12 @@ fn locate(window: &[u8], total: u64, hint: Option<u64>) -> Option<u64> {
         let mut w = [0u8; 8];
         w.copy_from_slice(&window[skip..skip + 8]);
         let k = u64::from_le_bytes(w).wrapping_mul(MIX_INV);
-        let Some(word_start) = k.checked_mul(8) else { continue };
-        let Some(start) = word_start.checked_sub(skip as u64) else { continue };
+        let Some(word_start) = k.checked_mul(8) else {
+            continue;
+        };
+        let Some(start) = word_start.checked_sub(skip as u64) else {
+            continue;
+        };
         if word_start + 8 <= total && matches_at(window, start, total, skip + 8) {
             return Some(start);
         }
@@ -141,9 +145,18 @@ mod tests {
         assert_eq!(
             d.pieces,
             vec![
-                Piece { start: 0, len: 1003 },
-                Piece { start: 1500, len: 2500 },
-                Piece { start: 3000, len: 100 }
+                Piece {
+                    start: 0,
+                    len: 1003
+                },
+                Piece {
+                    start: 1500,
+                    len: 2500
+                },
+                Piece {
+                    start: 3000,
+                    len: 100
+                }
             ]
         );
         assert_eq!(d.unattributed, 0);

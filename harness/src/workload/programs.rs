@@ -18,7 +18,11 @@ pub trait Net: Clone + Send + Sync + 'static {
     /// A listening socket.
     type Listener: Send + 'static;
     /// Connects to `host:port`.
-    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Listens on `port` on all addresses.
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send;
     /// Accepts one connection.
@@ -65,7 +69,8 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     let mut buf = vec![0u8; spec.chunk];
     loop {
         rec.attempt();
-        let connected = tokio::time::timeout(spec.connect_timeout, net.connect(&spec.host, spec.port)).await;
+        let connected =
+            tokio::time::timeout(spec.connect_timeout, net.connect(&spec.host, spec.port)).await;
         let mut stream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -186,7 +191,12 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
 
 /// The mitigated server: one stream log per session, however many
 /// transports it took.
-pub async fn mitigated_server<N: Net>(net: N, port: u16, config: Config, rec: Recorder) -> io::Result<()> {
+pub async fn mitigated_server<N: Net>(
+    net: N,
+    port: u16,
+    config: Config,
+    rec: Recorder,
+) -> io::Result<()> {
     let listener = net.bind(port).await?;
     let acceptor = Acceptor::new(config);
     loop {

@@ -35,8 +35,8 @@ impl Net for SimNet {
         TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
     }
 
-    fn accept(l: &TcpListener) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        async move { l.accept().await.map(|(s, _)| s) }
+    async fn accept(l: &TcpListener) -> io::Result<TcpStream> {
+        l.accept().await.map(|(s, _)| s)
     }
 
     fn now(&self) -> Duration {
@@ -68,10 +68,26 @@ fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
                 duration,
                 direction,
             } => {
-                out.push((at.0, Action::Partition { direction: *direction, on: true }));
-                out.push((at.0 + duration.0, Action::Partition { direction: *direction, on: false }));
+                out.push((
+                    at.0,
+                    Action::Partition {
+                        direction: *direction,
+                        on: true,
+                    },
+                ));
+                out.push((
+                    at.0 + duration.0,
+                    Action::Partition {
+                        direction: *direction,
+                        on: false,
+                    },
+                ));
             }
-            Fault::Latency { at, latency, duration } => {
+            Fault::Latency {
+                at,
+                latency,
+                duration,
+            } => {
                 out.push((at.0, Action::Latency(latency.0)));
                 if let Some(d) = duration {
                     out.push((at.0 + d.0, Action::Latency(base)));
@@ -131,7 +147,9 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     sim.client(topo.client.as_str(), async move {
         match variant {
             Variant::Baseline => programs::baseline_client(SimNet, spec, client_rec).await,
-            Variant::Mitigated => programs::mitigated_client(SimNet, spec, mitigation, client_rec).await,
+            Variant::Mitigated => {
+                programs::mitigated_client(SimNet, spec, mitigation, client_rec).await
+            }
         }
         Ok(())
     });
@@ -153,17 +171,27 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
 
 fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, action: &Action) {
     let topo = &s.topology;
-    let (client, mbox, server) = (topo.client.as_str(), topo.middlebox.as_str(), topo.server.as_str());
+    let (client, mbox, server) = (
+        topo.client.as_str(),
+        topo.middlebox.as_str(),
+        topo.server.as_str(),
+    );
     tracing::debug!(?action, at = ?sim.elapsed(), "fault");
     match action {
         Action::Reset => mode.send_modify(|m| m.epoch += 1),
         Action::Blackhole(on) => mode.send_modify(|m| m.blackhole = *on),
-        Action::Partition { direction, on: true } => match direction {
+        Action::Partition {
+            direction,
+            on: true,
+        } => match direction {
             Direction::Both => sim.partition(client, mbox),
             Direction::ClientToServer => sim.partition_oneway(client, mbox),
             Direction::ServerToClient => sim.partition_oneway(mbox, client),
         },
-        Action::Partition { direction, on: false } => match direction {
+        Action::Partition {
+            direction,
+            on: false,
+        } => match direction {
             Direction::Both => sim.repair(client, mbox),
             Direction::ClientToServer => sim.repair_oneway(client, mbox),
             Direction::ServerToClient => sim.repair_oneway(mbox, client),

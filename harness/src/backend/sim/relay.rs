@@ -7,7 +7,7 @@
 //! without reading models a middlebox that silently lost the flow's state.
 
 use crate::workload::programs::Net;
-use tokio::io::{AsyncWriteExt, AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// What the middlebox does to traffic right now.
@@ -21,7 +21,12 @@ pub struct PathMode {
 }
 
 /// Accepts connections on `port` and relays each to `target:port`.
-pub async fn run<N: Net>(net: N, port: u16, target: String, mode: watch::Receiver<PathMode>) -> std::io::Result<()> {
+pub async fn run<N: Net>(
+    net: N,
+    port: u16,
+    target: String,
+    mode: watch::Receiver<PathMode>,
+) -> std::io::Result<()> {
     let listener = net.bind(port).await?;
     loop {
         let down = N::accept(&listener).await?;
@@ -30,7 +35,13 @@ pub async fn run<N: Net>(net: N, port: u16, target: String, mode: watch::Receive
     }
 }
 
-async fn pipe<N: Net>(net: N, down: N::Stream, target: &str, port: u16, mut mode: watch::Receiver<PathMode>) {
+async fn pipe<N: Net>(
+    net: N,
+    down: N::Stream,
+    target: &str,
+    port: u16,
+    mut mode: watch::Receiver<PathMode>,
+) {
     let born = *mode.borrow_and_update();
     if born.blackhole {
         return park(down).await;
@@ -41,7 +52,10 @@ async fn pipe<N: Net>(net: N, down: N::Stream, target: &str, port: u16, mut mode
     let (mut dr, mut dw) = tokio::io::split(down);
     let (mut ur, mut uw) = tokio::io::split(up);
     let forward = async {
-        tokio::join!(copy_then_close(&mut dr, &mut uw), copy_then_close(&mut ur, &mut dw));
+        tokio::join!(
+            copy_then_close(&mut dr, &mut uw),
+            copy_then_close(&mut ur, &mut dw)
+        );
     };
     tokio::pin!(forward);
     loop {
