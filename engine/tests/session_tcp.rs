@@ -259,3 +259,46 @@ async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
         Some(&SessionError::Rejected(RejectReason::UnknownSession))
     );
 }
+
+#[tokio::test]
+async fn server_session_expires_when_its_client_never_comes_back() {
+    let acceptor = Acceptor::new(Config {
+        idle_expiry: Duration::from_millis(200),
+        ..Config::default()
+    });
+    let (mut client_end, server_end) = tokio::io::duplex(4096);
+    let acc = acceptor.clone();
+    let accepted = tokio::spawn(async move { acc.accept(server_end).await });
+    // Speak the protocol by hand: read the challenge, ask for a new session.
+    let mut dec = Decoder::new(1024);
+    let mut buf = [0u8; 256];
+    while dec.next_frame().unwrap().is_none() {
+        let n = client_end.read(&mut buf).await.unwrap();
+        dec.feed(&buf[..n]);
+    }
+    let mut out = Vec::new();
+    Frame::NewSession {
+        version: PROTOCOL_VERSION,
+    }
+    .encode(&mut out);
+    client_end.write_all(&out).await.unwrap();
+    let Ok(Accepted::New(mut session)) = accepted.await.unwrap() else {
+        panic!("expected a new session");
+    };
+    assert_eq!(acceptor.session_count(), 1);
+    drop(client_end); // the client vanishes and never resumes
+    let mut b = [0u8; 1];
+    let err = tokio::time::timeout(Duration::from_secs(5), session.read(&mut b))
+        .await
+        .expect("expiry is reported")
+        .unwrap_err();
+    assert_eq!(
+        session_error(&err),
+        Some(&SessionError::Expired(Duration::from_millis(200)))
+    );
+    assert_eq!(
+        acceptor.session_count(),
+        0,
+        "expired sessions leave the table"
+    );
+}

@@ -97,6 +97,14 @@ pub struct Summary {
 /// Seed of one scenario: the run seed mixed with the id (FNV-1a), so adding
 /// a scenario does not change the others' runs. Kept below 2^53 so that JSON
 /// consumers that read numbers as doubles (JavaScript) see it exactly.
+///
+/// ```
+/// use netmend_harness::runner::scenario_seed;
+///
+/// assert_eq!(scenario_seed(1, "tcp-reset"), scenario_seed(1, "tcp-reset"));
+/// assert_ne!(scenario_seed(1, "tcp-reset"), scenario_seed(2, "tcp-reset"));
+/// assert!(scenario_seed(u64::MAX, "x") < 1 << 53);
+/// ```
 pub fn scenario_seed(run_seed: u64, id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {

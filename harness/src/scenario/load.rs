@@ -106,6 +106,14 @@ pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
 }
 
 /// Parses and validates scenario text; `path` is only used in errors.
+///
+/// ```
+/// use netmend_harness::scenario::parse;
+/// use std::path::Path;
+///
+/// let err = parse(Path::new("s.toml"), "id = 3").unwrap_err();
+/// assert_eq!(err.to_string(), "s.toml:1:6: id: invalid type: integer `3`, expected a string");
+/// ```
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     let de = toml::Deserializer::new(text);
     let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
