@@ -393,3 +393,31 @@ proptest! {
         prop_assert_eq!(c_got, expected(2, server_len));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Garbage from the network never panics, in any phase; at worst it
+    /// costs the transport, never the session's data.
+    #[test]
+    fn random_input_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..8)) {
+        let now = Instant::now();
+        let config = Config::default();
+        let mut hs = ServerHandshake::new([1; 16], config.max_frame_payload);
+        let mut server = SessionCore::new_server(config.clone(), Credentials::generate().unwrap());
+        server.open_server_link(now, ServerOpen::New, &[]).unwrap();
+        let mut client = SessionCore::new_client(config.clone());
+        client.open_client_link(now);
+        let mut out = Vec::new();
+        for c in &chunks {
+            let _ = hs.handle_input(c);
+            let _ = server.handle_input(now, c);
+            let _ = client.handle_input(now, c);
+            server.poll_transmit(now, &mut out, 1 << 20);
+            client.poll_transmit(now, &mut out, 1 << 20);
+        }
+        // The server has no handshake left to fail: garbage can only cost
+        // it the transport, never end the session.
+        prop_assert!(server.error().is_none());
+    }
+}
