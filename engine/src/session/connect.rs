@@ -102,7 +102,14 @@ impl SessionBuilder {
         let shared = Shared::new(SessionCore::new_client(self.config.clone()));
         let rng = match self.rng_seed {
             Some(s) => SmallRng::seed_from_u64(s),
-            None => SmallRng::from_os_rng(),
+            // Jitter only has to decorrelate clients: if the OS random source
+            // fails, the clock's nanoseconds do that well enough.
+            None => SmallRng::try_from_os_rng().unwrap_or_else(|_| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                SmallRng::seed_from_u64(u64::from(nanos))
+            }),
         };
         let backoff = Backoff::new(self.policy, now());
         tokio::spawn(run_client(
