@@ -17,8 +17,9 @@ fn pattern(salt: u8, o: usize) -> u8 {
 #[derive(Clone, Debug)]
 enum Fault {
     /// After `at` more client→server wire bytes, deliver `keep` of what is in
-    /// flight, then reset the transport on both ends.
-    Reset { at: usize, keep: usize },
+    /// flight (or, with `keep: None`, exactly up to the next frame boundary),
+    /// then reset the transport on both ends.
+    Reset { at: usize, keep: Option<usize> },
     /// After `at` more wire bytes, the path stops carrying anything for `ms`
     /// without an error (TCP stalls; it never delivers a stream with holes).
     Blackhole { at: usize, ms: u64 },
@@ -26,7 +27,8 @@ enum Fault {
 
 fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
-        (1usize..20_000, 0usize..2_000).prop_map(|(at, keep)| Fault::Reset { at, keep }),
+        (1usize..20_000, proptest::option::of(0usize..2_000))
+            .prop_map(|(at, keep)| Fault::Reset { at, keep }),
         (1usize..20_000, 100u64..8_000).prop_map(|(at, ms)| Fault::Blackhole { at, ms }),
     ]
 }
@@ -49,6 +51,10 @@ struct Pair {
     nonce_counter: u8,
     /// Server sessions created; a lost Welcome orphans the first one.
     generation: u32,
+    /// Client→server bytes left in the frame being delivered, and the header
+    /// bytes of the next one seen so far: where the frame boundaries are.
+    frame_left: usize,
+    header: Vec<u8>,
 }
 
 impl Pair {
@@ -70,6 +76,8 @@ impl Pair {
             connects: 0,
             nonce_counter: 0,
             generation: 0,
+            frame_left: 0,
+            header: Vec::new(),
         }
     }
 
@@ -81,6 +89,8 @@ impl Pair {
         self.connects += 1;
         self.c2s.clear();
         self.s2c.clear();
+        self.frame_left = 0;
+        self.header.clear();
         self.client.open_client_link(self.now);
         self.client_connected = true;
         // The old server transport, if still alive, is replaced once the
@@ -110,6 +120,7 @@ impl Pair {
         }
         let n = chunk.min(self.c2s.len());
         let bytes: Vec<u8> = self.c2s.drain(..n).collect();
+        self.track_frames(&bytes);
         self.wire_c2s += n;
         self.server_input(&bytes);
         let n = chunk.min(self.s2c.len());
@@ -117,6 +128,41 @@ impl Pair {
         if self.client_connected {
             let _ = self.client.handle_input(self.now, &bytes);
         }
+    }
+
+    fn track_frames(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.frame_left > 0 {
+                self.frame_left -= 1;
+                continue;
+            }
+            self.header.push(b);
+            if self.header.len() == 5 {
+                let len = u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]);
+                self.frame_left = len as usize;
+                self.header.clear();
+            }
+        }
+    }
+
+    /// Bytes to deliver so that the server has seen exactly whole frames.
+    fn to_boundary(&self) -> usize {
+        if self.header.is_empty() {
+            return self.frame_left;
+        }
+        // Mid-header: finish the header, then the payload it announces.
+        let need = 5 - self.header.len();
+        let mut hdr = self.header.clone();
+        hdr.extend(self.c2s.iter().take(need));
+        if hdr.len() < 5 {
+            return self.c2s.len();
+        }
+        need + u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize
     }
 
     fn server_input(&mut self, bytes: &[u8]) {
@@ -305,7 +351,16 @@ fn run(
                 p.transfer(short);
                 match faults.pop() {
                     Some(Fault::Reset { keep, .. }) => {
+                        let on_boundary = keep.is_none();
+                        let keep = keep.unwrap_or_else(|| p.to_boundary());
+                        let whole = p.c2s.len() >= keep;
                         p.transfer(keep);
+                        if on_boundary && whole && !p.blackholed() {
+                            assert!(
+                                p.frame_left == 0 && p.header.is_empty(),
+                                "cut on a frame boundary"
+                            );
+                        }
                         p.reset();
                     }
                     Some(Fault::Blackhole { ms, .. }) => {
@@ -353,13 +408,23 @@ fn clean_transfer_uses_one_transport() {
 #[test]
 fn reset_mid_frame_resumes_exactly() {
     let faults = vec![
-        Fault::Reset { at: 3_333, keep: 7 },
-        Fault::Reset { at: 5, keep: 0 },
+        Fault::Reset {
+            at: 3_333,
+            keep: Some(7),
+        },
+        Fault::Reset {
+            at: 5,
+            keep: Some(0),
+        },
+        Fault::Reset {
+            at: 2_000,
+            keep: None,
+        },
     ];
     let (s_got, c_got, connects) = run(40_000, 9_000, 512, 2048, faults);
     assert_eq!(s_got, expected(1, 40_000));
     assert_eq!(c_got, expected(2, 9_000));
-    assert_eq!(connects, 3);
+    assert_eq!(connects, 4);
 }
 
 #[test]
