@@ -302,3 +302,36 @@ async fn server_session_expires_when_its_client_never_comes_back() {
         "expired sessions leave the table"
     );
 }
+
+#[tokio::test]
+async fn zero_copy_writes_mix_with_copied_ones_across_resets() {
+    let (srv, _acc, mut got, _errs) = server(Config::default()).await;
+    let (relay_addr, relay) = Relay::start(srv).await;
+    let mut session = SessionBuilder::new()
+        .policy(fast_policy())
+        .connect(move || TcpStream::connect(relay_addr))
+        .await
+        .unwrap();
+    let data = pattern(2 << 20);
+    let mut sent = 0;
+    for (i, piece) in data.chunks(50_000).enumerate() {
+        if i % 2 == 0 {
+            session.write_bytes(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
+        } else {
+            session.write_all(piece).await.unwrap();
+        }
+        sent += piece.len();
+        if i % 10 == 9 {
+            let before = session.stats().protocol.links_established;
+            relay.reset_all();
+            while session.stats().protocol.links_established == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    assert_eq!(sent, data.len());
+    session.shutdown().await.unwrap();
+    let received = got.recv().await.unwrap();
+    assert!(received == data, "exact bytes, in order");
+    assert!(session.stats().protocol.resumes >= 4);
+}

@@ -3,6 +3,7 @@
 use super::error::SessionError;
 use super::frame::SessionId;
 use super::proto::{SessionCore, Stats};
+use bytes::Bytes;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -159,6 +160,41 @@ impl Session {
             protocol: st.core.stats(),
             connect_attempts: st.connect_attempts,
         }
+    }
+
+    /// Writes `data` without copying it (buffers of 4 KiB and more are kept
+    /// as they are in the replay buffer; smaller ones are copied and
+    /// coalesced). Waits while the replay buffer is full, like `write_all`.
+    ///
+    /// ```no_run
+    /// # async fn f(session: &mut netmend::session::Session) -> std::io::Result<()> {
+    /// let frame = bytes::Bytes::from(vec![0u8; 1 << 20]);
+    /// session.write_bytes(frame).await?; // no copy of the megabyte
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(e) = st.terminal_error() {
+                return Poll::Ready(Err(io_error(e)));
+            }
+            let n = st.core.write_bytes(&mut data).map_err(io_error)?;
+            let wake = n > 0 && std::mem::take(&mut st.wake_on_write);
+            let done = data.is_empty();
+            if !done {
+                st.write_waker = Some(cx.waker().clone());
+            }
+            drop(st);
+            if wake {
+                self.shared.driver.notify_one();
+            }
+            if done {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// The error that ended the session, if one did.

@@ -280,6 +280,28 @@ impl SessionCore {
         Ok(self.replay.push(data))
     }
 
+    /// Like [`SessionCore::write`] but takes ownership of the bytes: large
+    /// buffers are kept as they are (no copy), small ones are coalesced.
+    /// Takes what fits off the front of `data`; returns how many bytes.
+    pub fn write_bytes(&mut self, data: &mut Bytes) -> Result<usize, SessionError> {
+        /// Below this, copying into the shared tail beats one chunk per write.
+        const ZERO_COPY_MIN: usize = 4096;
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.fin_requested {
+            return Err(SessionError::Closed);
+        }
+        let n = data.len().min(self.replay.free());
+        let chunk = data.split_to(n);
+        if n >= ZERO_COPY_MIN {
+            self.replay.push_bytes(chunk);
+        } else {
+            self.replay.push(&chunk);
+        }
+        Ok(n)
+    }
+
     /// Moves received bytes into `buf`; returns how many.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;

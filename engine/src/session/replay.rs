@@ -59,6 +59,24 @@ impl ReplayBuffer {
         n
     }
 
+    /// Appends `data` without copying: it becomes a chunk of its own. The
+    /// caller checked `free()`; anything beyond it is not taken. Returns how
+    /// many bytes were taken.
+    pub fn push_bytes(&mut self, mut data: Bytes) -> usize {
+        let n = data.len().min(self.free());
+        data.truncate(n);
+        if n == 0 {
+            return 0;
+        }
+        if !self.tail.is_empty() {
+            let sealed = self.tail.split().freeze();
+            self.chunks.push_back(sealed);
+        }
+        self.chunks.push_back(data);
+        self.len += n;
+        n
+    }
+
     /// Drops everything before `offset` (clamped to what is held).
     pub fn trim_to(&mut self, offset: u64) {
         let upto = offset.clamp(self.base, self.end());
@@ -138,6 +156,20 @@ mod tests {
         r.trim_to(100);
         assert_eq!((r.base(), r.end()), (14, 14));
         assert!(r.slice_from(14, 10).is_empty());
+    }
+
+    #[test]
+    fn owned_chunks_interleave_with_copied_writes() {
+        let mut r = ReplayBuffer::new(100);
+        r.push(b"ab");
+        assert_eq!(r.push_bytes(Bytes::from_static(b"cdef")), 4);
+        r.push(b"gh");
+        assert_eq!(gather(&mut r, 0, 100), b"abcdefgh");
+        r.trim_to(3);
+        assert_eq!(gather(&mut r, 3, 100), b"defgh");
+        let mut small = ReplayBuffer::new(3);
+        assert_eq!(small.push_bytes(Bytes::from_static(b"wxyz")), 3);
+        assert_eq!(gather(&mut small, 0, 10), b"wxy");
     }
 
     #[test]
