@@ -99,25 +99,28 @@ fn bulk(c: &mut Criterion) {
         })
     });
     let owned = bytes::Bytes::from(data.clone());
-    group.bench_function(BenchmarkId::new("resumable_session_write_bytes", TOTAL), |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut s = SessionBuilder::new()
-                .connect(move || async move {
-                    let s = TcpStream::connect(session_addr).await?;
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-                .await
-                .unwrap();
-            for _ in 0..TOTAL / CHUNK {
-                // Zero-copy: the replay buffer keeps a reference.
-                s.write_bytes(owned.clone()).await.unwrap();
-            }
-            s.shutdown().await.unwrap();
-            let mut rest = Vec::new();
-            s.read_to_end(&mut rest).await.unwrap();
-        })
-    });
+    group.bench_function(
+        BenchmarkId::new("resumable_session_write_bytes", TOTAL),
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut s = SessionBuilder::new()
+                    .connect(move || async move {
+                        let s = TcpStream::connect(session_addr).await?;
+                        s.set_nodelay(true)?;
+                        Ok(s)
+                    })
+                    .await
+                    .unwrap();
+                for _ in 0..TOTAL / CHUNK {
+                    // Zero-copy: the replay buffer keeps a reference.
+                    s.write_bytes(owned.clone()).await.unwrap();
+                }
+                s.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+            })
+        },
+    );
     group.finish();
 }
 

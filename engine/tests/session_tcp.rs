@@ -316,7 +316,10 @@ async fn zero_copy_writes_mix_with_copied_ones_across_resets() {
     let mut sent = 0;
     for (i, piece) in data.chunks(50_000).enumerate() {
         if i % 2 == 0 {
-            session.write_bytes(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
+            session
+                .write_bytes(bytes::Bytes::copy_from_slice(piece))
+                .await
+                .unwrap();
         } else {
             session.write_all(piece).await.unwrap();
         }

@@ -202,7 +202,7 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
             .baseline
             .iter()
             .filter(|want| !b.symptoms.contains(want))
-            .map(|w| format!("{w:?}").to_lowercase())
+            .map(|w| w.name().to_string())
             .collect();
         if !missing.is_empty() {
             result.reasons.push(format!(
@@ -213,11 +213,7 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
     }
     if let Some(m) = &result.mitigated {
         if m.outcome == Outcome::Failed {
-            let names: Vec<String> = m
-                .symptoms
-                .iter()
-                .map(|x| format!("{x:?}").to_lowercase())
-                .collect();
+            let names: Vec<String> = m.symptoms.iter().map(|x| x.name().to_string()).collect();
             result
                 .reasons
                 .push(format!("mitigated run failed: {}", names.join(", ")));

@@ -96,8 +96,11 @@ fn line(m: Option<&Measured>) -> String {
         return "did not run".into();
     };
     let outcome = match m.outcome {
-        Outcome::Passed => "passed",
-        Outcome::Failed => "failed",
+        Outcome::Passed => "passed".to_string(),
+        Outcome::Failed => {
+            let names: Vec<String> = m.symptoms.iter().map(|x| x.name().to_string()).collect();
+            format!("failed ({})", names.join(", "))
+        }
     };
     let recovery = m.recovery_ms.map_or("never recovered".to_string(), |r| {
         format!("recovered in {r} ms")

@@ -249,6 +249,22 @@ pub enum Symptom {
     Error,
 }
 
+impl Symptom {
+    /// The name as written in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Symptom::Loss => "loss",
+            Symptom::Duplication => "duplication",
+            Symptom::Reorder => "reorder",
+            Symptom::Stall => "stall",
+            Symptom::SlowRecovery => "slow-recovery",
+            Symptom::Storm => "storm",
+            Symptom::Corruption => "corruption",
+            Symptom::Error => "error",
+        }
+    }
+}
+
 /// Expectations.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
