@@ -4,7 +4,7 @@
 //! `cargo bench -p netmend --bench throughput`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use netmend::session::{Accepted, Acceptor, Config, SessionBuilder};
+use netmend::session::{Accepted, Acceptor, Config, Session, SessionBuilder};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,6 +59,18 @@ async fn session_sink() -> SocketAddr {
     addr
 }
 
+/// A client session over loopback TCP with Nagle off, as the README advises.
+async fn open_session(addr: SocketAddr) -> Session {
+    SessionBuilder::new()
+        .connect(move || async move {
+            let s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+        .await
+        .unwrap()
+}
+
 fn bulk(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let raw_addr = rt.block_on(raw_sink());
@@ -81,14 +93,7 @@ fn bulk(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("resumable_session", TOTAL), |b| {
         b.to_async(&rt).iter(|| async {
-            let mut s = SessionBuilder::new()
-                .connect(move || async move {
-                    let s = TcpStream::connect(session_addr).await?;
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-                .await
-                .unwrap();
+            let mut s = open_session(session_addr).await;
             for _ in 0..TOTAL / CHUNK {
                 s.write_all(&data).await.unwrap();
             }
@@ -103,14 +108,7 @@ fn bulk(c: &mut Criterion) {
         BenchmarkId::new("resumable_session_write_bytes", TOTAL),
         |b| {
             b.to_async(&rt).iter(|| async {
-                let mut s = SessionBuilder::new()
-                    .connect(move || async move {
-                        let s = TcpStream::connect(session_addr).await?;
-                        s.set_nodelay(true)?;
-                        Ok(s)
-                    })
-                    .await
-                    .unwrap();
+                let mut s = open_session(session_addr).await;
                 for _ in 0..TOTAL / CHUNK {
                     // Zero-copy: the replay buffer keeps a reference.
                     s.write_bytes(owned.clone()).await.unwrap();

@@ -2,7 +2,7 @@
 
 use netmend::session::frame::{Decoder, Frame, PROTOCOL_VERSION};
 use netmend::session::{
-    session_error, AcceptError, Accepted, Acceptor, Config, RejectReason, SessionBuilder,
+    session_error, AcceptError, Accepted, Acceptor, Config, RejectReason, Session, SessionBuilder,
     SessionError,
 };
 use netmend::Policy;
@@ -123,26 +123,35 @@ fn fast_policy() -> Policy {
     }
 }
 
+/// A client session whose transports go through the relay.
+async fn via_relay(relay_addr: SocketAddr) -> Session {
+    SessionBuilder::new()
+        .policy(fast_policy())
+        .connect(move || TcpStream::connect(relay_addr))
+        .await
+        .unwrap()
+}
+
+/// Resets whatever transport is live, mid-stream, and waits until a new one
+/// is up, so every reset hits a working session.
+async fn reset_and_wait(relay: &Relay, session: &Session) {
+    let before = session.stats().protocol.links_established;
+    relay.reset_all();
+    while session.stats().protocol.links_established == before {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test]
 async fn bytes_survive_repeated_resets_exactly_once() {
     let (srv, _acc, mut got, _errs) = server(Config::default()).await;
     let (relay_addr, relay) = Relay::start(srv).await;
-    let mut session = SessionBuilder::new()
-        .policy(fast_policy())
-        .connect(move || TcpStream::connect(relay_addr))
-        .await
-        .unwrap();
+    let mut session = via_relay(relay_addr).await;
     let data = pattern(3 << 20);
     for (i, chunk) in data.chunks(64 << 10).enumerate() {
         session.write_all(chunk).await.unwrap();
         if i % 12 == 11 {
-            // Reset whatever transport is live, mid-stream; wait until a new
-            // one is up so every reset hits a working session.
-            let before = session.stats().protocol.links_established;
-            relay.reset_all();
-            while session.stats().protocol.links_established == before {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            reset_and_wait(&relay, &session).await;
         }
     }
     session.shutdown().await.unwrap();
@@ -228,11 +237,7 @@ async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
     let (srv_a, _acc_a, _got_a, _e_a) = server(Config::default()).await;
     let (srv_b, _acc_b, _got_b, mut errs_b) = server(Config::default()).await;
     let (relay_addr, relay) = Relay::start(srv_a).await;
-    let mut session = SessionBuilder::new()
-        .policy(fast_policy())
-        .connect(move || TcpStream::connect(relay_addr))
-        .await
-        .unwrap();
+    let mut session = via_relay(relay_addr).await;
     session.write_all(b"hello").await.unwrap();
     // The path now leads to another server (a restart, a failover without
     // shared state), and the current transport is reset.
@@ -307,11 +312,7 @@ async fn server_session_expires_when_its_client_never_comes_back() {
 async fn zero_copy_writes_mix_with_copied_ones_across_resets() {
     let (srv, _acc, mut got, _errs) = server(Config::default()).await;
     let (relay_addr, relay) = Relay::start(srv).await;
-    let mut session = SessionBuilder::new()
-        .policy(fast_policy())
-        .connect(move || TcpStream::connect(relay_addr))
-        .await
-        .unwrap();
+    let mut session = via_relay(relay_addr).await;
     let data = pattern(2 << 20);
     let mut sent = 0;
     for (i, piece) in data.chunks(50_000).enumerate() {
@@ -325,11 +326,7 @@ async fn zero_copy_writes_mix_with_copied_ones_across_resets() {
         }
         sent += piece.len();
         if i % 10 == 9 {
-            let before = session.stats().protocol.links_established;
-            relay.reset_all();
-            while session.stats().protocol.links_established == before {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            reset_and_wait(&relay, &session).await;
         }
     }
     assert_eq!(sent, data.len());
