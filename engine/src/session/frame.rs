@@ -248,10 +248,8 @@ impl Frame {
                 reason: RejectReason::from_byte(p[0]),
             },
             T_REJECT => return Err(malformed("Reject")),
-            T_DATA if p.len() > 8 => Frame::Data {
-                offset: u64::from_be_bytes(array(&p[..8])),
-                payload: Bytes::copy_from_slice(&p[8..]),
-            },
+            // `decode_from` cuts well-formed data frames off the buffer
+            // without copying before it gets here; only empty ones remain.
             T_DATA => return Err(malformed("Data")),
             T_ACK | T_KEEPALIVE | T_FIN if p.len() == 8 => {
                 let v = u64::from_be_bytes(array(p));
