@@ -1,7 +1,7 @@
 //! `netmend`: run failure scenarios against the recovery engine.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use netmend_harness::backend::BackendKind;
+use netmend_harness::backend::{netns, BackendKind};
 use netmend_harness::report::{render_json, render_junit, Collector, Human};
 use netmend_harness::{catalog, runner, scenario};
 use std::io::Write;
@@ -14,6 +14,31 @@ const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
 /// Bad input or usage.
 const EXIT_USAGE: u8 = 2;
+/// Interrupted (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// On SIGINT or SIGTERM, remove every lab this process built, then exit:
+/// the runner may be blocked in the middle of a scenario, so the handler
+/// thread cleans up by name rather than waiting for it to unwind.
+fn install_interrupt_cleanup() -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+    std::thread::Builder::new()
+        .name("nm-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let removed = netns::lab::remove_live_labs();
+                eprintln!(
+                    "netmend: interrupted (signal {signal}); removed {} lab namespace(s)",
+                    removed.len()
+                );
+                std::process::exit(EXIT_INTERRUPTED);
+            }
+        })
+        .map_err(|e| format!("starting the signal thread: {e}"))?;
+    Ok(())
+}
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +83,8 @@ enum Command {
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
     },
+    /// Remove namespaces left by netmend runs that were killed (`nm-*` under /run/netns).
+    Clean,
     /// Print the failure catalog as Markdown.
     Catalog {
         /// Directory of catalog entries.
@@ -112,13 +139,20 @@ fn execute(command: Command) -> Result<u8, String> {
             let (kind, reason) = match backend {
                 BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
                 BackendArg::Netns => {
-                    return Err("the netns backend (real network namespaces) is not available in this build yet; use --backend sim".into())
+                    netns::probe().map_err(|why| format!("--backend netns: {why}"))?;
+                    (BackendKind::Netns, "requested".to_string())
                 }
-                BackendArg::Auto => (
-                    BackendKind::Sim,
-                    "auto: the netns backend is not available in this build, using sim".to_string(),
-                ),
+                BackendArg::Auto => match netns::probe() {
+                    Ok(()) => (
+                        BackendKind::Netns,
+                        "auto: network namespaces work here, using netns".to_string(),
+                    ),
+                    Err(why) => (BackendKind::Sim, format!("auto: {why}; using sim")),
+                },
             };
+            if kind == BackendKind::Netns {
+                install_interrupt_cleanup()?;
+            }
             let mut sink: Box<dyn Write> = match &output {
                 Some(p) => {
                     Box::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?)
@@ -173,6 +207,14 @@ fn execute(command: Command) -> Result<u8, String> {
         Command::Check { paths } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
             println!("{} scenario(s) valid", loaded.len());
+            Ok(EXIT_OK)
+        }
+        Command::Clean => {
+            let removed = netns::namespace::remove_matching(netns::namespace::PREFIX);
+            for name in &removed {
+                println!("removed {name}");
+            }
+            println!("{} namespace(s) removed", removed.len());
             Ok(EXIT_OK)
         }
         Command::Catalog { dir } => {

@@ -178,17 +178,12 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         result.unsupported = Some(why);
         return result;
     }
-    if backend == BackendKind::Netns {
-        result.verdict = Verdict::Unsupported;
-        result.unsupported = Some("the netns backend is not built yet".into());
-        return result;
-    }
     for variant in [Variant::Baseline, Variant::Mitigated] {
         let (max_attempts, slot) = match variant {
             Variant::Baseline => (None, &mut result.baseline),
             Variant::Mitigated => (Some(s.expect.max_attempts), &mut result.mitigated),
         };
-        match backend::run_sim(s, variant, seed) {
+        match backend::run(backend, s, variant, seed) {
             Ok(rec) => {
                 result.virtual_ms += rec.elapsed.as_millis() as u64;
                 *slot = Some(check::judge(s, &rec, max_attempts));

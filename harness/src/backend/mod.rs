@@ -1,14 +1,16 @@
 //! Backends: the worlds a scenario runs in. Each runs one variant (baseline
 //! or mitigated) of a scenario and returns the raw [`Recording`].
 
+pub mod netns;
 pub mod sim;
 
-use crate::scenario::Scenario;
+use crate::scenario::{Direction, Fault, Scenario};
 use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
 use netmend::session::Config;
 use netmend::Policy;
 use serde::Serialize;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Which world.
@@ -45,6 +47,9 @@ pub enum BackendError {
     /// The simulation itself broke (a host panicked, time ran out).
     #[error("simulation error: {0}")]
     Sim(String),
+    /// The lab could not be built, changed or torn down.
+    #[error("netns lab: {0}")]
+    Netns(String),
 }
 
 /// The engine parameters the scenario's mitigation section asks for.
@@ -87,7 +92,72 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
     }
 }
 
-/// Runs one variant of `scenario` on the simulated backend.
-pub fn run_sim(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
-    sim::run(s, variant, seed)
+/// Runs one variant of `scenario` on `backend`.
+pub fn run(
+    backend: BackendKind,
+    s: &Scenario,
+    variant: Variant,
+    seed: u64,
+) -> Result<Recording, BackendError> {
+    match backend {
+        BackendKind::Sim => sim::run(s, variant, seed),
+        BackendKind::Netns => netns::run(s, variant, seed),
+    }
+}
+
+/// One change to the world at a point in time, as both backends apply it.
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    Reset,
+    Blackhole(bool),
+    Partition { direction: Direction, on: bool },
+    Latency(Duration),
+}
+
+/// The scenario's faults as a time-ordered list of changes.
+pub(crate) fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
+    let base = s.topology.latency.0;
+    let mut out = Vec::new();
+    for f in &s.faults {
+        match f {
+            Fault::Reset { at } => out.push((at.0, Action::Reset)),
+            Fault::Blackhole { at, duration } => {
+                out.push((at.0, Action::Blackhole(true)));
+                out.push((at.0 + duration.0, Action::Blackhole(false)));
+            }
+            Fault::Partition {
+                at,
+                duration,
+                direction,
+            } => {
+                out.push((
+                    at.0,
+                    Action::Partition {
+                        direction: *direction,
+                        on: true,
+                    },
+                ));
+                out.push((
+                    at.0 + duration.0,
+                    Action::Partition {
+                        direction: *direction,
+                        on: false,
+                    },
+                ));
+            }
+            Fault::Latency {
+                at,
+                latency,
+                duration,
+            } => {
+                out.push((at.0, Action::Latency(latency.0)));
+                if let Some(d) = duration {
+                    out.push((at.0 + d.0, Action::Latency(base)));
+                }
+            }
+        }
+    }
+    // Stable: simultaneous actions keep file order.
+    out.sort_by_key(|(t, _)| *t);
+    out
 }

@@ -49,6 +49,20 @@ pub struct Topology {
     /// TCP port the server listens on.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Address family of the path.
+    #[serde(default)]
+    pub ip: IpVersion,
+}
+
+/// Address family of a scenario's path.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IpVersion {
+    /// IPv4 (198.18.0.0/15 on netns).
+    #[default]
+    Ipv4,
+    /// IPv6 (2001:db8::/32 on netns).
+    Ipv6,
 }
 
 fn default_client() -> String {

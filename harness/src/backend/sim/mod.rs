@@ -6,21 +6,24 @@
 
 pub mod relay;
 
-use super::{mitigation_spec, BackendError, Variant};
-use crate::scenario::{Direction, Fault, Scenario};
+use super::{mitigation_spec, schedule, Action, BackendError, Variant};
+use crate::scenario::{Direction, IpVersion, Scenario};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use relay::PathMode;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 use tokio::sync::watch;
 use turmoil::net::{TcpListener, TcpStream};
 
 /// The [`Net`] of turmoil hosts.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SimNet;
+pub struct SimNet {
+    /// Listen on IPv6 (the world was built with `IpVersion::V6`).
+    pub v6: bool,
+}
 
 impl Net for SimNet {
     type Stream = TcpStream;
@@ -32,7 +35,12 @@ impl Net for SimNet {
     }
 
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<TcpListener>> + Send {
-        TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+        let any: IpAddr = if self.v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        TcpListener::bind((any, port))
     }
 
     async fn accept(l: &TcpListener) -> io::Result<TcpStream> {
@@ -44,74 +52,25 @@ impl Net for SimNet {
     }
 }
 
-/// One change to the simulated world at a point in time.
-#[derive(Clone, Debug)]
-enum Action {
-    Reset,
-    Blackhole(bool),
-    Partition { direction: Direction, on: bool },
-    Latency(Duration),
-}
-
-fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
-    let base = s.topology.latency.0;
-    let mut out = Vec::new();
-    for f in &s.faults {
-        match f {
-            Fault::Reset { at } => out.push((at.0, Action::Reset)),
-            Fault::Blackhole { at, duration } => {
-                out.push((at.0, Action::Blackhole(true)));
-                out.push((at.0 + duration.0, Action::Blackhole(false)));
-            }
-            Fault::Partition {
-                at,
-                duration,
-                direction,
-            } => {
-                out.push((
-                    at.0,
-                    Action::Partition {
-                        direction: *direction,
-                        on: true,
-                    },
-                ));
-                out.push((
-                    at.0 + duration.0,
-                    Action::Partition {
-                        direction: *direction,
-                        on: false,
-                    },
-                ));
-            }
-            Fault::Latency {
-                at,
-                latency,
-                duration,
-            } => {
-                out.push((at.0, Action::Latency(latency.0)));
-                if let Some(d) = duration {
-                    out.push((at.0 + d.0, Action::Latency(base)));
-                }
-            }
-        }
-    }
-    // Stable: simultaneous actions keep file order.
-    out.sort_by_key(|(t, _)| *t);
-    out
-}
-
 /// Runs one variant of `s` and returns what it recorded.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
     let topo = &s.topology;
     let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     let deadline = s.expect.deadline.0;
+    let v6 = topo.ip == IpVersion::Ipv6;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(deadline + Duration::from_secs(30))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(topo.latency.0)
         .max_message_latency(topo.latency.0)
+        .ip_version(if v6 {
+            turmoil::IpVersion::V6
+        } else {
+            turmoil::IpVersion::V4
+        })
         .rng_seed(seed)
         .build();
+    let net = SimNet { v6 };
     let rec = Recorder::new(bytes);
     let (mode_tx, mode_rx) = watch::channel(PathMode::default());
     let mitigation = mitigation_spec(s, seed);
@@ -121,8 +80,8 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         let (rec, config) = (server_rec.clone(), config.clone());
         async move {
             match variant {
-                Variant::Baseline => programs::baseline_server(SimNet, port, rec).await?,
-                Variant::Mitigated => programs::mitigated_server(SimNet, port, config, rec).await?,
+                Variant::Baseline => programs::baseline_server(net, port, rec).await?,
+                Variant::Mitigated => programs::mitigated_server(net, port, config, rec).await?,
             }
             Ok(())
         }
@@ -131,7 +90,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     sim.host(topo.middlebox.as_str(), move || {
         let (target, mode) = (server_name.clone(), mode_rx.clone());
         async move {
-            relay::run(SimNet, port, target, mode).await?;
+            relay::run(net, port, target, mode).await?;
             Ok(())
         }
     });
@@ -146,9 +105,9 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     let client_rec = rec.clone();
     sim.client(topo.client.as_str(), async move {
         match variant {
-            Variant::Baseline => programs::baseline_client(SimNet, spec, client_rec).await,
+            Variant::Baseline => programs::baseline_client(net, spec, client_rec).await,
             Variant::Mitigated => {
-                programs::mitigated_client(SimNet, spec, mitigation, client_rec).await
+                programs::mitigated_client(net, spec, mitigation, client_rec).await
             }
         }
         Ok(())

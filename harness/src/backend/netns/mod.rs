@@ -1,0 +1,396 @@
+//! The real-kernel backend: every host of the scenario in its own Linux
+//! network namespace, joined through a router namespace by veth links, with
+//! faults made by real kernel operations (nftables, NFQUEUE, netlink).
+//!
+//! Workloads run on threads that entered a host's namespace, each with its
+//! own current-thread tokio runtime: a socket belongs to the namespace of the
+//! thread that creates it, so the very same programs the simulated backend
+//! runs open real `tokio::net` sockets inside the lab. Threads rather than
+//! child processes keep the recording in memory and let a panicking workload
+//! surface as a failed run instead of a lost process; user commands, which
+//! are other programs, run as children that enter the namespace between
+//! fork and exec.
+
+pub mod delay;
+pub mod firewall;
+pub mod host;
+pub mod lab;
+pub mod namespace;
+
+use super::{mitigation_spec, schedule, Action, BackendError, Variant};
+use crate::scenario::{IpVersion, Scenario};
+use crate::workload::programs::{self, Net, StreamSpec};
+use crate::workload::{Recorder, Recording};
+use delay::{DelayQueue, Impairment};
+use firewall::PathRules;
+use host::HostTask;
+use lab::{Lab, LabSpec};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Something the lab could not do.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LabError {
+    /// A system call or file operation failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The kernel refused a netlink request.
+    #[error("{op}: {source}")]
+    Netlink {
+        /// What was being done.
+        op: String,
+        /// The kernel's answer.
+        source: rtnetlink::Error,
+    },
+    /// A helper program (nft, iptables, tc) failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// The harness was about to change the initial network namespace.
+    #[error("refusing to change the initial network namespace")]
+    InitialNamespace,
+    /// An address outside 198.18.0.0/15 and 2001:db8::/32.
+    #[error("{0} is outside the lab's ranges (198.18.0.0/15, 2001:db8::/32)")]
+    ForeignAddress(IpAddr),
+    /// A name the lab does not know or cannot use.
+    #[error("{0}")]
+    BadName(String),
+    /// A thread of the lab panicked.
+    #[error("{0} panicked")]
+    Panicked(String),
+    /// The machine lacks something the backend needs.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl LabError {
+    pub(crate) fn io(op: impl Into<String>, source: io::Error) -> Self {
+        LabError::Io {
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+impl From<LabError> for BackendError {
+    fn from(e: LabError) -> Self {
+        BackendError::Netns(e.to_string())
+    }
+}
+
+/// Whether this process can run the netns backend; `Err` says why not.
+pub fn probe() -> Result<(), String> {
+    let unshared = std::thread::spawn(|| nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET))
+        .join()
+        .map_err(|_| "probing namespaces panicked".to_string())?;
+    if let Err(e) = unshared {
+        return Err(format!(
+            "cannot create network namespaces ({e}); the netns backend needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+        ));
+    }
+    for (tool, package) in [
+        ("nft", "nftables"),
+        ("iptables", "iptables"),
+        ("tc", "iproute2"),
+    ] {
+        let found = std::process::Command::new(tool)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Err(format!("`{tool}` is missing (apt-get install {package})"));
+        }
+    }
+    Ok(())
+}
+
+/// The [`Net`] of a lab host: real tokio sockets, created on the host's
+/// thread and so inside its namespace.
+#[derive(Clone, Debug)]
+pub struct NetnsNet {
+    addresses: Arc<HashMap<String, IpAddr>>,
+    start: Instant,
+    v6: bool,
+    prebound: Arc<Mutex<Option<std::net::TcpListener>>>,
+}
+
+impl NetnsNet {
+    /// A net where `addresses` maps host names to lab addresses and time
+    /// counts from `start`.
+    pub fn new(addresses: HashMap<String, IpAddr>, start: Instant, v6: bool) -> Self {
+        NetnsNet {
+            addresses: Arc::new(addresses),
+            start,
+            v6,
+            prebound: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Binds `port` now (on the calling thread, so in its namespace) and
+    /// keeps the listener for the program's own `bind`, so the harness
+    /// knows the server listens before it starts the client.
+    pub fn prebind(&self, port: u16) -> io::Result<()> {
+        let unspecified: IpAddr = if self.v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let l = std::net::TcpListener::bind(SocketAddr::new(unspecified, port))?;
+        l.set_nonblocking(true)?;
+        *self.prebound.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+        Ok(())
+    }
+}
+
+impl Net for NetnsNet {
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        let addr = self.addresses.get(host).copied();
+        let host = host.to_string();
+        async move {
+            let ip = addr.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no lab host `{host}`"))
+            })?;
+            let s = tokio::net::TcpStream::connect(SocketAddr::new(ip, port)).await?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        }
+    }
+
+    fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send {
+        let pre = self
+            .prebound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .filter(|l| l.local_addr().map(|a| a.port()).ok() == Some(port));
+        let v6 = self.v6;
+        async move {
+            match pre {
+                Some(l) => tokio::net::TcpListener::from_std(l),
+                None => {
+                    let ip: IpAddr = if v6 {
+                        Ipv6Addr::UNSPECIFIED.into()
+                    } else {
+                        Ipv4Addr::UNSPECIFIED.into()
+                    };
+                    tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await
+                }
+            }
+        }
+    }
+
+    async fn accept(l: &Self::Listener) -> io::Result<Self::Stream> {
+        let (s, _) = l.accept().await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// The scenario's lab: its router is the middlebox, client and server hang
+/// off it.
+pub fn lab_spec(s: &Scenario) -> LabSpec {
+    LabSpec {
+        router: s.topology.middlebox.clone(),
+        hosts: vec![s.topology.client.clone(), s.topology.server.clone()],
+    }
+}
+
+/// Runs one variant of `s` in a fresh lab and returns what it recorded.
+pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BackendError::Netns(format!("control runtime: {e}")))?;
+    runtime.block_on(run_in_lab(s, variant, seed))
+}
+
+/// Per-hop latency as the router applies it: a packet crosses two hops
+/// (host → router → host) and the router is the only place that can hold it.
+fn path_delay(per_hop: Duration) -> Impairment {
+    Impairment {
+        delay: per_hop * 2,
+        ..Impairment::default()
+    }
+}
+
+async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
+    let topo = &s.topology;
+    let lab = Lab::build(&lab_spec(s)).await?;
+    let v6 = topo.ip == IpVersion::Ipv6;
+    let client = lab.attachment(&topo.client)?.clone();
+    let server = lab.attachment(&topo.server)?.clone();
+    let router = lab.router().to_string();
+
+    let mut rules = PathRules::new(&client.router_if);
+    apply_rules(&lab, &rules)?;
+    let base = path_delay(topo.latency.0);
+    let actions = schedule(s);
+    let delays =
+        !base.delay.is_zero() || actions.iter().any(|(_, a)| matches!(a, Action::Latency(_)));
+    let delay = if delays {
+        let q = DelayQueue::start(lab.namespace(&router)?, base, seed)?;
+        divert_to_queue(&lab, &router)?;
+        Some(q)
+    } else {
+        None
+    };
+
+    let addresses: HashMap<String, IpAddr> = [
+        (topo.server.clone(), server.host_addr(v6)),
+        (topo.client.clone(), client.host_addr(v6)),
+    ]
+    .into();
+    let rec = Recorder::new(s.workload.bytes);
+    let mitigation = mitigation_spec(s, seed);
+    let start = Instant::now();
+    let net = NetnsNet::new(addresses, start, v6);
+
+    let (port, config, server_rec, server_net) = (
+        topo.port,
+        mitigation.config.clone(),
+        rec.clone(),
+        net.clone(),
+    );
+    let server_task = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
+        server_net.prebind(port).map(|()| async move {
+            let served = match variant {
+                Variant::Baseline => programs::baseline_server(server_net, port, server_rec).await,
+                Variant::Mitigated => {
+                    programs::mitigated_server(server_net, port, config, server_rec).await
+                }
+            };
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "server stopped");
+            }
+        })
+    })?;
+
+    let spec = StreamSpec {
+        host: topo.server.clone(),
+        port,
+        total: s.workload.bytes,
+        chunk: s.workload.chunk,
+        rate: s.workload.rate,
+        connect_timeout: mitigation.config.connect_timeout,
+    };
+    let (client_rec, client_net) = (rec.clone(), net.clone());
+    let client_task = HostTask::spawn(lab.namespace(&topo.client)?, &topo.client, move || {
+        Ok(async move {
+            match variant {
+                Variant::Baseline => programs::baseline_client(client_net, spec, client_rec).await,
+                Variant::Mitigated => {
+                    programs::mitigated_client(client_net, spec, mitigation, client_rec).await
+                }
+            }
+        })
+    })?;
+
+    let deadline = s.expect.deadline.0;
+    let mut next = 0;
+    loop {
+        let now = start.elapsed();
+        while next < actions.len() && actions[next].0 <= now {
+            let (at, action) = &actions[next];
+            tracing::debug!(?action, ?at, late = ?now.saturating_sub(*at), "fault");
+            match action {
+                Action::Reset => rules.reset(),
+                Action::Blackhole(on) => rules.set_blackhole(*on),
+                Action::Partition { direction, on } => {
+                    rules.set_partition(on.then_some(*direction))
+                }
+                Action::Latency(per_hop) => {
+                    if let Some(q) = &delay {
+                        q.set(path_delay(*per_hop));
+                    }
+                }
+            }
+            if !matches!(action, Action::Latency(_)) {
+                apply_rules(&lab, &rules)?;
+            }
+            next += 1;
+        }
+        if rec.is_client_done() || now >= deadline {
+            break;
+        }
+        if client_task.is_finished() {
+            // The client thread ended without finishing its work: it panicked.
+            break;
+        }
+        let wake = actions
+            .get(next)
+            .map_or(Duration::from_millis(10), |(at, _)| at.saturating_sub(now))
+            .min(Duration::from_millis(10));
+        tokio::time::sleep(wake).await;
+    }
+    let recording = rec.snapshot(start.elapsed());
+    client_task.stop()?;
+    server_task.stop()?;
+    if let Some(q) = delay {
+        q.stop()?;
+    }
+    lab.teardown();
+    Ok(recording)
+}
+
+/// Replaces the router's path table.
+pub fn apply_rules(lab: &Lab, rules: &PathRules) -> Result<(), LabError> {
+    lab.exec(
+        lab.router(),
+        &["nft", "-f", "-"],
+        Some(rules.script().as_bytes()),
+    )
+    .map(drop)
+}
+
+/// Sends every forwarded packet of both families through the delay queue.
+pub fn divert_to_queue(lab: &Lab, node: &str) -> Result<(), LabError> {
+    let queue = delay::QUEUE.to_string();
+    for tool in ["iptables", "ip6tables"] {
+        lab.exec(
+            node,
+            &[
+                tool,
+                "-w",
+                "-A",
+                "FORWARD",
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &queue,
+                "--queue-bypass",
+            ],
+            None,
+        )?;
+    }
+    Ok(())
+}

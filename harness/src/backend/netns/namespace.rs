@@ -1,0 +1,251 @@
+//! Named network namespaces the harness creates, enters and deletes.
+//!
+//! Written on `nix` rather than `rtnetlink::NetworkNamespace`, which forks a
+//! child process per namespace: here a short-lived thread unshares its
+//! network namespace and bind-mounts it under `/run/netns/<name>` (the same
+//! place `ip netns` uses, so `ip netns exec nm-… ss -tn` works while a run is
+//! paused in a debugger). Only a thread, never the process, changes
+//! namespace, so the initial namespace is never touched.
+
+use super::LabError;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Where named namespaces live (as with `ip netns add`).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Every namespace, link and table the harness creates starts with this.
+pub const PREFIX: &str = "nm-";
+
+/// A network namespace this harness created; deleted by [`Namespace::delete`]
+/// (or by `netmend clean` if the process was killed).
+#[derive(Debug)]
+pub struct Namespace {
+    name: String,
+    file: File,
+}
+
+/// Identity of a network namespace: device and inode of its nsfs file.
+fn identity(f: &File) -> std::io::Result<(u64, u64)> {
+    let m = f.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Fails if `file` is the namespace this process started in or the one of
+/// PID 1: the harness must never change either.
+fn refuse_initial(file: &File) -> Result<(), LabError> {
+    let me = identity(file).map_err(|e| LabError::io("stat a namespace", e))?;
+    for path in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+        if let Ok(f) = File::open(path) {
+            if identity(&f).ok() == Some(me) {
+                return Err(LabError::InitialNamespace);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Namespace {
+    /// Creates the namespace `name` (which must start with [`PREFIX`]) and
+    /// runs `init` on a thread inside it before returning. `init` is where
+    /// per-namespace sysctls are written and netlink sockets opened: both
+    /// bind to the namespace of the thread that makes them.
+    pub fn create<T: Send>(
+        name: &str,
+        init: impl FnOnce() -> Result<T, LabError> + Send,
+    ) -> Result<(Namespace, T), LabError> {
+        if !name.starts_with(PREFIX) || name.contains('/') || name.len() > 64 {
+            return Err(LabError::BadName(name.to_string()));
+        }
+        std::fs::create_dir_all(NETNS_DIR)
+            .map_err(|e| LabError::io(format!("create {NETNS_DIR}"), e))?;
+        let path = Path::new(NETNS_DIR).join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LabError::io(format!("create {}", path.display()), e))?;
+        let made = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<T, LabError> {
+                    unshare(CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| LabError::io("unshare(CLONE_NEWNET)", e.into()))?;
+                    mount(
+                        Some("/proc/thread-self/ns/net"),
+                        &path,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| {
+                        LabError::io(format!("bind-mount {}", path.display()), e.into())
+                    })?;
+                    init()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(LabError::Panicked(format!("creating {name}"))))
+        });
+        let value = match made {
+            Ok(v) => v,
+            Err(e) => {
+                remove_mount(&path);
+                return Err(e);
+            }
+        };
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                remove_mount(&path);
+                return Err(LabError::io(format!("open {}", path.display()), e));
+            }
+        };
+        let ns = Namespace {
+            name: name.to_string(),
+            file,
+        };
+        refuse_initial(&ns.file)?;
+        Ok((ns, value))
+    }
+
+    /// A second handle on the same namespace, for entering it from another
+    /// thread. Only the handle [`Namespace::create`] returned deletes it.
+    pub fn try_clone(&self) -> Result<Namespace, LabError> {
+        Ok(Namespace {
+            name: self.name.clone(),
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| LabError::io(format!("dup {}", self.name), e))?,
+        })
+    }
+
+    /// Its name under `/run/netns`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace file, e.g. for `IFLA_NET_NS_FD` or a child's `setns`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Moves the calling thread into this namespace. Only for threads the
+    /// harness spawned for the purpose (host runtimes, helpers, children
+    /// between fork and exec); never the main thread.
+    pub fn enter_this_thread(&self) -> Result<(), LabError> {
+        refuse_initial(&self.file)?;
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| LabError::io(format!("setns into {}", self.name), e.into()))
+    }
+
+    /// Runs `f` on a fresh thread inside this namespace and returns its result.
+    pub fn run<T: Send>(
+        &self,
+        f: impl FnOnce() -> Result<T, LabError> + Send,
+    ) -> Result<T, LabError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.enter_this_thread()?;
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(LabError::Panicked(format!("a task in {}", self.name))))
+        })
+    }
+
+    /// The raw fd for `pre_exec` hooks, which must not allocate.
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    /// Unmounts and removes the name. The kernel frees the namespace (and
+    /// every veth end and nftables table in it) once nothing holds it.
+    pub fn delete(self) {
+        remove_mount(&Path::new(NETNS_DIR).join(&self.name));
+    }
+}
+
+fn remove_mount(path: &Path) {
+    if let Err(e) = umount2(path, MntFlags::MNT_DETACH) {
+        if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
+            tracing::warn!(path = %path.display(), error = %e, "unmount failed");
+        }
+    }
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "removing namespace file failed");
+        }
+    }
+}
+
+/// Names of namespaces under [`NETNS_DIR`] that carry the [`PREFIX`].
+pub fn leftovers() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(PREFIX))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removes namespaces whose names start with `prefix` (which itself must
+/// start with [`PREFIX`]), killing every process still inside them first so
+/// that nothing keeps them alive. Returns the names removed.
+pub fn remove_matching(prefix: &str) -> Vec<String> {
+    if !prefix.starts_with(PREFIX) {
+        return Vec::new();
+    }
+    let names: Vec<String> = leftovers()
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    for name in &names {
+        let path: PathBuf = Path::new(NETNS_DIR).join(name);
+        if let Ok(f) = File::open(&path) {
+            if let Ok(id) = identity(&f) {
+                kill_processes_in(id);
+            }
+        }
+        remove_mount(&path);
+    }
+    names
+}
+
+/// SIGKILLs every process (other than this one) whose network namespace is `id`.
+fn kill_processes_in(id: (u64, u64)) {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.filter_map(|e| e.ok()) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        let Ok(f) = File::open(entry.path().join("ns/net")) else {
+            continue;
+        };
+        if identity(&f).ok() == Some(id) {
+            tracing::info!(pid, "killing a process left in a lab namespace");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
