@@ -169,11 +169,7 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         unsupported: None,
         virtual_ms: 0,
     };
-    let note = match backend {
-        BackendKind::Sim => s.backends.sim.as_ref(),
-        BackendKind::Netns => s.backends.netns.as_ref(),
-    };
-    if let Some(why) = note.and_then(|n| n.unsupported.clone()) {
+    if let Some(why) = backend::unsupported(backend, s) {
         result.verdict = Verdict::Unsupported;
         result.unsupported = Some(why);
         return result;

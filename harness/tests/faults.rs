@@ -78,7 +78,7 @@ fn latency_fault_delays_delivery_without_loss() {
     assert!(!b.symptoms.contains(&Symptom::Loss));
     // …but the path really got slower: the stream takes longer than unpaced
     // delivery at the base latency would.
-    let rec = backend::run_sim(&s, Variant::Mitigated, 5).unwrap();
+    let rec = backend::run(BackendKind::Sim, &s, Variant::Mitigated, 5).unwrap();
     let m = check::judge(&s, &rec, Some(12));
     assert_eq!((m.lost, m.duplicated), (0, 0));
     let first_after = rec.streams[0]

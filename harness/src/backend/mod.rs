@@ -4,7 +4,7 @@
 pub mod netns;
 pub mod sim;
 
-use crate::scenario::{Direction, Fault, Scenario};
+use crate::scenario::{Direction, Fault, HostRole, Scenario};
 use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
 use netmend::session::Config;
@@ -106,58 +106,151 @@ pub fn run(
 }
 
 /// One change to the world at a point in time, as both backends apply it.
-#[derive(Clone, Debug)]
-pub(crate) enum Action {
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Reset every established flow.
     Reset,
+    /// Start (`true`) or end a blackhole.
     Blackhole(bool),
-    Partition { direction: Direction, on: bool },
-    Latency(Duration),
+    /// Start or heal a partition of the client's link.
+    Partition {
+        /// Which way.
+        direction: Direction,
+        /// Start (`true`) or heal.
+        on: bool,
+    },
+    /// Set the per-hop one-way latency and its spread.
+    Latency {
+        /// Latency of each hop.
+        per_hop: Duration,
+        /// Spread around it.
+        jitter: Duration,
+    },
+    /// Set the path's loss probability.
+    Loss(f64),
+    /// Limit the path to bytes per second, `None` for unlimited.
+    Bandwidth(Option<u64>),
+    /// Take a host's carrier away (`down`) or give it back.
+    LinkDown {
+        /// Whose link.
+        host: HostRole,
+        /// Down (`true`) or back up.
+        down: bool,
+    },
+    /// Give a host a new address on its link.
+    AddressChange {
+        /// Which host.
+        host: HostRole,
+    },
+    /// Remove (`lost`) or restore a host's default routes.
+    RouteLoss {
+        /// Which host.
+        host: HostRole,
+        /// Removed (`true`) or restored.
+        lost: bool,
+    },
 }
 
 /// The scenario's faults as a time-ordered list of changes.
-pub(crate) fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
-    let base = s.topology.latency.0;
+pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
+    let base = Action::Latency {
+        per_hop: s.topology.latency.0,
+        jitter: Duration::ZERO,
+    };
     let mut out = Vec::new();
     for f in &s.faults {
-        match f {
-            Fault::Reset { at } => out.push((at.0, Action::Reset)),
-            Fault::Blackhole { at, duration } => {
-                out.push((at.0, Action::Blackhole(true)));
-                out.push((at.0 + duration.0, Action::Blackhole(false)));
-            }
-            Fault::Partition {
-                at,
-                duration,
-                direction,
-            } => {
-                out.push((
-                    at.0,
-                    Action::Partition {
-                        direction: *direction,
-                        on: true,
-                    },
-                ));
-                out.push((
-                    at.0 + duration.0,
-                    Action::Partition {
-                        direction: *direction,
-                        on: false,
-                    },
-                ));
-            }
+        let (start, end) = match f {
+            Fault::Reset { .. } => (Action::Reset, None),
+            Fault::Blackhole { .. } => (Action::Blackhole(true), Some(Action::Blackhole(false))),
+            Fault::Partition { direction, .. } => (
+                Action::Partition {
+                    direction: *direction,
+                    on: true,
+                },
+                Some(Action::Partition {
+                    direction: *direction,
+                    on: false,
+                }),
+            ),
             Fault::Latency {
-                at,
-                latency,
-                duration,
-            } => {
-                out.push((at.0, Action::Latency(latency.0)));
-                if let Some(d) = duration {
-                    out.push((at.0 + d.0, Action::Latency(base)));
-                }
+                latency, jitter, ..
+            } => (
+                Action::Latency {
+                    per_hop: latency.0,
+                    jitter: jitter.map(|j| j.0).unwrap_or_default(),
+                },
+                Some(base.clone()),
+            ),
+            Fault::Loss { probability, .. } => {
+                (Action::Loss(*probability), Some(Action::Loss(0.0)))
             }
+            Fault::Bandwidth { rate, .. } => (
+                Action::Bandwidth(Some(*rate)),
+                Some(Action::Bandwidth(None)),
+            ),
+            Fault::LinkDown { host, .. } => (
+                Action::LinkDown {
+                    host: *host,
+                    down: true,
+                },
+                Some(Action::LinkDown {
+                    host: *host,
+                    down: false,
+                }),
+            ),
+            Fault::AddressChange { host, .. } => (Action::AddressChange { host: *host }, None),
+            Fault::RouteLoss { host, .. } => (
+                Action::RouteLoss {
+                    host: *host,
+                    lost: true,
+                },
+                Some(Action::RouteLoss {
+                    host: *host,
+                    lost: false,
+                }),
+            ),
+        };
+        out.push((f.at().0, start));
+        if let (Some(d), Some(end)) = (f.duration(), end) {
+            out.push((f.at().0 + d.0, end));
         }
     }
     // Stable: simultaneous actions keep file order.
     out.sort_by_key(|(t, _)| *t);
     out
+}
+
+/// Why `backend` cannot run `s`, if it cannot: what the scenario file says,
+/// or a fault the backend has no way to make.
+pub fn unsupported(backend: BackendKind, s: &Scenario) -> Option<String> {
+    let note = match backend {
+        BackendKind::Sim => s.backends.sim.as_ref(),
+        BackendKind::Netns => s.backends.netns.as_ref(),
+    };
+    if let Some(why) = note.and_then(|n| n.unsupported.clone()) {
+        return Some(why);
+    }
+    if backend == BackendKind::Netns {
+        return None;
+    }
+    s.faults.iter().find_map(|f| match f {
+        Fault::Latency {
+            jitter: Some(j), ..
+        } if !j.0.is_zero() => Some(
+            "turmoil gives each link one latency; per-packet jitter needs the netns backend".into(),
+        ),
+        Fault::Loss { .. } => Some(
+            "turmoil's TCP has no retransmission, so random loss would break every stream; loss needs the netns backend".into(),
+        ),
+        Fault::Bandwidth { .. } => {
+            Some("turmoil models no link capacity; bandwidth limits need the netns backend".into())
+        }
+        Fault::AddressChange { .. } => {
+            Some("turmoil hosts have one fixed address; address changes need the netns backend".into())
+        }
+        Fault::RouteLoss { .. } => {
+            Some("turmoil has no routing table; route loss needs the netns backend".into())
+        }
+        _ => None,
+    })
 }

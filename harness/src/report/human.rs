@@ -1,5 +1,6 @@
 //! One line per scenario, for people.
 
+use crate::backend::BackendKind;
 use crate::check::{Measured, Outcome};
 use crate::runner::{RunEvent, Verdict};
 use std::io::Write;
@@ -9,6 +10,9 @@ pub struct Human<W: Write> {
     out: W,
     /// Show wall times (off in snapshot tests, where they would vary).
     pub show_wall: bool,
+    /// Set by `RunStarted`: on sim, run time is virtual and worth comparing
+    /// with wall time; on netns the two are the same.
+    simulated: bool,
 }
 
 impl<W: Write> Human<W> {
@@ -17,6 +21,7 @@ impl<W: Write> Human<W> {
         Self {
             out,
             show_wall: true,
+            simulated: true,
         }
     }
 
@@ -33,11 +38,14 @@ impl<W: Write> Human<W> {
                 backend,
                 backend_reason,
                 scenarios,
-            } => writeln!(
-                self.out,
-                "netmend: {} scenario(s), backend {backend} ({backend_reason}), seed {seed}",
-                scenarios.len()
-            ),
+            } => {
+                self.simulated = *backend == BackendKind::Sim;
+                writeln!(
+                    self.out,
+                    "netmend: {} scenario(s), backend {backend} ({backend_reason}), seed {seed}",
+                    scenarios.len()
+                )
+            }
             RunEvent::ScenarioStarted { .. } => Ok(()),
             RunEvent::ScenarioFinished { result, wall } => {
                 let tag = match result.verdict {
@@ -52,7 +60,9 @@ impl<W: Write> Human<W> {
                 }
                 write!(self.out, "baseline {}", line(result.baseline.as_ref()))?;
                 write!(self.out, " | mitigated {}", line(result.mitigated.as_ref()))?;
-                if self.show_wall {
+                if self.show_wall && !self.simulated {
+                    write!(self.out, "  [{:.2}s]", wall.as_secs_f64())?;
+                } else if self.show_wall {
                     write!(
                         self.out,
                         "  [{:.1}s virtual in {:.2}s]",
@@ -75,7 +85,9 @@ impl<W: Write> Human<W> {
                 if summary.unsupported > 0 {
                     write!(self.out, ", {} unsupported", summary.unsupported)?;
                 }
-                if self.show_wall {
+                if self.show_wall && !self.simulated {
+                    write!(self.out, " ({:.1}s)", wall.as_secs_f64())?;
+                } else if self.show_wall {
                     let secs = wall.as_secs_f64().max(1e-9);
                     write!(
                         self.out,

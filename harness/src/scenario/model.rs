@@ -123,6 +123,17 @@ pub enum Direction {
     ServerToClient,
 }
 
+/// A host of the scenario's topology, for faults that act on one host.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRole {
+    /// The client.
+    #[default]
+    Client,
+    /// The server.
+    Server,
+}
+
 /// One scheduled fault.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(try_from = "RawFault")]
@@ -153,16 +164,63 @@ pub enum Fault {
         #[serde(default)]
         direction: Direction,
     },
-    /// Every hop's one-way latency becomes `latency` (for `duration`, or
-    /// until the end).
+    /// Every hop's one-way latency becomes `latency`, each packet's drawn
+    /// from `latency ± jitter` (for `duration`, or until the end).
     Latency {
         /// When.
         at: Dur,
         /// New one-way latency per hop.
         latency: Dur,
+        /// Spread around `latency`; zero when absent.
+        jitter: Option<Dur>,
         /// For how long; absent means until the end.
-        #[serde(default)]
         duration: Option<Dur>,
+    },
+    /// The path drops each packet with probability `probability`.
+    Loss {
+        /// When.
+        at: Dur,
+        /// Share of packets dropped, 0 to 1.
+        probability: f64,
+        /// For how long; absent means until the end.
+        duration: Option<Dur>,
+    },
+    /// The path carries at most `rate` bytes per second each way (a token
+    /// bucket at the middlebox).
+    Bandwidth {
+        /// When.
+        at: Dur,
+        /// Bytes per second.
+        rate: u64,
+        /// For how long; absent means until the end.
+        duration: Option<Dur>,
+    },
+    /// The host loses carrier on its link for `duration` (the far end of
+    /// its cable goes down), then gets it back.
+    LinkDown {
+        /// When.
+        at: Dur,
+        /// For how long.
+        duration: Dur,
+        /// Whose link.
+        host: HostRole,
+    },
+    /// The host's address is replaced by another one on the same link
+    /// (a DHCP renumbering): connections bound to the old address are dead.
+    AddressChange {
+        /// When.
+        at: Dur,
+        /// Which host.
+        host: HostRole,
+    },
+    /// The host's default routes disappear for `duration`, then come back.
+    RouteLoss {
+        /// When.
+        at: Dur,
+        /// For how long.
+        duration: Dur,
+        /// Which host.
+        host: HostRole,
     },
 }
 
@@ -173,21 +231,32 @@ impl Fault {
             Fault::Reset { at }
             | Fault::Blackhole { at, .. }
             | Fault::Partition { at, .. }
-            | Fault::Latency { at, .. } => *at,
+            | Fault::Latency { at, .. }
+            | Fault::Loss { at, .. }
+            | Fault::Bandwidth { at, .. }
+            | Fault::LinkDown { at, .. }
+            | Fault::AddressChange { at, .. }
+            | Fault::RouteLoss { at, .. } => *at,
+        }
+    }
+
+    /// How long it lasts; `None` for instantaneous or open-ended faults.
+    pub fn duration(&self) -> Option<Dur> {
+        match self {
+            Fault::Reset { .. } | Fault::AddressChange { .. } => None,
+            Fault::Blackhole { duration, .. }
+            | Fault::Partition { duration, .. }
+            | Fault::LinkDown { duration, .. }
+            | Fault::RouteLoss { duration, .. } => Some(*duration),
+            Fault::Latency { duration, .. }
+            | Fault::Loss { duration, .. }
+            | Fault::Bandwidth { duration, .. } => *duration,
         }
     }
 
     /// When the path works again (for instantaneous faults, when it hit).
     pub fn healed_at(&self) -> Dur {
-        match self {
-            Fault::Reset { at } => *at,
-            Fault::Blackhole { at, duration } | Fault::Partition { at, duration, .. } => {
-                Dur(at.0 + duration.0)
-            }
-            Fault::Latency { at, duration, .. } => {
-                Dur(at.0 + duration.map(|d| d.0).unwrap_or_default())
-            }
-        }
+        Dur(self.at().0 + self.duration().map(|d| d.0).unwrap_or_default())
     }
 
     /// Short name, as in the file.
@@ -197,6 +266,11 @@ impl Fault {
             Fault::Blackhole { .. } => "blackhole",
             Fault::Partition { .. } => "partition",
             Fault::Latency { .. } => "latency",
+            Fault::Loss { .. } => "loss",
+            Fault::Bandwidth { .. } => "bandwidth",
+            Fault::LinkDown { .. } => "link-down",
+            Fault::AddressChange { .. } => "address-change",
+            Fault::RouteLoss { .. } => "route-loss",
         }
     }
 }
@@ -334,6 +408,33 @@ pub enum FaultKind {
     Partition,
     /// See [`Fault::Latency`].
     Latency,
+    /// See [`Fault::Loss`].
+    Loss,
+    /// See [`Fault::Bandwidth`].
+    Bandwidth,
+    /// See [`Fault::LinkDown`].
+    LinkDown,
+    /// See [`Fault::AddressChange`].
+    AddressChange,
+    /// See [`Fault::RouteLoss`].
+    RouteLoss,
+}
+
+impl FaultKind {
+    /// The name as written in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Reset => "reset",
+            FaultKind::Blackhole => "blackhole",
+            FaultKind::Partition => "partition",
+            FaultKind::Latency => "latency",
+            FaultKind::Loss => "loss",
+            FaultKind::Bandwidth => "bandwidth",
+            FaultKind::LinkDown => "link-down",
+            FaultKind::AddressChange => "address-change",
+            FaultKind::RouteLoss => "route-loss",
+        }
+    }
 }
 
 /// A fault as written: one flat table, so that every field error carries its
@@ -349,46 +450,104 @@ pub struct RawFault {
     direction: Option<Direction>,
     #[serde(default)]
     latency: Option<Dur>,
+    #[serde(default)]
+    jitter: Option<Dur>,
+    #[serde(default)]
+    probability: Option<f64>,
+    #[serde(default)]
+    rate: Option<u64>,
+    #[serde(default)]
+    host: Option<HostRole>,
 }
 
 impl TryFrom<RawFault> for Fault {
     type Error = String;
 
     fn try_from(r: RawFault) -> Result<Self, String> {
-        let kind = format!("{:?}", r.kind).to_lowercase();
-        let refuse = |field: &str| Err(format!("`{field}` does not apply to a {kind} fault"));
+        use FaultKind as K;
+        let kind = r.kind.name();
         let need = |field: &str| format!("a {kind} fault needs `{field}`");
-        if r.direction.is_some() && r.kind != FaultKind::Partition {
-            return refuse("direction");
-        }
-        if r.latency.is_some() && r.kind != FaultKind::Latency {
-            return refuse("latency");
+        // Which optional fields each kind takes.
+        let takes = |field: &str| match field {
+            "duration" => !matches!(r.kind, K::Reset | K::AddressChange),
+            "direction" => r.kind == K::Partition,
+            "latency" | "jitter" => r.kind == K::Latency,
+            "probability" => r.kind == K::Loss,
+            "rate" => r.kind == K::Bandwidth,
+            "host" => matches!(r.kind, K::LinkDown | K::AddressChange | K::RouteLoss),
+            _ => false,
+        };
+        let given = [
+            ("duration", r.duration.is_some()),
+            ("direction", r.direction.is_some()),
+            ("latency", r.latency.is_some()),
+            ("jitter", r.jitter.is_some()),
+            ("probability", r.probability.is_some()),
+            ("rate", r.rate.is_some()),
+            ("host", r.host.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes(f)) {
+            return Err(format!("`{field}` does not apply to a {kind} fault"));
         }
         let positive = |d: Option<Dur>| match d {
             Some(d) if d.0 > Duration::ZERO => Ok(d),
             Some(_) => Err("`duration` must be positive".to_string()),
             None => Err(need("duration")),
         };
+        let open_ended = |d: Option<Dur>| match d {
+            Some(d) if d.0.is_zero() => Err("`duration` must be positive".to_string()),
+            d => Ok(d),
+        };
+        let host = r.host.unwrap_or_default();
         Ok(match r.kind {
-            FaultKind::Reset => {
-                if r.duration.is_some() {
-                    return refuse("duration");
-                }
-                Fault::Reset { at: r.at }
-            }
-            FaultKind::Blackhole => Fault::Blackhole {
+            K::Reset => Fault::Reset { at: r.at },
+            K::Blackhole => Fault::Blackhole {
                 at: r.at,
                 duration: positive(r.duration)?,
             },
-            FaultKind::Partition => Fault::Partition {
+            K::Partition => Fault::Partition {
                 at: r.at,
                 duration: positive(r.duration)?,
                 direction: r.direction.unwrap_or_default(),
             },
-            FaultKind::Latency => Fault::Latency {
+            K::Latency => Fault::Latency {
                 at: r.at,
                 latency: r.latency.ok_or_else(|| need("latency"))?,
-                duration: r.duration,
+                jitter: r.jitter,
+                duration: open_ended(r.duration)?,
+            },
+            K::Loss => {
+                let p = r.probability.ok_or_else(|| need("probability"))?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err("`probability` must be between 0 and 1".into());
+                }
+                Fault::Loss {
+                    at: r.at,
+                    probability: p,
+                    duration: open_ended(r.duration)?,
+                }
+            }
+            K::Bandwidth => {
+                let rate = r.rate.ok_or_else(|| need("rate"))?;
+                if rate < 1024 {
+                    return Err("`rate` must be at least 1024 bytes per second".into());
+                }
+                Fault::Bandwidth {
+                    at: r.at,
+                    rate,
+                    duration: open_ended(r.duration)?,
+                }
+            }
+            K::LinkDown => Fault::LinkDown {
+                at: r.at,
+                duration: positive(r.duration)?,
+                host,
+            },
+            K::AddressChange => Fault::AddressChange { at: r.at, host },
+            K::RouteLoss => Fault::RouteLoss {
+                at: r.at,
+                duration: positive(r.duration)?,
+                host,
             },
         })
     }

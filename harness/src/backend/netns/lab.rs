@@ -12,7 +12,8 @@ use super::namespace::{Namespace, PREFIX};
 use super::LabError;
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
 };
@@ -146,7 +147,7 @@ impl Lab {
             let subnet =
                 u8::try_from(i + 1).map_err(|_| LabError::BadName("more than 255 hosts".into()))?;
             lab.add_node(host, false)?;
-            lab.attach(host, subnet).await?;
+            lab.attach(host, subnet, "eth0").await?;
         }
         Ok(lab)
     }
@@ -161,9 +162,19 @@ impl Lab {
             sysctl("/proc/sys/net/ipv6/conf/default/addr_gen_mode", "1")?;
             sysctl("/proc/sys/net/ipv6/conf/all/accept_dad", "0")?;
             sysctl("/proc/sys/net/ipv6/conf/default/accept_dad", "0")?;
+            // Carrier and admin changes keep addresses, as on a real NIC
+            // whose cable is pulled.
+            sysctl("/proc/sys/net/ipv6/conf/all/keep_addr_on_down", "1")?;
+            sysctl("/proc/sys/net/ipv6/conf/default/keep_addr_on_down", "1")?;
             if router {
                 sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
                 sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+            } else {
+                // An address change adds the new address before removing the
+                // old one; without promotion, removing a primary IPv4 address
+                // takes every secondary of its subnet with it.
+                sysctl("/proc/sys/net/ipv4/conf/all/promote_secondaries", "1")?;
+                sysctl("/proc/sys/net/ipv4/conf/default/promote_secondaries", "1")?;
             }
             let _entered = runtime.enter();
             let (connection, handle, _) =
@@ -182,10 +193,31 @@ impl Lab {
         Ok(())
     }
 
-    async fn attach(&mut self, host: &str, subnet: u8) -> Result<(), LabError> {
+    /// Gives `host` one more link to the router (its next NIC, `nm-eth1`,
+    /// …) on a fresh subnet, with addresses but without touching the host's
+    /// default routes: what plugging in a second interface does.
+    pub async fn add_link(&mut self, host: &str) -> Result<Attachment, LabError> {
+        let nics = self.attachments.iter().filter(|a| a.host == host).count();
+        let subnet = self
+            .attachments
+            .iter()
+            .map(|a| a.subnet)
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| LabError::BadName("no subnet left".into()))?;
+        self.attach(host, subnet, &format!("eth{nics}")).await?;
+        self.attachments
+            .last()
+            .cloned()
+            .ok_or_else(|| LabError::BadName("link vanished".into()))
+    }
+
+    async fn attach(&mut self, host: &str, subnet: u8, nic: &str) -> Result<(), LabError> {
+        let primary = nic == "eth0";
         let a = Attachment {
             host: host.to_string(),
-            host_if: if_name("eth0"),
+            host_if: if_name(nic),
             router_if: if_name(&format!("{subnet}-{host}")),
             subnet,
         };
@@ -215,10 +247,18 @@ impl Lab {
             .await?;
         self.address_add(host, &a.host_if, a.host_v6().into(), 64)
             .await?;
-        self.default_route_replace(host, a.router_v4().into(), &a.host_if)
+        let router_mac = self.mac(&router_name, &a.router_if).await?;
+        let host_mac = self.mac(host, &a.host_if).await?;
+        self.pin_neighbour(&router_name, &a.router_if, a.host_v6().into(), &host_mac)
             .await?;
-        self.default_route_replace(host, a.router_v6().into(), &a.host_if)
+        self.pin_neighbour(host, &a.host_if, a.router_v6().into(), &router_mac)
             .await?;
+        if primary {
+            self.default_route_replace(host, a.router_v4().into(), &a.host_if)
+                .await?;
+            self.default_route_replace(host, a.router_v6().into(), &a.host_if)
+                .await?;
+        }
         self.attachments.push(a);
         Ok(())
     }
@@ -252,7 +292,12 @@ impl Lab {
         &self.prefix
     }
 
-    /// Each host's link to the router.
+    /// Every link of the lab.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// A host's first link to the router.
     pub fn attachment(&self, host: &str) -> Result<&Attachment, LabError> {
         self.attachments
             .iter()
@@ -308,7 +353,74 @@ impl Lab {
             .await
             .map_err(netlink(format!(
                 "add {ip}/{prefix_len} on {ifname} in {node}"
-            )))
+            )))?;
+        if ip.is_ipv6() {
+            self.pin_on_peer(node, ifname, ip).await?;
+        }
+        Ok(())
+    }
+
+    /// Without link-local addresses (which would fall outside the lab's
+    /// ranges) the kernel cannot send neighbour solicitations for packets
+    /// it forwards, so the far end of the link learns each IPv6 address
+    /// statically: a permanent neighbour entry with this end's MAC.
+    async fn pin_on_peer(&self, node: &str, ifname: &str, ip: IpAddr) -> Result<(), LabError> {
+        let peer = self.attachments.iter().find_map(|a| {
+            if a.host == node && a.host_if == ifname {
+                Some((self.router.clone(), a.router_if.clone()))
+            } else if node == self.router && a.router_if == ifname {
+                Some((a.host.clone(), a.host_if.clone()))
+            } else {
+                None
+            }
+        });
+        // During `attach` the link is not recorded yet; it pins both ends itself.
+        let Some((peer_node, peer_if)) = peer else {
+            return Ok(());
+        };
+        let mac = self.mac(node, ifname).await?;
+        self.pin_neighbour(&peer_node, &peer_if, ip, &mac).await
+    }
+
+    async fn mac(&self, node: &str, ifname: &str) -> Result<Vec<u8>, LabError> {
+        let link = self
+            .node(node)?
+            .handle
+            .link()
+            .get()
+            .match_name(ifname.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(netlink(format!("find {ifname} in {node}")))?
+            .ok_or_else(|| LabError::BadName(format!("no interface {ifname} in {node}")))?;
+        link.attributes
+            .into_iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            })
+            .ok_or_else(|| LabError::BadName(format!("{ifname} in {node} has no MAC")))
+    }
+
+    async fn pin_neighbour(
+        &self,
+        node: &str,
+        ifname: &str,
+        ip: IpAddr,
+        mac: &[u8],
+    ) -> Result<(), LabError> {
+        let index = self.link_index(node, ifname).await?;
+        self.node(node)?
+            .handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(netlink(format!("pin neighbour {ip} on {ifname} in {node}")))
     }
 
     /// Removes an address.

@@ -12,24 +12,24 @@
 //! fork and exec.
 
 pub mod delay;
+pub mod faults;
 pub mod firewall;
 pub mod host;
 pub mod lab;
 pub mod namespace;
 
-use super::{mitigation_spec, schedule, Action, BackendError, Variant};
+use super::{mitigation_spec, schedule, BackendError, Variant};
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
-use delay::{DelayQueue, Impairment};
-use firewall::PathRules;
+use faults::PathFaults;
 use host::HostTask;
 use lab::{Lab, LabSpec};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -127,7 +127,7 @@ pub fn probe() -> Result<(), String> {
 /// thread and so inside its namespace.
 #[derive(Clone, Debug)]
 pub struct NetnsNet {
-    addresses: Arc<HashMap<String, IpAddr>>,
+    addresses: Arc<RwLock<HashMap<String, IpAddr>>>,
     start: Instant,
     v6: bool,
     prebound: Arc<Mutex<Option<std::net::TcpListener>>>,
@@ -138,11 +138,29 @@ impl NetnsNet {
     /// counts from `start`.
     pub fn new(addresses: HashMap<String, IpAddr>, start: Instant, v6: bool) -> Self {
         NetnsNet {
-            addresses: Arc::new(addresses),
+            addresses: Arc::new(RwLock::new(addresses)),
             start,
             v6,
             prebound: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The current address of `host`: the lab's name service.
+    pub fn address(&self, host: &str) -> Option<IpAddr> {
+        self.addresses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .copied()
+    }
+
+    /// Points `host` at a new address (after an address change), as a DNS
+    /// update would.
+    pub fn set_address(&self, host: &str, ip: IpAddr) {
+        self.addresses
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string(), ip);
     }
 
     /// Binds `port` now (on the calling thread, so in its namespace) and
@@ -170,7 +188,7 @@ impl Net for NetnsNet {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
-        let addr = self.addresses.get(host).copied();
+        let addr = self.address(host);
         let host = host.to_string();
         async move {
             let ip = addr.ok_or_else(|| {
@@ -234,37 +252,15 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     runtime.block_on(run_in_lab(s, variant, seed))
 }
 
-/// Per-hop latency as the router applies it: a packet crosses two hops
-/// (host → router → host) and the router is the only place that can hold it.
-fn path_delay(per_hop: Duration) -> Impairment {
-    Impairment {
-        delay: per_hop * 2,
-        ..Impairment::default()
-    }
-}
-
 async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
     let topo = &s.topology;
     let lab = Lab::build(&lab_spec(s)).await?;
     let v6 = topo.ip == IpVersion::Ipv6;
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
-    let router = lab.router().to_string();
 
-    let mut rules = PathRules::new(&client.router_if);
-    apply_rules(&lab, &rules)?;
-    let base = path_delay(topo.latency.0);
     let actions = schedule(s);
-    let delays =
-        !base.delay.is_zero() || actions.iter().any(|(_, a)| matches!(a, Action::Latency(_)));
-    let delay = if delays {
-        let q = DelayQueue::start(lab.namespace(&router)?, base, seed)?;
-        divert_to_queue(&lab, &router)?;
-        Some(q)
-    } else {
-        None
-    };
-
+    let mut faults = PathFaults::new(&lab, s, seed, &actions)?;
     let addresses: HashMap<String, IpAddr> = [
         (topo.server.clone(), server.host_addr(v6)),
         (topo.client.clone(), client.host_addr(v6)),
@@ -322,21 +318,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         while next < actions.len() && actions[next].0 <= now {
             let (at, action) = &actions[next];
             tracing::debug!(?action, ?at, late = ?now.saturating_sub(*at), "fault");
-            match action {
-                Action::Reset => rules.reset(),
-                Action::Blackhole(on) => rules.set_blackhole(*on),
-                Action::Partition { direction, on } => {
-                    rules.set_partition(on.then_some(*direction))
-                }
-                Action::Latency(per_hop) => {
-                    if let Some(q) = &delay {
-                        q.set(path_delay(*per_hop));
-                    }
-                }
-            }
-            if !matches!(action, Action::Latency(_)) {
-                apply_rules(&lab, &rules)?;
-            }
+            faults.apply(action, &net).await?;
             next += 1;
         }
         if rec.is_client_done() || now >= deadline {
@@ -355,42 +337,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     let recording = rec.snapshot(start.elapsed());
     client_task.stop()?;
     server_task.stop()?;
-    if let Some(q) = delay {
-        q.stop()?;
-    }
+    faults.stop()?;
     lab.teardown();
     Ok(recording)
-}
-
-/// Replaces the router's path table.
-pub fn apply_rules(lab: &Lab, rules: &PathRules) -> Result<(), LabError> {
-    lab.exec(
-        lab.router(),
-        &["nft", "-f", "-"],
-        Some(rules.script().as_bytes()),
-    )
-    .map(drop)
-}
-
-/// Sends every forwarded packet of both families through the delay queue.
-pub fn divert_to_queue(lab: &Lab, node: &str) -> Result<(), LabError> {
-    let queue = delay::QUEUE.to_string();
-    for tool in ["iptables", "ip6tables"] {
-        lab.exec(
-            node,
-            &[
-                tool,
-                "-w",
-                "-A",
-                "FORWARD",
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                &queue,
-                "--queue-bypass",
-            ],
-            None,
-        )?;
-    }
-    Ok(())
 }

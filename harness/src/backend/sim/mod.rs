@@ -7,7 +7,7 @@
 pub mod relay;
 
 use super::{mitigation_spec, schedule, Action, BackendError, Variant};
-use crate::scenario::{Direction, IpVersion, Scenario};
+use crate::scenario::{Direction, HostRole, IpVersion, Scenario};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use relay::PathMode;
@@ -155,9 +155,29 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
             Direction::ClientToServer => sim.repair_oneway(client, mbox),
             Direction::ServerToClient => sim.repair_oneway(mbox, client),
         },
-        Action::Latency(d) => {
-            sim.set_link_latency(client, mbox, *d);
-            sim.set_link_latency(mbox, server, *d);
+        Action::Latency { per_hop, .. } => {
+            sim.set_link_latency(client, mbox, *per_hop);
+            sim.set_link_latency(mbox, server, *per_hop);
+        }
+        // turmoil has no carrier: a host whose link is down is cut off from
+        // the middlebox both ways (the scenario's sim note says so).
+        Action::LinkDown { host, down } => {
+            let h = match host {
+                HostRole::Client => client,
+                HostRole::Server => server,
+            };
+            if *down {
+                sim.partition(h, mbox);
+            } else {
+                sim.repair(h, mbox);
+            }
+        }
+        // `backend::unsupported` keeps scenarios with these faults off sim.
+        Action::Loss(_)
+        | Action::Bandwidth(_)
+        | Action::AddressChange { .. }
+        | Action::RouteLoss { .. } => {
+            tracing::warn!(?action, "not expressible on sim; ignored");
         }
     }
 }

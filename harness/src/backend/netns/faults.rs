@@ -1,0 +1,254 @@
+//! Applies a scenario's fault schedule to a lab: each [`Action`] becomes a
+//! real kernel operation on the router or a host.
+
+use super::delay::{DelayQueue, Impairment};
+use super::firewall::PathRules;
+use super::lab::{Attachment, Lab};
+use super::{LabError, NetnsNet};
+use crate::backend::Action;
+use crate::scenario::{HostRole, IpVersion, Scenario};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+/// The fault state of one lab.
+pub struct PathFaults<'a> {
+    lab: &'a Lab,
+    rules: PathRules,
+    delay: Option<DelayQueue>,
+    impairment: Impairment,
+    client: (String, Attachment),
+    server: (String, Attachment),
+    v6: bool,
+    /// Current addresses of client and server (address changes move them).
+    current: [(Ipv4Addr, Ipv6Addr); 2],
+    /// Last host number handed out by an address change (hosts start at 2).
+    renumbered: u8,
+}
+
+/// Per-hop latency as the router applies it: a packet crosses two hops
+/// (host → router → host) and the router is the only place that holds it.
+fn path_delay(per_hop: Duration, jitter: Duration) -> (Duration, Duration) {
+    (per_hop * 2, jitter * 2)
+}
+
+impl<'a> PathFaults<'a> {
+    /// Installs the router's base rules (and the delay queue when the
+    /// scenario has latency or loss at any point).
+    pub fn new(
+        lab: &'a Lab,
+        s: &Scenario,
+        seed: u64,
+        actions: &[(Duration, Action)],
+    ) -> Result<Self, LabError> {
+        let topo = &s.topology;
+        let client = lab.attachment(&topo.client)?.clone();
+        let server = lab.attachment(&topo.server)?.clone();
+        let rules = PathRules::new(&client.router_if);
+        apply_rules(lab, &rules)?;
+        let (delay, jitter) = path_delay(topo.latency.0, Duration::ZERO);
+        let impairment = Impairment {
+            delay,
+            jitter,
+            loss: 0.0,
+        };
+        let needs_queue = !delay.is_zero()
+            || actions
+                .iter()
+                .any(|(_, a)| matches!(a, Action::Latency { .. } | Action::Loss(_)));
+        let delay = if needs_queue {
+            let q = DelayQueue::start(lab.namespace(lab.router())?, impairment, seed)?;
+            divert_to_queue(lab, lab.router())?;
+            Some(q)
+        } else {
+            None
+        };
+        let current = [
+            (client.host_v4(), client.host_v6()),
+            (server.host_v4(), server.host_v6()),
+        ];
+        Ok(PathFaults {
+            current,
+            lab,
+            rules,
+            delay,
+            impairment,
+            client: (topo.client.clone(), client),
+            server: (topo.server.clone(), server),
+            v6: topo.ip == IpVersion::Ipv6,
+            renumbered: 2,
+        })
+    }
+
+    fn host(&self, role: HostRole) -> &(String, Attachment) {
+        match role {
+            HostRole::Client => &self.client,
+            HostRole::Server => &self.server,
+        }
+    }
+
+    /// Applies one change; `net` learns about address changes.
+    pub async fn apply(&mut self, action: &Action, net: &NetnsNet) -> Result<(), LabError> {
+        let lab = self.lab;
+        match action {
+            Action::Reset => {
+                self.rules.reset();
+                apply_rules(lab, &self.rules)
+            }
+            Action::Blackhole(on) => {
+                self.rules.set_blackhole(*on);
+                apply_rules(lab, &self.rules)
+            }
+            Action::Partition { direction, on } => {
+                self.rules.set_partition(on.then_some(*direction));
+                apply_rules(lab, &self.rules)
+            }
+            Action::Latency { per_hop, jitter } => {
+                let (delay, jitter) = path_delay(*per_hop, *jitter);
+                self.impairment.delay = delay;
+                self.impairment.jitter = jitter;
+                self.push_impairment();
+                Ok(())
+            }
+            Action::Loss(p) => {
+                self.impairment.loss = *p;
+                self.push_impairment();
+                Ok(())
+            }
+            Action::Bandwidth(rate) => {
+                let ifs = [
+                    self.client.1.router_if.clone(),
+                    self.server.1.router_if.clone(),
+                ];
+                for dev in &ifs {
+                    set_bandwidth(lab, dev, *rate)?;
+                }
+                Ok(())
+            }
+            Action::LinkDown { host, down } => {
+                let router_if = self.host(*host).1.router_if.clone();
+                lab.set_link_up(lab.router(), &router_if, !down).await
+            }
+            Action::AddressChange { host } => {
+                let (name, a) = self.host(*host).clone();
+                self.renumbered = self
+                    .renumbered
+                    .checked_add(1)
+                    .filter(|n| *n < 255)
+                    .ok_or_else(|| LabError::BadName("too many address changes".into()))?;
+                let n = self.renumbered;
+                let slot = *host as usize;
+                let (old4, old6) = self.current[slot];
+                let new4 = Ipv4Addr::new(198, 18, a.subnet, n);
+                let new6 = Ipv6Addr::new(0x2001, 0xdb8, 0, a.subnet.into(), 0, 0, 0, n.into());
+                lab.address_replace(&name, &a.host_if, old4.into(), new4.into(), 24)
+                    .await?;
+                lab.address_replace(&name, &a.host_if, old6.into(), new6.into(), 64)
+                    .await?;
+                self.current[slot] = (new4, new6);
+                // Removing the old address can take the default route with
+                // it; put it back as DHCP would after a renumbering.
+                lab.default_route_replace(&name, a.router_v4().into(), &a.host_if)
+                    .await?;
+                lab.default_route_replace(&name, a.router_v6().into(), &a.host_if)
+                    .await?;
+                net.set_address(
+                    &name,
+                    if self.v6 {
+                        IpAddr::V6(new6)
+                    } else {
+                        IpAddr::V4(new4)
+                    },
+                );
+                Ok(())
+            }
+            Action::RouteLoss { host, lost } => {
+                let (name, a) = self.host(*host).clone();
+                if *lost {
+                    lab.default_route_remove(&name, false).await?;
+                    lab.default_route_remove(&name, true).await
+                } else {
+                    lab.default_route_replace(&name, a.router_v4().into(), &a.host_if)
+                        .await?;
+                    lab.default_route_replace(&name, a.router_v6().into(), &a.host_if)
+                        .await
+                }
+            }
+        }
+    }
+
+    fn push_impairment(&self) {
+        if let Some(q) = &self.delay {
+            q.set(self.impairment);
+        }
+    }
+
+    /// Stops the delay queue (releasing what it holds).
+    pub fn stop(mut self) -> Result<(), LabError> {
+        match self.delay.take() {
+            Some(q) => q.stop(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Replaces the router's path table.
+pub fn apply_rules(lab: &Lab, rules: &PathRules) -> Result<(), LabError> {
+    lab.exec(
+        lab.router(),
+        &["nft", "-f", "-"],
+        Some(rules.script().as_bytes()),
+    )
+    .map(drop)
+}
+
+/// Sends every forwarded packet of both families through the delay queue.
+pub fn divert_to_queue(lab: &Lab, node: &str) -> Result<(), LabError> {
+    let queue = super::delay::QUEUE.to_string();
+    for tool in ["iptables", "ip6tables"] {
+        lab.exec(
+            node,
+            &[
+                tool,
+                "-w",
+                "-A",
+                "FORWARD",
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &queue,
+                "--queue-bypass",
+            ],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Puts a token bucket on the router's egress `dev` (`None` removes it).
+/// Through `tc`: netlink-packet-route has no encoder for tbf's rate tables.
+pub fn set_bandwidth(lab: &Lab, dev: &str, rate: Option<u64>) -> Result<(), LabError> {
+    match rate {
+        Some(bytes_per_sec) => {
+            // A burst of at least 10 ms of traffic and one 64 KiB GSO packet;
+            // packets wait at most 500 ms in the bucket, then drop.
+            let burst = (bytes_per_sec / 100).max(64 << 10).to_string();
+            let rate = format!("{}bit", bytes_per_sec * 8);
+            lab.exec(
+                lab.router(),
+                &[
+                    "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst",
+                    &burst, "latency", "500ms",
+                ],
+                None,
+            )
+            .map(drop)
+        }
+        None => lab
+            .exec(
+                lab.router(),
+                &["tc", "qdisc", "del", "dev", dev, "root"],
+                None,
+            )
+            .map(drop),
+    }
+}
