@@ -26,3 +26,50 @@ pub fn control_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// A small stream scenario with the given fault tables and expected
+/// baseline symptoms (TOML array text).
+pub fn stream_scenario(
+    id: &str,
+    extra_topology: &str,
+    faults: &str,
+    baseline: &str,
+    bytes: u64,
+) -> String {
+    format!(
+        r#"
+id = "{id}"
+catalog = "{id}"
+description = "test"
+[topology]
+latency = "2ms"
+{extra_topology}
+[workload]
+kind = "stream"
+bytes = {bytes}
+chunk = 4096
+rate = 262144
+{faults}
+[mitigation]
+policy = "resumable-session"
+keepalive_interval = "250ms"
+dead_after = "1s"
+handshake_timeout = "500ms"
+connect_timeout = "1s"
+initial_backoff = "50ms"
+max_backoff = "500ms"
+max_attempts = 30
+[expect]
+baseline = {baseline}
+recovery_within = "3s"
+max_attempts = 20
+deadline = "15s"
+"#
+    )
+}
+
+/// Parses scenario text (panics on error: test fixtures are trusted).
+pub fn parse(text: &str) -> netmend_harness::scenario::Scenario {
+    netmend_harness::scenario::parse(std::path::Path::new("test.toml"), text)
+        .expect("fixture parses")
+}
