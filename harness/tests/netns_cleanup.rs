@@ -1,0 +1,157 @@
+//! Nothing a run creates outlives it: 20 runs, including a failing
+//! scenario, a panicking workload, a panic in the harness itself, Ctrl-C
+//! and SIGKILL (with `netmend clean`), leave no `nm-` namespace, veth or
+//! nftables table behind.
+//!
+//! One test in its own binary: cargo runs test binaries one after another,
+//! so no other test's lab is alive while this one counts leftovers.
+
+mod common;
+
+use common::{control_runtime, netns_or_skip, parse, stream_scenario};
+use netmend_harness::backend::netns::host::HostTask;
+use netmend_harness::backend::netns::lab::{Lab, LabSpec};
+use netmend_harness::backend::netns::namespace;
+use netmend_harness::backend::BackendKind;
+use netmend_harness::runner::{run_one, Verdict};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn netmend() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netmend"))
+}
+
+/// `nm-` names visible from the initial namespace: namespaces under
+/// /run/netns, links, and nftables tables.
+fn leftovers() -> Vec<String> {
+    let mut found: Vec<String> = namespace::leftovers();
+    let links = Command::new("ip").args(["-o", "link"]).output().expect("ip link");
+    for line in String::from_utf8_lossy(&links.stdout).lines() {
+        if let Some(name) = line.split(':').nth(1) {
+            if name.trim().starts_with("nm-") {
+                found.push(format!("link {}", name.trim()));
+            }
+        }
+    }
+    let tables = Command::new("nft").args(["list", "tables"]).output().expect("nft");
+    for line in String::from_utf8_lossy(&tables.stdout).lines() {
+        if line.contains("nm-") {
+            found.push(line.to_string());
+        }
+    }
+    found
+}
+
+fn wait_for_lab(child: &mut Child) {
+    let t = Instant::now();
+    while namespace::leftovers().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the run never built its lab");
+        assert!(child.try_wait().unwrap().is_none(), "netmend exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let it get into the scenario proper.
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[test]
+fn twenty_runs_leave_nothing_behind() {
+    if !netns_or_skip("cleanup") {
+        return;
+    }
+    assert_eq!(leftovers(), Vec::<String>::new(), "clean machine to start with");
+    let quick = parse(&stream_scenario(
+        "quick",
+        "",
+        "[[faults]]\nkind = \"reset\"\nat = \"200ms\"\n",
+        r#"["loss"]"#,
+        65536,
+    ));
+    // 1–16: ordinary runs (baseline + mitigated each).
+    for i in 0..16 {
+        let r = run_one(&quick, BackendKind::Netns, i);
+        assert_eq!(r.verdict, Verdict::Pass, "run {i}: {:?}", r.reasons);
+        assert_eq!(leftovers(), Vec::<String>::new(), "after run {i}");
+    }
+
+    // 17: a failing scenario (its baseline cannot show duplication).
+    let failing = parse(&stream_scenario(
+        "failing",
+        "",
+        "[[faults]]\nkind = \"reset\"\nat = \"200ms\"\n",
+        r#"["duplication"]"#,
+        65536,
+    ));
+    assert_eq!(run_one(&failing, BackendKind::Netns, 17).verdict, Verdict::Fail);
+    assert_eq!(leftovers(), Vec::<String>::new(), "after a failing scenario");
+
+    // 18: a workload that panics inside its namespace, then a panic in the
+    // harness thread itself while the lab is up.
+    let rt = control_runtime();
+    let lab = rt
+        .block_on(Lab::build(&LabSpec {
+            router: "r".into(),
+            hosts: vec!["a".into(), "b".into()],
+        }))
+        .unwrap();
+    let task = HostTask::spawn(lab.namespace("a").unwrap(), "a", || {
+        Ok(async {
+            let _socket = tokio::net::UdpSocket::bind("198.18.1.2:9").await;
+            panic!("workload blew up");
+        })
+    })
+    .unwrap();
+    let t = Instant::now();
+    while !task.is_finished() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = task.stop().unwrap_err().to_string();
+    assert!(err.contains("workload blew up"), "{err}");
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _lab = lab;
+        panic!("harness bug while the lab is up");
+    }));
+    assert!(unwound.is_err());
+    drop(rt);
+    assert_eq!(leftovers(), Vec::<String>::new(), "after the panics");
+
+    // 19: Ctrl-C in the middle of a scenario.
+    let mut child = netmend()
+        .args(["run", "--backend", "netns"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/silent-path-loss.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lab(&mut child);
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert_eq!(leftovers(), Vec::<String>::new(), "after Ctrl-C");
+
+    // 20: SIGKILL cannot be caught: the namespaces stay until `netmend clean`.
+    let mut child = netmend()
+        .args(["run", "--backend", "netns"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/silent-path-loss.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lab(&mut child);
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    child.wait().unwrap();
+    let left = leftovers();
+    assert!(!left.is_empty(), "a killed run leaves its namespaces");
+    let out = netmend().arg("clean").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{} namespace(s) removed", left.len())),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(leftovers(), Vec::<String>::new(), "after netmend clean");
+}
