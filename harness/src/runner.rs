@@ -2,7 +2,8 @@
 
 use crate::backend::{self, BackendKind, Variant};
 use crate::check::{self, Measured, Outcome};
-use crate::scenario::{Loaded, Scenario, Symptom};
+use crate::scenario::{Loaded, Scenario, Symptom, WorkloadKind};
+use crate::workload::command::CommandRun;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -41,6 +42,10 @@ pub struct ScenarioResult {
     pub reasons: Vec<String>,
     /// Why the backend could not run it.
     pub unsupported: Option<String>,
+    /// The exit status a command workload must end with.
+    pub expected_exit: Option<i32>,
+    /// What the user's program did (command workloads only).
+    pub command: Option<CommandRun>,
     /// Virtual time both runs took, in ms (sim); wall time is kept out of
     /// the report so that the same seed gives identical output.
     pub virtual_ms: u64,
@@ -167,11 +172,17 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         mitigated: None,
         reasons: Vec::new(),
         unsupported: None,
+        expected_exit: s.expect.exit,
+        command: None,
         virtual_ms: 0,
     };
     if let Some(why) = backend::unsupported(backend, s) {
         result.verdict = Verdict::Unsupported;
         result.unsupported = Some(why);
+        return result;
+    }
+    if s.workload.kind == WorkloadKind::Command {
+        judge_command(s, backend, seed, &mut result);
         return result;
     }
     for variant in [Variant::Baseline, Variant::Mitigated] {
@@ -214,4 +225,38 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         result.verdict = Verdict::Pass;
     }
     result
+}
+
+/// A command workload runs once (the user's program is its own policy);
+/// it passes when the program ends with the exit status the scenario names.
+fn judge_command(s: &Scenario, backend: BackendKind, seed: u64, result: &mut ScenarioResult) {
+    match backend::run_command(backend, s, seed) {
+        Ok(run) => {
+            result.virtual_ms = run.duration_ms;
+            if run.timed_out {
+                result.reasons.push(format!(
+                    "the command was still running at the deadline ({}) and was killed",
+                    s.expect.deadline
+                ));
+            } else if run.exit_code != s.expect.exit {
+                let show = |c: Option<i32>| c.map_or("a signal".to_string(), |c| c.to_string());
+                let last = run.stderr.lines().last().unwrap_or("").trim().to_string();
+                result.reasons.push(format!(
+                    "the command exited with {}, the scenario expects {}{}",
+                    show(run.exit_code),
+                    show(s.expect.exit),
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (stderr: {last})")
+                    }
+                ));
+            }
+            result.command = Some(run);
+        }
+        Err(e) => result.reasons.push(format!("the command run broke: {e}")),
+    }
+    if result.reasons.is_empty() {
+        result.verdict = Verdict::Pass;
+    }
 }

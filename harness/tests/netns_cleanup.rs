@@ -25,7 +25,10 @@ fn netmend() -> Command {
 /// /run/netns, links, and nftables tables.
 fn leftovers() -> Vec<String> {
     let mut found: Vec<String> = namespace::leftovers();
-    let links = Command::new("ip").args(["-o", "link"]).output().expect("ip link");
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip link");
     for line in String::from_utf8_lossy(&links.stdout).lines() {
         if let Some(name) = line.split(':').nth(1) {
             if name.trim().starts_with("nm-") {
@@ -33,7 +36,10 @@ fn leftovers() -> Vec<String> {
             }
         }
     }
-    let tables = Command::new("nft").args(["list", "tables"]).output().expect("nft");
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
     for line in String::from_utf8_lossy(&tables.stdout).lines() {
         if line.contains("nm-") {
             found.push(line.to_string());
@@ -45,7 +51,10 @@ fn leftovers() -> Vec<String> {
 fn wait_for_lab(child: &mut Child) {
     let t = Instant::now();
     while namespace::leftovers().is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the run never built its lab");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the run never built its lab"
+        );
         assert!(child.try_wait().unwrap().is_none(), "netmend exited early");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -62,7 +71,11 @@ fn twenty_runs_leave_nothing_behind() {
     if !netns_or_skip("cleanup") {
         return;
     }
-    assert_eq!(leftovers(), Vec::<String>::new(), "clean machine to start with");
+    assert_eq!(
+        leftovers(),
+        Vec::<String>::new(),
+        "clean machine to start with"
+    );
     let quick = parse(&stream_scenario(
         "quick",
         "",
@@ -85,8 +98,15 @@ fn twenty_runs_leave_nothing_behind() {
         r#"["duplication"]"#,
         65536,
     ));
-    assert_eq!(run_one(&failing, BackendKind::Netns, 17).verdict, Verdict::Fail);
-    assert_eq!(leftovers(), Vec::<String>::new(), "after a failing scenario");
+    assert_eq!(
+        run_one(&failing, BackendKind::Netns, 17).verdict,
+        Verdict::Fail
+    );
+    assert_eq!(
+        leftovers(),
+        Vec::<String>::new(),
+        "after a failing scenario"
+    );
 
     // 18: a workload that panics inside its namespace, then a panic in the
     // harness thread itself while the lab is up.
@@ -121,7 +141,10 @@ fn twenty_runs_leave_nothing_behind() {
     // 19: Ctrl-C in the middle of a scenario.
     let mut child = netmend()
         .args(["run", "--backend", "netns"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/silent-path-loss.toml"))
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scenarios/silent-path-loss.toml"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -136,7 +159,10 @@ fn twenty_runs_leave_nothing_behind() {
     // 20: SIGKILL cannot be caught: the namespaces stay until `netmend clean`.
     let mut child = netmend()
         .args(["run", "--backend", "netns"])
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/silent-path-loss.toml"))
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scenarios/silent-path-loss.toml"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -149,7 +175,8 @@ fn twenty_runs_leave_nothing_behind() {
     let out = netmend().arg("clean").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{} namespace(s) removed", left.len())),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("{} namespace(s) removed", left.len())),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

@@ -4,7 +4,7 @@
 pub mod netns;
 pub mod sim;
 
-use crate::scenario::{Direction, Fault, HostRole, Scenario};
+use crate::scenario::{Direction, Fault, HostRole, Scenario, WorkloadKind};
 use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
 use netmend::session::Config;
@@ -54,8 +54,9 @@ pub enum BackendError {
 
 /// The engine parameters the scenario's mitigation section asks for.
 pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
-    // The only policy so far is the resumable session.
-    let m = &s.mitigation;
+    // The only policy so far is the resumable session; a command scenario
+    // has none and never uses this.
+    let m = s.mitigation.clone().unwrap_or_default();
     let (keepalive_interval, dead_after, handshake_timeout, connect_timeout) = (
         m.keepalive_interval,
         m.dead_after,
@@ -89,6 +90,20 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         config,
         policy,
         seed,
+    }
+}
+
+/// Runs the command workload of `s` on `backend`.
+pub fn run_command(
+    backend: BackendKind,
+    s: &Scenario,
+    seed: u64,
+) -> Result<crate::workload::command::CommandRun, BackendError> {
+    match backend {
+        BackendKind::Netns => netns::command::run(s, seed),
+        BackendKind::Sim => Err(BackendError::Sim(
+            "command workloads need the netns backend".into(),
+        )),
     }
 }
 
@@ -232,6 +247,12 @@ pub fn unsupported(backend: BackendKind, s: &Scenario) -> Option<String> {
     }
     if backend == BackendKind::Netns {
         return None;
+    }
+    if s.workload.kind == WorkloadKind::Command {
+        return Some(
+            "a command workload runs a real program on real sockets; it needs the netns backend"
+                .into(),
+        );
     }
     s.faults.iter().find_map(|f| match f {
         Fault::Latency {

@@ -58,8 +58,20 @@ impl<W: Write> Human<W> {
                     writeln!(self.out, "unsupported on {}: {why}", result.backend)?;
                     return Ok(());
                 }
-                write!(self.out, "baseline {}", line(result.baseline.as_ref()))?;
-                write!(self.out, " | mitigated {}", line(result.mitigated.as_ref()))?;
+                if let Some(run) = &result.command {
+                    let code = |c: Option<i32>| c.map_or("a signal".to_string(), |c| c.to_string());
+                    write!(
+                        self.out,
+                        "command `{}` exited with {} (expected {}) after {} ms",
+                        run.argv.first().map(String::as_str).unwrap_or(""),
+                        code(run.exit_code),
+                        code(result.expected_exit),
+                        run.duration_ms
+                    )?;
+                } else {
+                    write!(self.out, "baseline {}", line(result.baseline.as_ref()))?;
+                    write!(self.out, " | mitigated {}", line(result.mitigated.as_ref()))?;
+                }
                 if self.show_wall && !self.simulated {
                     write!(self.out, "  [{:.2}s]", wall.as_secs_f64())?;
                 } else if self.show_wall {

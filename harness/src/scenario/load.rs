@@ -1,6 +1,6 @@
 //! Reading scenario files, with errors that point into the file.
 
-use super::model::Scenario;
+use super::model::{Scenario, WorkloadKind};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -216,14 +216,61 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         }
         last = Some(f.at());
     }
-    if s.expect.baseline.is_empty() {
-        return bad(
-            "expect.baseline".into(),
-            "baseline",
-            0,
-            "name at least one symptom: a scenario whose baseline does not fail proves nothing"
-                .into(),
-        );
+    match s.workload.kind {
+        WorkloadKind::Stream => {
+            if !s.workload.command.is_empty() {
+                return bad(
+                    "workload.command".into(),
+                    "command",
+                    0,
+                    "only a command workload runs a command".into(),
+                );
+            }
+            if s.mitigation.is_none() {
+                return bad(
+                    "mitigation".into(),
+                    "kind",
+                    0,
+                    "a stream scenario pairs its failure with an engine policy: add [mitigation]"
+                        .into(),
+                );
+            }
+            if s.expect.exit.is_some() {
+                return bad(
+                    "expect.exit".into(),
+                    "exit",
+                    0,
+                    "only a command workload has an exit status".into(),
+                );
+            }
+            if s.expect.baseline.is_empty() {
+                return bad(
+                    "expect.baseline".into(),
+                    "baseline",
+                    0,
+                    "name at least one symptom: a scenario whose baseline does not fail proves nothing"
+                        .into(),
+                );
+            }
+        }
+        WorkloadKind::Command => {
+            if s.workload.command.first().map_or(true, |p| p.is_empty()) {
+                return bad(
+                    "workload.command".into(),
+                    "kind",
+                    0,
+                    "a command workload needs `command = [\"program\", \"arg\", …]`".into(),
+                );
+            }
+            if s.expect.exit.is_none() {
+                return bad(
+                    "expect.exit".into(),
+                    "kind",
+                    0,
+                    "a command workload needs the exit status it must end with (`exit = 0`)".into(),
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -296,7 +343,7 @@ max_attempts = 5
         let text = GOOD.replace("latency = \"2ms\"", "latency = \"2ms\"\nlatensy = \"3ms\"");
         assert_eq!(
             err(&text),
-            "s.toml:8:1: topology.latensy: unknown field `latensy`, expected one of `client`, `server`, `middlebox`, `latency`, `port`"
+            "s.toml:8:1: topology.latensy: unknown field `latensy`, expected one of `client`, `server`, `middlebox`, `latency`, `port`, `ip`"
         );
     }
 

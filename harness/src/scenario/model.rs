@@ -21,8 +21,10 @@ pub struct Scenario {
     /// Time-ordered faults.
     #[serde(default, rename = "faults")]
     pub faults: Vec<Fault>,
-    /// The engine policy that mitigates the failure.
-    pub mitigation: Mitigation,
+    /// The engine policy that mitigates the failure (stream workloads;
+    /// a command workload is the user's own program and has none).
+    #[serde(default)]
+    pub mitigation: Option<Mitigation>,
     /// How the baseline must fail and what the mitigated run must hold.
     pub expect: Expect,
     /// Per-backend notes: what a backend models differently, or cannot express.
@@ -88,15 +90,21 @@ pub enum WorkloadKind {
     /// The client sends `bytes` bytes in which every 8-byte word encodes its
     /// own offset, so the receiver can tell exactly what arrived.
     Stream,
+    /// A program of the user's (`command`), started in the client's
+    /// namespace against the built-in HTTP server on the server host, which
+    /// serves `bytes` bytes (paced at `rate`) at every path and honours
+    /// `Range: bytes=N-`. Its exit status and output are the result.
+    Command,
 }
 
 /// What the application does.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// The workload kind (`stream`).
+    /// The workload kind (`stream` or `command`).
     pub kind: WorkloadKind,
-    /// Total bytes.
+    /// Total bytes (for `command`: the size of the HTTP response).
+    #[serde(default)]
     pub bytes: u64,
     /// Bytes per write call.
     #[serde(default = "default_chunk")]
@@ -104,6 +112,11 @@ pub struct Workload {
     /// Pacing in bytes per second; absent means as fast as the path allows.
     #[serde(default)]
     pub rate: Option<u64>,
+    /// For `command`: the program and its arguments. `{server}` and
+    /// `{client}` become the hosts' addresses, `{port}` the server port and
+    /// `{url}` `http://server:port/` (IPv6 in brackets).
+    #[serde(default)]
+    pub command: Vec<String>,
 }
 
 fn default_chunk() -> usize {
@@ -138,8 +151,11 @@ pub enum HostRole {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(try_from = "RawFault")]
 pub enum Fault {
-    /// The middlebox resets every established connection (RST both ways);
-    /// both endpoints stay alive and new connections work at once.
+    /// The middlebox resets every established connection; both endpoints
+    /// stay alive and new connections work at once. On sim both ends get
+    /// their RST at once; on netns the router answers each later segment of
+    /// an old flow with a RST to its sender, so a side that only receives
+    /// hears of it when it next sends (an ACK, a keepalive probe).
     Reset {
         /// When.
         at: Dur,
@@ -276,15 +292,16 @@ impl Fault {
 }
 
 /// Engine policies a scenario can pair with its failure.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
     /// `netmend::session`: resume the byte stream on a new transport.
+    #[default]
     ResumableSession,
 }
 
 /// The engine policy of the mitigated run and its parameters.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Mitigation {
     /// Which policy.
@@ -357,17 +374,29 @@ impl Symptom {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// Symptoms the naive baseline must show (all of them).
+    /// Symptoms the naive baseline must show (all of them; stream only).
+    #[serde(default)]
     pub baseline: Vec<Symptom>,
     /// Delivery must resume within this long after the path works again.
+    #[serde(default = "default_recovery_within")]
     pub recovery_within: Dur,
     /// At most this many connection attempts in the mitigated run.
+    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// For `command`: the exit status the program must end with.
+    #[serde(default)]
+    pub exit: Option<i32>,
     /// Each run is cut off after this much (virtual) time.
     #[serde(default = "default_deadline")]
     pub deadline: Dur,
 }
 
+fn default_recovery_within() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+fn default_max_attempts() -> u32 {
+    10
+}
 fn default_deadline() -> Dur {
     Dur(std::time::Duration::from_secs(60))
 }

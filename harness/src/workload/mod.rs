@@ -1,6 +1,8 @@
-//! The `stream` workload: the bytes, what a run records, and the programs
+//! Workloads. `stream`: the bytes, what a run records, and the programs
 //! (baseline and mitigated clients, their servers) that produce the records.
+//! `command`: a user's program against the built-in HTTP server.
 
+pub mod command;
 pub mod pattern;
 pub mod programs;
 mod recording;

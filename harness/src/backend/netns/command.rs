@@ -1,0 +1,128 @@
+//! Runs a command workload: the user's program in the client's namespace,
+//! the built-in HTTP server in the server's, the fault schedule in between.
+
+use super::faults::PathFaults;
+use super::host::HostTask;
+use super::lab::Lab;
+use super::{lab_spec, LabError, NetnsNet};
+use crate::backend::{schedule, BackendError};
+use crate::scenario::{IpVersion, Scenario};
+use crate::workload::command::{fill_placeholders, serve_http, CommandRun, OUTPUT_TAIL};
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Runs `s`'s command under its faults and reports what it did.
+pub fn run(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BackendError::Netns(format!("control runtime: {e}")))?;
+    runtime.block_on(run_in_lab(s, seed))
+}
+
+/// Keeps the last [`OUTPUT_TAIL`] bytes a pipe delivers; draining on a
+/// thread of its own so a chatty program never blocks on a full pipe.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let Some(mut pipe) = pipe else {
+            return String::new();
+        };
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * OUTPUT_TAIL {
+                tail.drain(..tail.len() - OUTPUT_TAIL);
+            }
+        }
+        let keep = tail.len().saturating_sub(OUTPUT_TAIL);
+        String::from_utf8_lossy(&tail[keep..]).into_owned()
+    })
+}
+
+async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError> {
+    let topo = &s.topology;
+    let lab = Lab::build(&lab_spec(s)).await?;
+    let v6 = topo.ip == IpVersion::Ipv6;
+    let server_ip = lab.attachment(&topo.server)?.host_addr(v6);
+    let client_ip = lab.attachment(&topo.client)?.host_addr(v6);
+    let actions = schedule(s);
+    let mut faults = PathFaults::new(&lab, s, seed, &actions)?;
+    let addresses: HashMap<String, _> = [
+        (topo.server.clone(), server_ip),
+        (topo.client.clone(), client_ip),
+    ]
+    .into();
+    let start = Instant::now();
+    let net = NetnsNet::new(addresses, start, v6);
+    let (port, total, rate, server_net) =
+        (topo.port, s.workload.bytes, s.workload.rate, net.clone());
+    let server = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
+        server_net.prebind(port).map(|()| async move {
+            if let Err(e) = serve_http(server_net, port, total, rate).await {
+                tracing::warn!(error = %e, "http server stopped");
+            }
+        })
+    })?;
+
+    let argv = fill_placeholders(
+        &s.workload.command,
+        &server_ip.to_string(),
+        &client_ip.to_string(),
+        port,
+    );
+    let mut cmd = lab.command(&topo.client, &argv[0])?;
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let began = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| LabError::io(format!("start `{}`", argv.join(" ")), e))?;
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = s.expect.deadline.0;
+    let mut next = 0;
+    let mut timed_out = false;
+    let status = loop {
+        let now = start.elapsed();
+        while next < actions.len() && actions[next].0 <= now {
+            tracing::debug!(action = ?actions[next].1, "fault");
+            faults.apply(&actions[next].1, &net).await?;
+            next += 1;
+        }
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| LabError::io("wait for the command", e))?
+        {
+            break status;
+        }
+        if now >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child
+                .wait()
+                .map_err(|e| LabError::io("wait for the command", e))?;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let duration_ms = began.elapsed().as_millis() as u64;
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    server.stop()?;
+    faults.stop()?;
+    lab.teardown();
+    Ok(CommandRun {
+        argv,
+        exit_code: status.code(),
+        timed_out,
+        stdout,
+        stderr,
+        duration_ms,
+    })
+}
