@@ -174,3 +174,68 @@ async fn check_all(lab: &Lab) {
         }
     }
 }
+
+fn netmend(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_netmend"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("run netmend")
+}
+
+#[test]
+fn curl_under_a_reset_is_reported_with_its_exit_status_and_auto_picks_netns() {
+    if !netns_or_skip("command workload") {
+        return;
+    }
+    // No --backend: auto picks netns here and says so.
+    let out = netmend(&["run", "--format", "json", "scenarios/curl-under-reset.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("backend netns (auto:"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "netns");
+    let s = &v["scenarios"][0];
+    assert_eq!(s["verdict"], "pass");
+    assert_eq!(s["command"]["exit_code"], 56);
+    assert_eq!(s["command"]["argv"][0], "curl");
+    assert!(
+        s["command"]["stderr"].as_str().unwrap().contains("reset by peer"),
+        "{}",
+        s["command"]
+    );
+}
+
+#[test]
+fn a_command_that_survives_its_fault_passes_with_its_output_captured() {
+    if !netns_or_skip("command output") {
+        return;
+    }
+    let s = parse(
+        r#"
+id = "curl-latency"
+catalog = "t"
+description = "curl over a slow IPv6 path"
+[topology]
+ip = "ipv6"
+[workload]
+kind = "command"
+bytes = 65536
+command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{http_code}", "{url}"]
+[[faults]]
+kind = "latency"
+at = "0s"
+latency = "20ms"
+[expect]
+exit = 0
+deadline = "20s"
+"#,
+    );
+    let r = run_one(&s, BackendKind::Netns, 1);
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.reasons);
+    let run = r.command.unwrap();
+    assert_eq!(run.stdout, "65536 200");
+    assert!(run.argv.last().unwrap().starts_with("http://[2001:db8:"));
+    // Four round trips at 80 ms each at least (handshake, request, data).
+    assert!(run.duration_ms >= 150, "{run:?}");
+}
