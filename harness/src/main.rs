@@ -83,6 +83,11 @@ enum Command {
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
     },
+    /// Measure netmend against its peers (needs root for netns benches).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Remove namespaces left by netmend runs that were killed (`nm-*` under /run/netns).
     Clean,
     /// Print the failure catalog as Markdown.
@@ -90,6 +95,17 @@ enum Command {
         /// Directory of catalog entries.
         #[arg(long, default_value = "catalog")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Setup + teardown of a 4-namespace lab (router, client, server, one
+    /// more host): netmend's netlink code against the same lab built with `ip`.
+    NetnsSetup {
+        /// Measured rounds of each.
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
     },
 }
 
@@ -207,6 +223,35 @@ fn execute(command: Command) -> Result<u8, String> {
         Command::Check { paths } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
             println!("{} scenario(s) valid", loaded.len());
+            Ok(EXIT_OK)
+        }
+        Command::Bench {
+            what: BenchCommand::NetnsSetup { iterations },
+        } => {
+            if iterations == 0 {
+                return Err("--iterations must be at least 1".into());
+            }
+            netns::probe().map_err(|why| format!("bench netns-setup: {why}"))?;
+            install_interrupt_cleanup()?;
+            let (netlink, shell) =
+                netns::bench::run(iterations).map_err(|e| format!("bench netns-setup: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "setup + teardown of a 4-namespace lab, {iterations} rounds each, interleaved"
+            );
+            println!("{:<22} {:>10} {:>10} {:>10}", "", "median", "p90", "min");
+            for (name, f) in [("netmend (netlink)", &netlink), ("ip shell-outs", &shell)] {
+                println!(
+                    "{name:<22} {:>8.1}ms {:>8.1}ms {:>8.1}ms",
+                    ms(f.median),
+                    ms(f.p90),
+                    ms(f.min)
+                );
+            }
+            println!(
+                "netlink is {:.1}x faster (median)",
+                ms(shell.median) / ms(netlink.median).max(1e-9)
+            );
             Ok(EXIT_OK)
         }
         Command::Clean => {

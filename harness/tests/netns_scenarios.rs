@@ -200,7 +200,10 @@ fn curl_under_a_reset_is_reported_with_its_exit_status_and_auto_picks_netns() {
     assert_eq!(s["command"]["exit_code"], 56);
     assert_eq!(s["command"]["argv"][0], "curl");
     assert!(
-        s["command"]["stderr"].as_str().unwrap().contains("reset by peer"),
+        s["command"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("reset by peer"),
         "{}",
         s["command"]
     );
