@@ -88,7 +88,7 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
-    /// Remove namespaces left by netmend runs that were killed (`nm-*` under /run/netns).
+    /// Remove namespaces left by netmend runs that were killed (`nm-*` under /run/netns whose run is gone).
     Clean,
     /// Print the failure catalog as Markdown.
     Catalog {
@@ -255,11 +255,14 @@ fn execute(command: Command) -> Result<u8, String> {
             Ok(EXIT_OK)
         }
         Command::Clean => {
-            let removed = netns::namespace::remove_matching(netns::namespace::PREFIX);
-            for name in &removed {
+            let cleaned = netns::namespace::remove_orphans();
+            for name in &cleaned.removed {
                 println!("removed {name}");
             }
-            println!("{} namespace(s) removed", removed.len());
+            for (name, pid) in &cleaned.in_use {
+                println!("kept {name}: its run (pid {pid}) is still going");
+            }
+            println!("{} namespace(s) removed", cleaned.removed.len());
             Ok(EXIT_OK)
         }
         Command::Catalog { dir } => {

@@ -48,6 +48,23 @@ fn leftovers() -> Vec<String> {
     found
 }
 
+/// Starts `netmend run --backend netns` on a long scenario and returns once
+/// its lab exists and the scenario is under way.
+fn run_in_background() -> Child {
+    let mut child = netmend()
+        .args(["run", "--backend", "netns"])
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scenarios/silent-path-loss.toml"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lab(&mut child);
+    child
+}
+
 fn wait_for_lab(child: &mut Child) {
     let t = Instant::now();
     while namespace::leftovers().is_empty() {
@@ -139,17 +156,7 @@ fn twenty_runs_leave_nothing_behind() {
     assert_eq!(leftovers(), Vec::<String>::new(), "after the panics");
 
     // 19: Ctrl-C in the middle of a scenario.
-    let mut child = netmend()
-        .args(["run", "--backend", "netns"])
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../scenarios/silent-path-loss.toml"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_lab(&mut child);
+    let child = run_in_background();
     signal(&child, nix::sys::signal::Signal::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
@@ -157,17 +164,16 @@ fn twenty_runs_leave_nothing_behind() {
     assert_eq!(leftovers(), Vec::<String>::new(), "after Ctrl-C");
 
     // 20: SIGKILL cannot be caught: the namespaces stay until `netmend clean`.
-    let mut child = netmend()
-        .args(["run", "--backend", "netns"])
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../scenarios/silent-path-loss.toml"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_lab(&mut child);
+    let mut child = run_in_background();
+    // While the run is alive, `clean` leaves its lab alone.
+    let live = leftovers();
+    let out = netmend().arg("clean").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("0 namespace(s) removed") && text.contains("is still going"),
+        "{text}"
+    );
+    assert_eq!(leftovers(), live);
     signal(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().unwrap();
     let left = leftovers();

@@ -198,22 +198,51 @@ fn apply(rig: &Rig, rules: &PathRules) {
     apply_rules(&rig.lab, rules).expect("nft");
 }
 
+/// A lab with an echo server, a client whose connection has carried one
+/// echo, and the router's path rules in place (nothing dropped yet).
+/// Destructure with `_server` bound: dropping it stops the server.
+struct Established {
+    client: Client,
+    seen: Seen,
+    rules: PathRules,
+    _server: HostTask,
+    rig: Rig,
+}
+
+fn established(v6: bool) -> Established {
+    let rig = Rig::new();
+    let (server, seen) = echo_server(&rig, v6);
+    let client = Client::start(&rig);
+    let rules = PathRules::new(&rig.client_router_if());
+    apply(&rig, &rules);
+    assert_eq!(client.connect(rig.server_addr(v6)), done(b""));
+    assert_eq!(
+        client.echo(b"hello", Duration::from_secs(2)),
+        done(b"hello")
+    );
+    let _ = seen.try_iter().count();
+    Established {
+        client,
+        seen,
+        rules,
+        _server: server,
+        rig,
+    }
+}
+
 #[test]
 fn reset_makes_the_established_connection_fail_with_econnreset_over_ipv4_and_ipv6() {
     if !netns_or_skip("reset") {
         return;
     }
     for v6 in [false, true] {
-        let rig = Rig::new();
-        let (_server, _seen) = echo_server(&rig, v6);
-        let client = Client::start(&rig);
-        let mut rules = PathRules::new(&rig.client_router_if());
-        apply(&rig, &rules);
-        assert_eq!(client.connect(rig.server_addr(v6)), done(b""));
-        assert_eq!(
-            client.echo(b"hello", Duration::from_secs(2)),
-            done(b"hello")
-        );
+        let Established {
+            client,
+            mut rules,
+            rig,
+            _server,
+            ..
+        } = established(v6);
         rules.reset();
         apply(&rig, &rules);
         // Both ends are alive; the next segment draws a RST from the path.
@@ -236,14 +265,14 @@ fn blackhole_stalls_silently_and_the_forgotten_flow_stays_dead_after_it_heals() 
     if !netns_or_skip("blackhole") {
         return;
     }
-    let rig = Rig::new();
-    let (_server, seen) = echo_server(&rig, false);
-    let client = Client::start(&rig);
-    let mut rules = PathRules::new(&rig.client_router_if());
-    apply(&rig, &rules);
-    assert_eq!(client.connect(rig.server_addr(false)), done(b""));
-    assert_eq!(client.echo(b"one", Duration::from_secs(2)), done(b"one"));
-    let _ = seen.try_iter().count();
+    let Established {
+        client,
+        seen,
+        mut rules,
+        rig,
+        _server,
+        ..
+    } = established(false);
     rules.set_blackhole(true);
     apply(&rig, &rules);
     // No RST, no error: the read just never completes.
@@ -273,14 +302,14 @@ fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
     if !netns_or_skip("partition") {
         return;
     }
-    let rig = Rig::new();
-    let (_server, seen) = echo_server(&rig, false);
-    let client = Client::start(&rig);
-    let mut rules = PathRules::new(&rig.client_router_if());
-    apply(&rig, &rules);
-    assert_eq!(client.connect(rig.server_addr(false)), done(b""));
-    assert_eq!(client.echo(b"a", Duration::from_secs(2)), done(b"a"));
-    let _ = seen.try_iter().count();
+    let Established {
+        client,
+        seen,
+        mut rules,
+        rig,
+        _server,
+        ..
+    } = established(false);
 
     rules.set_partition(Some(Direction::ClientToServer));
     apply(&rig, &rules);

@@ -242,3 +242,52 @@ deadline = "20s"
     // Four round trips at 80 ms each at least (handshake, request, data).
     assert!(run.duration_ms >= 150, "{run:?}");
 }
+
+#[test]
+fn without_privileges_auto_falls_back_to_sim_and_netns_is_refused_with_a_reason() {
+    if !netns_or_skip("unprivileged fallback") {
+        return;
+    }
+    // Run a copy of the binary as `nobody`, from a directory it can read.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("netmend");
+    std::fs::copy(env!("CARGO_BIN_EXE_netmend"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scenario = dir.path().join("tcp-reset.toml");
+    std::fs::copy(repo().join("scenarios/tcp-reset.toml"), &scenario).unwrap();
+    std::fs::set_permissions(&scenario, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(&bin)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("setpriv")
+    };
+    let out = as_nobody(&["run", "--format", "json", "tcp-reset.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("backend sim (auto: cannot create network namespaces"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "sim");
+
+    let out = as_nobody(&["run", "--backend", "netns", "tcp-reset.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("netmend: --backend netns: cannot create network namespaces")
+            && stderr.contains("needs root"),
+        "{stderr}"
+    );
+}

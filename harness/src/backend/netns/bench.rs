@@ -1,7 +1,7 @@
 //! `netmend bench netns-setup`: building and tearing down a 4-namespace lab
 //! through netlink, side by side with the same lab built by `ip` commands.
 
-use super::lab::{Lab, LabSpec};
+use super::lab::{Lab, LabSpec, LiveGuard};
 use super::LabError;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,7 +63,10 @@ fn ip(args: &[&str]) -> Result<(), LabError> {
 /// The same lab through `ip` shell-outs (what most test scripts do).
 pub fn shell_once(run: usize) -> Result<Duration, LabError> {
     let t = Instant::now();
-    let prefix = format!("nm-ipbench{:x}-{run}", std::process::id());
+    // Named like a lab (`nm-<pid>-…`) so Ctrl-C and `netmend clean` treat
+    // it as one.
+    let prefix = format!("nm-{:x}-ipbench{run}", std::process::id());
+    let _live = LiveGuard::new(&prefix);
     let router = format!("{prefix}-router");
     let result = (|| {
         ip(&["netns", "add", &router])?;

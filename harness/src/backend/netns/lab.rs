@@ -91,12 +91,43 @@ pub fn remove_live_labs() -> Vec<String> {
     let prefixes = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
     prefixes
         .iter()
-        .flat_map(|p| super::namespace::remove_matching(p))
+        .flat_map(|p| super::namespace::remove_matching(&format!("{p}-")))
         .collect()
+}
+
+/// Registers a name prefix for the Ctrl-C handler while it lives (for
+/// namespaces made outside a [`Lab`], such as the `ip` side of the bench).
+pub struct LiveGuard(String);
+
+impl LiveGuard {
+    /// Registers `prefix`.
+    pub fn new(prefix: &str) -> LiveGuard {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(prefix.to_string());
+        LiveGuard(prefix.to_string())
+    }
+}
+
+impl LiveGuard {
+    /// Unregisters the prefix (its namespaces are gone).
+    pub fn release(&self) {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != &self.0);
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// A built lab. Dropping it removes everything it created.
 pub struct Lab {
+    /// Keeps the prefix registered for the Ctrl-C handler until removal.
+    live: LiveGuard,
     prefix: String,
     router: String,
     nodes: BTreeMap<String, Node>,
@@ -129,10 +160,8 @@ impl Lab {
             std::process::id(),
             NEXT_LAB.fetch_add(1, Ordering::Relaxed)
         );
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(prefix.clone());
         let mut lab = Lab {
+            live: LiveGuard::new(&prefix),
             prefix,
             router: spec.router.clone(),
             nodes: BTreeMap::new(),
@@ -305,9 +334,8 @@ impl Lab {
             .ok_or_else(|| LabError::BadName(format!("no host `{host}` in the lab")))
     }
 
-    async fn link_index(&self, node: &str, ifname: &str) -> Result<u32, LabError> {
-        let link = self
-            .node(node)?
+    async fn find_link(&self, node: &str, ifname: &str) -> Result<LinkMessage, LabError> {
+        self.node(node)?
             .handle
             .link()
             .get()
@@ -315,9 +343,12 @@ impl Lab {
             .execute()
             .try_next()
             .await
-            .map_err(netlink(format!("find {ifname} in {node}")))?;
-        link.map(|l| l.header.index)
+            .map_err(netlink(format!("find {ifname} in {node}")))?
             .ok_or_else(|| LabError::BadName(format!("no interface {ifname} in {node}")))
+    }
+
+    async fn link_index(&self, node: &str, ifname: &str) -> Result<u32, LabError> {
+        Ok(self.find_link(node, ifname).await?.header.index)
     }
 
     /// Sets `ifname` in `node` administratively up or down. Down on one end
@@ -383,17 +414,7 @@ impl Lab {
     }
 
     async fn mac(&self, node: &str, ifname: &str) -> Result<Vec<u8>, LabError> {
-        let link = self
-            .node(node)?
-            .handle
-            .link()
-            .get()
-            .match_name(ifname.to_string())
-            .execute()
-            .try_next()
-            .await
-            .map_err(netlink(format!("find {ifname} in {node}")))?
-            .ok_or_else(|| LabError::BadName(format!("no interface {ifname} in {node}")))?;
+        let link = self.find_link(node, ifname).await?;
         link.attributes
             .into_iter()
             .find_map(|a| match a {
@@ -639,9 +660,7 @@ impl Lab {
         }
         // Also catches processes still inside (a command workload).
         super::namespace::remove_matching(&format!("{}-", self.prefix));
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| p != &self.prefix);
+        self.live.release();
     }
 }
 

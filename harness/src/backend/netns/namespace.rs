@@ -208,6 +208,12 @@ pub fn remove_matching(prefix: &str) -> Vec<String> {
         .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect();
+    // A full name must not also match longer names (`nm-1-1` vs `nm-1-10-…`).
+    let names: Vec<String> = if names.iter().any(|n| n == prefix) {
+        vec![prefix.to_string()]
+    } else {
+        names
+    };
     for name in &names {
         let path: PathBuf = Path::new(NETNS_DIR).join(name);
         if let Ok(f) = File::open(&path) {
@@ -218,6 +224,38 @@ pub fn remove_matching(prefix: &str) -> Vec<String> {
         remove_mount(&path);
     }
     names
+}
+
+/// The process that created a lab namespace: names are
+/// `nm-<pid in hex>-<lab>-<host>`.
+pub fn owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    u32::from_str_radix(rest.split('-').next()?, 16).ok()
+}
+
+/// What `netmend clean` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Namespaces removed (their creator is gone).
+    pub removed: Vec<String>,
+    /// Namespaces left alone because the process that made them still runs.
+    pub in_use: Vec<(String, u32)>,
+}
+
+/// Removes the `nm-` namespaces whose creating process is gone (a run
+/// killed with SIGKILL), and leaves those of live runs alone, so cleaning
+/// up never breaks a run in progress.
+pub fn remove_orphans() -> Cleaned {
+    let mut out = Cleaned::default();
+    for name in leftovers() {
+        match owner(&name) {
+            Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
+                out.in_use.push((name, pid));
+            }
+            _ => out.removed.extend(remove_matching(&name)),
+        }
+    }
+    out
 }
 
 /// SIGKILLs every process (other than this one) whose network namespace is `id`.
@@ -247,5 +285,18 @@ fn kill_processes_in(id: (u64, u64)) {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_read_from_lab_names() {
+        assert_eq!(owner("nm-1a2b-0-client"), Some(0x1a2b));
+        assert_eq!(owner("nm-ff-12-router"), Some(0xff));
+        assert_eq!(owner("nm-x-0-client"), None);
+        assert_eq!(owner("other-1-0"), None);
     }
 }
