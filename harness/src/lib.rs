@@ -1,5 +1,6 @@
 //! netmend-harness: declarative failure scenarios, run on a deterministic
-//! simulated network, judged by checkers, reported for humans and CI.
+//! simulated network (`backend::sim`) or in real Linux network namespaces
+//! (`backend::netns`), judged by checkers, reported for humans and CI.
 //!
 //! The flow is `scenario` (load) → `runner` (run each scenario on a
 //! `backend`, baseline and mitigated, with the stream `workload`) → `check`

@@ -293,6 +293,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_initial_namespace_is_refused() {
+        let mine = File::open("/proc/self/ns/net").expect("nsfs");
+        assert!(matches!(
+            refuse_initial(&mine),
+            Err(LabError::InitialNamespace)
+        ));
+        let ns = Namespace {
+            name: "nm-test".into(),
+            file: mine,
+        };
+        assert!(matches!(
+            ns.enter_this_thread(),
+            Err(LabError::InitialNamespace)
+        ));
+    }
+
+    #[test]
+    fn names_without_the_prefix_are_refused_before_anything_is_made() {
+        let made = Namespace::create("lab-x", || Ok(()));
+        assert!(matches!(made, Err(LabError::BadName(_))));
+        assert!(!Path::new(NETNS_DIR).join("lab-x").exists());
+    }
+
+    #[test]
     fn owners_are_read_from_lab_names() {
         assert_eq!(owner("nm-1a2b-0-client"), Some(0x1a2b));
         assert_eq!(owner("nm-ff-12-router"), Some(0xff));
