@@ -14,7 +14,7 @@ use netmend_harness::runner::{run_one, Verdict};
 use netmend_harness::scenario::load_file;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
@@ -140,11 +140,12 @@ fn no_address_outside_the_lab_ranges_appears_in_any_namespace() {
             check_all(&lab).await;
             let actions = schedule(&s);
             let net = NetnsNet::new(HashMap::new(), Instant::now(), ip == "ipv6");
-            let mut faults = PathFaults::new(&lab, &s, 1, &actions).unwrap();
-            for (_, action) in &actions {
-                faults.apply(action, &net).await.unwrap();
+            let mut faults = PathFaults::new(&lab, &s, 1, actions.clone()).unwrap();
+            for (at, _) in &actions {
+                faults.apply_due(*at, &net).await.unwrap();
                 check_all(&lab).await;
             }
+            assert_eq!(faults.next_due(Duration::MAX), None, "every fault applied");
             faults.stop().unwrap();
             for name in lab.namespace_names() {
                 assert!(name.starts_with("nm-"), "{name}");

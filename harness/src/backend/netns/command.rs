@@ -4,14 +4,14 @@
 use super::faults::PathFaults;
 use super::host::HostTask;
 use super::lab::Lab;
-use super::{lab_spec, LabError, NetnsNet};
+use super::{lab_spec, poll_interval, LabError, NetnsNet};
 use crate::backend::{schedule, BackendError};
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::command::{fill_placeholders, serve_http, CommandRun, OUTPUT_TAIL};
 use std::collections::HashMap;
 use std::io::Read;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Runs `s`'s command under its faults and reports what it did.
 pub fn run(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError> {
@@ -51,8 +51,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
     let v6 = topo.ip == IpVersion::Ipv6;
     let server_ip = lab.attachment(&topo.server)?.host_addr(v6);
     let client_ip = lab.attachment(&topo.client)?.host_addr(v6);
-    let actions = schedule(s);
-    let mut faults = PathFaults::new(&lab, s, seed, &actions)?;
+    let mut faults = PathFaults::new(&lab, s, seed, schedule(s))?;
     let addresses: HashMap<String, _> = [
         (topo.server.clone(), server_ip),
         (topo.client.clone(), client_ip),
@@ -87,15 +86,10 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         .map_err(|e| LabError::io(format!("start `{}`", argv.join(" ")), e))?;
     let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = s.expect.deadline.0;
-    let mut next = 0;
     let mut timed_out = false;
     let status = loop {
         let now = start.elapsed();
-        while next < actions.len() && actions[next].0 <= now {
-            tracing::debug!(action = ?actions[next].1, "fault");
-            faults.apply(&actions[next].1, &net).await?;
-            next += 1;
-        }
+        faults.apply_due(now, &net).await?;
         if let Some(status) = child
             .try_wait()
             .map_err(|e| LabError::io("wait for the command", e))?
@@ -109,7 +103,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
                 .wait()
                 .map_err(|e| LabError::io("wait for the command", e))?;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(poll_interval(&faults, now)).await;
     };
     let duration_ms = began.elapsed().as_millis() as u64;
     let stdout = out.join().unwrap_or_default();

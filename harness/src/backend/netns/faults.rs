@@ -10,9 +10,12 @@ use crate::scenario::{HostRole, IpVersion, Scenario};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-/// The fault state of one lab.
+/// The fault state of one lab, and the schedule it works through.
 pub struct PathFaults<'a> {
     lab: &'a Lab,
+    schedule: Vec<(Duration, Action)>,
+    /// Index of the next action due.
+    next: usize,
     rules: PathRules,
     delay: Option<DelayQueue>,
     impairment: Impairment,
@@ -38,7 +41,7 @@ impl<'a> PathFaults<'a> {
         lab: &'a Lab,
         s: &Scenario,
         seed: u64,
-        actions: &[(Duration, Action)],
+        schedule: Vec<(Duration, Action)>,
     ) -> Result<Self, LabError> {
         let topo = &s.topology;
         let client = lab.attachment(&topo.client)?.clone();
@@ -52,7 +55,7 @@ impl<'a> PathFaults<'a> {
             loss: 0.0,
         };
         let needs_queue = !delay.is_zero()
-            || actions
+            || schedule
                 .iter()
                 .any(|(_, a)| matches!(a, Action::Latency { .. } | Action::Loss(_)));
         let delay = if needs_queue {
@@ -69,6 +72,8 @@ impl<'a> PathFaults<'a> {
         Ok(PathFaults {
             current,
             lab,
+            schedule,
+            next: 0,
             rules,
             delay,
             impairment,
@@ -84,6 +89,26 @@ impl<'a> PathFaults<'a> {
             HostRole::Client => &self.client,
             HostRole::Server => &self.server,
         }
+    }
+
+    /// Applies every action due by `now` (time since the run started).
+    pub async fn apply_due(&mut self, now: Duration, net: &NetnsNet) -> Result<(), LabError> {
+        while let Some((at, action)) = self.schedule.get(self.next).cloned() {
+            if at > now {
+                break;
+            }
+            tracing::debug!(?action, ?at, late = ?now.saturating_sub(at), "fault");
+            self.apply(&action, net).await?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// How long after `now` the next action is due (`None`: none left).
+    pub fn next_due(&self, now: Duration) -> Option<Duration> {
+        self.schedule
+            .get(self.next)
+            .map(|(at, _)| at.saturating_sub(now))
     }
 
     /// Applies one change; `net` learns about address changes.

@@ -236,6 +236,15 @@ impl Net for NetnsNet {
     }
 }
 
+/// How long the control loop may sleep: until the next fault, and never so
+/// long that the end of the workload goes unnoticed for more than 10 ms.
+pub(crate) fn poll_interval(faults: &PathFaults<'_>, now: Duration) -> Duration {
+    faults
+        .next_due(now)
+        .unwrap_or(Duration::MAX)
+        .min(Duration::from_millis(10))
+}
+
 /// The scenario's lab: its router is the middlebox, client and server hang
 /// off it.
 pub fn lab_spec(s: &Scenario) -> LabSpec {
@@ -261,8 +270,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
 
-    let actions = schedule(s);
-    let mut faults = PathFaults::new(&lab, s, seed, &actions)?;
+    let mut faults = PathFaults::new(&lab, s, seed, schedule(s))?;
     let addresses: HashMap<String, IpAddr> = [
         (topo.server.clone(), server.host_addr(v6)),
         (topo.client.clone(), client.host_addr(v6)),
@@ -314,15 +322,9 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     })?;
 
     let deadline = s.expect.deadline.0;
-    let mut next = 0;
     loop {
         let now = start.elapsed();
-        while next < actions.len() && actions[next].0 <= now {
-            let (at, action) = &actions[next];
-            tracing::debug!(?action, ?at, late = ?now.saturating_sub(*at), "fault");
-            faults.apply(action, &net).await?;
-            next += 1;
-        }
+        faults.apply_due(now, &net).await?;
         if rec.is_client_done() || now >= deadline {
             break;
         }
@@ -330,11 +332,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
             // The client thread ended without finishing its work: it panicked.
             break;
         }
-        let wake = actions
-            .get(next)
-            .map_or(Duration::from_millis(10), |(at, _)| at.saturating_sub(now))
-            .min(Duration::from_millis(10));
-        tokio::time::sleep(wake).await;
+        tokio::time::sleep(poll_interval(&faults, now)).await;
     }
     let recording = rec.snapshot(start.elapsed());
     client_task.stop()?;
