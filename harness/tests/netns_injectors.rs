@@ -95,7 +95,9 @@ fn echo_server(rig: &Rig, v6: bool) -> (HostTask, Seen) {
 
 enum Cmd {
     Connect(SocketAddr),
-    Write(Vec<u8>),
+    /// Write the bytes while reading their echo (concurrently, so a large
+    /// echo never deadlocks on full buffers); the read result decides.
+    Echo(Vec<u8>, Duration),
     Read(usize, Duration),
 }
 
@@ -138,11 +140,20 @@ impl Client {
                                 Err(_) => Reply::TimedOut,
                             }
                         }
-                        Cmd::Write(bytes) => match stream.as_mut() {
-                            Some(s) => match s.write_all(&bytes).await {
-                                Ok(()) => Reply::Done(Vec::new()),
-                                Err(e) => Reply::Failed(e.kind()),
-                            },
+                        Cmd::Echo(bytes, limit) => match stream.as_mut() {
+                            Some(s) => {
+                                let (mut r, mut w) = s.split();
+                                let mut buf = vec![0u8; bytes.len()];
+                                let (wrote, read) = tokio::join!(
+                                    w.write_all(&bytes),
+                                    tokio::time::timeout(limit, r.read_exact(&mut buf))
+                                );
+                                match (read, wrote) {
+                                    (Ok(Ok(_)), _) => Reply::Done(buf),
+                                    (Ok(Err(e)), _) | (Err(_), Err(e)) => Reply::Failed(e.kind()),
+                                    (Err(_), Ok(())) => Reply::TimedOut,
+                                }
+                            }
                             None => Reply::Failed(io::ErrorKind::NotConnected),
                         },
                         Cmd::Read(n, limit) => match stream.as_mut() {
@@ -183,10 +194,7 @@ impl Client {
     }
 
     fn echo(&self, bytes: &[u8], limit: Duration) -> Reply {
-        match self.call(Cmd::Write(bytes.to_vec())) {
-            Reply::Done(_) => self.call(Cmd::Read(bytes.len(), limit)),
-            other => other,
-        }
+        self.call(Cmd::Echo(bytes.to_vec(), limit))
     }
 }
 
