@@ -10,11 +10,15 @@
 //!   with a typed [`session::SessionError`].
 //! * [`reconnect`]: exponential backoff with full jitter, caps and a retry
 //!   budget ([`Policy`]).
+//! * [`monitor`]: network-change detection — interfaces, carrier,
+//!   addresses, default routes — as typed events and one coalesced decision
+//!   per burst of changes.
 //!
 //! Protocol logic is sans-IO ([`session::proto::SessionCore`]); the tokio
 //! drivers run it over `tokio::net`, `turmoil::net` or any other stream.
 #![warn(missing_docs)]
 
+pub mod monitor;
 pub mod reconnect;
 pub mod session;
 

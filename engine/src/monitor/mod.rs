@@ -1,0 +1,341 @@
+//! Network-change monitor: what the interfaces, addresses and default
+//! routes are now ([`Snapshot`]), every change as a typed [`Event`], and one
+//! coalesced [`MajorChange`] per burst that touches the path out.
+//!
+//! Sources: the kernel on Linux ([`Monitor::linux`], rtnetlink), a polling
+//! source for platforms without a native one ([`Monitor::polling`]), and an
+//! injected one for simulations and tests ([`Monitor::injected`]). All feed
+//! the same sans-IO [`MonitorCore`], so every source reports the same
+//! events for the same change.
+//!
+//! ```
+//! use netmend::monitor::{Change, Debounce, Event, Interface, Monitor, Snapshot};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (monitor, injector) = Monitor::injected(Snapshot::default(), Debounce::default());
+//! let mut events = monitor.events();
+//! injector.send(Change::Link(Interface { index: 2, name: "wlan0".into(), up: true, carrier: true }));
+//! assert!(matches!(events.next().await, Some(Event::InterfaceAdded(_))));
+//! assert!(matches!(events.next().await, Some(Event::LinkUp(_))));
+//! assert!(monitor.snapshot().interfaces[&2].usable());
+//! # }
+//! ```
+
+mod core;
+#[cfg(target_os = "linux")]
+pub mod linux;
+mod state;
+
+pub use self::core::{Debounce, MajorChange, MonitorCore, Path};
+pub use self::state::{diff, Address, Change, DefaultRoute, Event, Family, Interface, Snapshot};
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+/// The monitor could not watch the network.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MonitorError {
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The kernel refused a netlink request.
+    #[error("{op}: {message}")]
+    Netlink {
+        /// What was being done.
+        op: &'static str,
+        /// The kernel's answer.
+        message: String,
+    },
+}
+
+type Callback = Box<dyn FnMut(&Event) + Send>;
+
+struct Shared {
+    snapshot: watch::Sender<Snapshot>,
+    events: broadcast::Sender<Event>,
+    decisions: broadcast::Sender<MajorChange>,
+    callbacks: Mutex<Vec<Callback>>,
+    resyncs: std::sync::atomic::AtomicU64,
+}
+
+/// A running monitor. Cheap to clone; the source stops when the last clone
+/// is dropped.
+#[derive(Clone)]
+pub struct Monitor {
+    shared: Arc<Shared>,
+    /// The driver and the source; aborted when the last clone goes.
+    tasks: Arc<Mutex<Vec<AbortOnDrop>>>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Feeds changes into an injected monitor.
+#[derive(Clone, Debug)]
+pub struct Injector(mpsc::UnboundedSender<Change>);
+
+impl Injector {
+    /// Reports a change, as a kernel would.
+    pub fn send(&self, change: Change) {
+        let _ = self.0.send(change);
+    }
+}
+
+/// Events in the order they happened. A subscriber that falls more than
+/// [`EVENT_BACKLOG`] events behind skips the oldest (with a log line); the
+/// [`Monitor::snapshot`] is always current.
+pub struct Events(broadcast::Receiver<Event>);
+
+/// Decisions in the order they were made.
+pub struct Decisions(broadcast::Receiver<MajorChange>);
+
+/// How many events or decisions a slow subscriber may fall behind.
+pub const EVENT_BACKLOG: usize = 4096;
+
+async fn next_of<T: Clone>(rx: &mut broadcast::Receiver<T>) -> Option<T> {
+    loop {
+        match rx.recv().await {
+            Ok(v) => return Some(v),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "monitor subscriber fell behind");
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+impl Events {
+    /// The next event; `None` once the monitor has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        next_of(&mut self.0).await
+    }
+}
+
+impl Decisions {
+    /// The next decision; `None` once the monitor has stopped.
+    pub async fn next(&mut self) -> Option<MajorChange> {
+        next_of(&mut self.0).await
+    }
+}
+
+impl Monitor {
+    /// A monitor fed by whatever sends on the returned channel.
+    fn start(initial: Snapshot, debounce: Debounce) -> (Monitor, mpsc::UnboundedSender<Change>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            snapshot: watch::channel(initial.clone()).0,
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            decisions: broadcast::channel(EVENT_BACKLOG).0,
+            callbacks: Mutex::new(Vec::new()),
+            resyncs: std::sync::atomic::AtomicU64::new(0),
+        });
+        let core = MonitorCore::new(initial, debounce);
+        let task = tokio::spawn(drive(core, rx, shared.clone()));
+        (
+            Monitor {
+                shared,
+                tasks: Arc::new(Mutex::new(vec![AbortOnDrop(task)])),
+            },
+            tx,
+        )
+    }
+
+    /// A monitor driven by the caller: simulations inject the changes their
+    /// world makes, tests script them.
+    pub fn injected(initial: Snapshot, debounce: Debounce) -> (Monitor, Injector) {
+        let (m, tx) = Monitor::start(initial, debounce);
+        (m, Injector(tx))
+    }
+
+    /// A monitor that re-reads the whole state every `interval` with
+    /// `read` and reports the differences: for platforms without a native
+    /// source. It sees a change up to `interval` late and misses changes
+    /// undone within one interval.
+    pub fn polling<F>(
+        interval: Duration,
+        debounce: Debounce,
+        mut read: F,
+    ) -> Result<Monitor, std::io::Error>
+    where
+        F: FnMut() -> std::io::Result<Snapshot> + Send + 'static,
+    {
+        let initial = read()?;
+        let (m, tx) = Monitor::start(initial, debounce);
+        let poller = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match read() {
+                    Ok(s) => {
+                        if tx.send(Change::Resync(s)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "polling the network state failed"),
+                }
+            }
+        });
+        Ok(m.with_source(poller))
+    }
+
+    /// Watches the kernel of the calling thread's network namespace.
+    #[cfg(target_os = "linux")]
+    pub async fn linux(debounce: Debounce) -> Result<Monitor, MonitorError> {
+        Monitor::linux_with_buffer(debounce, None).await
+    }
+
+    /// [`Monitor::linux`] with the notification socket's receive buffer
+    /// set to `receive_buffer` bytes (small buffers overflow sooner; the
+    /// monitor then re-reads the whole state).
+    #[cfg(target_os = "linux")]
+    pub async fn linux_with_buffer(
+        debounce: Debounce,
+        receive_buffer: Option<usize>,
+    ) -> Result<Monitor, MonitorError> {
+        // Subscribe first, then dump: a change racing the dump is then
+        // both in the dump and in a notification, and applying it twice is
+        // harmless, where the other order could lose it.
+        let mut source = linux::LinuxSource::open(receive_buffer)?;
+        let initial = source.dump().await?;
+        let (m, tx) = Monitor::start(initial, debounce);
+        let reader = tokio::spawn(async move {
+            loop {
+                match source.next_changes().await {
+                    Ok(changes) => {
+                        for c in changes {
+                            if tx.send(c).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "network monitor stopped");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(m.with_source(reader))
+    }
+
+    fn with_source(self, source: tokio::task::JoinHandle<()>) -> Monitor {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(AbortOnDrop(source));
+        self
+    }
+
+    /// What is known now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot.borrow().clone()
+    }
+
+    /// How often the whole state was re-read (after a socket overflow, after
+    /// a change the kernel does not announce in full, or every poll).
+    pub fn resyncs(&self) -> u64 {
+        self.shared
+            .resyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A receiver that is woken whenever the snapshot changes.
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.shared.snapshot.subscribe()
+    }
+
+    /// Every event from now on.
+    pub fn events(&self) -> Events {
+        Events(self.shared.events.subscribe())
+    }
+
+    /// Every decision from now on.
+    pub fn decisions(&self) -> Decisions {
+        Decisions(self.shared.decisions.subscribe())
+    }
+
+    /// Calls `handler` for every event from now on, on the monitor's own
+    /// task, as soon as the change is known (the lowest-latency way to
+    /// hear of one). The handler must not block.
+    pub fn on_event(&self, handler: impl FnMut(&Event) + Send + 'static) {
+        self.shared
+            .callbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(handler));
+    }
+}
+
+async fn drive(
+    mut core: MonitorCore,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    shared: Arc<Shared>,
+) {
+    // The core runs on std Instants; tokio's clock drives the sleeps, so
+    // map between them from one origin (this keeps paused-time tests right).
+    let origin = (Instant::now(), std::time::Instant::now());
+    let to_std = |t: Instant| origin.1 + t.saturating_duration_since(origin.0);
+    let to_tokio = |t: std::time::Instant| origin.0 + t.saturating_duration_since(origin.1);
+    loop {
+        let deadline = core.poll_timeout().map(to_tokio);
+        tokio::select! {
+            change = changes.recv() => {
+                let Some(change) = change else { return };
+                if matches!(change, Change::Resync(_)) {
+                    shared.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let events = core.handle_change(&change, to_std(Instant::now()));
+                // Publish every change of state, also those no event names
+                // (a route over a downed interface going away).
+                shared.snapshot.send_if_modified(|s| {
+                    let changed = s != core.snapshot();
+                    if changed {
+                        *s = core.snapshot().clone();
+                    }
+                    changed
+                });
+                if !events.is_empty() {
+                    let mut callbacks = shared.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+                    for e in &events {
+                        for cb in callbacks.iter_mut() {
+                            cb(e);
+                        }
+                        let _ = shared.events.send(e.clone());
+                    }
+                }
+            }
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                core.handle_timeout(to_std(Instant::now()));
+            }
+        }
+        while let Some(d) = core.poll_decision() {
+            tracing::debug!(
+                path_changed = d.path_changed,
+                events = d.events.len(),
+                "network change decided"
+            );
+            let _ = shared.decisions.send(d);
+        }
+    }
+}

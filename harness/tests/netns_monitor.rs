@@ -1,0 +1,278 @@
+//! The engine's network monitor against a real kernel: random sequences of
+//! link, address and route changes in a lab namespace, carrier loss, a
+//! same-interface gateway change, and a socket overflow.
+
+mod common;
+
+use common::{control_runtime, netns_or_skip};
+use netmend::monitor::{diff, Debounce, Event, Family, Monitor, Snapshot};
+use netmend_harness::backend::netns::host::HostTask;
+use netmend_harness::backend::netns::lab::{Attachment, Lab, LabSpec};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A monitor running in the client's namespace, and a way to ask it for
+/// its snapshot next to a fresh dump of the kernel.
+struct Watched {
+    events: mpsc::Receiver<Event>,
+    ask: tokio::sync::mpsc::UnboundedSender<()>,
+    answers: mpsc::Receiver<(Snapshot, Snapshot, u64)>,
+    _task: HostTask,
+}
+
+fn watch(lab: &Lab, receive_buffer: Option<usize>) -> Watched {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (event_tx, events) = mpsc::channel();
+    let (ask, mut asks) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (answer_tx, answers) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    let task = HostTask::spawn(lab.namespace("client").unwrap(), "monitor", move || {
+        Ok(async move {
+            let monitor = Monitor::linux_with_buffer(Debounce::default(), receive_buffer)
+                .await
+                .expect("monitor");
+            monitor.on_event(move |e| {
+                let _ = event_tx.send(e.clone());
+            });
+            let dumper = netmend::monitor::linux::LinuxSource::open(None).expect("dump socket");
+            let _ = ready_tx.send(());
+            while asks.recv().await.is_some() {
+                let kernel = dumper.dump().await.expect("dump");
+                let _ = answer_tx.send((monitor.snapshot(), kernel, monitor.resyncs()));
+            }
+        })
+    })
+    .unwrap();
+    ready.recv_timeout(Duration::from_secs(5)).unwrap();
+    Watched {
+        events,
+        ask,
+        answers,
+        _task: task,
+    }
+}
+
+impl Watched {
+    fn state(&self) -> (Snapshot, Snapshot, u64) {
+        self.ask.send(()).unwrap();
+        self.answers.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    /// Waits until the monitor's snapshot equals the kernel's; returns the
+    /// kernel's state and every event seen meanwhile.
+    fn settle(&self, what: &str) -> (Snapshot, Vec<Event>) {
+        let t = Instant::now();
+        loop {
+            let (mine, kernel, _) = self.state();
+            if mine == kernel {
+                return (kernel, self.events.try_iter().collect());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "after {what}: the monitor is off the kernel by {:#?}\nroutes: {:?} vs {:?}\ninterfaces: {:?} vs {:?}",
+                diff(&mine, &kernel),
+                mine.default_routes,
+                kernel.default_routes,
+                mine.interfaces.values().collect::<Vec<_>>(),
+                kernel.interfaces.values().collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn lab_with_two_nics(rt: &tokio::runtime::Runtime) -> (Lab, Attachment, Attachment) {
+    let mut lab = rt
+        .block_on(Lab::build(&LabSpec {
+            router: "router".into(),
+            hosts: vec!["client".into(), "server".into()],
+        }))
+        .unwrap();
+    let nic0 = lab.attachment("client").unwrap().clone();
+    let nic1 = rt.block_on(lab.add_link("client")).unwrap();
+    (lab, nic0, nic1)
+}
+
+#[test]
+fn two_hundred_random_changes_are_each_reported_and_the_snapshot_stays_the_kernels() {
+    if !netns_or_skip("monitor random changes") {
+        return;
+    }
+    let rt = control_runtime();
+    let (lab, nic0, nic1) = lab_with_two_nics(&rt);
+    let watched = watch(&lab, None);
+    let (mut kernel, _) = watched.settle("start");
+    let nics = [nic0, nic1];
+    let mut rng = SmallRng::seed_from_u64(20261124);
+    let (mut changes, mut reported) = (0, 0);
+    for step in 0..300 {
+        let nic = &nics[rng.random_range(0..2)];
+        let index = kernel
+            .interfaces
+            .values()
+            .find(|i| i.name == nic.host_if)
+            .map(|i| i.index)
+            .unwrap();
+        let up = kernel.interfaces[&index].up;
+        let v6 = rng.random_bool(0.5);
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        let (gateway, prefix_len): (IpAddr, u8) = if v6 {
+            (nic.router_v6().into(), 64)
+        } else {
+            (nic.router_v4().into(), 24)
+        };
+        let pool = |host: u8| -> IpAddr {
+            if v6 {
+                Ipv6Addr::new(0x2001, 0xdb8, 0, nic.subnet.into(), 0, 0, 0, host.into()).into()
+            } else {
+                Ipv4Addr::new(198, 18, nic.subnet, host).into()
+            }
+        };
+        let present: Vec<IpAddr> = kernel
+            .addresses_on(index, family)
+            .map(|a| a.ip)
+            .filter(|ip| (10..30).any(|h| pool(h) == *ip))
+            .collect();
+        // Pick an operation that changes something in the current state.
+        let what = match rng.random_range(0..5) {
+            0 | 1 if present.len() < 6 || rng.random_bool(0.5) => {
+                let ip = pool(rng.random_range(10..30));
+                let _ = rt.block_on(lab.address_add("client", &nic.host_if, ip, prefix_len));
+                format!("add {ip} on {}", nic.host_if)
+            }
+            0 | 1 => {
+                let ip = present[rng.random_range(0..present.len())];
+                rt.block_on(lab.address_remove("client", &nic.host_if, ip))
+                    .unwrap();
+                format!("remove {ip} from {}", nic.host_if)
+            }
+            2 if up => {
+                rt.block_on(lab.default_route_replace("client", gateway, &nic.host_if))
+                    .unwrap();
+                format!("default via {gateway} on {}", nic.host_if)
+            }
+            3 if kernel.default_routes.iter().any(|r| r.family == family) => {
+                rt.block_on(lab.default_route_remove("client", v6)).unwrap();
+                format!("remove the {family:?} default route")
+            }
+            _ => {
+                rt.block_on(lab.set_link_up("client", &nic.host_if, !up))
+                    .unwrap();
+                format!("set {} {}", nic.host_if, if up { "down" } else { "up" })
+            }
+        };
+        let what = format!("step {step}: {what}");
+        let (after, events) = watched.settle(&what);
+        let expected = diff(&kernel, &after);
+        if !expected.is_empty() || after != kernel {
+            changes += 1;
+        }
+        for want in expected {
+            assert!(
+                events.contains(&want),
+                "{what}: {want:?} not reported in {events:?}"
+            );
+            reported += 1;
+        }
+        kernel = after;
+    }
+    assert!(
+        changes >= 200,
+        "only {changes} of 300 steps changed the state"
+    );
+    assert!(reported >= 200, "only {reported} events checked");
+}
+
+#[test]
+fn carrier_loss_and_a_same_interface_gateway_change_are_reported() {
+    if !netns_or_skip("monitor carrier and gateway") {
+        return;
+    }
+    let rt = control_runtime();
+    let (lab, nic0, _nic1) = lab_with_two_nics(&rt);
+    let watched = watch(&lab, None);
+    let (start, _) = watched.settle("start");
+    let index = start
+        .interfaces
+        .values()
+        .find(|i| i.name == nic0.host_if)
+        .map(|i| i.index)
+        .unwrap();
+
+    // The far end goes down: the client keeps IFF_UP but loses carrier.
+    rt.block_on(lab.set_link_up("router", &nic0.router_if, false))
+        .unwrap();
+    let t = Instant::now();
+    let down = loop {
+        let e = watched
+            .events
+            .recv_timeout(Duration::from_secs(3))
+            .expect("carrier loss reported");
+        if let Event::LinkDown(i) = e {
+            break i;
+        }
+    };
+    assert_eq!((down.index, down.up, down.carrier), (index, true, false));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    rt.block_on(lab.set_link_up("router", &nic0.router_if, true))
+        .unwrap();
+    let up = loop {
+        if let Event::LinkUp(i) = watched.events.recv_timeout(Duration::from_secs(3)).unwrap() {
+            break i;
+        }
+    };
+    assert_eq!((up.index, up.carrier), (index, true));
+    watched.settle("carrier back");
+
+    // Same interface, new gateway.
+    let gw2: IpAddr = Ipv4Addr::new(198, 18, nic0.subnet, 254).into();
+    rt.block_on(lab.address_add("router", &nic0.router_if, gw2, 24))
+        .unwrap();
+    rt.block_on(lab.default_route_replace("client", gw2, &nic0.host_if))
+        .unwrap();
+    let (_, events) = watched.settle("gateway change");
+    let changed = events.iter().find_map(|e| match e {
+        Event::DefaultRouteChanged { from, to } => Some((*from, *to)),
+        _ => None,
+    });
+    let (from, to) = changed.unwrap_or_else(|| panic!("no gateway change in {events:?}"));
+    assert_eq!(from.gateway, Some(nic0.router_v4().into()));
+    assert_eq!((to.gateway, to.interface), (Some(gw2), index));
+}
+
+#[test]
+fn an_overflowing_socket_is_resynced_from_a_fresh_dump() {
+    if !netns_or_skip("monitor overflow") {
+        return;
+    }
+    let rt = control_runtime();
+    let (lab, nic0, _) = lab_with_two_nics(&rt);
+    // The smallest buffer the kernel allows: a burst must overflow it.
+    let watched = watch(&lab, Some(1));
+    watched.settle("start");
+    // A burst from one `ip -batch`, faster than the monitor reads.
+    let mut batch = String::new();
+    for k in 0..250u32 {
+        batch.push_str(&format!(
+            "address add 2001:db8:0:{}::{:x}/64 dev {}\n",
+            nic0.subnet,
+            0x100 + k,
+            nic0.host_if
+        ));
+    }
+    lab.exec("client", &["ip", "-batch", "-"], Some(batch.as_bytes()))
+        .unwrap();
+    let (kernel, _) = watched.settle("a burst of 250 addresses");
+    assert!(kernel.addresses.len() >= 250);
+    let (_, _, resyncs) = watched.state();
+    assert!(
+        resyncs >= 1,
+        "the burst overflowed the socket and was re-read"
+    );
+}
