@@ -13,11 +13,14 @@
 //! * [`monitor`]: network-change detection — interfaces, carrier,
 //!   addresses, default routes — as typed events and one coalesced decision
 //!   per burst of changes.
+//! * [`gate`]: the routability gate — after a change, wait for an address,
+//!   a route with carrier and a successful probe before using the path.
 //!
 //! Protocol logic is sans-IO ([`session::proto::SessionCore`]); the tokio
 //! drivers run it over `tokio::net`, `turmoil::net` or any other stream.
 #![warn(missing_docs)]
 
+pub mod gate;
 pub mod monitor;
 pub mod reconnect;
 pub mod session;

@@ -335,3 +335,130 @@ async fn zero_copy_writes_mix_with_copied_ones_across_resets() {
     assert!(received == data, "exact bytes, in order");
     assert!(session.stats().protocol.resumes >= 4);
 }
+
+mod with_monitor {
+    use super::*;
+    use netmend::gate::GateConfig;
+    use netmend::monitor::{
+        Address, Change, Debounce, DefaultRoute, Family, Injector, Interface, Monitor, Snapshot,
+    };
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const ETH0: u32 = 2;
+
+    fn route_via(last: u8) -> DefaultRoute {
+        DefaultRoute {
+            family: Family::V4,
+            gateway: Some(IpAddr::V4(Ipv4Addr::new(198, 18, 1, last))),
+            interface: ETH0,
+            metric: 0,
+        }
+    }
+
+    fn online() -> Snapshot {
+        let mut s = Snapshot::default();
+        s.apply(&Change::Link(Interface {
+            index: ETH0,
+            name: "eth0".into(),
+            up: true,
+            carrier: true,
+        }));
+        s.apply(&Change::AddressAdded(Address {
+            interface: ETH0,
+            ip: IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)),
+            prefix_len: 24,
+        }));
+        s.apply(&Change::DefaultRouteAdded(route_via(1)));
+        s
+    }
+
+    async fn monitored_session(addr: SocketAddr) -> (Session, Injector) {
+        let (monitor, injector) = Monitor::injected(
+            online(),
+            Debounce {
+                quiet: Duration::from_millis(30),
+                max_delay: Duration::from_millis(200),
+            },
+        );
+        let session = SessionBuilder::new()
+            .policy(fast_policy())
+            .monitor(monitor)
+            .gate(GateConfig {
+                probe_interval: Duration::from_millis(20),
+                max_probe_interval: Duration::from_millis(100),
+                probe_timeout: Duration::from_millis(500),
+                deadline: Duration::from_secs(10),
+            })
+            .connect(move || TcpStream::connect(addr))
+            .await
+            .unwrap();
+        (session, injector)
+    }
+
+    async fn wait_links(session: &Session, n: u32) {
+        let t = tokio::time::Instant::now();
+        while session.stats().protocol.links_established < n {
+            assert!(t.elapsed() < Duration::from_secs(5), "no new transport");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_change_rebinds_a_healthy_transport_and_loses_nothing() {
+        let (addr, _acceptor, mut got, _) = server(Config::default()).await;
+        let (mut session, injector) = monitored_session(addr).await;
+        let data = pattern(1 << 20);
+        session.write_all(&data[..400_000]).await.unwrap();
+        // The gateway moves: the old transport never failed, yet the
+        // session must leave it for the new path.
+        injector.send(Change::DefaultRouteReplaced(route_via(254)));
+        wait_links(&session, 2).await;
+        session.write_all(&data[400_000..]).await.unwrap();
+        session.shutdown().await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), data);
+        assert_eq!(session.stats().connect_attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn the_gate_makes_no_attempt_while_there_is_no_route() {
+        let (addr, _acceptor, mut got, _) = server(Config::default()).await;
+        let (mut session, injector) = monitored_session(addr).await;
+        let data = pattern(300_000);
+        session.write_all(&data[..100_000]).await.unwrap();
+        injector.send(Change::DefaultRouteRemoved(route_via(1)));
+        // The change is decided, the transport dropped, and then nothing:
+        // no route, no attempt, however long it lasts.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(session.stats().connect_attempts, 1);
+        session.write_all(&data[100_000..200_000]).await.unwrap();
+        injector.send(Change::DefaultRouteAdded(route_via(1)));
+        wait_links(&session, 2).await;
+        assert_eq!(session.stats().connect_attempts, 2, "one probe, at once");
+        session.write_all(&data[200_000..]).await.unwrap();
+        session.shutdown().await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_flap_that_ends_where_it_began_does_not_churn() {
+        let (addr, _acceptor, mut got, _) = server(Config::default()).await;
+        let (mut session, injector) = monitored_session(addr).await;
+        let data = pattern(200_000);
+        session.write_all(&data[..100_000]).await.unwrap();
+        for carrier in [false, true, false, true, false, true] {
+            injector.send(Change::Link(Interface {
+                index: ETH0,
+                name: "eth0".into(),
+                up: true,
+                carrier,
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        session.write_all(&data[100_000..]).await.unwrap();
+        session.shutdown().await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), data);
+        assert_eq!(session.stats().connect_attempts, 1);
+        assert_eq!(session.stats().protocol.links_established, 1);
+    }
+}

@@ -77,6 +77,17 @@ pub struct Monitor {
     tasks: Arc<Mutex<Vec<AbortOnDrop>>>,
 }
 
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.shared.snapshot.borrow();
+        f.debug_struct("Monitor")
+            .field("interfaces", &s.interfaces.len())
+            .field("addresses", &s.addresses.len())
+            .field("default_interface", &s.default_interface())
+            .finish()
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
