@@ -273,6 +273,8 @@ impl GateDriver {
             }
             let wake = self.gate.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
+                // Fixed order: simulations must replay exactly from their seed.
+                biased;
                 changed = self.watch.changed() => {
                     if changed.is_err() {
                         // The monitor stopped: keep probing on what we knew.

@@ -487,7 +487,7 @@ fn default_route_remove_gateway_change_and_interface_change() {
     assert_eq!(client.connect(rig.server_addr(false)), done(b""));
 
     // Interface change: a second NIC, and the default route moves to it.
-    let nic1 = rig.rt.block_on(rig.lab.add_link("client")).unwrap();
+    let nic1 = rig.rt.block_on(rig.lab.add_link("client", false)).unwrap();
     rig.rt
         .block_on(
             rig.lab

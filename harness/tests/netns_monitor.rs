@@ -95,7 +95,7 @@ fn lab_with_two_nics(rt: &tokio::runtime::Runtime) -> (Lab, Attachment, Attachme
         }))
         .unwrap();
     let nic0 = lab.attachment("client").unwrap().clone();
-    let nic1 = rt.block_on(lab.add_link("client")).unwrap();
+    let nic1 = rt.block_on(lab.add_link("client", false)).unwrap();
     (lab, nic0, nic1)
 }
 

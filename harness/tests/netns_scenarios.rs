@@ -136,7 +136,7 @@ fn no_address_outside_the_lab_ranges_appears_in_any_namespace() {
         let rt = control_runtime();
         rt.block_on(async {
             let mut lab = Lab::build(&lab_spec(&s)).await.unwrap();
-            lab.add_link("client").await.unwrap();
+            lab.add_link("client", false).await.unwrap();
             check_all(&lab).await;
             let actions = schedule(&s);
             let net = NetnsNet::new(HashMap::new(), Instant::now(), ip == "ipv6");

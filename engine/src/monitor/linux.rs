@@ -110,6 +110,8 @@ impl LinuxSource {
     pub async fn next_changes(&mut self) -> Result<Vec<Change>, MonitorError> {
         let resync_at = self.resync_at;
         let received = tokio::select! {
+            // Fixed order: simulations must replay exactly from their seed.
+            biased;
             r = self.socket.recv_from_full() => r,
             () = async {
                 match resync_at {

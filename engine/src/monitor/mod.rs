@@ -306,6 +306,8 @@ async fn drive(
     loop {
         let deadline = core.poll_timeout().map(to_tokio);
         tokio::select! {
+            // Fixed order: simulations must replay exactly from their seed.
+            biased;
             change = changes.recv() => {
                 let Some(change) = change else { return };
                 if matches!(change, Change::Resync(_)) {

@@ -7,6 +7,8 @@ pub mod sim;
 use crate::scenario::{Direction, Fault, HostRole, Scenario, WorkloadKind};
 use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
+use netmend::gate::GateConfig;
+use netmend::monitor::Debounce;
 use netmend::session::Config;
 use netmend::Policy;
 use serde::Serialize;
@@ -86,10 +88,25 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         max_outage: Some(s.expect.deadline.0),
         ..p
     };
+    let follow = m.monitor.then(|| {
+        let debounce = Debounce {
+            quiet: m.debounce.map_or(Debounce::default().quiet, |d| d.0),
+            ..Debounce::default()
+        };
+        let g = GateConfig::default();
+        let gate = GateConfig {
+            probe_interval: m.probe_interval.map_or(g.probe_interval, |d| d.0),
+            max_probe_interval: m.max_probe_interval.map_or(g.max_probe_interval, |d| d.0),
+            probe_timeout: m.probe_timeout.map_or(g.probe_timeout, |d| d.0),
+            deadline: s.expect.deadline.0,
+        };
+        (debounce, gate)
+    });
     MitigationSpec {
         config,
         policy,
         seed,
+        follow,
     }
 }
 
@@ -164,6 +181,26 @@ pub enum Action {
         /// Removed (`true`) or restored.
         lost: bool,
     },
+    /// Move the client's default route to its second NIC (new address)
+    /// and take the first away; `routable`: whether the new path carries
+    /// traffic yet.
+    NicSwap {
+        /// Carries traffic at once.
+        routable: bool,
+    },
+    /// Change the client's gateway on the same interface; the new gateway
+    /// knows none of the old flows.
+    GatewayChange {
+        /// Carries traffic at once.
+        routable: bool,
+    },
+    /// The new path (after a swap or gateway change) starts carrying traffic.
+    Routable,
+    /// The client's carrier goes (`lost`) or comes back.
+    Carrier {
+        /// Gone (`true`) or back.
+        lost: bool,
+    },
 }
 
 /// The scenario's faults as a time-ordered list of changes.
@@ -214,6 +251,28 @@ pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
                 }),
             ),
             Fault::AddressChange { host, .. } => (Action::AddressChange { host: *host }, None),
+            Fault::NicSwap { routable_after, .. } => (
+                Action::NicSwap {
+                    routable: routable_after.map_or(true, |d| d.0.is_zero()),
+                },
+                Some(Action::Routable),
+            ),
+            Fault::GatewayChange { routable_after, .. } => (
+                Action::GatewayChange {
+                    routable: routable_after.map_or(true, |d| d.0.is_zero()),
+                },
+                Some(Action::Routable),
+            ),
+            Fault::LinkFlap {
+                at, count, period, ..
+            } => {
+                for i in 0..*count {
+                    let start = at.0 + period.0 * i;
+                    out.push((start, Action::Carrier { lost: true }));
+                    out.push((start + period.0 / 2, Action::Carrier { lost: false }));
+                }
+                continue;
+            }
             Fault::RouteLoss { host, .. } => (
                 Action::RouteLoss {
                     host: *host,
@@ -227,7 +286,9 @@ pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
         };
         out.push((f.at().0, start));
         if let (Some(d), Some(end)) = (f.duration(), end) {
-            out.push((f.at().0 + d.0, end));
+            if !d.0.is_zero() {
+                out.push((f.at().0 + d.0, end));
+            }
         }
     }
     // Stable: simultaneous actions keep file order.
@@ -274,4 +335,10 @@ pub fn unsupported(backend: BackendKind, s: &Scenario) -> Option<String> {
         }
         _ => None,
     })
+}
+
+/// How the naive client of `s` behaves: it follows change notifications
+/// when the scenario's engine policy does.
+pub fn baseline_follows(s: &Scenario) -> Option<Debounce> {
+    mitigation_spec(s, 0).follow.map(|(d, _)| d)
 }

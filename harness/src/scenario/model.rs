@@ -238,6 +238,36 @@ pub enum Fault {
         /// Which host.
         host: HostRole,
     },
+    /// The client's default route moves from its first NIC to a second one
+    /// with a new address, and the first NIC goes away (Wi-Fi to Ethernet,
+    /// a new access network). With `routable_after`, addresses and routes
+    /// are right at once but traffic over the new NIC is dropped for that
+    /// long (a network that needs seconds before it carries traffic).
+    NicSwap {
+        /// When.
+        at: Dur,
+        /// How long the new path drops traffic after the swap.
+        routable_after: Option<Dur>,
+    },
+    /// The client's default gateway changes on the same interface (router
+    /// failover, a DHCP renewal naming another router); the new gateway has
+    /// no state for flows the old one carried.
+    GatewayChange {
+        /// When.
+        at: Dur,
+        /// How long the new gateway drops traffic after the change.
+        routable_after: Option<Dur>,
+    },
+    /// The client's carrier drops and returns `count` times, one flap every
+    /// `period` (down for half of it).
+    LinkFlap {
+        /// When the first flap starts.
+        at: Dur,
+        /// Flaps.
+        count: u32,
+        /// Length of one flap.
+        period: Dur,
+    },
 }
 
 impl Fault {
@@ -252,7 +282,10 @@ impl Fault {
             | Fault::Bandwidth { at, .. }
             | Fault::LinkDown { at, .. }
             | Fault::AddressChange { at, .. }
-            | Fault::RouteLoss { at, .. } => *at,
+            | Fault::RouteLoss { at, .. }
+            | Fault::NicSwap { at, .. }
+            | Fault::GatewayChange { at, .. }
+            | Fault::LinkFlap { at, .. } => *at,
         }
     }
 
@@ -267,6 +300,10 @@ impl Fault {
             Fault::Latency { duration, .. }
             | Fault::Loss { duration, .. }
             | Fault::Bandwidth { duration, .. } => *duration,
+            Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } => {
+                *routable_after
+            }
+            Fault::LinkFlap { count, period, .. } => Some(Dur(period.0 * *count)),
         }
     }
 
@@ -287,6 +324,9 @@ impl Fault {
             Fault::LinkDown { .. } => "link-down",
             Fault::AddressChange { .. } => "address-change",
             Fault::RouteLoss { .. } => "route-loss",
+            Fault::NicSwap { .. } => "nic-swap",
+            Fault::GatewayChange { .. } => "gateway-change",
+            Fault::LinkFlap { .. } => "link-flap",
         }
     }
 }
@@ -330,6 +370,24 @@ pub struct Mitigation {
     /// Replay buffer size in bytes.
     #[serde(default)]
     pub replay_buffer: Option<usize>,
+    /// Follow network changes (`netmend::monitor`) and reconnect through
+    /// the routability gate. The baseline of such a scenario is the naive
+    /// change-aware client: it drops its connection and reconnects in a
+    /// blind loop on every change notification.
+    #[serde(default)]
+    pub monitor: bool,
+    /// Quiet time that ends a burst of changes (monitor).
+    #[serde(default)]
+    pub debounce: Option<Dur>,
+    /// First spacing of gate probes (monitor).
+    #[serde(default)]
+    pub probe_interval: Option<Dur>,
+    /// Cap on the spacing of gate probes (monitor).
+    #[serde(default)]
+    pub max_probe_interval: Option<Dur>,
+    /// Time allowed for one gate probe (monitor).
+    #[serde(default)]
+    pub probe_timeout: Option<Dur>,
 }
 
 /// A failure symptom a run can show.
@@ -447,6 +505,12 @@ pub enum FaultKind {
     AddressChange,
     /// See [`Fault::RouteLoss`].
     RouteLoss,
+    /// See [`Fault::NicSwap`].
+    NicSwap,
+    /// See [`Fault::GatewayChange`].
+    GatewayChange,
+    /// See [`Fault::LinkFlap`].
+    LinkFlap,
 }
 
 impl FaultKind {
@@ -462,6 +526,9 @@ impl FaultKind {
             FaultKind::LinkDown => "link-down",
             FaultKind::AddressChange => "address-change",
             FaultKind::RouteLoss => "route-loss",
+            FaultKind::NicSwap => "nic-swap",
+            FaultKind::GatewayChange => "gateway-change",
+            FaultKind::LinkFlap => "link-flap",
         }
     }
 }
@@ -487,6 +554,12 @@ pub struct RawFault {
     rate: Option<u64>,
     #[serde(default)]
     host: Option<HostRole>,
+    #[serde(default)]
+    routable_after: Option<Dur>,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    period: Option<Dur>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -498,7 +571,12 @@ impl TryFrom<RawFault> for Fault {
         let need = |field: &str| format!("a {kind} fault needs `{field}`");
         // Which optional fields each kind takes.
         let takes = |field: &str| match field {
-            "duration" => !matches!(r.kind, K::Reset | K::AddressChange),
+            "duration" => !matches!(
+                r.kind,
+                K::Reset | K::AddressChange | K::NicSwap | K::GatewayChange | K::LinkFlap
+            ),
+            "routable_after" => matches!(r.kind, K::NicSwap | K::GatewayChange),
+            "count" | "period" => r.kind == K::LinkFlap,
             "direction" => r.kind == K::Partition,
             "latency" | "jitter" => r.kind == K::Latency,
             "probability" => r.kind == K::Loss,
@@ -514,6 +592,9 @@ impl TryFrom<RawFault> for Fault {
             ("probability", r.probability.is_some()),
             ("rate", r.rate.is_some()),
             ("host", r.host.is_some()),
+            ("routable_after", r.routable_after.is_some()),
+            ("count", r.count.is_some()),
+            ("period", r.period.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes(f)) {
             return Err(format!("`{field}` does not apply to a {kind} fault"));
@@ -578,6 +659,29 @@ impl TryFrom<RawFault> for Fault {
                 duration: positive(r.duration)?,
                 host,
             },
+            K::NicSwap => Fault::NicSwap {
+                at: r.at,
+                routable_after: r.routable_after,
+            },
+            K::GatewayChange => Fault::GatewayChange {
+                at: r.at,
+                routable_after: r.routable_after,
+            },
+            K::LinkFlap => {
+                let count = r.count.ok_or_else(|| need("count"))?;
+                let period = r.period.ok_or_else(|| need("period"))?;
+                if count == 0 || count > 100 {
+                    return Err("`count` must be between 1 and 100".into());
+                }
+                if period.0 < Duration::from_millis(2) {
+                    return Err("`period` must be at least 2ms".into());
+                }
+                Fault::LinkFlap {
+                    at: r.at,
+                    count,
+                    period,
+                }
+            }
         })
     }
 }

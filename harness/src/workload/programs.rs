@@ -4,6 +4,8 @@
 
 use super::pattern;
 use super::Recorder;
+use netmend::gate::GateConfig;
+use netmend::monitor::{Debounce, Events, Monitor};
 use netmend::session::{Accepted, Acceptor, Config, SessionBuilder};
 use netmend::Policy;
 use std::future::Future;
@@ -29,6 +31,9 @@ pub trait Net: Clone + Send + Sync + 'static {
     fn accept(l: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Time since the run started (virtual on sim).
     fn now(&self) -> Duration;
+    /// A network monitor for the calling host (the kernel's on netns, one
+    /// the simulation drives on sim); `None` if it cannot be had.
+    fn monitor(&self, debounce: Debounce) -> impl Future<Output = Option<Monitor>> + Send;
 }
 
 /// What the client sends and how.
@@ -46,6 +51,10 @@ pub struct StreamSpec {
     pub rate: Option<u64>,
     /// Time allowed for one connect.
     pub connect_timeout: Duration,
+    /// The naive client follows network changes: it drops its connection
+    /// and reconnects on every change notification (what programs that
+    /// subscribe to connectivity notifications typically do).
+    pub follow_changes: Option<Debounce>,
 }
 
 /// Pause of the naive client between reconnects: what a typical blind retry
@@ -67,6 +76,11 @@ async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
 pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     let mut offset = 0u64;
     let mut buf = vec![0u8; spec.chunk];
+    let monitor = match spec.follow_changes {
+        Some(debounce) => net.monitor(debounce).await,
+        None => None,
+    };
+    let mut changes = monitor.as_ref().map(Monitor::events);
     loop {
         rec.attempt();
         let connected =
@@ -86,10 +100,23 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
         };
         let mut failed = false;
         while offset < spec.total {
-            pace(&net, &spec, offset).await;
             let n = (spec.total - offset).min(spec.chunk as u64) as usize;
             pattern::fill(offset, &mut buf[..n]);
-            match stream.write(&buf[..n]).await {
+            let step = async {
+                pace(&net, &spec, offset).await;
+                stream.write(&buf[..n]).await
+            };
+            let written = tokio::select! {
+                // Fixed order: simulations must replay exactly from their seed.
+                biased;
+                r = step => r,
+                () = next_change(&mut changes) => {
+                    tracing::debug!(offset, "baseline: the network changed, reconnecting");
+                    failed = true;
+                    break;
+                }
+            };
+            match written {
                 Ok(k) => {
                     offset += k as u64;
                     rec.wrote(net.now(), offset);
@@ -110,6 +137,18 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
             return;
         }
         tokio::time::sleep(NAIVE_RETRY).await;
+    }
+}
+
+/// The next change notification; never, without a monitor.
+async fn next_change(changes: &mut Option<Events>) {
+    match changes {
+        Some(events) => {
+            if events.next().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -142,6 +181,9 @@ pub struct MitigationSpec {
     pub policy: Policy,
     /// Jitter seed.
     pub seed: u64,
+    /// Follow network changes through a monitor, reconnecting through the
+    /// routability gate.
+    pub follow: Option<(Debounce, GateConfig)>,
 }
 
 /// The mitigated client: the same writes through a resumable session.
@@ -151,13 +193,20 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
         let (net, host) = (n2.clone(), host.clone());
         async move { net.connect(&host, port).await }
     };
-    let mut session = match SessionBuilder::new()
+    let mut builder = SessionBuilder::new()
         .config(m.config)
         .policy(m.policy)
-        .rng_seed(m.seed)
-        .connect(connector)
-        .await
-    {
+        .rng_seed(m.seed);
+    if let Some((debounce, gate)) = m.follow {
+        match net.monitor(debounce).await {
+            Some(monitor) => builder = builder.monitor(monitor).gate(gate),
+            None => {
+                rec.client_failed("the backend offers no network monitor".into());
+                return;
+            }
+        }
+    }
+    let mut session = match builder.connect(connector).await {
         Ok(s) => s,
         Err(e) => {
             rec.client_failed(e.to_string());

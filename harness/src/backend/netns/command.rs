@@ -1,7 +1,7 @@
 //! Runs a command workload: the user's program in the client's namespace,
 //! the built-in HTTP server in the server's, the fault schedule in between.
 
-use super::faults::PathFaults;
+use super::faults::{self, PathFaults};
 use super::host::HostTask;
 use super::lab::Lab;
 use super::{lab_spec, poll_interval, LabError, NetnsNet};
@@ -47,7 +47,8 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
 
 async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError> {
     let topo = &s.topology;
-    let lab = Lab::build(&lab_spec(s)).await?;
+    let mut lab = Lab::build(&lab_spec(s)).await?;
+    faults::prepare(&mut lab, s).await?;
     let v6 = topo.ip == IpVersion::Ipv6;
     let server_ip = lab.attachment(&topo.server)?.host_addr(v6);
     let client_ip = lab.attachment(&topo.client)?.host_addr(v6);

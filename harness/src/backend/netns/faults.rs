@@ -6,7 +6,7 @@ use super::firewall::PathRules;
 use super::lab::{Attachment, Lab};
 use super::{LabError, NetnsNet};
 use crate::backend::Action;
-use crate::scenario::{HostRole, IpVersion, Scenario};
+use crate::scenario::{Fault, HostRole, IpVersion, Scenario};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -186,6 +186,46 @@ impl<'a> PathFaults<'a> {
                 );
                 Ok(())
             }
+            Action::NicSwap { routable } => {
+                let (name, old) = self.client.clone();
+                let new = lab
+                    .attachments()
+                    .iter()
+                    .find(|a| a.host == name && a.host_if != old.host_if)
+                    .cloned()
+                    .ok_or_else(|| LabError::BadName("the client has no second NIC".into()))?;
+                lab.configure_host_side(&new).await?;
+                lab.default_route_replace(&name, new.router_v4().into(), &new.host_if)
+                    .await?;
+                lab.default_route_replace(&name, new.router_v6().into(), &new.host_if)
+                    .await?;
+                lab.remove_link(&name, &old.host_if).await?;
+                self.rules.forget();
+                if !routable {
+                    self.rules.hold(Some(&new.router_if));
+                }
+                self.client.1 = new;
+                apply_rules(lab, &self.rules)
+            }
+            Action::GatewayChange { routable } => {
+                let (name, a) = self.client.clone();
+                let (gw4, gw6) = second_gateway(&a);
+                lab.default_route_replace(&name, gw4, &a.host_if).await?;
+                lab.default_route_replace(&name, gw6, &a.host_if).await?;
+                self.rules.forget();
+                if !routable {
+                    self.rules.hold(Some(&a.router_if));
+                }
+                apply_rules(lab, &self.rules)
+            }
+            Action::Routable => {
+                self.rules.hold(None);
+                apply_rules(lab, &self.rules)
+            }
+            Action::Carrier { lost } => {
+                let router_if = self.client.1.router_if.clone();
+                lab.set_link_up(lab.router(), &router_if, !lost).await
+            }
             Action::RouteLoss { host, lost } => {
                 let (name, a) = self.host(*host).clone();
                 if *lost {
@@ -214,6 +254,36 @@ impl<'a> PathFaults<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// The second gateway of a link (`.254`, `::fe`): the router answers there
+/// too, standing in for another router on the same segment.
+pub fn second_gateway(a: &Attachment) -> (IpAddr, IpAddr) {
+    (
+        Ipv4Addr::new(198, 18, a.subnet, 254).into(),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, a.subnet.into(), 0, 0, 0, 0xfe).into(),
+    )
+}
+
+/// Prepares what the schedule's network changes need: a standby second NIC
+/// on the client (NIC swap), a second gateway address on the client's link
+/// (gateway change).
+pub async fn prepare(lab: &mut Lab, s: &Scenario) -> Result<(), LabError> {
+    let client = s.topology.client.as_str();
+    if s.faults.iter().any(|f| matches!(f, Fault::NicSwap { .. })) {
+        lab.add_link(client, true).await?;
+    }
+    if s.faults
+        .iter()
+        .any(|f| matches!(f, Fault::GatewayChange { .. }))
+    {
+        let a = lab.attachment(client)?.clone();
+        let (gw4, gw6) = second_gateway(&a);
+        let router = lab.router().to_string();
+        lab.address_add(&router, &a.router_if, gw4, 24).await?;
+        lab.address_add(&router, &a.router_if, gw6, 64).await?;
+    }
+    Ok(())
 }
 
 /// Replaces the router's path table.

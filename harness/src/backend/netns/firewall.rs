@@ -42,6 +42,8 @@ pub struct PathRules {
     ended: Vec<Fate>,
     blackhole: bool,
     partition: Option<Direction>,
+    /// An interface whose traffic is dropped (a network not routable yet).
+    held: Option<String>,
 }
 
 impl PathRules {
@@ -54,6 +56,7 @@ impl PathRules {
             ended: Vec::new(),
             blackhole: false,
             partition: None,
+            held: None,
         }
     }
 
@@ -74,6 +77,19 @@ impl PathRules {
             self.end_epoch(Fate::Forgotten);
         }
         self.blackhole = on;
+    }
+
+    /// The router loses the state of every flow it carries (the client is
+    /// now behind another gateway): they are dropped from now on, new flows
+    /// pass.
+    pub fn forget(&mut self) {
+        self.end_epoch(Fate::Forgotten);
+    }
+
+    /// Drops everything through `interface` (`None` lifts it): routes and
+    /// addresses look right, nothing gets through.
+    pub fn hold(&mut self, interface: Option<&str>) {
+        self.held = interface.map(str::to_string);
     }
 
     /// Starts (`Some`) or heals (`None`) a partition of the client's link.
@@ -107,6 +123,10 @@ impl PathRules {
                 let _ = writeln!(s, "    oifname \"{client}\" drop");
             }
             None => {}
+        }
+        if let Some(held) = &self.held {
+            let _ = writeln!(s, "    iifname \"{held}\" drop");
+            let _ = writeln!(s, "    oifname \"{held}\" drop");
         }
         if self.blackhole {
             let _ = writeln!(s, "    drop");
@@ -153,6 +173,18 @@ mod tests {
         assert!(s.contains("ct mark 1 drop\n"));
         assert!(!s.contains("reject"));
         assert!(s.contains("ct mark set 2\n"));
+    }
+
+    #[test]
+    fn a_held_interface_drops_both_ways_and_forgetting_drops_old_flows_silently() {
+        let mut p = PathRules::new("c0");
+        p.hold(Some("c1"));
+        p.forget();
+        let s = p.script();
+        assert!(s.contains("iifname \"c1\" drop\n") && s.contains("oifname \"c1\" drop\n"));
+        assert!(s.contains("ct mark 1 drop\n") && !s.contains("reject"));
+        p.hold(None);
+        assert!(!p.script().contains("c1"));
     }
 
     #[test]

@@ -124,6 +124,17 @@ impl Drop for LiveGuard {
     }
 }
 
+/// How a new link's host end starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostSide {
+    /// Up, addressed, default routes through it.
+    Primary,
+    /// Up and addressed.
+    Secondary,
+    /// Down and unaddressed.
+    Standby,
+}
+
 /// A built lab. Dropping it removes everything it created.
 pub struct Lab {
     /// Keeps the prefix registered for the Ctrl-C handler until removal.
@@ -176,7 +187,7 @@ impl Lab {
             let subnet =
                 u8::try_from(i + 1).map_err(|_| LabError::BadName("more than 255 hosts".into()))?;
             lab.add_node(host, false)?;
-            lab.attach(host, subnet, "eth0").await?;
+            lab.attach(host, subnet, "eth0", HostSide::Primary).await?;
         }
         Ok(lab)
     }
@@ -225,7 +236,10 @@ impl Lab {
     /// Gives `host` one more link to the router (its next NIC, `nm-eth1`,
     /// …) on a fresh subnet, with addresses but without touching the host's
     /// default routes: what plugging in a second interface does.
-    pub async fn add_link(&mut self, host: &str) -> Result<Attachment, LabError> {
+    ///
+    /// With `standby`, the host's end stays down and unaddressed until
+    /// [`Lab::configure_host_side`] (a NIC waiting for its network).
+    pub async fn add_link(&mut self, host: &str, standby: bool) -> Result<Attachment, LabError> {
         let nics = self.attachments.iter().filter(|a| a.host == host).count();
         let subnet = self
             .attachments
@@ -235,15 +249,51 @@ impl Lab {
             .unwrap_or(0)
             .checked_add(1)
             .ok_or_else(|| LabError::BadName("no subnet left".into()))?;
-        self.attach(host, subnet, &format!("eth{nics}")).await?;
+        let side = if standby {
+            HostSide::Standby
+        } else {
+            HostSide::Secondary
+        };
+        self.attach(host, subnet, &format!("eth{nics}"), side)
+            .await?;
         self.attachments
             .last()
             .cloned()
             .ok_or_else(|| LabError::BadName("link vanished".into()))
     }
 
-    async fn attach(&mut self, host: &str, subnet: u8, nic: &str) -> Result<(), LabError> {
-        let primary = nic == "eth0";
+    /// Brings a standby NIC (see [`Lab::add_link`]) up with its addresses,
+    /// as a host does when it joins the network behind it.
+    pub async fn configure_host_side(&self, a: &Attachment) -> Result<(), LabError> {
+        self.set_link_up(&a.host, &a.host_if, true).await?;
+        self.address_add(&a.host, &a.host_if, a.host_v4().into(), 24)
+            .await?;
+        self.address_add(&a.host, &a.host_if, a.host_v6().into(), 64)
+            .await?;
+        let router_mac = self.mac(&self.router, &a.router_if).await?;
+        self.pin_neighbour(&a.host, &a.host_if, a.router_v6().into(), &router_mac)
+            .await
+    }
+
+    /// Deletes an interface (and with a veth, its peer): the NIC is gone.
+    pub async fn remove_link(&self, node: &str, ifname: &str) -> Result<(), LabError> {
+        let index = self.link_index(node, ifname).await?;
+        self.node(node)?
+            .handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(netlink(format!("delete {ifname} in {node}")))
+    }
+
+    async fn attach(
+        &mut self,
+        host: &str,
+        subnet: u8,
+        nic: &str,
+        side: HostSide,
+    ) -> Result<(), LabError> {
         let a = Attachment {
             host: host.to_string(),
             host_if: if_name(nic),
@@ -271,18 +321,13 @@ impl Lab {
             .await?;
         self.address_add(&router_name, &a.router_if, a.router_v6().into(), 64)
             .await?;
-        self.set_link_up(host, &a.host_if, true).await?;
-        self.address_add(host, &a.host_if, a.host_v4().into(), 24)
-            .await?;
-        self.address_add(host, &a.host_if, a.host_v6().into(), 64)
-            .await?;
-        let router_mac = self.mac(&router_name, &a.router_if).await?;
         let host_mac = self.mac(host, &a.host_if).await?;
         self.pin_neighbour(&router_name, &a.router_if, a.host_v6().into(), &host_mac)
             .await?;
-        self.pin_neighbour(host, &a.host_if, a.router_v6().into(), &router_mac)
-            .await?;
-        if primary {
+        if side != HostSide::Standby {
+            self.configure_host_side(&a).await?;
+        }
+        if side == HostSide::Primary {
             self.default_route_replace(host, a.router_v4().into(), &a.host_if)
                 .await?;
             self.default_route_replace(host, a.router_v6().into(), &a.host_if)

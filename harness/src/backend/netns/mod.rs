@@ -20,13 +20,14 @@ pub mod host;
 pub mod lab;
 pub mod namespace;
 
-use super::{mitigation_spec, schedule, BackendError, Variant};
+use super::{baseline_follows, mitigation_spec, schedule, BackendError, Variant};
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use faults::PathFaults;
 use host::HostTask;
 use lab::{Lab, LabSpec};
+use netmend::monitor::{Debounce, Monitor};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -234,6 +235,17 @@ impl Net for NetnsNet {
     fn now(&self) -> Duration {
         self.start.elapsed()
     }
+
+    async fn monitor(&self, debounce: Debounce) -> Option<Monitor> {
+        // Called on the host's thread: the monitor watches its namespace.
+        match Monitor::linux(debounce).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "no network monitor");
+                None
+            }
+        }
+    }
 }
 
 /// How long the control loop may sleep: until the next fault, and never so
@@ -265,7 +277,8 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
 
 async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
     let topo = &s.topology;
-    let lab = Lab::build(&lab_spec(s)).await?;
+    let mut lab = Lab::build(&lab_spec(s)).await?;
+    faults::prepare(&mut lab, s).await?;
     let v6 = topo.ip == IpVersion::Ipv6;
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
@@ -308,6 +321,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         chunk: s.workload.chunk,
         rate: s.workload.rate,
         connect_timeout: mitigation.config.connect_timeout,
+        follow_changes: baseline_follows(s),
     };
     let (client_rec, client_net) = (rec.clone(), net.clone());
     let client_task = HostTask::spawn(lab.namespace(&topo.client)?, &topo.client, move || {

@@ -5,24 +5,30 @@
 //! or on turmoil's links (partition, latency).
 
 pub mod relay;
+pub mod world;
 
-use super::{mitigation_spec, schedule, Action, BackendError, Variant};
+use super::{baseline_follows, mitigation_spec, schedule, Action, BackendError, Variant};
 use crate::scenario::{Direction, HostRole, IpVersion, Scenario};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
+use netmend::monitor::{Debounce, Injector, Monitor};
 use relay::PathMode;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use turmoil::net::{TcpListener, TcpStream};
 
 /// The [`Net`] of turmoil hosts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SimNet {
     /// Listen on IPv6 (the world was built with `IpVersion::V6`).
     pub v6: bool,
+    /// Where a host's monitor leaves its injector, for the simulation to
+    /// report the changes its faults make.
+    pub injector: Arc<Mutex<Option<Injector>>>,
 }
 
 impl Net for SimNet {
@@ -50,6 +56,12 @@ impl Net for SimNet {
     fn now(&self) -> Duration {
         turmoil::sim_elapsed().unwrap_or_default()
     }
+
+    async fn monitor(&self, debounce: Debounce) -> Option<Monitor> {
+        let (monitor, injector) = Monitor::injected(world::initial(), debounce);
+        *self.injector.lock().unwrap_or_else(|e| e.into_inner()) = Some(injector);
+        Some(monitor)
+    }
 }
 
 /// Runs one variant of `s` and returns what it recorded.
@@ -70,14 +82,23 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         })
         .rng_seed(seed)
         .build();
-    let net = SimNet { v6 };
+    let net = SimNet {
+        v6,
+        injector: Arc::default(),
+    };
+    let injector = net.injector.clone();
     let rec = Recorder::new(bytes);
     let (mode_tx, mode_rx) = watch::channel(PathMode::default());
     let mitigation = mitigation_spec(s, seed);
 
-    let (server_rec, port, config) = (rec.clone(), topo.port, mitigation.config.clone());
+    let (server_rec, port, config, server_net) = (
+        rec.clone(),
+        topo.port,
+        mitigation.config.clone(),
+        net.clone(),
+    );
     sim.host(topo.server.as_str(), move || {
-        let (rec, config) = (server_rec.clone(), config.clone());
+        let (rec, config, net) = (server_rec.clone(), config.clone(), server_net.clone());
         async move {
             match variant {
                 Variant::Baseline => programs::baseline_server(net, port, rec).await?,
@@ -87,8 +108,9 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         }
     });
     let server_name = topo.server.clone();
+    let relay_net = net.clone();
     sim.host(topo.middlebox.as_str(), move || {
-        let (target, mode) = (server_name.clone(), mode_rx.clone());
+        let (target, mode, net) = (server_name.clone(), mode_rx.clone(), relay_net.clone());
         async move {
             relay::run(net, port, target, mode).await?;
             Ok(())
@@ -101,6 +123,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         chunk,
         rate,
         connect_timeout: mitigation.config.connect_timeout,
+        follow_changes: baseline_follows(s),
     };
     let client_rec = rec.clone();
     sim.client(topo.client.as_str(), async move {
@@ -119,7 +142,13 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         let finished = sim.step().map_err(|e| BackendError::Sim(e.to_string()))?;
         let now = sim.elapsed();
         while next < actions.len() && actions[next].0 <= now {
+            let injected = injector.lock().unwrap_or_else(|e| e.into_inner()).clone();
             apply(&sim, s, &mode_tx, &actions[next].1);
+            if let Some(injector) = injected {
+                for change in world::changes(&actions[next].1) {
+                    injector.send(change);
+                }
+            }
             next += 1;
         }
         if finished || rec.is_client_done() || now >= deadline {
@@ -170,6 +199,26 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
                 sim.partition(h, mbox);
             } else {
                 sim.repair(h, mbox);
+            }
+        }
+        // The client moves to another network: the middlebox state of its
+        // flows is gone (parked forever), and with a delay the new path
+        // drops new flows too until it is routable.
+        Action::NicSwap { routable } | Action::GatewayChange { routable } => {
+            mode.send_modify(|m| {
+                m.forgotten += 1;
+                m.blackhole = !routable;
+            });
+        }
+        Action::Routable => mode.send_modify(|m| m.blackhole = false),
+        // turmoil loses what a partition drops and never retransmits, so a
+        // flap holds the client's messages instead and delivers them when
+        // the carrier returns: what TCP's retransmission achieves for real.
+        Action::Carrier { lost } => {
+            if *lost {
+                sim.hold(client, mbox);
+            } else {
+                sim.release(client, mbox);
             }
         }
         // `backend::unsupported` keeps scenarios with these faults off sim.

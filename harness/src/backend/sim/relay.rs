@@ -18,6 +18,9 @@ pub struct PathMode {
     /// While true, the middlebox drops everything and forgets every flow it
     /// carries (those flows stay dead after it heals).
     pub blackhole: bool,
+    /// Bumped when the path loses its flow state (a swap to another
+    /// network, a new gateway): pipes born before are parked forever.
+    pub forgotten: u64,
 }
 
 /// Accepts connections on `port` and relays each to `target:port`.
@@ -67,7 +70,7 @@ async fn pipe<N: Net>(
                     tracing::debug!("middlebox: resetting flow");
                     return; // halves drop: RST/FIN towards both ends
                 }
-                if now.blackhole {
+                if now.blackhole || now.forgotten != born.forgotten {
                     tracing::debug!("middlebox: flow forgotten");
                     // Keep the sockets but never read or write again.
                     std::future::pending::<()>().await;
