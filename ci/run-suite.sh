@@ -6,5 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/netmend
 mkdir -p "$out"
-cargo run --release -p netmend-harness -- run scenarios/ --format junit --output "$out/junit.xml"
-cargo run --release -p netmend-harness -- run scenarios/ --format json --output "$out/report.json"
+cargo run --release -p netmend-harness -- run scenarios/ --junit "$out/junit.xml" --json "$out/report.json"

@@ -70,6 +70,12 @@ enum Command {
         /// Write the report here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Also write a JUnit report here (from the same run).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Also write a JSON report here (from the same run).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// List scenarios.
     List {
@@ -150,6 +156,8 @@ fn execute(command: Command) -> Result<u8, String> {
             seed,
             format,
             output,
+            junit,
+            json,
         } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
             let (kind, reason) = match backend {
@@ -199,6 +207,14 @@ fn execute(command: Command) -> Result<u8, String> {
                 sink.write_all(doc.as_bytes())
                     .and_then(|()| sink.flush())
                     .map_err(|e| format!("writing the report: {e}"))?;
+            }
+            if let Some(path) = junit {
+                let doc = render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?;
+                std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, render_json(&collector))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
             Ok(if summary.failed > 0 {
                 EXIT_FAILED

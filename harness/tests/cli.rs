@@ -107,6 +107,7 @@ fn same_seed_gives_byte_identical_json() {
 fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report.xml");
+    let json = dir.path().join("report.json");
     let out = netmend(&[
         "run",
         "--backend",
@@ -115,7 +116,12 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         "junit",
         "--output",
         file.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
     ]);
+    // The extra report comes from the same run.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["summary"]["passed"], 6);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -133,6 +139,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
     assert!(cases[0].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
+    // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
     assert!(stderr(&out).contains("6 passed, 0 failed, 1 unsupported"));
 }
 

@@ -45,6 +45,34 @@ fn shipped_scenarios_pass_on_netns_with_exact_delivery() {
 }
 
 #[test]
+fn network_change_scenarios_pass_on_netns_with_exact_delivery() {
+    if !netns_or_skip("network-change scenarios") {
+        return;
+    }
+    for name in [
+        "nic-swap",
+        "delayed-routability",
+        "gateway-change",
+        "link-flap",
+    ] {
+        let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
+        let r = run_one(&l, BackendKind::Netns, 13);
+        assert_eq!(r.verdict, Verdict::Pass, "{name}: {:?}", r.reasons);
+        let m = r.mitigated.unwrap();
+        assert_eq!(
+            (m.lost, m.duplicated, m.delivered),
+            (0, 0, m.expected),
+            "{name}"
+        );
+        assert!(m.attempts <= l.expect.max_attempts, "{name}: {m:?}");
+        let b = r.baseline.unwrap();
+        for want in &l.expect.baseline {
+            assert!(b.symptoms.contains(want), "{name}: baseline {b:?}");
+        }
+    }
+}
+
+#[test]
 fn tcp_reset_passes_over_ipv6() {
     if !netns_or_skip("ipv6") {
         return;
