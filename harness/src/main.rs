@@ -113,6 +113,30 @@ enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         iterations: usize,
     },
+    /// Detection latency, kernel change → report, in a lab namespace:
+    /// netmend's monitor against `ip monitor` and a 1 s polling monitor.
+    Monitor {
+        /// Address changes to make.
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+        /// Pause between changes, in ms.
+        #[arg(long, default_value_t = 10)]
+        spacing_ms: u64,
+    },
+    /// Recovery after routability returns (delayed-routability on netns):
+    /// the session behind the routability gate against the same session
+    /// with a plain exponential-backoff reconnect loop.
+    Recovery {
+        /// Runs of each.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// The scenario to measure.
+        #[arg(long, default_value = "scenarios/delayed-routability.toml")]
+        scenario: PathBuf,
+        /// Override how long the new path stays dead (e.g. "10s").
+        #[arg(long)]
+        routable_after: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -268,6 +292,72 @@ fn execute(command: Command) -> Result<u8, String> {
                 "netlink is {:.1}x faster (median)",
                 ms(shell.median) / ms(netlink.median).max(1e-9)
             );
+            Ok(EXIT_OK)
+        }
+        Command::Bench {
+            what: BenchCommand::Monitor { changes, spacing_ms },
+        } => {
+            if changes == 0 {
+                return Err("--changes must be at least 1".into());
+            }
+            netns::probe().map_err(|why| format!("bench monitor: {why}"))?;
+            install_interrupt_cleanup()?;
+            let figures = netns::bench::monitor_latency(
+                changes,
+                std::time::Duration::from_millis(spacing_ms),
+            )
+            .map_err(|e| format!("bench monitor: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!("detection latency, kernel change -> report, {changes} address additions, {spacing_ms} ms apart");
+            println!("{:<18} {:>6} {:>10} {:>10} {:>10}", "", "seen", "p50", "p99", "max");
+            for f in &figures {
+                println!(
+                    "{:<18} {:>6} {:>8.3}ms {:>8.3}ms {:>8.3}ms",
+                    f.watcher,
+                    f.seen,
+                    ms(f.p50),
+                    ms(f.p99),
+                    ms(f.max)
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Recovery {
+                    runs,
+                    scenario,
+                    routable_after,
+                },
+        } => {
+            if runs == 0 {
+                return Err("--runs must be at least 1".into());
+            }
+            let mut s = scenario::load_file(&scenario).map_err(|e| e.to_string())?;
+            if let Some(text) = routable_after {
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--routable-after {text}: {e}"))?;
+                netns::bench::stretch_outage(&mut s, d);
+            }
+            netns::probe().map_err(|why| format!("bench recovery: {why}"))?;
+            install_interrupt_cleanup()?;
+            let (gated, naive) =
+                netns::bench::recovery(&s, runs).map_err(|e| format!("bench recovery: {e}"))?;
+            println!(
+                "recovery after the path carries traffic again ({}), {runs} runs each, interleaved",
+                s.id
+            );
+            println!(
+                "{:<34} {:>12} {:>12} {:>10} {:>10} {:>9}",
+                "", "resumed p50", "recovery p50", "min", "max", "attempts"
+            );
+            for f in [&gated, &naive] {
+                println!(
+                    "{:<34} {:>10}ms {:>10}ms {:>8}ms {:>8}ms {:>9}",
+                    f.name, f.resumed_p50_ms, f.p50_ms, f.min_ms, f.max_ms, f.attempts_p50
+                );
+            }
+            println!("resumed: path working again -> first byte delivered; recovery: -> first byte written after that delivered (behind the outage's backlog)");
             Ok(EXIT_OK)
         }
         Command::Clean => {

@@ -177,22 +177,24 @@ impl Monitor {
     /// `read` and reports the differences: for platforms without a native
     /// source. It sees a change up to `interval` late and misses changes
     /// undone within one interval.
-    pub fn polling<F>(
+    pub async fn polling<F, Fut>(
         interval: Duration,
         debounce: Debounce,
         mut read: F,
     ) -> Result<Monitor, std::io::Error>
     where
-        F: FnMut() -> std::io::Result<Snapshot> + Send + 'static,
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::io::Result<Snapshot>> + Send,
     {
-        let initial = read()?;
+        let initial = read().await?;
         let (m, tx) = Monitor::start(initial, debounce);
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
             loop {
                 tick.tick().await;
-                match read() {
+                match read().await {
                     Ok(s) => {
                         if tx.send(Change::Resync(s)).is_err() {
                             return;
@@ -350,5 +352,60 @@ async fn drive(
             );
             let _ = shared.decisions.send(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(carrier: bool) -> Interface {
+        Interface {
+            index: 2,
+            name: "eth0".into(),
+            up: true,
+            carrier,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polling_source_reports_what_changed_between_polls() {
+        let states = Arc::new(Mutex::new(vec![Snapshot::default()]));
+        let feed = states.clone();
+        let monitor = Monitor::polling(Duration::from_secs(1), Debounce::default(), move || {
+            let s = feed.lock().unwrap().last().cloned().unwrap_or_default();
+            async move { Ok(s) }
+        })
+        .await
+        .unwrap();
+        let mut events = monitor.events();
+        let mut up = Snapshot::default();
+        up.apply(&Change::Link(eth(true)));
+        states.lock().unwrap().push(up);
+        assert_eq!(events.next().await, Some(Event::InterfaceAdded(eth(true))));
+        assert_eq!(events.next().await, Some(Event::LinkUp(eth(true))));
+        assert_eq!(monitor.resyncs(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handlers_and_streams_see_the_same_events_and_decisions_follow() {
+        let mut start = Snapshot::default();
+        start.apply(&Change::Link(eth(true)));
+        start.apply(&Change::DefaultRouteAdded(DefaultRoute {
+            family: Family::V4,
+            gateway: None,
+            interface: 2,
+            metric: 0,
+        }));
+        let (monitor, injector) = Monitor::injected(start, Debounce::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        monitor.on_event(move |e| sink.lock().unwrap().push(e.clone()));
+        let mut decisions = monitor.decisions();
+        injector.send(Change::Link(eth(false)));
+        let d = decisions.next().await.expect("a decision");
+        assert!(d.path_changed, "the only route lost its carrier");
+        assert_eq!(d.events, *seen.lock().unwrap());
+        assert!(matches!(d.events[0], Event::LinkDown(_)));
     }
 }

@@ -187,3 +187,264 @@ pub fn run(iterations: usize) -> Result<(Figures, Figures), LabError> {
     }
     Ok((figures(netlink), figures(shell)))
 }
+
+/// Detection latency of one watcher over a run of changes.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    /// Who watched.
+    pub watcher: &'static str,
+    /// Changes it reported (of those made).
+    pub seen: usize,
+    /// Median, 99th percentile and worst, kernel change → report.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Worst.
+    pub max: Duration,
+}
+
+fn latency(watcher: &'static str, mut v: Vec<Duration>) -> Latency {
+    v.sort();
+    let at = |q: f64| {
+        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Latency {
+        watcher,
+        seen: v.len(),
+        p50: at(0.5),
+        p99: at(0.99),
+        max: v.last().copied().unwrap_or_default(),
+    }
+}
+
+/// `netmend bench monitor`: `changes` address additions in a lab
+/// namespace, each timed from just before the netlink request to the moment
+/// a watcher reports it — netmend's monitor (handler invoked), `ip -o
+/// monitor address` (line read), and netmend's polling source at a 1 s
+/// interval — all watching the same changes at once.
+pub fn monitor_latency(changes: usize, spacing: Duration) -> Result<Vec<Latency>, LabError> {
+    use netmend::monitor::{Debounce, Event, Monitor};
+    use std::io::BufRead;
+    use std::net::{IpAddr, Ipv6Addr};
+    use std::sync::mpsc;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::io("runtime", e))?;
+    let lab = runtime.block_on(Lab::build(&LabSpec {
+        router: "router".into(),
+        hosts: vec!["client".into()],
+    }))?;
+    let nic = lab.attachment("client")?.clone();
+    let address = |i: usize| -> IpAddr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0, nic.subnet.into(), 0, 0, 1, i as u16).into()
+    };
+
+    // Watchers: each reports (address, when) for every address it sees added.
+    let (seen_tx, seen_rx) = mpsc::channel::<(&'static str, IpAddr, Instant)>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let tx = seen_tx.clone();
+    let _watchers = super::host::HostTask::spawn(lab.namespace("client")?, "watchers", move || {
+        Ok(async move {
+            let started: Result<(Monitor, Monitor), String> = async {
+                let native = Monitor::linux(Debounce::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (connection, handle, _) =
+                    rtnetlink::new_connection().map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                let polling = Monitor::polling(Duration::from_secs(1), Debounce::default(), move || {
+                    let handle = handle.clone();
+                    async move {
+                        netmend::monitor::linux::dump(&handle)
+                            .await
+                            .map_err(std::io::Error::other)
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok((native, polling))
+            }
+            .await;
+            let (native, polling) = match started {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            for (monitor, name) in [(&native, "netmend monitor"), (&polling, "1 s polling")] {
+                let tx = tx.clone();
+                monitor.on_event(move |e| {
+                    if let Event::AddressAdded(a) = e {
+                        let _ = tx.send((name, a.ip, Instant::now()));
+                    }
+                });
+            }
+            let _ = ready_tx.send(Ok(()));
+            std::future::pending::<()>().await;
+        })
+    })?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| LabError::Panicked("the watchers".into()))?
+        .map_err(LabError::Unavailable)?;
+
+    let mut ip_monitor = lab
+        .command("client", "ip")?
+        .args(["-o", "-6", "monitor", "address"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| LabError::io("start ip monitor", e))?;
+    let stdout = ip_monitor
+        .stdout
+        .take()
+        .ok_or_else(|| LabError::Unavailable("ip monitor has no stdout".into()))?;
+    let tx = seen_tx.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let at = Instant::now();
+            if line.starts_with("Deleted") {
+                continue;
+            }
+            let ip = line
+                .split_whitespace()
+                .skip_while(|w| *w != "inet6")
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|a| a.parse::<IpAddr>().ok());
+            if let Some(ip) = ip {
+                let _ = tx.send(("ip monitor", ip, at));
+            }
+        }
+    });
+    drop(seen_tx);
+    // Let `ip monitor` subscribe before the first change.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut made = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let t0 = Instant::now();
+        runtime.block_on(lab.address_add("client", &nic.host_if, address(i), 64))?;
+        made.push((address(i), t0));
+        std::thread::sleep(spacing);
+    }
+    // The polling watcher needs up to one interval more.
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = ip_monitor.kill();
+    let _ = ip_monitor.wait();
+    let _ = reader.join();
+
+    let mut per: std::collections::BTreeMap<&'static str, Vec<Duration>> = Default::default();
+    let reports: Vec<_> = seen_rx.try_iter().collect();
+    for (ip, t0) in &made {
+        for watcher in ["netmend monitor", "ip monitor", "1 s polling"] {
+            if let Some((_, _, at)) = reports
+                .iter()
+                .find(|(w, seen, _)| *w == watcher && seen == ip)
+            {
+                per.entry(watcher)
+                    .or_default()
+                    .push(at.saturating_duration_since(*t0));
+            }
+        }
+    }
+    lab.teardown();
+    Ok(["netmend monitor", "ip monitor", "1 s polling"]
+        .into_iter()
+        .map(|w| latency(w, per.remove(w).unwrap_or_default()))
+        .collect())
+}
+
+/// Recovery figures of one client over several runs.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    /// Which client.
+    pub name: &'static str,
+    /// Median time from the path working again to the first byte
+    /// delivered after that (the session is delivering again), in ms.
+    pub resumed_p50_ms: u64,
+    /// Median recovery, path working again → first byte written after that
+    /// delivered (after the backlog written during the outage), in ms.
+    pub p50_ms: u64,
+    /// Best run.
+    pub min_ms: u64,
+    /// Worst run.
+    pub max_ms: u64,
+    /// Median connection attempts per run.
+    pub attempts_p50: u32,
+}
+
+/// `netmend bench recovery`: the mitigated run of `s` (a session following
+/// the monitor, reconnecting through the gate) against the same session
+/// without a monitor (keepalive notices the dead path, then a plain
+/// exponential backoff reconnects), runs interleaved.
+pub fn recovery(s: &crate::scenario::Scenario, runs: usize) -> Result<(Recovery, Recovery), LabError> {
+    use crate::backend::Variant;
+    let mut naive = s.clone();
+    if let Some(m) = naive.mitigation.as_mut() {
+        m.monitor = false;
+        m.initial_backoff = Some(crate::scenario::Dur(Duration::from_millis(100)));
+        m.max_backoff = Some(crate::scenario::Dur(Duration::from_secs(5)));
+    }
+    let mut gated_runs = Vec::new();
+    let mut naive_runs = Vec::new();
+    for i in 0..runs {
+        for (scenario, out) in [(s, &mut gated_runs), (&naive, &mut naive_runs)] {
+            let rec = super::run(scenario, Variant::Mitigated, i as u64)
+                .map_err(|e| LabError::Unavailable(e.to_string()))?;
+            let m = crate::check::judge(scenario, &rec, None);
+            let recovery = m.recovery_ms.ok_or_else(|| {
+                LabError::Unavailable(format!("a run of {} never recovered", scenario.id))
+            })?;
+            let healed = scenario
+                .faults
+                .iter()
+                .map(|f| f.healed_at().0)
+                .max()
+                .unwrap_or_default();
+            let resumed = rec
+                .streams
+                .iter()
+                .flat_map(|s| s.reads.iter().map(|(t, _)| *t))
+                .filter(|t| *t >= healed)
+                .min()
+                .map_or(recovery, |t| (t - healed).as_millis() as u64);
+            out.push((recovery, m.attempts, resumed));
+        }
+    }
+    let summarize = |name: &'static str, mut v: Vec<(u64, u32, u64)>| {
+        v.sort();
+        let mut attempts: Vec<u32> = v.iter().map(|r| r.1).collect();
+        attempts.sort();
+        let mut resumed: Vec<u64> = v.iter().map(|r| r.2).collect();
+        resumed.sort();
+        Recovery {
+            name,
+            resumed_p50_ms: resumed[resumed.len() / 2],
+            p50_ms: v[v.len() / 2].0,
+            min_ms: v[0].0,
+            max_ms: v[v.len() - 1].0,
+            attempts_p50: attempts[attempts.len() / 2],
+        }
+    };
+    Ok((
+        summarize("gate (monitor + probes)", gated_runs),
+        summarize("exponential backoff (no monitor)", naive_runs),
+    ))
+}
+
+/// Makes every delayed path in `s` stay dead for `d` (and the deadline
+/// long enough for it).
+pub fn stretch_outage(s: &mut crate::scenario::Scenario, d: Duration) {
+    use crate::scenario::{Dur, Fault};
+    for f in &mut s.faults {
+        if let Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } = f {
+            *routable_after = Some(Dur(d));
+        }
+    }
+    s.expect.deadline = Dur(s.expect.deadline.0.max(d * 3));
+}
