@@ -9,7 +9,7 @@
 //! a jittered, growing interval, until one succeeds or the deadline passes.
 //!
 //! [`Gate`] is the sans-IO state machine; [`GateDriver`] runs it against a
-//! [`Monitor`](crate::monitor::Monitor).
+//! [`Monitor`].
 
 use crate::monitor::{Family, Monitor, Snapshot};
 use rand::rngs::SmallRng;

@@ -295,7 +295,11 @@ fn execute(command: Command) -> Result<u8, String> {
             Ok(EXIT_OK)
         }
         Command::Bench {
-            what: BenchCommand::Monitor { changes, spacing_ms },
+            what:
+                BenchCommand::Monitor {
+                    changes,
+                    spacing_ms,
+                },
         } => {
             if changes == 0 {
                 return Err("--changes must be at least 1".into());
@@ -309,7 +313,10 @@ fn execute(command: Command) -> Result<u8, String> {
             .map_err(|e| format!("bench monitor: {e}"))?;
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
             println!("detection latency, kernel change -> report, {changes} address additions, {spacing_ms} ms apart");
-            println!("{:<18} {:>6} {:>10} {:>10} {:>10}", "", "seen", "p50", "p99", "max");
+            println!(
+                "{:<18} {:>6} {:>10} {:>10} {:>10}",
+                "", "seen", "p50", "p99", "max"
+            );
             for f in &figures {
                 println!(
                     "{:<18} {:>6} {:>8.3}ms {:>8.3}ms {:>8.3}ms",

@@ -247,47 +247,49 @@ pub fn monitor_latency(changes: usize, spacing: Duration) -> Result<Vec<Latency>
     let (seen_tx, seen_rx) = mpsc::channel::<(&'static str, IpAddr, Instant)>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let tx = seen_tx.clone();
-    let _watchers = super::host::HostTask::spawn(lab.namespace("client")?, "watchers", move || {
-        Ok(async move {
-            let started: Result<(Monitor, Monitor), String> = async {
-                let native = Monitor::linux(Debounce::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (connection, handle, _) =
-                    rtnetlink::new_connection().map_err(|e| e.to_string())?;
-                tokio::spawn(connection);
-                let polling = Monitor::polling(Duration::from_secs(1), Debounce::default(), move || {
-                    let handle = handle.clone();
-                    async move {
-                        netmend::monitor::linux::dump(&handle)
-                            .await
-                            .map_err(std::io::Error::other)
-                    }
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok((native, polling))
-            }
-            .await;
-            let (native, polling) = match started {
-                Ok(m) => m,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
+    let _watchers =
+        super::host::HostTask::spawn(lab.namespace("client")?, "watchers", move || {
+            Ok(async move {
+                let started: Result<(Monitor, Monitor), String> = async {
+                    let native = Monitor::linux(Debounce::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (connection, handle, _) =
+                        rtnetlink::new_connection().map_err(|e| e.to_string())?;
+                    tokio::spawn(connection);
+                    let polling =
+                        Monitor::polling(Duration::from_secs(1), Debounce::default(), move || {
+                            let handle = handle.clone();
+                            async move {
+                                netmend::monitor::linux::dump(&handle)
+                                    .await
+                                    .map_err(std::io::Error::other)
+                            }
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok((native, polling))
                 }
-            };
-            for (monitor, name) in [(&native, "netmend monitor"), (&polling, "1 s polling")] {
-                let tx = tx.clone();
-                monitor.on_event(move |e| {
-                    if let Event::AddressAdded(a) = e {
-                        let _ = tx.send((name, a.ip, Instant::now()));
+                .await;
+                let (native, polling) = match started {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
                     }
-                });
-            }
-            let _ = ready_tx.send(Ok(()));
-            std::future::pending::<()>().await;
-        })
-    })?;
+                };
+                for (monitor, name) in [(&native, "netmend monitor"), (&polling, "1 s polling")] {
+                    let tx = tx.clone();
+                    monitor.on_event(move |e| {
+                        if let Event::AddressAdded(a) = e {
+                            let _ = tx.send((name, a.ip, Instant::now()));
+                        }
+                    });
+                }
+                let _ = ready_tx.send(Ok(()));
+                std::future::pending::<()>().await;
+            })
+        })?;
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .map_err(|_| LabError::Panicked("the watchers".into()))?
@@ -305,7 +307,10 @@ pub fn monitor_latency(changes: usize, spacing: Duration) -> Result<Vec<Latency>
         .ok_or_else(|| LabError::Unavailable("ip monitor has no stdout".into()))?;
     let tx = seen_tx.clone();
     let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let at = Instant::now();
             if line.starts_with("Deleted") {
                 continue;
@@ -382,7 +387,10 @@ pub struct Recovery {
 /// the monitor, reconnecting through the gate) against the same session
 /// without a monitor (keepalive notices the dead path, then a plain
 /// exponential backoff reconnects), runs interleaved.
-pub fn recovery(s: &crate::scenario::Scenario, runs: usize) -> Result<(Recovery, Recovery), LabError> {
+pub fn recovery(
+    s: &crate::scenario::Scenario,
+    runs: usize,
+) -> Result<(Recovery, Recovery), LabError> {
     use crate::backend::Variant;
     let mut naive = s.clone();
     if let Some(m) = naive.mitigation.as_mut() {
@@ -442,7 +450,9 @@ pub fn recovery(s: &crate::scenario::Scenario, runs: usize) -> Result<(Recovery,
 pub fn stretch_outage(s: &mut crate::scenario::Scenario, d: Duration) {
     use crate::scenario::{Dur, Fault};
     for f in &mut s.faults {
-        if let Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } = f {
+        if let Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } =
+            f
+        {
             *routable_after = Some(Dur(d));
         }
     }
