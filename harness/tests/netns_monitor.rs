@@ -276,3 +276,74 @@ fn an_overflowing_socket_is_resynced_from_a_fresh_dump() {
         "the burst overflowed the socket and was re-read"
     );
 }
+
+#[test]
+fn the_portable_polling_source_sees_what_the_kernel_has_and_follows_a_default_change() {
+    if !netns_or_skip("portable polling source") {
+        return;
+    }
+    let rt = control_runtime();
+    let (lab, _nic0, nic1) = lab_with_two_nics(&rt);
+    let (tx, rx) = mpsc::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let _task = HostTask::spawn(lab.namespace("client").unwrap(), "poller", move || {
+        Ok(async move {
+            let portable = netmend::monitor::read_system();
+            let kernel = netmend::monitor::linux::LinuxSource::open(None)
+                .expect("dump socket")
+                .dump()
+                .await
+                .expect("dump");
+            let monitor = Monitor::system_polling(Duration::from_millis(100), Debounce::default())
+                .await
+                .expect("polling monitor");
+            let mut events = monitor.events();
+            let _ = tx.send(Ok((portable, kernel)));
+            let _ = go_rx.await;
+            let deadline = tokio::time::sleep(Duration::from_secs(3));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    e = events.next() => {
+                        if let Some(e @ Event::DefaultInterfaceChanged { .. }) = e {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    () = &mut deadline => return,
+                }
+            }
+        })
+    })
+    .unwrap();
+    let Ok((portable, kernel)) = rx.recv_timeout(Duration::from_secs(5)).unwrap() else {
+        panic!("no snapshots");
+    };
+    assert_eq!(portable.addresses, kernel.addresses);
+    assert_eq!(portable.default_interface(), kernel.default_interface());
+    let names = |s: &Snapshot| {
+        s.interfaces
+            .values()
+            .map(|i| i.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&portable), names(&kernel));
+
+    // Move the default route (both families) to the second NIC.
+    rt.block_on(lab.default_route_replace("client", nic1.router_v4().into(), &nic1.host_if))
+        .unwrap();
+    rt.block_on(lab.default_route_replace("client", nic1.router_v6().into(), &nic1.host_if))
+        .unwrap();
+    go_tx.send(()).unwrap();
+    match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+        Err(Event::DefaultInterfaceChanged { to, .. }) => {
+            let idx = kernel
+                .interfaces
+                .values()
+                .find(|i| i.name == nic1.host_if)
+                .map(|i| i.index);
+            assert_eq!(to, idx);
+        }
+        other => panic!("expected a default interface change, got {other:?}"),
+    }
+}

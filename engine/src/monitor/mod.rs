@@ -207,6 +207,19 @@ impl Monitor {
         Ok(m.with_source(poller))
     }
 
+    /// Polls the operating system's interface table every `interval`
+    /// (through the `netdev` crate: getifaddrs and the platform's routing
+    /// API on Linux, macOS, Windows, BSD, Android, iOS): the portable
+    /// source for platforms without a native one. It knows the default
+    /// interface and its gateway but not route metrics (reported as 0), and
+    /// carrier as the interface's running flag.
+    pub async fn system_polling(
+        interval: Duration,
+        debounce: Debounce,
+    ) -> Result<Monitor, std::io::Error> {
+        Monitor::polling(interval, debounce, || async { Ok(read_system()) }).await
+    }
+
     /// Watches the kernel of the calling thread's network namespace.
     #[cfg(target_os = "linux")]
     pub async fn linux(debounce: Debounce) -> Result<Monitor, MonitorError> {
@@ -293,6 +306,58 @@ impl Monitor {
             .unwrap_or_else(|e| e.into_inner())
             .push(Box::new(handler));
     }
+}
+
+/// The operating system's interfaces, addresses and default route, read
+/// on the calling thread (so, on Linux, in its network namespace).
+pub fn read_system() -> Snapshot {
+    let mut s = Snapshot::default();
+    for i in netdev::get_interfaces() {
+        s.interfaces.insert(
+            i.index,
+            Interface {
+                index: i.index,
+                name: i.name.clone(),
+                up: i.is_up(),
+                carrier: i.is_running(),
+            },
+        );
+        for net in &i.ipv4 {
+            s.addresses.insert(Address {
+                interface: i.index,
+                ip: std::net::IpAddr::V4(net.addr()),
+                prefix_len: net.prefix_len(),
+            });
+        }
+        for net in &i.ipv6 {
+            s.addresses.insert(Address {
+                interface: i.index,
+                ip: std::net::IpAddr::V6(net.addr()),
+                prefix_len: net.prefix_len(),
+            });
+        }
+        if let (true, Some(gw)) = (i.default, &i.gateway) {
+            let routes = gw
+                .ipv4
+                .first()
+                .map(|g| (Family::V4, std::net::IpAddr::V4(*g)))
+                .into_iter()
+                .chain(
+                    gw.ipv6
+                        .first()
+                        .map(|g| (Family::V6, std::net::IpAddr::V6(*g))),
+                );
+            for (family, gateway) in routes {
+                s.default_routes.insert(DefaultRoute {
+                    family,
+                    gateway: Some(gateway),
+                    interface: i.index,
+                    metric: 0,
+                });
+            }
+        }
+    }
+    s
 }
 
 async fn drive(
