@@ -253,13 +253,13 @@ pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
             Fault::AddressChange { host, .. } => (Action::AddressChange { host: *host }, None),
             Fault::NicSwap { routable_after, .. } => (
                 Action::NicSwap {
-                    routable: routable_after.map_or(true, |d| d.0.is_zero()),
+                    routable: routable_after.is_none_or(|d| d.0.is_zero()),
                 },
                 Some(Action::Routable),
             ),
             Fault::GatewayChange { routable_after, .. } => (
                 Action::GatewayChange {
-                    routable: routable_after.map_or(true, |d| d.0.is_zero()),
+                    routable: routable_after.is_none_or(|d| d.0.is_zero()),
                 },
                 Some(Action::Routable),
             ),

@@ -254,7 +254,7 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             }
         }
         WorkloadKind::Command => {
-            if s.workload.command.first().map_or(true, |p| p.is_empty()) {
+            if s.workload.command.first().is_none_or(|p| p.is_empty()) {
                 return bad(
                     "workload.command".into(),
                     "kind",

@@ -94,7 +94,7 @@ impl HostTask {
 
     /// Whether the program has ended (or panicked).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, |t| t.is_finished())
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Ends the program; reports a panic of the workload as an error.
