@@ -24,6 +24,7 @@ pub mod gate;
 pub mod monitor;
 pub mod reconnect;
 pub mod session;
+pub mod signal;
 
 pub use reconnect::Policy;
 
