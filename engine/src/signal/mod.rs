@@ -5,12 +5,16 @@
 //!   brokers, a TTL, the recipient and the payload; garbage, foreign,
 //!   wrong-version and oversized bytes are refused before allocation.
 //! * [`dedup`]: receiver-side duplicate suppression with bounded memory.
+//! * [`core`]: the sans-IO endpoint — fan-out to confirmed brokers, waiting
+//!   (within the TTL) while none is, decode/expiry/dedup on receipt.
 //!
-//! The broker fan-out, per-broker health and the MQTT client (rumqttc)
-//! come next.
+//! The MQTT adapter (rumqttc), the harness's brokers and the `broker-loss`
+//! scenario come next.
 
+pub mod core;
 pub mod dedup;
 pub mod envelope;
 
+pub use self::core::{Delivered, Dropped, Publish, SignalConfig, SignalCore};
 pub use dedup::{Dedup, DedupConfig, Verdict};
 pub use envelope::{DecodeError, EncodeError, Envelope, MessageId};

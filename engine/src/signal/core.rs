@@ -1,0 +1,366 @@
+//! The sans-IO signaling endpoint: messages in and out, broker health in,
+//! publishes out. No socket, no clock: the caller passes the time.
+//!
+//! A broker is healthy only while its connection is confirmed (the MQTT
+//! CONNACK arrived and nothing has failed since), never merely because it
+//! has not errored yet. Every message goes to up to `fanout` healthy
+//! brokers, and the endpoint keeps its recent messages (bounded, within
+//! their TTL): whenever a broker's connection is confirmed again, they are
+//! published to it too. So a message whose only broker crashed before
+//! passing it on, or that was sent while no broker was up, still arrives
+//! through the next broker that is; receivers drop the extra copies. Incoming copies are decoded,
+//! checked against the recipient and the TTL, and deduplicated, so the
+//! application sees each message once, in arrival order (per sender that is
+//! send order unless a broker overtakes another; the sequence number in
+//! [`Delivered::id`] tells).
+
+use super::dedup::{Dedup, DedupConfig, Verdict};
+use super::envelope::{EncodeError, Envelope, MessageId};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Tunables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalConfig {
+    /// Healthy brokers each message goes to. Default 3.
+    pub fanout: usize,
+    /// How long a message stays worth delivering. Default 30 s.
+    pub ttl: Duration,
+    /// Clock difference tolerated between sender and receiver. Default 5 s.
+    pub clock_skew: Duration,
+    /// Largest envelope sent or accepted. Default 64 KiB.
+    pub max_envelope: usize,
+    /// Recent messages kept for brokers that (re)connect, at most.
+    /// Default 1024.
+    pub max_recent: usize,
+    /// Dedup memory (its horizon is set from `ttl + clock_skew`).
+    pub dedup: DedupConfig,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        SignalConfig {
+            fanout: 3,
+            ttl: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(5),
+            max_envelope: 64 << 10,
+            max_recent: 1024,
+            dedup: DedupConfig::default(),
+        }
+    }
+}
+
+/// A message for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Its identity (sender and sequence number).
+    pub id: MessageId,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Which broker delivered the first copy.
+    pub via: usize,
+}
+
+/// Why an incoming publish was dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Not a valid envelope (garbage, foreign, wrong version, oversized).
+    Invalid(super::envelope::DecodeError),
+    /// Addressed to someone else.
+    NotForUs,
+    /// Past its TTL.
+    Expired,
+    /// A copy already delivered (or too old to tell).
+    Duplicate,
+}
+
+/// A publish to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    /// Broker index.
+    pub broker: usize,
+    /// Recipient (the topic is derived from it).
+    pub recipient: String,
+    /// Encoded envelope.
+    pub bytes: Vec<u8>,
+}
+
+struct Recent {
+    recipient: String,
+    bytes: Vec<u8>,
+    deadline_ms: u64,
+}
+
+/// One signaling endpoint.
+pub struct SignalCore {
+    me: String,
+    sender: u64,
+    next_seq: u64,
+    healthy: Vec<bool>,
+    config: SignalConfig,
+    dedup: Dedup,
+    recent: VecDeque<Recent>,
+    out: VecDeque<Publish>,
+}
+
+impl SignalCore {
+    /// Endpoint `me` (its recipient name), with sender id `sender` (random
+    /// per endpoint instance), over `brokers` brokers, all unconfirmed.
+    pub fn new(me: &str, sender: u64, brokers: usize, config: SignalConfig) -> SignalCore {
+        let horizon = config.ttl + config.clock_skew;
+        SignalCore {
+            me: me.to_string(),
+            sender,
+            next_seq: 1,
+            healthy: vec![false; brokers],
+            dedup: Dedup::new(DedupConfig {
+                horizon,
+                ..config.dedup
+            }),
+            config,
+            recent: VecDeque::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Broker `i`'s connection is confirmed (CONNACK) or lost.
+    pub fn set_healthy(&mut self, broker: usize, healthy: bool, now_ms: u64) {
+        let Some(h) = self.healthy.get_mut(broker) else {
+            return;
+        };
+        let came_up = healthy && !*h;
+        *h = healthy;
+        if came_up {
+            self.recent.retain(|r| r.deadline_ms >= now_ms);
+            for r in &self.recent {
+                self.out.push_back(Publish {
+                    broker,
+                    recipient: r.recipient.clone(),
+                    bytes: r.bytes.clone(),
+                });
+            }
+        }
+    }
+
+    /// Brokers confirmed now.
+    pub fn healthy(&self) -> impl Iterator<Item = usize> + '_ {
+        self.healthy
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h)
+            .map(|(i, _)| i)
+    }
+
+    /// Sends `payload` to `recipient` at `now_ms` (Unix ms).
+    pub fn send(
+        &mut self,
+        recipient: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<MessageId, EncodeError> {
+        let id = MessageId {
+            sender: self.sender,
+            seq: self.next_seq,
+        };
+        let ttl_ms = u32::try_from(self.config.ttl.as_millis()).unwrap_or(u32::MAX);
+        let envelope = Envelope {
+            id,
+            sent_at_ms: now_ms,
+            ttl_ms,
+            recipient: recipient.to_string(),
+            payload: payload.to_vec(),
+        };
+        let bytes = envelope.encode(self.config.max_envelope)?;
+        self.next_seq += 1;
+        self.fan_out(&envelope.recipient, &bytes);
+        if self.recent.len() >= self.config.max_recent.max(1) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent {
+            recipient: envelope.recipient,
+            bytes,
+            deadline_ms: now_ms.saturating_add(u64::from(ttl_ms)),
+        });
+        Ok(id)
+    }
+
+    fn fan_out(&mut self, recipient: &str, bytes: &[u8]) {
+        let targets: Vec<usize> = self.healthy().take(self.config.fanout.max(1)).collect();
+        for broker in targets {
+            self.out.push_back(Publish {
+                broker,
+                recipient: recipient.to_string(),
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+
+    /// The next publish to make.
+    pub fn poll_publish(&mut self) -> Option<Publish> {
+        self.out.pop_front()
+    }
+
+    /// A publish arrived from `broker`: the message for the application,
+    /// or why it was dropped (already logged).
+    pub fn handle_incoming(
+        &mut self,
+        broker: usize,
+        bytes: &[u8],
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<Delivered, Dropped> {
+        let e = Envelope::decode(bytes, self.config.max_envelope).map_err(|e| {
+            tracing::warn!(broker, error = %e, "dropping a message on the signaling topic");
+            Dropped::Invalid(e)
+        })?;
+        if e.recipient != self.me {
+            return Err(Dropped::NotForUs);
+        }
+        if e.expired(now_ms, self.config.clock_skew.as_millis() as u64) {
+            tracing::debug!(?e.id, "dropping an expired message");
+            return Err(Dropped::Expired);
+        }
+        match self.dedup.check(e.id, now) {
+            Verdict::New => Ok(Delivered {
+                id: e.id,
+                payload: e.payload,
+                via: broker,
+            }),
+            Verdict::Duplicate | Verdict::TooOld => Err(Dropped::Duplicate),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A broker as the tests model it: while up it forwards each publish
+    /// after `delay` steps; a crash loses what it holds.
+    #[derive(Default)]
+    struct Broker {
+        up: bool,
+        in_flight: Vec<(u64, Vec<u8>)>,
+    }
+
+    proptest! {
+        /// Random crash/restart schedules over three brokers, with at least
+        /// one broker up and known healthy at every step: every message the
+        /// sender sends reaches the receiver exactly once.
+        #[test]
+        fn broker_crashes_never_lose_or_duplicate(
+            schedule in proptest::collection::vec((0usize..3, any::<bool>()), 1..120),
+            delays in proptest::collection::vec(0u64..4, 3),
+        ) {
+            let t0 = Instant::now();
+            let config = SignalConfig::default();
+            let mut alice = SignalCore::new("alice", 1, 3, config);
+            let mut bob = SignalCore::new("bob", 2, 3, config);
+            let mut brokers: Vec<Broker> = (0..3).map(|_| Broker { up: true, ..Broker::default() }).collect();
+            for i in 0..3 {
+                alice.set_healthy(i, true, 0);
+                bob.set_healthy(i, true, 0);
+            }
+            let mut sent = Vec::new();
+            let mut got: Vec<MessageId> = Vec::new();
+            let mut step: u64 = 0;
+            for (victim, up) in schedule {
+                step += 1;
+                let now_ms = step * 10;
+                // Crash or restart, never leaving no broker up. The sender
+                // learns of a crash at once here: brokers it still believes
+                // up but are gone are the next test's business.
+                let others_up = (0..3).filter(|&j| j != victim && brokers[j].up).count();
+                if up || others_up > 0 {
+                    if !up {
+                        brokers[victim].in_flight.clear();
+                    }
+                    brokers[victim].up = up;
+                    alice.set_healthy(victim, up, now_ms);
+                    bob.set_healthy(victim, up, now_ms);
+                }
+                sent.push(alice.send("bob", &step.to_be_bytes(), now_ms).unwrap());
+                while let Some(p) = alice.poll_publish() {
+                    let b = &mut brokers[p.broker];
+                    if b.up {
+                        b.in_flight.push((step + delays[p.broker], p.bytes));
+                    }
+                }
+                for (i, b) in brokers.iter_mut().enumerate() {
+                    let (due, later): (Vec<_>, Vec<_>) = b.in_flight.drain(..).partition(|(at, _)| *at <= step);
+                    b.in_flight = later;
+                    for (_, bytes) in due {
+                        if let Ok(d) = bob.handle_incoming(i, &bytes, t0, now_ms) {
+                            got.push(d.id);
+                        }
+                    }
+                }
+            }
+            // Drain what is still in flight on live brokers.
+            for (i, b) in brokers.iter_mut().enumerate() {
+                for (_, bytes) in b.in_flight.drain(..) {
+                    if let Ok(d) = bob.handle_incoming(i, &bytes, t0, step * 10) {
+                        got.push(d.id);
+                    }
+                }
+            }
+            let mut sorted = got.clone();
+            sorted.sort();
+            sorted.dedup();
+            prop_assert_eq!(sorted.len(), got.len(), "a message was delivered twice");
+            let mut want = sent.clone();
+            want.sort();
+            prop_assert_eq!(sorted, want, "a message was lost");
+        }
+    }
+
+    #[test]
+    fn recent_messages_go_to_each_broker_that_comes_up_within_their_ttl() {
+        let mut a = SignalCore::new("a", 1, 2, SignalConfig::default());
+        a.send("b", b"early", 1_000).unwrap();
+        assert_eq!(a.poll_publish(), None, "no broker confirmed yet");
+        a.set_healthy(1, true, 2_000);
+        let p = a.poll_publish().unwrap();
+        assert_eq!(p.broker, 1);
+        assert_eq!(a.poll_publish(), None);
+        // Confirmed again later: the message goes out to it once more.
+        a.set_healthy(1, true, 2_500);
+        assert_eq!(a.poll_publish(), None, "already confirmed: nothing new");
+        a.set_healthy(0, true, 3_000);
+        assert_eq!(a.poll_publish().map(|p| p.broker), Some(0));
+        // Past its TTL, a message is not sent late.
+        a.set_healthy(1, false, 3_000);
+        a.set_healthy(1, true, 1_000 + 31_000);
+        assert_eq!(a.poll_publish(), None);
+    }
+
+    #[test]
+    fn foreign_and_expired_messages_are_dropped() {
+        let t = Instant::now();
+        let mut a = SignalCore::new("a", 1, 1, SignalConfig::default());
+        let mut b = SignalCore::new("b", 2, 1, SignalConfig::default());
+        a.set_healthy(0, true, 0);
+        a.send("b", b"x", 0).unwrap();
+        a.send("c", b"y", 0).unwrap();
+        let p1 = a.poll_publish().unwrap();
+        let p2 = a.poll_publish().unwrap();
+        assert!(matches!(
+            b.handle_incoming(0, b"garbage", t, 0),
+            Err(Dropped::Invalid(_))
+        ));
+        assert_eq!(
+            b.handle_incoming(0, &p2.bytes, t, 0),
+            Err(Dropped::NotForUs)
+        );
+        assert_eq!(
+            b.handle_incoming(0, &p1.bytes, t, 36_000),
+            Err(Dropped::Expired)
+        );
+        assert!(b.handle_incoming(0, &p1.bytes, t, 1).is_ok());
+        assert_eq!(
+            b.handle_incoming(0, &p1.bytes, t, 2),
+            Err(Dropped::Duplicate)
+        );
+    }
+}
