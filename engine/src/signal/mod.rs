@@ -8,13 +8,17 @@
 //! * [`core`]: the sans-IO endpoint — fan-out to confirmed brokers, waiting
 //!   (within the TTL) while none is, decode/expiry/dedup on receipt.
 //!
-//! The MQTT adapter (rumqttc), the harness's brokers and the `broker-loss`
-//! scenario come next.
+//! * [`link`]: the tokio endpoint [`Signal`] over N brokers behind the
+//!   [`Broker`] trait, and [`Mqtt`], the real broker (rumqttc).
+//!
+//! The harness's brokers and the `broker-loss` scenario come next.
 
 pub mod core;
 pub mod dedup;
 pub mod envelope;
+pub mod link;
 
 pub use self::core::{Delivered, Dropped, Publish, SignalConfig, SignalCore};
+pub use self::link::{Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal};
 pub use dedup::{Dedup, DedupConfig, Verdict};
 pub use envelope::{DecodeError, EncodeError, Envelope, MessageId};
