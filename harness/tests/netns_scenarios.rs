@@ -26,17 +26,7 @@ fn shipped_scenarios_pass_on_netns_with_exact_delivery() {
         return;
     }
     for name in ["tcp-reset", "silent-path-loss"] {
-        let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
-        let r = run_one(&l, BackendKind::Netns, 11);
-        assert_eq!(r.backend, BackendKind::Netns);
-        assert_eq!(r.verdict, Verdict::Pass, "{name}: {:?}", r.reasons);
-        let m = r.mitigated.unwrap();
-        assert_eq!(
-            (m.lost, m.duplicated, m.delivered),
-            (0, 0, m.expected),
-            "{name}"
-        );
-        let b = r.baseline.unwrap();
+        let b = shipped_scenario_passes(name, 11);
         assert!(
             b.lost > 0,
             "{name}: the baseline lost bytes on the real kernel"
@@ -55,21 +45,30 @@ fn network_change_scenarios_pass_on_netns_with_exact_delivery() {
         "gateway-change",
         "link-flap",
     ] {
-        let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
-        let r = run_one(&l, BackendKind::Netns, 13);
-        assert_eq!(r.verdict, Verdict::Pass, "{name}: {:?}", r.reasons);
-        let m = r.mitigated.unwrap();
-        assert_eq!(
-            (m.lost, m.duplicated, m.delivered),
-            (0, 0, m.expected),
-            "{name}"
-        );
-        assert!(m.attempts <= l.expect.max_attempts, "{name}: {m:?}");
-        let b = r.baseline.unwrap();
-        for want in &l.expect.baseline {
-            assert!(b.symptoms.contains(want), "{name}: baseline {b:?}");
-        }
+        shipped_scenario_passes(name, 13);
     }
+}
+
+/// Runs a shipped scenario on netns: it passes, the mitigated run delivers
+/// every byte exactly once within its attempt bound, and the baseline shows
+/// every expected symptom. Returns the baseline's measurements.
+fn shipped_scenario_passes(name: &str, seed: u64) -> check::Measured {
+    let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
+    let r = run_one(&l, BackendKind::Netns, seed);
+    assert_eq!(r.backend, BackendKind::Netns);
+    assert_eq!(r.verdict, Verdict::Pass, "{name}: {:?}", r.reasons);
+    let m = r.mitigated.unwrap();
+    assert_eq!(
+        (m.lost, m.duplicated, m.delivered),
+        (0, 0, m.expected),
+        "{name}"
+    );
+    assert!(m.attempts <= l.expect.max_attempts, "{name}: {m:?}");
+    let b = r.baseline.unwrap();
+    for want in &l.expect.baseline {
+        assert!(b.symptoms.contains(want), "{name}: baseline {b:?}");
+    }
+    b
 }
 
 #[test]

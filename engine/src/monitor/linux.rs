@@ -295,7 +295,7 @@ pub fn default_route(r: &RouteMessage) -> Option<DefaultRoute> {
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Gateway(g) => gateway = ip(g),
+            RouteAttribute::Gateway(g) => gateway = route_address(g),
             RouteAttribute::Oif(i) => interface = Some(*i),
             RouteAttribute::Priority(p) => metric = *p,
             _ => {}
@@ -312,7 +312,8 @@ pub fn default_route(r: &RouteMessage) -> Option<DefaultRoute> {
     })
 }
 
-fn ip(a: &RouteAddress) -> Option<IpAddr> {
+/// The address in a route attribute (IPv4 or IPv6).
+pub fn route_address(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),

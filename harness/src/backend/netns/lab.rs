@@ -14,9 +14,7 @@ use futures_util::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::NeighbourState;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage,
-};
+use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteHeader, RouteMessage};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -733,11 +731,7 @@ pub struct Route {
 
 impl Route {
     fn from_message(m: RouteMessage) -> Route {
-        let addr = |a: &RouteAddress| match a {
-            RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-            RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-            _ => None,
-        };
+        let addr = netmend::monitor::linux::route_address;
         let mut r = Route {
             prefix_len: m.header.destination_prefix_length,
             destination: None,
