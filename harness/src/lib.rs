@@ -7,6 +7,7 @@
 //! (judge the recordings) → `report` (reporters built from `RunEvent`s only).
 
 pub mod backend;
+pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod report;

@@ -123,6 +123,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         spacing_ms: u64,
     },
+    /// Signaling through 3 brokers with dedup against 1 broker, on real
+    /// mosquitto (loopback): burst throughput and one-way latency.
+    Signal {
+        /// Rounds of each configuration.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Messages per throughput burst.
+        #[arg(long, default_value_t = 5000)]
+        burst: usize,
+        /// Messages per latency run.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Messages per second in the latency run.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+    },
     /// Recovery after routability returns (delayed-routability on netns):
     /// the session behind the routability gate against the same session
     /// with a plain exponential-backoff reconnect loop.
@@ -365,6 +381,44 @@ fn execute(command: Command) -> Result<u8, String> {
                 );
             }
             println!("resumed: path working again -> first byte delivered; recovery: -> first byte written after that delivered (behind the outage's backlog)");
+            Ok(EXIT_OK)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Signal {
+                    rounds,
+                    burst,
+                    count,
+                    rate,
+                },
+        } => {
+            if rounds == 0 || burst == 0 || count == 0 || rate == 0 {
+                return Err("--rounds, --burst, --count and --rate must be positive".into());
+            }
+            let (one, three) = netmend_harness::bench::signal::run(rounds, burst, count, rate)
+                .map_err(|e| format!("bench signal: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "signaling alice -> bob on mosquitto (loopback), {rounds} rounds each, interleaved"
+            );
+            println!(
+                "{:<20} {:>14} {:>10} {:>10}",
+                "", "burst msg/s", "p50", "p99"
+            );
+            for f in [&one, &three] {
+                println!(
+                    "{:<20} {:>14.0} {:>8.3}ms {:>8.3}ms",
+                    f.name,
+                    f.throughput,
+                    ms(f.p50),
+                    ms(f.p99)
+                );
+            }
+            println!(
+                "3 brokers: throughput {:.2} of 1 broker, p99 {:+.3} ms",
+                three.throughput / one.throughput,
+                ms(three.p99) - ms(one.p99)
+            );
             Ok(EXIT_OK)
         }
         Command::Clean => {
