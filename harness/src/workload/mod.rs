@@ -3,6 +3,7 @@
 //! `command`: a user's program against the built-in HTTP server.
 
 pub mod command;
+pub mod messages;
 pub mod pattern;
 pub mod programs;
 mod recording;
