@@ -88,20 +88,7 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         max_outage: Some(s.expect.deadline.0),
         ..p
     };
-    let follow = m.monitor.then(|| {
-        let debounce = Debounce {
-            quiet: m.debounce.map_or(Debounce::default().quiet, |d| d.0),
-            ..Debounce::default()
-        };
-        let g = GateConfig::default();
-        let gate = GateConfig {
-            probe_interval: m.probe_interval.map_or(g.probe_interval, |d| d.0),
-            max_probe_interval: m.max_probe_interval.map_or(g.max_probe_interval, |d| d.0),
-            probe_timeout: m.probe_timeout.map_or(g.probe_timeout, |d| d.0),
-            deadline: s.expect.deadline.0,
-        };
-        (debounce, gate)
-    });
+    let follow = follow_spec(s);
     MitigationSpec {
         config,
         policy,
@@ -340,5 +327,23 @@ pub fn unsupported(backend: BackendKind, s: &Scenario) -> Option<String> {
 /// How the naive client of `s` behaves: it follows change notifications
 /// when the scenario's engine policy does.
 pub fn baseline_follows(s: &Scenario) -> Option<Debounce> {
-    mitigation_spec(s, 0).follow.map(|(d, _)| d)
+    follow_spec(s).map(|(d, _)| d)
+}
+
+/// The monitor debounce and gate of a scenario whose policy follows
+/// network changes (`monitor = true`).
+fn follow_spec(s: &Scenario) -> Option<(Debounce, GateConfig)> {
+    let m = s.mitigation.as_ref().filter(|m| m.monitor)?;
+    let debounce = Debounce {
+        quiet: m.debounce.map_or(Debounce::default().quiet, |d| d.0),
+        ..Debounce::default()
+    };
+    let g = GateConfig::default();
+    let gate = GateConfig {
+        probe_interval: m.probe_interval.map_or(g.probe_interval, |d| d.0),
+        max_probe_interval: m.max_probe_interval.map_or(g.max_probe_interval, |d| d.0),
+        probe_timeout: m.probe_timeout.map_or(g.probe_timeout, |d| d.0),
+        deadline: s.expect.deadline.0,
+    };
+    Some((debounce, gate))
 }
