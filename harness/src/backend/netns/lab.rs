@@ -133,6 +133,10 @@ enum HostSide {
     Standby,
 }
 
+/// First interface index of the router's veth ends (hosts get small
+/// kernel-assigned indexes, which these never meet).
+const ROUTER_IF_INDEX_BASE: u32 = 1000;
+
 /// A built lab. Dropping it removes everything it created.
 pub struct Lab {
     /// Keeps the prefix registered for the Ctrl-C handler until removal.
@@ -302,9 +306,18 @@ impl Lab {
         let peer = LinkUnspec::new_with_name(&a.host_if)
             .setns_by_fd(host_ns_fd)
             .build();
-        let veth = LinkVeth::new(&a.router_if, &a.host_if)
+        let mut veth = LinkVeth::new(&a.router_if, &a.host_if)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
+        // Interface indexes are per namespace, so both ends would otherwise
+        // both get the first free one (2) and the kernel would take the
+        // veth for a device that is its own lower link: its carrier changes
+        // would then go through the rate-limited link watcher (at most one
+        // report a second, sampling the state of that moment) and a burst
+        // of flaps could go unreported. Distinct indexes make carrier
+        // changes immediate, as on a veth or VLAN anywhere else.
+        // `remove_link` keeps attachments, so the count never reuses an index.
+        veth.header.index = ROUTER_IF_INDEX_BASE + self.attachments.len() as u32;
         let router = self.node(&self.router)?;
         router
             .handle
