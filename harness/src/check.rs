@@ -1,6 +1,7 @@
 //! Checkers: turn a run's [`Recording`] into measured figures and symptoms.
 
-use crate::scenario::{Scenario, Symptom};
+use crate::scenario::{Scenario, Symptom, WorkloadKind};
+use crate::workload::messages::{self, MessageLog};
 use crate::workload::pattern::{self, Piece};
 use crate::workload::Recording;
 use serde::Serialize;
@@ -45,10 +46,20 @@ pub struct Measured {
     pub symptoms: Vec<Symptom>,
     /// The client's fatal error, if any.
     pub error: Option<String>,
+    /// Median one-way latency of the messages delivered, in µs (messages
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p50_us: Option<u64>,
+    /// Their 99th percentile, in µs (messages only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p99_us: Option<u64>,
 }
 
 /// Judges one run of `scenario`.
 pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
+    if scenario.workload.kind == WorkloadKind::Signaling {
+        return judge_messages(scenario, rec, max_attempts);
+    }
     let total = rec.total;
     let mut pieces: Vec<Piece> = Vec::new();
     let mut corrupted = 0;
@@ -108,7 +119,82 @@ pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) ->
         attempts: rec.attempts,
         symptoms,
         error: rec.client_error.clone(),
+        latency_p50_us: None,
+        latency_p99_us: None,
     }
+}
+
+/// Judges a signaling run. Delivery order is reported (`reordered`) but
+/// is no symptom: the engine hands messages over in arrival order, and a
+/// copy through a faster broker may overtake (each carries its sequence
+/// number for applications that need send order).
+fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
+    let f = messages::judge(&rec.messages);
+    let recovery = message_recovery(scenario, &rec.messages);
+    let mut symptoms = Vec::new();
+    if f.lost > 0 {
+        symptoms.push(Symptom::Loss);
+    }
+    if f.duplicated > 0 {
+        symptoms.push(Symptom::Duplication);
+    }
+    match recovery {
+        None => symptoms.push(Symptom::Stall),
+        Some(r) if r > scenario.expect.recovery_within.0 => symptoms.push(Symptom::SlowRecovery),
+        Some(_) => {}
+    }
+    if max_attempts.is_some_and(|m| rec.attempts > m) {
+        symptoms.push(Symptom::Storm);
+    }
+    if f.unknown > 0 {
+        symptoms.push(Symptom::Corruption);
+    }
+    if rec.client_error.is_some() {
+        symptoms.push(Symptom::Error);
+    }
+    Measured {
+        outcome: if symptoms.is_empty() {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        },
+        unit: "messages",
+        expected: f.expected,
+        delivered: f.delivered,
+        lost: f.lost,
+        duplicated: f.duplicated,
+        reordered: f.reordered,
+        corrupted: f.unknown,
+        recovery_ms: recovery.map(|d| d.as_millis() as u64),
+        attempts: rec.attempts,
+        symptoms,
+        error: rec.client_error.clone(),
+        latency_p50_us: f.latency_p50_us,
+        latency_p99_us: f.latency_p99_us,
+    }
+}
+
+/// The worst recovery over all faults of a signaling run: from the fault
+/// until the first message sent after it is delivered (a broker crash
+/// needs no repair for delivery to go on). `None` if messages were sent
+/// after a fault and none of them arrived.
+fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<Duration> {
+    let sent_at: std::collections::HashMap<u64, Duration> = log.sent.iter().copied().collect();
+    let mut worst = Duration::ZERO;
+    for fault in &scenario.faults {
+        let at = fault.at().0;
+        if !log.sent.iter().any(|&(_, t)| t >= at) {
+            continue;
+        }
+        let first = log
+            .received
+            .iter()
+            .filter(|(n, _)| sent_at.get(n).is_some_and(|&t| t >= at))
+            .map(|&(_, t)| t)
+            .min()?;
+        worst = worst.max(first.saturating_sub(at));
+    }
+    Some(worst)
 }
 
 /// For each read of a stream, the highest stream offset end it delivered.

@@ -30,7 +30,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["seed"], 7);
-    assert_eq!(v["summary"]["passed"], 6);
+    assert_eq!(v["summary"]["passed"], 7);
     assert_eq!(v["summary"]["failed"], 0);
     assert_eq!(v["summary"]["unsupported"], 1);
     let all = v["scenarios"].as_array().unwrap();
@@ -38,6 +38,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(
         ids,
         [
+            "broker-loss",
             "curl-under-reset",
             "delayed-routability",
             "gateway-change",
@@ -48,8 +49,21 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
         ]
     );
     // The command workload runs real programs: sim says so instead of passing.
-    assert_eq!(all[0]["verdict"], "unsupported");
-    assert!(all[0]["unsupported"].as_str().unwrap().contains("netns"));
+    let curl = &all[1];
+    assert_eq!(curl["verdict"], "unsupported");
+    assert!(curl["unsupported"].as_str().unwrap().contains("netns"));
+    // Signaling counts messages, with their latency.
+    let signaling = &all[0];
+    assert_eq!(signaling["verdict"], "pass");
+    for run in [&signaling["baseline"], &signaling["mitigated"]] {
+        assert_eq!(run["unit"], "messages");
+        assert_eq!(run["expected"], 400);
+        assert!(run["latency_p50_us"].is_u64() && run["latency_p99_us"].is_u64());
+    }
+    assert_eq!(signaling["mitigated"]["delivered"], 400);
+    assert_eq!(signaling["mitigated"]["lost"], 0);
+    assert_eq!(signaling["mitigated"]["duplicated"], 0);
+    assert!(signaling["baseline"]["lost"].as_u64().unwrap() > 0);
     let scenarios: Vec<_> = all
         .iter()
         .filter(|s| ["silent-path-loss", "tcp-reset"].contains(&s["id"].as_str().unwrap()))
@@ -121,7 +135,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     ]);
     // The extra report comes from the same run.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 6);
+    assert_eq!(v["summary"]["passed"], 7);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -132,15 +146,15 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 7);
-    assert_eq!(names[0], "curl-under-reset");
+    assert_eq!(names.len(), 8);
+    assert_eq!(names[1], "curl-under-reset");
     assert!(cases
         .iter()
         .all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
-    assert!(cases[0].children().any(|k| k.has_tag_name("skipped")));
+    assert!(cases[1].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("6 passed, 0 failed, 1 unsupported"));
+    assert!(stderr(&out).contains("7 passed, 0 failed, 1 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -235,7 +249,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "7 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "8 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));

@@ -49,6 +49,47 @@ fn network_change_scenarios_pass_on_netns_with_exact_delivery() {
     }
 }
 
+#[test]
+fn broker_loss_passes_on_netns_with_real_mosquitto() {
+    if !netns_or_skip("broker loss") {
+        return;
+    }
+    let b = shipped_scenario_passes("broker-loss", 17);
+    assert_eq!(b.unit, "messages");
+    assert!(b.lost > 0, "the single-broker peer lost messages: {b:?}");
+    assert_eq!(lab_brokers_running(), 0, "every mosquitto was stopped");
+
+    // IPv6: brokers listen on 2001:db8:: addresses (one test, so that no
+    // other lab's brokers run while the leftovers are counted).
+    let text = std::fs::read_to_string(repo().join("scenarios/broker-loss.toml")).unwrap();
+    let text = text.replacen("[topology]\n", "[topology]\nip = \"ipv6\"\n", 1);
+    let s = parse(&text);
+    let rec = backend::run(BackendKind::Netns, &s, Variant::Mitigated, 5).unwrap();
+    let m = check::judge(&s, &rec, None);
+    assert_eq!(
+        (m.unit, m.delivered, m.lost, m.duplicated, m.corrupted),
+        ("messages", 400, 0, 0, 0),
+        "{m:?}"
+    );
+    assert_eq!(lab_brokers_running(), 0);
+}
+
+/// mosquitto processes started by a lab (their config is `broker<N>.conf`).
+fn lab_brokers_running() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmd| {
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"mosquitto"))
+                && args.iter().any(|a| {
+                    let a = String::from_utf8_lossy(a);
+                    a.contains("/broker") && a.ends_with(".conf")
+                })
+        })
+        .count()
+}
+
 /// Runs a shipped scenario on netns: it passes, the mitigated run delivers
 /// every byte exactly once within its attempt bound, and the baseline shows
 /// every expected symptom. Returns the baseline's measurements.

@@ -9,7 +9,7 @@ use super::core::{Delivered, Publish, SignalConfig, SignalCore};
 use super::envelope::{EncodeError, MessageId};
 use crate::reconnect::{Backoff, Policy};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -109,6 +109,9 @@ pub struct LinkConfig {
     pub policy: Policy,
     /// Time allowed for connect + confirm + subscribe.
     pub connect_timeout: Duration,
+    /// Seed of the endpoint's sender id and backoff jitter; `None` draws
+    /// them from the OS. A simulation sets it so a run replays exactly.
+    pub seed: Option<u64>,
 }
 
 impl Default for LinkConfig {
@@ -122,6 +125,7 @@ impl Default for LinkConfig {
                 ..Policy::default()
             },
             connect_timeout: Duration::from_secs(5),
+            seed: None,
         }
     }
 }
@@ -134,7 +138,11 @@ impl Signal {
         config: SignalConfig,
         link: LinkConfig,
     ) -> Signal {
-        let sender: u64 = rand::random();
+        let mut seeds = match link.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        let sender: u64 = seeds.random();
         let (delivered_tx, delivered) = unbounded_channel();
         let mut receivers = Vec::new();
         let mut outboxes = Vec::new();
@@ -154,12 +162,15 @@ impl Signal {
             .zip(receivers)
             .enumerate()
             .map(|(i, (broker, outbox))| {
-                let client_id = format!("nm-{me}-{sender:016x}-{i}");
+                let slot = Slot {
+                    index: i,
+                    client_id: format!("nm-{me}-{sender:016x}-{i}"),
+                    topic: topic.clone(),
+                    rng: SmallRng::seed_from_u64(seeds.random()),
+                };
                 tokio::spawn(run_broker(
-                    i,
+                    slot,
                     broker,
-                    client_id,
-                    topic.clone(),
                     outbox,
                     inner.clone(),
                     link.clone(),
@@ -202,17 +213,29 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn run_broker<B: Broker>(
+/// Who one broker task is: its broker's index, the MQTT client id and
+/// topic it uses, and its own jitter source.
+struct Slot {
     index: usize,
-    mut broker: B,
     client_id: String,
     topic: String,
+    rng: SmallRng,
+}
+
+async fn run_broker<B: Broker>(
+    slot: Slot,
+    mut broker: B,
     mut outbox: UnboundedReceiver<Publish>,
     inner: Arc<Mutex<Inner>>,
     link: LinkConfig,
 ) {
+    let Slot {
+        index,
+        client_id,
+        topic,
+        mut rng,
+    } = slot;
     let mut backoff = Backoff::new(link.policy.clone(), tokio_now());
-    let mut rng = SmallRng::from_os_rng();
     loop {
         let connected =
             tokio::time::timeout(link.connect_timeout, broker.connect(&client_id, &topic)).await;

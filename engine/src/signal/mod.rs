@@ -1,5 +1,5 @@
-//! Redundant signaling (work in progress): the pieces that make a message
-//! sent through several brokers arrive exactly once.
+//! Redundant signaling: every message through several brokers, each
+//! delivered to the application exactly once.
 //!
 //! * [`envelope`]: the wire format — an application message id across
 //!   brokers, a TTL, the recipient and the payload; garbage, foreign,
@@ -11,7 +11,8 @@
 //! * [`link`]: the tokio endpoint [`Signal`] over N brokers behind the
 //!   [`Broker`] trait, and [`Mqtt`], the real broker (rumqttc).
 //!
-//! The harness's brokers and the `broker-loss` scenario come next.
+//! The harness's `broker-loss` scenario runs it against real mosquitto
+//! brokers (netns) and simulated ones (sim) that crash mid-stream.
 
 pub mod core;
 pub mod dedup;
@@ -19,6 +20,6 @@ pub mod envelope;
 pub mod link;
 
 pub use self::core::{Delivered, Dropped, Publish, SignalConfig, SignalCore};
-pub use self::link::{Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal};
+pub use self::link::{topic_for, Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal};
 pub use dedup::{Dedup, DedupConfig, Verdict};
 pub use envelope::{DecodeError, EncodeError, Envelope, MessageId};

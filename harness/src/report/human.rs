@@ -129,8 +129,17 @@ fn line(m: Option<&Measured>) -> String {
     let recovery = m.recovery_ms.map_or("never recovered".to_string(), |r| {
         format!("recovered in {r} ms")
     });
+    let unit = if m.unit == "messages" { "msgs" } else { "B" };
+    let latency = match (m.latency_p50_us, m.latency_p99_us) {
+        (Some(p50), Some(p99)) => format!(
+            ", latency p50 {:.1} ms p99 {:.1} ms",
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{outcome}: {}/{} B delivered, {} lost, {} dup, {recovery}, {} attempt(s)",
+        "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s)",
         m.delivered, m.expected, m.lost, m.duplicated, m.attempts
     )
 }

@@ -1,6 +1,6 @@
 //! Reading scenario files, with errors that point into the file.
 
-use super::model::{Scenario, WorkloadKind};
+use super::model::{Fault, PolicyKind, Scenario, WorkloadKind};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -167,31 +167,6 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             "must be non-empty and use only letters, digits, `-` and `_`".into(),
         );
     }
-    let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
-    if bytes == 0 || bytes % 8 != 0 {
-        return bad(
-            "workload.bytes".into(),
-            "bytes",
-            0,
-            "must be a positive multiple of 8".into(),
-        );
-    }
-    if chunk == 0 || chunk > 1 << 20 {
-        return bad(
-            "workload.chunk".into(),
-            "chunk",
-            0,
-            "must be between 1 and 1048576".into(),
-        );
-    }
-    if rate == Some(0) {
-        return bad(
-            "workload.rate".into(),
-            "rate",
-            0,
-            "must be positive (omit it for unpaced)".into(),
-        );
-    }
     let mut last = None;
     for (i, f) in s.faults.iter().enumerate() {
         if last.is_some_and(|l| f.at() < l) {
@@ -216,8 +191,36 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         }
         last = Some(f.at());
     }
+    if s.workload.kind != WorkloadKind::Signaling {
+        validate_bytes(s)?;
+        if let Some(i) = s
+            .faults
+            .iter()
+            .position(|f| matches!(f, Fault::BrokerDown { .. }))
+        {
+            return bad(
+                format!("faults[{i}].kind"),
+                "kind",
+                i + 1,
+                "a broker-down fault needs a signaling workload".into(),
+            );
+        }
+    }
     match s.workload.kind {
+        WorkloadKind::Signaling => validate_signaling(s)?,
         WorkloadKind::Stream => {
+            if s.mitigation
+                .as_ref()
+                .is_some_and(|m| m.policy != PolicyKind::ResumableSession)
+            {
+                return bad(
+                    "mitigation.policy".into(),
+                    "policy",
+                    0,
+                    "a stream scenario pairs its failure with `policy = \"resumable-session\"`"
+                        .into(),
+                );
+            }
             if !s.workload.command.is_empty() {
                 return bad(
                     "workload.command".into(),
@@ -270,6 +273,149 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
                     "a command workload needs the exit status it must end with (`exit = 0`)".into(),
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// The byte-stream fields of a stream or command workload.
+fn validate_bytes(s: &Scenario) -> Result<(), Invalid> {
+    let bad =
+        |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
+    let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
+    if bytes == 0 || bytes % 8 != 0 {
+        return bad(
+            "workload.bytes".into(),
+            "bytes",
+            0,
+            "must be a positive multiple of 8".into(),
+        );
+    }
+    if chunk == 0 || chunk > 1 << 20 {
+        return bad(
+            "workload.chunk".into(),
+            "chunk",
+            0,
+            "must be between 1 and 1048576".into(),
+        );
+    }
+    if rate == Some(0) {
+        return bad(
+            "workload.rate".into(),
+            "rate",
+            0,
+            "must be positive (omit it for unpaced)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A signaling workload: its messages, its brokers, their faults, and the
+/// signaling policy.
+fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
+    let bad =
+        |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
+    let w = &s.workload;
+    if w.messages == 0 || w.messages > 1_000_000 {
+        return bad(
+            "workload.messages".into(),
+            "messages",
+            0,
+            "a signaling workload sends between 1 and 1000000 messages".into(),
+        );
+    }
+    if !(8..=32 << 10).contains(&w.payload) {
+        return bad(
+            "workload.payload".into(),
+            "payload",
+            0,
+            "must be between 8 and 32768 bytes".into(),
+        );
+    }
+    if w.interval.0.is_zero() {
+        return bad(
+            "workload.interval".into(),
+            "interval",
+            0,
+            "must be positive".into(),
+        );
+    }
+    if !w.command.is_empty() {
+        return bad(
+            "workload.command".into(),
+            "command",
+            0,
+            "only a command workload runs a command".into(),
+        );
+    }
+    if s.expect.exit.is_some() {
+        return bad(
+            "expect.exit".into(),
+            "exit",
+            0,
+            "only a command workload has an exit status".into(),
+        );
+    }
+    if s.expect.baseline.is_empty() {
+        return bad(
+            "expect.baseline".into(),
+            "baseline",
+            0,
+            "name at least one symptom: a scenario whose baseline does not fail proves nothing"
+                .into(),
+        );
+    }
+    let brokers = s.topology.brokers;
+    if !(1..=16).contains(&brokers) {
+        return bad(
+            "topology.brokers".into(),
+            "brokers",
+            0,
+            "a signaling workload needs between 1 and 16 brokers".into(),
+        );
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        let Fault::BrokerDown { broker, .. } = f else {
+            return bad(
+                format!("faults[{i}].kind"),
+                "kind",
+                // The workload's `kind =` comes first.
+                i + 1,
+                format!(
+                    "a signaling workload takes broker-down faults only, not {}",
+                    f.kind()
+                ),
+            );
+        };
+        if *broker >= brokers {
+            return bad(
+                format!("faults[{i}].broker"),
+                "broker",
+                // Every fault so far was a broker fault with a `broker =`.
+                i,
+                format!("the topology has brokers 0 to {}", brokers - 1),
+            );
+        }
+    }
+    match &s.mitigation {
+        Some(m) if m.policy == PolicyKind::RedundantSignaling => {
+            if m.fanout.is_some_and(|f| f == 0 || f > usize::from(brokers)) {
+                return bad(
+                    "mitigation.fanout".into(),
+                    "fanout",
+                    0,
+                    format!("must be between 1 and the {brokers} broker(s)"),
+                );
+            }
+        }
+        _ => {
+            return bad(
+                "mitigation.policy".into(),
+                "policy",
+                0,
+                "a signaling scenario pairs its failure with `policy = \"redundant-signaling\"`"
+                    .into(),
+            )
         }
     }
     Ok(())
@@ -343,7 +489,65 @@ max_attempts = 5
         let text = GOOD.replace("latency = \"2ms\"", "latency = \"2ms\"\nlatensy = \"3ms\"");
         assert_eq!(
             err(&text),
-            "s.toml:8:1: topology.latensy: unknown field `latensy`, expected one of `client`, `server`, `middlebox`, `latency`, `port`, `ip`"
+            "s.toml:8:1: topology.latensy: unknown field `latensy`, expected one of `client`, `server`, `middlebox`, `latency`, `port`, `ip`, `brokers`, `broker_port`"
+        );
+    }
+
+    const SIGNALING: &str = r#"
+id = "b"
+catalog = "broker-loss"
+description = "d"
+
+[topology]
+brokers = 2
+
+[workload]
+kind = "signaling"
+messages = 10
+
+[[faults]]
+kind = "broker-down"
+at = "1s"
+broker = 1
+duration = "1s"
+
+[mitigation]
+policy = "redundant-signaling"
+
+[expect]
+baseline = ["loss"]
+"#;
+
+    #[test]
+    fn signaling_scenarios_check_their_brokers_faults_and_policy() {
+        let s = parse(Path::new("s.toml"), SIGNALING).unwrap();
+        assert_eq!(s.topology.broker_hosts(), ["broker0", "broker1"]);
+        assert_eq!(
+            err(&SIGNALING.replace("broker = 1", "broker = 2")),
+            "s.toml:16:1: faults[0].broker: the topology has brokers 0 to 1"
+        );
+        assert_eq!(
+            err(&SIGNALING.replace("brokers = 2", "brokers = 0")),
+            "s.toml:7:1: topology.brokers: a signaling workload needs between 1 and 16 brokers"
+        );
+        assert_eq!(
+            err(&SIGNALING.replace("redundant-signaling", "resumable-session")),
+            "s.toml:20:1: mitigation.policy: a signaling scenario pairs its failure with `policy = \"redundant-signaling\"`"
+        );
+        assert_eq!(
+            err(&SIGNALING.replace("kind = \"broker-down\"", "kind = \"blackhole\"")
+                .replace("broker = 1\n", "")),
+            "s.toml:14:1: faults[0].kind: a signaling workload takes broker-down faults only, not blackhole"
+        );
+        assert_eq!(
+            err(&SIGNALING.replace("messages = 10", "messages = 0")),
+            "s.toml:11:1: workload.messages: a signaling workload sends between 1 and 1000000 messages"
+        );
+        // A broker fault in a stream scenario has no broker to act on.
+        let stream = GOOD.replace("kind = \"reset\"", "kind = \"broker-down\"\nbroker = 0");
+        assert_eq!(
+            err(&stream),
+            "s.toml:14:1: faults[0].kind: a broker-down fault needs a signaling workload"
         );
     }
 

@@ -54,6 +54,26 @@ pub struct Topology {
     /// Address family of the path.
     #[serde(default)]
     pub ip: IpVersion,
+    /// Signaling brokers (hosts `broker0`, `broker1`, …), each one hop
+    /// from the middlebox like client and server. Only a signaling
+    /// workload uses them.
+    #[serde(default)]
+    pub brokers: u8,
+    /// TCP port the brokers listen on.
+    #[serde(default = "default_broker_port")]
+    pub broker_port: u16,
+}
+
+impl Topology {
+    /// Host name of broker `index`.
+    pub fn broker(&self, index: u8) -> String {
+        format!("broker{index}")
+    }
+
+    /// Host names of every broker, in index order.
+    pub fn broker_hosts(&self) -> Vec<String> {
+        (0..self.brokers).map(|i| self.broker(i)).collect()
+    }
 }
 
 /// Address family of a scenario's path.
@@ -82,6 +102,9 @@ fn default_latency() -> Dur {
 fn default_port() -> u16 {
     7000
 }
+fn default_broker_port() -> u16 {
+    1883
+}
 
 /// Kinds of workload.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -95,6 +118,10 @@ pub enum WorkloadKind {
     /// serves `bytes` bytes (paced at `rate`) at every path and honours
     /// `Range: bytes=N-`. Its exit status and output are the result.
     Command,
+    /// The client sends `messages` signaling messages to the server, one
+    /// every `interval`, through the topology's brokers; the report counts
+    /// messages delivered, lost and duplicated, and their latency.
+    Signaling,
 }
 
 /// What the application does.
@@ -117,10 +144,26 @@ pub struct Workload {
     /// `{url}` `http://server:port/` (IPv6 in brackets).
     #[serde(default)]
     pub command: Vec<String>,
+    /// For `signaling`: how many messages the client sends.
+    #[serde(default)]
+    pub messages: u64,
+    /// For `signaling`: time between two messages.
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    /// For `signaling`: payload bytes of each message (at least 8: the
+    /// message number).
+    #[serde(default = "default_payload")]
+    pub payload: usize,
 }
 
 fn default_chunk() -> usize {
     4096
+}
+fn default_interval() -> Dur {
+    Dur(Duration::from_millis(20))
+}
+fn default_payload() -> usize {
+    64
 }
 
 /// Which traffic a path fault hits.
@@ -268,6 +311,18 @@ pub enum Fault {
         /// Length of one flap.
         period: Dur,
     },
+    /// Signaling broker `broker` crashes: its process dies with every
+    /// connection, subscription and message in flight (a real broker with
+    /// persistence off). After `duration` it starts again, empty; without
+    /// one it stays down.
+    BrokerDown {
+        /// When.
+        at: Dur,
+        /// Which broker (index into the topology's brokers).
+        broker: u8,
+        /// How long until it restarts.
+        duration: Option<Dur>,
+    },
 }
 
 impl Fault {
@@ -285,7 +340,8 @@ impl Fault {
             | Fault::RouteLoss { at, .. }
             | Fault::NicSwap { at, .. }
             | Fault::GatewayChange { at, .. }
-            | Fault::LinkFlap { at, .. } => *at,
+            | Fault::LinkFlap { at, .. }
+            | Fault::BrokerDown { at, .. } => *at,
         }
     }
 
@@ -299,7 +355,8 @@ impl Fault {
             | Fault::RouteLoss { duration, .. } => Some(*duration),
             Fault::Latency { duration, .. }
             | Fault::Loss { duration, .. }
-            | Fault::Bandwidth { duration, .. } => *duration,
+            | Fault::Bandwidth { duration, .. }
+            | Fault::BrokerDown { duration, .. } => *duration,
             Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } => {
                 *routable_after
             }
@@ -327,6 +384,7 @@ impl Fault {
             Fault::NicSwap { .. } => "nic-swap",
             Fault::GatewayChange { .. } => "gateway-change",
             Fault::LinkFlap { .. } => "link-flap",
+            Fault::BrokerDown { .. } => "broker-down",
         }
     }
 }
@@ -338,6 +396,19 @@ pub enum PolicyKind {
     /// `netmend::session`: resume the byte stream on a new transport.
     #[default]
     ResumableSession,
+    /// `netmend::signal`: every message through several brokers, each
+    /// delivered once.
+    RedundantSignaling,
+}
+
+impl PolicyKind {
+    /// The name as written in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::ResumableSession => "resumable-session",
+            PolicyKind::RedundantSignaling => "redundant-signaling",
+        }
+    }
 }
 
 /// The engine policy of the mitigated run and its parameters.
@@ -388,6 +459,12 @@ pub struct Mitigation {
     /// Time allowed for one gate probe (monitor).
     #[serde(default)]
     pub probe_timeout: Option<Dur>,
+    /// Brokers each message goes through (signaling; default all).
+    #[serde(default)]
+    pub fanout: Option<usize>,
+    /// How long a message stays worth delivering (signaling).
+    #[serde(default)]
+    pub ttl: Option<Dur>,
 }
 
 /// A failure symptom a run can show.
@@ -511,6 +588,8 @@ pub enum FaultKind {
     GatewayChange,
     /// See [`Fault::LinkFlap`].
     LinkFlap,
+    /// See [`Fault::BrokerDown`].
+    BrokerDown,
 }
 
 impl FaultKind {
@@ -529,6 +608,7 @@ impl FaultKind {
             FaultKind::NicSwap => "nic-swap",
             FaultKind::GatewayChange => "gateway-change",
             FaultKind::LinkFlap => "link-flap",
+            FaultKind::BrokerDown => "broker-down",
         }
     }
 }
@@ -560,6 +640,8 @@ pub struct RawFault {
     count: Option<u32>,
     #[serde(default)]
     period: Option<Dur>,
+    #[serde(default)]
+    broker: Option<u8>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -575,6 +657,7 @@ impl TryFrom<RawFault> for Fault {
                 r.kind,
                 K::Reset | K::AddressChange | K::NicSwap | K::GatewayChange | K::LinkFlap
             ),
+            "broker" => r.kind == K::BrokerDown,
             "routable_after" => matches!(r.kind, K::NicSwap | K::GatewayChange),
             "count" | "period" => r.kind == K::LinkFlap,
             "direction" => r.kind == K::Partition,
@@ -595,6 +678,7 @@ impl TryFrom<RawFault> for Fault {
             ("routable_after", r.routable_after.is_some()),
             ("count", r.count.is_some()),
             ("period", r.period.is_some()),
+            ("broker", r.broker.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes(f)) {
             return Err(format!("`{field}` does not apply to a {kind} fault"));
@@ -682,6 +766,11 @@ impl TryFrom<RawFault> for Fault {
                     period,
                 }
             }
+            K::BrokerDown => Fault::BrokerDown {
+                at: r.at,
+                broker: r.broker.ok_or_else(|| need("broker"))?,
+                duration: open_ended(r.duration)?,
+            },
         })
     }
 }

@@ -5,7 +5,6 @@
 //! `unit: "messages"`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Messages are numbered from 0 by the sending workload.
@@ -15,31 +14,6 @@ pub struct MessageLog {
     pub sent: Vec<(u64, Duration)>,
     /// `(number, time delivered)`, in delivery order.
     pub received: Vec<(u64, Duration)>,
-}
-
-/// A shared handle the programs record into.
-#[derive(Clone, Debug, Default)]
-pub struct MessageRecorder(Arc<Mutex<MessageLog>>);
-
-impl MessageRecorder {
-    fn lock(&self) -> MutexGuard<'_, MessageLog> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Message `n` was sent at `t`.
-    pub fn sent(&self, n: u64, t: Duration) {
-        self.lock().sent.push((n, t));
-    }
-
-    /// Message `n` reached the application at `t`.
-    pub fn received(&self, n: u64, t: Duration) {
-        self.lock().received.push((n, t));
-    }
-
-    /// What was recorded so far.
-    pub fn snapshot(&self) -> MessageLog {
-        self.lock().clone()
-    }
 }
 
 /// The judged figures of a message run.
@@ -116,14 +90,14 @@ mod tests {
 
     #[test]
     fn counts_losses_duplicates_reorders_and_strangers_exactly() {
-        let rec = MessageRecorder::default();
-        for n in 0..5 {
-            rec.sent(n, ms(n * 10));
-        }
-        for (n, t) in [(0, 2), (2, 23), (1, 25), (2, 26), (4, 44), (9, 50)] {
-            rec.received(n, ms(t));
-        }
-        let f = judge(&rec.snapshot());
+        let log = MessageLog {
+            sent: (0..5).map(|n| (n, ms(n * 10))).collect(),
+            received: [(0, 2), (2, 23), (1, 25), (2, 26), (4, 44), (9, 50)]
+                .into_iter()
+                .map(|(n, t)| (n, ms(t)))
+                .collect(),
+        };
+        let f = judge(&log);
         assert_eq!(
             (
                 f.expected,
@@ -142,9 +116,11 @@ mod tests {
 
     #[test]
     fn nothing_delivered_has_no_latency() {
-        let rec = MessageRecorder::default();
-        rec.sent(0, ms(0));
-        let f = judge(&rec.snapshot());
+        let log = MessageLog {
+            sent: vec![(0, ms(0))],
+            received: Vec::new(),
+        };
+        let f = judge(&log);
         assert_eq!((f.delivered, f.lost, f.latency_p50_us), (0, 1, None));
     }
 }

@@ -1,5 +1,7 @@
-//! What one run of the stream workload records, on any backend.
+//! What one run of a workload records, on any backend: the bytes of a
+//! stream, or the messages of a signaling run.
 
+use super::messages::MessageLog;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,6 +32,10 @@ pub struct Recording {
     pub client_done_at: Option<Duration>,
     /// How long the run lasted (virtual time on sim).
     pub elapsed: Duration,
+    /// Messages sent and delivered (signaling workloads).
+    pub messages: MessageLog,
+    /// The receiving side is online (signaling: the sender starts then).
+    pub receiver_ready: bool,
 }
 
 /// A shared handle the workload programs record into.
@@ -89,6 +95,35 @@ impl Recorder {
     /// The client finished at `t`.
     pub fn client_done(&self, t: Duration) {
         self.lock().client_done_at = Some(t);
+    }
+
+    /// Message `n` was sent at `t`.
+    pub fn message_sent(&self, n: u64, t: Duration) {
+        self.lock().messages.sent.push((n, t));
+    }
+
+    /// Message `n` reached the receiving application at `t`.
+    pub fn message_received(&self, n: u64, t: Duration) {
+        self.lock().messages.received.push((n, t));
+    }
+
+    /// Distinct messages delivered so far.
+    pub fn messages_delivered(&self) -> usize {
+        let r = self.lock();
+        let mut seen: Vec<u64> = r.messages.received.iter().map(|&(n, _)| n).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+
+    /// The receiving side is online.
+    pub fn receiver_ready(&self) {
+        self.lock().receiver_ready = true;
+    }
+
+    /// Whether the receiving side is online.
+    pub fn is_receiver_ready(&self) -> bool {
+        self.lock().receiver_ready
     }
 
     /// Whether the client finished.

@@ -226,6 +226,11 @@ impl<'a> PathFaults<'a> {
                 let router_if = self.client.1.router_if.clone();
                 lab.set_link_up(lab.router(), &router_if, !lost).await
             }
+            // Broker processes belong to the signaling run, which applies
+            // these itself; validation keeps them out of path schedules.
+            Action::Broker { .. } => Err(LabError::BadName(
+                "a broker fault outside a signaling run".into(),
+            )),
             Action::RouteLoss { host, lost } => {
                 let (name, a) = self.host(*host).clone();
                 if *lost {

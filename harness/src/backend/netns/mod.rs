@@ -18,10 +18,12 @@ pub mod faults;
 pub mod firewall;
 pub mod host;
 pub mod lab;
+pub mod mosquitto;
 pub mod namespace;
+pub mod signaling;
 
 use super::{baseline_follows, mitigation_spec, schedule, BackendError, Variant};
-use crate::scenario::{IpVersion, Scenario};
+use crate::scenario::{IpVersion, Scenario, WorkloadKind};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use faults::PathFaults;
@@ -272,7 +274,11 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         .enable_all()
         .build()
         .map_err(|e| BackendError::Netns(format!("control runtime: {e}")))?;
-    runtime.block_on(run_in_lab(s, variant, seed))
+    if s.workload.kind == WorkloadKind::Signaling {
+        runtime.block_on(signaling::run_in_lab(s, variant, seed))
+    } else {
+        runtime.block_on(run_in_lab(s, variant, seed))
+    }
 }
 
 async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {

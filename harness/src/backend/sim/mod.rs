@@ -2,13 +2,16 @@
 //!
 //! Hosts: the client, the middlebox (a relay the harness controls, see
 //! [`relay`]) and the server. Faults act on the middlebox (reset, blackhole)
-//! or on turmoil's links (partition, latency).
+//! or on turmoil's links (partition, latency). A signaling scenario runs
+//! its own world instead (see [`signaling`]): peers and broker hosts.
 
+pub mod broker;
 pub mod relay;
+pub mod signaling;
 pub mod world;
 
 use super::{baseline_follows, mitigation_spec, schedule, Action, BackendError, Variant};
-use crate::scenario::{Direction, HostRole, IpVersion, Scenario};
+use crate::scenario::{Direction, HostRole, IpVersion, Scenario, WorkloadKind};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use netmend::monitor::{Debounce, Injector, Monitor};
@@ -66,6 +69,9 @@ impl Net for SimNet {
 
 /// Runs one variant of `s` and returns what it recorded.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
+    if s.workload.kind == WorkloadKind::Signaling {
+        return signaling::run(s, variant, seed);
+    }
     let topo = &s.topology;
     let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     let deadline = s.expect.deadline.0;
@@ -225,7 +231,9 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
         Action::Loss(_)
         | Action::Bandwidth(_)
         | Action::AddressChange { .. }
-        | Action::RouteLoss { .. } => {
+        | Action::RouteLoss { .. }
+        // Scenario validation keeps broker faults to signaling runs.
+        | Action::Broker { .. } => {
             tracing::warn!(?action, "not expressible on sim; ignored");
         }
     }

@@ -1,0 +1,209 @@
+//! Real MQTT brokers in the lab: one `mosquitto` process per broker host
+//! namespace, from a generated config, killed and restarted as a
+//! scenario's broker faults say.
+
+use super::lab::Lab;
+use super::LabError;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh mosquitto may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One broker: where it listens and its process while it runs.
+struct Broker {
+    node: String,
+    addr: IpAddr,
+    config: PathBuf,
+    process: Option<Child>,
+}
+
+/// The lab's brokers. Dropping them kills every process still running.
+pub struct Mosquittos {
+    brokers: Vec<Broker>,
+    /// Holds the config files.
+    dir: tempfile::TempDir,
+}
+
+/// The config of a broker listening on `addr:port`: anonymous clients (the
+/// lab is closed), no persistence (a restart comes back empty, as the
+/// scenarios' crashes mean), room for a burst of queued messages.
+pub fn config(addr: IpAddr, port: u16) -> String {
+    format!(
+        "listener {port} {addr}\n\
+         allow_anonymous true\n\
+         persistence false\n\
+         max_queued_messages 10000\n\
+         log_dest none\n"
+    )
+}
+
+/// Whether mosquitto can be run here.
+pub fn available() -> Result<(), LabError> {
+    // `mosquitto -h` prints its usage and exits non-zero; only a missing
+    // binary is an error here.
+    std::process::Command::new("mosquitto")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(drop)
+        .map_err(|_| {
+            LabError::Unavailable(
+                "`mosquitto` is missing; the netns backend runs real brokers (apt-get install mosquitto)".into(),
+            )
+        })
+}
+
+/// Whether the network namespace of process `pid` has a TCP socket
+/// listening on `port` (read from its own view of /proc/net).
+fn listening(pid: u32, port: u16) -> bool {
+    ["tcp", "tcp6"].iter().any(|table| {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            return false;
+        };
+        text.lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1);
+            let state = fields.nth(1);
+            let local_port = local
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && state == Some("0A")
+        })
+    })
+}
+
+impl Mosquittos {
+    /// Writes a config for each `(node, address)` and starts a broker in
+    /// each node; returns once all of them listen.
+    pub fn start(lab: &Lab, brokers: &[(String, IpAddr)], port: u16) -> Result<Self, LabError> {
+        available()?;
+        let dir = tempfile::tempdir().map_err(|e| LabError::io("broker config directory", e))?;
+        let mut out = Mosquittos {
+            brokers: Vec::new(),
+            dir,
+        };
+        for (i, (node, addr)) in brokers.iter().enumerate() {
+            let config = out.dir.path().join(format!("broker{i}.conf"));
+            std::fs::write(&config, self::config(*addr, port))
+                .map_err(|e| LabError::io(format!("write {}", config.display()), e))?;
+            out.brokers.push(Broker {
+                node: node.clone(),
+                addr: *addr,
+                config,
+                process: None,
+            });
+        }
+        for i in 0..out.brokers.len() {
+            out.spawn(lab, i)?;
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        for b in &mut out.brokers {
+            wait_listening(b, port, deadline)?;
+        }
+        Ok(out)
+    }
+
+    fn spawn(&mut self, lab: &Lab, index: usize) -> Result<(), LabError> {
+        let b = self
+            .brokers
+            .get_mut(index)
+            .ok_or_else(|| LabError::BadName(format!("no broker {index}")))?;
+        let child = lab
+            .command(&b.node, "mosquitto")?
+            .arg("-c")
+            .arg(&b.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| LabError::io(format!("start mosquitto in {}", b.node), e))?;
+        tracing::debug!(broker = index, pid = child.id(), addr = %b.addr, "mosquitto started");
+        b.process = Some(child);
+        Ok(())
+    }
+
+    /// Crashes broker `index` (SIGKILL: no goodbye to its clients beyond
+    /// what the kernel does for a dead process) or starts it again, empty.
+    pub fn set_down(&mut self, lab: &Lab, index: usize, down: bool) -> Result<(), LabError> {
+        if down {
+            let b = self
+                .brokers
+                .get_mut(index)
+                .ok_or_else(|| LabError::BadName(format!("no broker {index}")))?;
+            if let Some(mut child) = b.process.take() {
+                let _ = child.kill();
+                child
+                    .wait()
+                    .map_err(|e| LabError::io("reap mosquitto", e))?;
+                tracing::debug!(broker = index, "mosquitto killed");
+            }
+            Ok(())
+        } else if self.brokers.get(index).is_some_and(|b| b.process.is_none()) {
+            self.spawn(lab, index)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stops every broker.
+    pub fn stop(mut self) {
+        self.kill_all();
+    }
+
+    fn kill_all(&mut self) {
+        for b in &mut self.brokers {
+            if let Some(mut child) = b.process.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn wait_listening(b: &mut Broker, port: u16, deadline: Instant) -> Result<(), LabError> {
+    loop {
+        let Some(child) = b.process.as_mut() else {
+            return Ok(());
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(LabError::Unavailable(format!(
+                "mosquitto in {} exited at start ({status})",
+                b.node
+            )));
+        }
+        if listening(child.id(), port) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Unavailable(format!(
+                "mosquitto in {} did not listen on {}:{port} within {START_TIMEOUT:?}",
+                b.node, b.addr
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Drop for Mosquittos {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_listen_on_the_lab_address_only_and_keep_nothing() {
+        let c = config("198.18.3.2".parse().expect("literal"), 1883);
+        assert!(c.starts_with("listener 1883 198.18.3.2\n"));
+        assert!(c.contains("persistence false\n"));
+        let c6 = config("2001:db8:0:3::2".parse().expect("literal"), 1883);
+        assert!(c6.starts_with("listener 1883 2001:db8:0:3::2\n"));
+    }
+}

@@ -1,0 +1,150 @@
+//! A signaling run on netns: the client (sender) and the server
+//! (receiver) each in their namespace, one real mosquitto per broker
+//! namespace, all hanging off the router; broker faults kill and restart
+//! the mosquitto processes.
+
+use super::host::HostTask;
+use super::lab::{Lab, LabSpec};
+use super::mosquitto::Mosquittos;
+use super::NetnsNet;
+use crate::backend::{schedule, signaling_plan, Action, BackendError, Variant};
+use crate::scenario::{IpVersion, Scenario};
+use crate::workload::signaling::{self as programs, Counted};
+use crate::workload::{Recorder, Recording};
+use netmend::signal::Mqtt;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// The lab of a signaling scenario: client, server and every broker.
+pub fn lab_spec(s: &Scenario) -> LabSpec {
+    let topo = &s.topology;
+    let mut hosts = vec![topo.client.clone(), topo.server.clone()];
+    hosts.extend(topo.broker_hosts());
+    LabSpec {
+        router: topo.middlebox.clone(),
+        hosts,
+    }
+}
+
+/// Runs one variant of the signaling scenario `s` in a fresh lab.
+pub async fn run_in_lab(
+    s: &Scenario,
+    variant: Variant,
+    seed: u64,
+) -> Result<Recording, BackendError> {
+    let topo = &s.topology;
+    let v6 = topo.ip == IpVersion::Ipv6;
+    let lab = Lab::build(&lab_spec(s)).await?;
+    let mut addresses: HashMap<String, IpAddr> = HashMap::new();
+    for host in [&topo.client, &topo.server] {
+        addresses.insert(host.clone(), lab.attachment(host)?.host_addr(v6));
+    }
+    let mut broker_addrs = Vec::new();
+    for host in topo.broker_hosts() {
+        let addr = lab.attachment(&host)?.host_addr(v6);
+        addresses.insert(host.clone(), addr);
+        broker_addrs.push((host, addr));
+    }
+    let port = topo.broker_port;
+    let mut brokers = Mosquittos::start(&lab, &broker_addrs, port)?;
+
+    let rec = Recorder::new(0);
+    let plan = signaling_plan(s, seed);
+    let start = Instant::now();
+    let net = NetnsNet::new(addresses, start, v6);
+    let mqtt = |rec: &Recorder| -> Vec<Counted<Mqtt>> {
+        broker_addrs
+            .iter()
+            .map(|(_, addr)| Counted::new(Mqtt::new(addr.to_string(), port), rec.clone()))
+            .collect()
+    };
+
+    let (receiver_brokers, receiver_rec, receiver_net, receiver_plan) =
+        (mqtt(&rec), rec.clone(), net.clone(), plan.clone());
+    let receiver = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
+        Ok(async move {
+            match variant {
+                Variant::Baseline => {
+                    if let Some(b) = receiver_brokers.into_iter().next() {
+                        programs::baseline_receiver(
+                            receiver_net,
+                            b,
+                            receiver_plan.spec,
+                            receiver_rec,
+                        )
+                        .await;
+                    }
+                }
+                Variant::Mitigated => {
+                    let [_, link] = receiver_plan.links;
+                    programs::mitigated_receiver(
+                        receiver_net,
+                        receiver_brokers,
+                        receiver_plan.config,
+                        link,
+                        receiver_rec,
+                    )
+                    .await;
+                }
+            }
+        })
+    })?;
+    let (sender_brokers, sender_rec, sender_net) = (mqtt(&rec), rec.clone(), net.clone());
+    let sender = HostTask::spawn(lab.namespace(&topo.client)?, &topo.client, move || {
+        Ok(async move {
+            match variant {
+                Variant::Baseline => {
+                    if let Some(b) = sender_brokers.into_iter().next() {
+                        programs::baseline_sender(sender_net, b, plan.spec, sender_rec).await;
+                    }
+                }
+                Variant::Mitigated => {
+                    let [link, _] = plan.links;
+                    programs::mitigated_sender(
+                        sender_net,
+                        sender_brokers,
+                        plan.config,
+                        link,
+                        plan.spec,
+                        sender_rec,
+                    )
+                    .await;
+                }
+            }
+        })
+    })?;
+
+    let actions = schedule(s);
+    let mut next = 0;
+    let deadline = s.expect.deadline.0;
+    loop {
+        let now = start.elapsed();
+        while let Some((at, action)) = actions.get(next) {
+            if *at > now {
+                break;
+            }
+            match action {
+                Action::Broker { index, down } => {
+                    tracing::debug!(broker = index, down, late = ?now - *at, "broker fault");
+                    brokers.set_down(&lab, usize::from(*index), *down)?;
+                }
+                other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
+            }
+            next += 1;
+        }
+        if rec.is_client_done() || now >= deadline || sender.is_finished() {
+            break;
+        }
+        let until_next = actions
+            .get(next)
+            .map_or(Duration::MAX, |(at, _)| at.saturating_sub(now));
+        tokio::time::sleep(until_next.min(Duration::from_millis(10))).await;
+    }
+    let recording = rec.snapshot(start.elapsed());
+    sender.stop()?;
+    receiver.stop()?;
+    brokers.stop();
+    lab.teardown();
+    Ok(recording)
+}

@@ -1,0 +1,137 @@
+//! A signaling run on sim: the client (sender), the server (receiver) and
+//! one turmoil host per broker; broker faults crash and restart those
+//! hosts.
+
+use super::broker::{self, SimBroker};
+use super::SimNet;
+use crate::backend::{schedule, signaling_plan, Action, BackendError, Variant};
+use crate::scenario::{IpVersion, Scenario};
+use crate::workload::signaling::{self as programs, Counted};
+use crate::workload::{Recorder, Recording};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs one variant of the signaling scenario `s`.
+pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
+    let topo = &s.topology;
+    let deadline = s.expect.deadline.0;
+    let v6 = topo.ip == IpVersion::Ipv6;
+    // Peers reach a broker through a router on netns (two hops); turmoil
+    // links hosts directly, so one link carries both hops' latency.
+    let latency = topo.latency.0 * 2;
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(deadline + Duration::from_secs(30))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(latency)
+        .max_message_latency(latency)
+        .ip_version(if v6 {
+            turmoil::IpVersion::V6
+        } else {
+            turmoil::IpVersion::V4
+        })
+        .rng_seed(seed)
+        .build();
+    let net = SimNet {
+        v6,
+        injector: Arc::default(),
+    };
+    let port = topo.broker_port;
+    let hosts = topo.broker_hosts();
+    for host in &hosts {
+        sim.host(host.as_str(), move || async move {
+            broker::serve(port, v6).await?;
+            Ok(())
+        });
+    }
+    let rec = Recorder::new(0);
+    let plan = signaling_plan(s, seed);
+    let brokers = |rec: &Recorder| -> Vec<Counted<SimBroker>> {
+        hosts
+            .iter()
+            .map(|h| {
+                Counted::new(
+                    SimBroker {
+                        host: h.clone(),
+                        port,
+                    },
+                    rec.clone(),
+                )
+            })
+            .collect()
+    };
+    let (receiver_brokers, sender_brokers) = (brokers(&rec), brokers(&rec));
+    let (receiver_rec, receiver_net, receiver_plan) = (rec.clone(), net.clone(), plan.clone());
+    sim.client(topo.server.as_str(), async move {
+        match variant {
+            Variant::Baseline => {
+                let first = receiver_brokers.into_iter().next();
+                if let Some(b) = first {
+                    programs::baseline_receiver(receiver_net, b, receiver_plan.spec, receiver_rec)
+                        .await;
+                }
+            }
+            Variant::Mitigated => {
+                let [_, link] = receiver_plan.links;
+                programs::mitigated_receiver(
+                    receiver_net,
+                    receiver_brokers,
+                    receiver_plan.config,
+                    link,
+                    receiver_rec,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    });
+    let sender_rec = rec.clone();
+    sim.client(topo.client.as_str(), async move {
+        match variant {
+            Variant::Baseline => {
+                if let Some(b) = sender_brokers.into_iter().next() {
+                    programs::baseline_sender(net, b, plan.spec, sender_rec).await;
+                }
+            }
+            Variant::Mitigated => {
+                let [link, _] = plan.links;
+                programs::mitigated_sender(
+                    net,
+                    sender_brokers,
+                    plan.config,
+                    link,
+                    plan.spec,
+                    sender_rec,
+                )
+                .await;
+            }
+        }
+        Ok(())
+    });
+
+    let actions = schedule(s);
+    let mut next = 0;
+    loop {
+        // The receiver never ends by itself: a step error is only fatal
+        // while the run is still going.
+        let finished = sim.step().map_err(|e| BackendError::Sim(e.to_string()))?;
+        let now = sim.elapsed();
+        while next < actions.len() && actions[next].0 <= now {
+            match &actions[next].1 {
+                Action::Broker { index, down } => {
+                    let host = topo.broker(*index);
+                    tracing::debug!(%host, down, at = ?now, "broker fault");
+                    if *down {
+                        sim.crash(host.as_str());
+                    } else {
+                        sim.bounce(host.as_str());
+                    }
+                }
+                other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
+            }
+            next += 1;
+        }
+        if finished || rec.is_client_done() || now >= deadline {
+            return Ok(rec.snapshot(now));
+        }
+    }
+}

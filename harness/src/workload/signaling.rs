@@ -1,0 +1,264 @@
+//! The signaling workload: the client sends numbered messages to the
+//! server through brokers, and the server's application records each one
+//! it is handed. Both programs are generic over the engine's
+//! [`Broker`] trait, so the very same code runs against real mosquitto
+//! (netns) and the simulated brokers (sim).
+//!
+//! * Baseline: what a typical peer does — one broker, fire and forget,
+//!   reconnecting in a blind loop when it notices the broker is gone.
+//! * Mitigated: [`netmend::signal::Signal`] over every broker.
+
+use super::programs::Net;
+use super::Recorder;
+use netmend::signal::{topic_for, Broker, BrokerConn, LinkConfig, Signal, SignalConfig};
+use std::io;
+use std::time::Duration;
+
+/// Endpoint name of the sending peer (its topic is derived from it).
+pub const SENDER: &str = "client";
+/// Endpoint name of the receiving peer.
+pub const RECEIVER: &str = "server";
+
+/// Pause of the naive peer between reconnects.
+const NAIVE_RETRY: Duration = Duration::from_millis(100);
+
+/// How long the sender waits for the receiver to come online before it
+/// starts anyway (the messages then show as lost).
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// What the sending peer does.
+#[derive(Clone, Debug)]
+pub struct SignalingSpec {
+    /// Messages to send.
+    pub messages: u64,
+    /// Time between two sends.
+    pub interval: Duration,
+    /// Payload bytes of each message.
+    pub payload: usize,
+    /// Time allowed for one broker connect.
+    pub connect_timeout: Duration,
+    /// After the last send, how long stragglers may still arrive.
+    pub settle: Duration,
+}
+
+/// The payload of message `n`: its number, then filler derived from it, so
+/// that a payload mixed up with another one's is caught.
+pub fn payload(n: u64, len: usize) -> Vec<u8> {
+    let mut out = n.to_le_bytes().to_vec();
+    out.extend((0..len.saturating_sub(8)).map(|i| filler(n, i)));
+    out
+}
+
+fn filler(n: u64, i: usize) -> u8 {
+    (n as u8).wrapping_mul(31).wrapping_add(i as u8)
+}
+
+/// The number of a payload made by [`payload`]; `None` for anything else.
+pub fn number(bytes: &[u8]) -> Option<u64> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    bytes[8..]
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == filler(n, i))
+        .then_some(n)
+}
+
+/// What the receiver records for a payload that is no message of the run.
+const UNKNOWN: u64 = u64::MAX;
+
+/// A broker whose connection attempts are counted in the run's record.
+pub struct Counted<B> {
+    inner: B,
+    rec: Recorder,
+}
+
+impl<B> Counted<B> {
+    /// Counts `inner`'s connects into `rec`.
+    pub fn new(inner: B, rec: Recorder) -> Self {
+        Counted { inner, rec }
+    }
+}
+
+impl<B: Broker> Broker for Counted<B> {
+    type Conn = B::Conn;
+
+    async fn connect(&mut self, client_id: &str, topic: &str) -> io::Result<B::Conn> {
+        self.rec.attempt();
+        self.inner.connect(client_id, topic).await
+    }
+}
+
+/// Sleeps until `at` (time since the run started).
+async fn until<N: Net>(net: &N, at: Duration) {
+    let now = net.now();
+    if at > now {
+        tokio::time::sleep(at - now).await;
+    }
+}
+
+/// Waits (bounded) for the receiver to be online; returns when sending
+/// starts.
+async fn wait_for_receiver<N: Net>(net: &N, rec: &Recorder) -> Duration {
+    let give_up = net.now() + READY_WAIT;
+    while !rec.is_receiver_ready() && net.now() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    net.now()
+}
+
+/// After the last send: waits until every message arrived or `settle`
+/// passed, then marks the client done.
+async fn settle<N: Net>(net: &N, spec: &SignalingSpec, rec: &Recorder) {
+    let give_up = net.now() + spec.settle;
+    while (rec.messages_delivered() as u64) < spec.messages && net.now() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rec.client_done(net.now());
+}
+
+/// The naive sender: one broker; a message goes out on the connection it
+/// has, or is gone if it has none (the application believes it sent it,
+/// as with clients that queue into a dead connection). It notices a dead
+/// broker when a publish fails and reconnects at most every
+/// [`NAIVE_RETRY`].
+pub async fn baseline_sender<N: Net, B: Broker>(
+    net: N,
+    mut broker: B,
+    spec: SignalingSpec,
+    rec: Recorder,
+) {
+    let client_id = format!("nm-naive-{SENDER}");
+    let mut conn: Option<B::Conn> = None;
+    let mut last_try: Option<Duration> = None;
+    let start = wait_for_receiver(&net, &rec).await;
+    for n in 0..spec.messages {
+        until(&net, start + spec.interval * n as u32).await;
+        if conn.is_none() && last_try.is_none_or(|t| net.now() >= t + NAIVE_RETRY) {
+            last_try = Some(net.now());
+            let connected = tokio::time::timeout(
+                spec.connect_timeout,
+                broker.connect(&client_id, &topic_for(SENDER)),
+            )
+            .await;
+            conn = match connected {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "naive sender: broker unreachable");
+                    None
+                }
+                Err(_) => None,
+            };
+        }
+        rec.message_sent(n, net.now());
+        if let Some(c) = conn.as_mut() {
+            if let Err(e) = c
+                .publish(&topic_for(RECEIVER), payload(n, spec.payload))
+                .await
+            {
+                tracing::debug!(error = %e, n, "naive sender: publish failed, message gone");
+                conn = None;
+            }
+        }
+    }
+    settle(&net, &spec, &rec).await;
+}
+
+/// The naive receiver: one broker, subscribed while connected; after a
+/// loss it reconnects in a blind loop.
+pub async fn baseline_receiver<N: Net, B: Broker>(
+    net: N,
+    mut broker: B,
+    spec: SignalingSpec,
+    rec: Recorder,
+) {
+    let client_id = format!("nm-naive-{RECEIVER}");
+    loop {
+        let connected = tokio::time::timeout(
+            spec.connect_timeout,
+            broker.connect(&client_id, &topic_for(RECEIVER)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)));
+        match connected {
+            Ok(mut conn) => {
+                rec.receiver_ready();
+                loop {
+                    match conn.recv().await {
+                        Ok(bytes) => {
+                            rec.message_received(number(&bytes).unwrap_or(UNKNOWN), net.now())
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "naive receiver: broker lost");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "naive receiver: broker unreachable"),
+        }
+        tokio::time::sleep(NAIVE_RETRY).await;
+    }
+}
+
+/// The engine's sender: every message through every healthy broker.
+pub async fn mitigated_sender<N: Net, B: Broker>(
+    net: N,
+    brokers: Vec<B>,
+    config: SignalConfig,
+    link: LinkConfig,
+    spec: SignalingSpec,
+    rec: Recorder,
+) {
+    let signal = Signal::start(SENDER, brokers, config, link);
+    let start = wait_for_receiver(&net, &rec).await;
+    for n in 0..spec.messages {
+        until(&net, start + spec.interval * n as u32).await;
+        rec.message_sent(n, net.now());
+        if let Err(e) = signal.send(RECEIVER, &payload(n, spec.payload)) {
+            rec.client_failed(format!("send message {n}: {e}"));
+            return;
+        }
+    }
+    settle(&net, &spec, &rec).await;
+}
+
+/// The engine's receiver: subscribed on every broker, each message handed
+/// over once. Online once every broker has confirmed it.
+pub async fn mitigated_receiver<N: Net, B: Broker>(
+    net: N,
+    brokers: Vec<B>,
+    config: SignalConfig,
+    link: LinkConfig,
+    rec: Recorder,
+) {
+    let count = brokers.len();
+    let mut signal = Signal::start(RECEIVER, brokers, config, link);
+    let give_up = net.now() + READY_WAIT;
+    while signal.healthy().len() < count && net.now() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rec.receiver_ready();
+    while let Some(d) = signal.recv().await {
+        rec.message_received(number(&d.payload).unwrap_or(UNKNOWN), net.now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_their_number_and_refuse_anything_else() {
+        for (n, len) in [(0, 8), (7, 64), (u64::MAX - 1, 200)] {
+            assert_eq!(number(&payload(n, len)), Some(n));
+        }
+        let mut p = payload(5, 64);
+        p[40] ^= 1;
+        assert_eq!(number(&p), None);
+        assert_eq!(number(b"short"), None);
+        // Another message's filler under this number.
+        let mut q = payload(6, 64);
+        q[..8].copy_from_slice(&5u64.to_le_bytes());
+        assert_eq!(number(&q), None);
+    }
+}
