@@ -15,6 +15,8 @@
 //!   per burst of changes.
 //! * [`gate`]: the routability gate — after a change, wait for an address,
 //!   a route with carrier and a successful probe before using the path.
+//! * [`signal`]: redundant signaling — every message through several MQTT
+//!   brokers, each delivered to the application exactly once.
 //!
 //! Protocol logic is sans-IO ([`session::proto::SessionCore`]); the tokio
 //! drivers run it over `tokio::net`, `turmoil::net` or any other stream.
