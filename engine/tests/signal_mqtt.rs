@@ -1,9 +1,11 @@
 //! Signaling over real mosquitto brokers on loopback: brokers die and come
-//! back mid-stream, and every message still arrives exactly once.
+//! back mid-stream, and every message still arrives exactly once; hostile
+//! publishes on the signaling topic are dropped with a log line.
 
-use netmend::signal::{LinkConfig, Mqtt, Signal, SignalConfig};
+use netmend::signal::{topic_for, Envelope, LinkConfig, MessageId, Mqtt, Signal, SignalConfig};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A mosquitto process on a loopback port, restartable on the same port.
@@ -170,4 +172,112 @@ async fn losing_brokers_mid_stream_loses_and_duplicates_nothing() {
         .collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
     assert!(twice.is_empty(), "duplicated: {twice:?}");
+}
+
+/// Collects formatted log lines.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// Current-thread runtime: every task runs on this thread, under the
+// subscriber set below.
+#[tokio::test]
+async fn hostile_publishes_on_the_signaling_topic_are_dropped_with_a_log_line() {
+    if !mosquitto_or_skip() {
+        return;
+    }
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let ms = [Mosquitto::start()];
+    let alice = Signal::start("alice", brokers(&ms), SignalConfig::default(), link());
+    let mut bob = Signal::start("bob", brokers(&ms), SignalConfig::default(), link());
+    until("both confirmed", || {
+        alice.healthy().len() == 1 && bob.healthy().len() == 1
+    })
+    .await;
+
+    // A stranger on bob's topic, speaking raw MQTT.
+    let mut opts = rumqttc::MqttOptions::new("nm-stranger", "127.0.0.1", ms[0].port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (stranger, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let valid = Envelope {
+        id: MessageId { sender: 9, seq: 1 },
+        sent_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+        ttl_ms: 30_000,
+        recipient: "bob".into(),
+        payload: b"not from the stranger".to_vec(),
+    }
+    .encode(1 << 20)
+    .unwrap();
+    let mut wrong_version = valid.clone();
+    wrong_version[3] = 9;
+    let mut oversized_envelope = Envelope::decode(&valid, 1 << 20).unwrap();
+    oversized_envelope.payload = vec![7; 100 << 10];
+    let oversized = oversized_envelope.encode(1 << 20).unwrap();
+    let hostile: [Vec<u8>; 4] = [
+        b"\xff\x00garbage".to_vec(),
+        br#"{"type":"offer","sdp":"..."}"#.to_vec(),
+        wrong_version,
+        oversized,
+    ];
+    for bytes in &hostile {
+        stranger
+            .publish(
+                topic_for("bob"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                bytes.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send("bob", b"the real one").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), bob.recv())
+        .await
+        .expect("bob still receives")
+        .expect("bob's endpoint is alive");
+    assert_eq!(got.payload, b"the real one");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bob.recv())
+            .await
+            .is_err(),
+        "nothing else was delivered"
+    );
+    pump.abort();
+
+    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let drops: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dropping a message on the signaling topic"))
+        .collect();
+    assert_eq!(drops.len(), 4, "one log line per hostile publish:\n{log}");
+    let reasons = [
+        "not a netmend envelope",
+        "not a netmend envelope",
+        "version 9 is not supported",
+        "exceeds the limit",
+    ];
+    for (line, why) in drops.iter().zip(reasons) {
+        assert!(line.contains(why), "{why}: {line}");
+    }
 }
