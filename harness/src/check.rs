@@ -78,36 +78,20 @@ pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) ->
     let recovery = recovery(scenario, rec, &arrivals);
     let recovery_ms = recovery.map(|d| d.as_millis() as u64);
 
-    let mut symptoms = Vec::new();
-    if lost > 0 {
-        symptoms.push(Symptom::Loss);
-    }
-    if duplicated > 0 {
-        symptoms.push(Symptom::Duplication);
-    }
-    if reordered > 0 {
-        symptoms.push(Symptom::Reorder);
-    }
-    match recovery {
-        None => symptoms.push(Symptom::Stall),
-        Some(r) if r > scenario.expect.recovery_within.0 => symptoms.push(Symptom::SlowRecovery),
-        Some(_) => {}
-    }
-    if max_attempts.is_some_and(|m| rec.attempts > m) {
-        symptoms.push(Symptom::Storm);
-    }
-    if corrupted > 0 {
-        symptoms.push(Symptom::Corruption);
-    }
-    if rec.client_error.is_some() {
-        symptoms.push(Symptom::Error);
-    }
-    Measured {
-        outcome: if symptoms.is_empty() {
-            Outcome::Passed
-        } else {
-            Outcome::Failed
+    let symptoms = symptoms(
+        scenario,
+        rec,
+        Counts {
+            lost,
+            duplicated,
+            reordered,
+            corrupted,
         },
+        recovery,
+        max_attempts,
+    );
+    Measured {
+        outcome: outcome(&symptoms),
         unit: "bytes",
         expected: total,
         delivered,
@@ -131,33 +115,20 @@ pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) ->
 fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
     let f = messages::judge(&rec.messages);
     let recovery = message_recovery(scenario, &rec.messages);
-    let mut symptoms = Vec::new();
-    if f.lost > 0 {
-        symptoms.push(Symptom::Loss);
-    }
-    if f.duplicated > 0 {
-        symptoms.push(Symptom::Duplication);
-    }
-    match recovery {
-        None => symptoms.push(Symptom::Stall),
-        Some(r) if r > scenario.expect.recovery_within.0 => symptoms.push(Symptom::SlowRecovery),
-        Some(_) => {}
-    }
-    if max_attempts.is_some_and(|m| rec.attempts > m) {
-        symptoms.push(Symptom::Storm);
-    }
-    if f.unknown > 0 {
-        symptoms.push(Symptom::Corruption);
-    }
-    if rec.client_error.is_some() {
-        symptoms.push(Symptom::Error);
-    }
-    Measured {
-        outcome: if symptoms.is_empty() {
-            Outcome::Passed
-        } else {
-            Outcome::Failed
+    let symptoms = symptoms(
+        scenario,
+        rec,
+        Counts {
+            lost: f.lost,
+            duplicated: f.duplicated,
+            reordered: 0,
+            corrupted: f.unknown,
         },
+        recovery,
+        max_attempts,
+    );
+    Measured {
+        outcome: outcome(&symptoms),
         unit: "messages",
         expected: f.expected,
         delivered: f.delivered,
@@ -195,6 +166,58 @@ fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<Duration> {
         worst = worst.max(first.saturating_sub(at));
     }
     Some(worst)
+}
+
+/// What went wrong in a run, in the unit of its workload.
+struct Counts {
+    lost: u64,
+    duplicated: u64,
+    /// Zero where order is no invariant.
+    reordered: u64,
+    corrupted: u64,
+}
+
+/// The symptoms a run shows, in a fixed order.
+fn symptoms(
+    scenario: &Scenario,
+    rec: &Recording,
+    c: Counts,
+    recovery: Option<Duration>,
+    max_attempts: Option<u32>,
+) -> Vec<Symptom> {
+    let mut out = Vec::new();
+    if c.lost > 0 {
+        out.push(Symptom::Loss);
+    }
+    if c.duplicated > 0 {
+        out.push(Symptom::Duplication);
+    }
+    if c.reordered > 0 {
+        out.push(Symptom::Reorder);
+    }
+    match recovery {
+        None => out.push(Symptom::Stall),
+        Some(r) if r > scenario.expect.recovery_within.0 => out.push(Symptom::SlowRecovery),
+        Some(_) => {}
+    }
+    if max_attempts.is_some_and(|m| rec.attempts > m) {
+        out.push(Symptom::Storm);
+    }
+    if c.corrupted > 0 {
+        out.push(Symptom::Corruption);
+    }
+    if rec.client_error.is_some() {
+        out.push(Symptom::Error);
+    }
+    out
+}
+
+fn outcome(symptoms: &[Symptom]) -> Outcome {
+    if symptoms.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    }
 }
 
 /// For each read of a stream, the highest stream offset end it delivered.

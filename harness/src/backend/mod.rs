@@ -2,16 +2,15 @@
 //! or mitigated) of a scenario and returns the raw [`Recording`].
 
 pub mod netns;
+pub mod signaling;
 pub mod sim;
 
 use crate::scenario::{Direction, Fault, HostRole, Scenario, WorkloadKind};
 use crate::workload::programs::MitigationSpec;
-use crate::workload::signaling::SignalingSpec;
 use crate::workload::Recording;
 use netmend::gate::GateConfig;
 use netmend::monitor::Debounce;
 use netmend::session::Config;
-use netmend::signal::{LinkConfig, SignalConfig};
 use netmend::Policy;
 use serde::Serialize;
 use std::time::Duration;
@@ -96,52 +95,6 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         policy,
         seed,
         follow,
-    }
-}
-
-/// Everything a signaling run needs besides its brokers.
-#[derive(Clone, Debug)]
-pub struct SignalingPlan {
-    /// The workload.
-    pub spec: SignalingSpec,
-    /// The engine's signaling tunables (mitigated run).
-    pub config: SignalConfig,
-    /// Broker connection tunables of the sender and the receiver
-    /// (mitigated run; each with its own seed).
-    pub links: [LinkConfig; 2],
-}
-
-/// The signaling workload and policy of `s`.
-pub fn signaling_plan(s: &Scenario, seed: u64) -> SignalingPlan {
-    let m = s.mitigation.clone().unwrap_or_default();
-    let w = &s.workload;
-    let connect_timeout = m.connect_timeout.map_or(Duration::from_secs(2), |d| d.0);
-    let d = SignalConfig::default();
-    let config = SignalConfig {
-        fanout: m.fanout.unwrap_or(usize::from(s.topology.brokers)),
-        ttl: m.ttl.map_or(d.ttl, |t| t.0),
-        ..d
-    };
-    let l = LinkConfig::default();
-    let link = |seed| LinkConfig {
-        policy: Policy {
-            initial_delay: m.initial_backoff.map_or(l.policy.initial_delay, |v| v.0),
-            max_delay: m.max_backoff.map_or(l.policy.max_delay, |v| v.0),
-            ..l.policy.clone()
-        },
-        connect_timeout,
-        seed: Some(seed),
-    };
-    SignalingPlan {
-        spec: SignalingSpec {
-            messages: w.messages,
-            interval: w.interval.0,
-            payload: w.payload,
-            connect_timeout,
-            settle: s.expect.recovery_within.0,
-        },
-        config,
-        links: [link(seed), link(seed.wrapping_add(1))],
     }
 }
 

@@ -207,54 +207,10 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         }
     }
     match s.workload.kind {
-        WorkloadKind::Signaling => validate_signaling(s)?,
-        WorkloadKind::Stream => {
-            if s.mitigation
-                .as_ref()
-                .is_some_and(|m| m.policy != PolicyKind::ResumableSession)
-            {
-                return bad(
-                    "mitigation.policy".into(),
-                    "policy",
-                    0,
-                    "a stream scenario pairs its failure with `policy = \"resumable-session\"`"
-                        .into(),
-                );
-            }
-            if !s.workload.command.is_empty() {
-                return bad(
-                    "workload.command".into(),
-                    "command",
-                    0,
-                    "only a command workload runs a command".into(),
-                );
-            }
-            if s.mitigation.is_none() {
-                return bad(
-                    "mitigation".into(),
-                    "kind",
-                    0,
-                    "a stream scenario pairs its failure with an engine policy: add [mitigation]"
-                        .into(),
-                );
-            }
-            if s.expect.exit.is_some() {
-                return bad(
-                    "expect.exit".into(),
-                    "exit",
-                    0,
-                    "only a command workload has an exit status".into(),
-                );
-            }
-            if s.expect.baseline.is_empty() {
-                return bad(
-                    "expect.baseline".into(),
-                    "baseline",
-                    0,
-                    "name at least one symptom: a scenario whose baseline does not fail proves nothing"
-                        .into(),
-                );
-            }
+        WorkloadKind::Stream => validate_paired(s, "stream", PolicyKind::ResumableSession)?,
+        WorkloadKind::Signaling => {
+            validate_paired(s, "signaling", PolicyKind::RedundantSignaling)?;
+            validate_signaling(s)?;
         }
         WorkloadKind::Command => {
             if s.workload.command.first().is_none_or(|p| p.is_empty()) {
@@ -274,6 +230,64 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// What every scenario that pairs a failure with an engine policy needs:
+/// the policy of its kind, a baseline symptom to show, and none of the
+/// command workload's fields.
+fn validate_paired(s: &Scenario, kind: &str, policy: PolicyKind) -> Result<(), Invalid> {
+    let bad =
+        |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
+    if !s.workload.command.is_empty() {
+        return bad(
+            "workload.command".into(),
+            "command",
+            0,
+            "only a command workload runs a command".into(),
+        );
+    }
+    match &s.mitigation {
+        None => {
+            return bad(
+                "mitigation".into(),
+                "kind",
+                0,
+                format!(
+                    "a {kind} scenario pairs its failure with an engine policy: add [mitigation]"
+                ),
+            )
+        }
+        Some(m) if m.policy != policy => {
+            return bad(
+                "mitigation.policy".into(),
+                "policy",
+                0,
+                format!(
+                    "a {kind} scenario pairs its failure with `policy = \"{}\"`",
+                    policy.name()
+                ),
+            )
+        }
+        Some(_) => {}
+    }
+    if s.expect.exit.is_some() {
+        return bad(
+            "expect.exit".into(),
+            "exit",
+            0,
+            "only a command workload has an exit status".into(),
+        );
+    }
+    if s.expect.baseline.is_empty() {
+        return bad(
+            "expect.baseline".into(),
+            "baseline",
+            0,
+            "name at least one symptom: a scenario whose baseline does not fail proves nothing"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -311,7 +325,7 @@ fn validate_bytes(s: &Scenario) -> Result<(), Invalid> {
 }
 
 /// A signaling workload: its messages, its brokers, their faults, and the
-/// signaling policy.
+/// policy's fan-out.
 fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
     let bad =
         |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
@@ -338,31 +352,6 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
             "interval",
             0,
             "must be positive".into(),
-        );
-    }
-    if !w.command.is_empty() {
-        return bad(
-            "workload.command".into(),
-            "command",
-            0,
-            "only a command workload runs a command".into(),
-        );
-    }
-    if s.expect.exit.is_some() {
-        return bad(
-            "expect.exit".into(),
-            "exit",
-            0,
-            "only a command workload has an exit status".into(),
-        );
-    }
-    if s.expect.baseline.is_empty() {
-        return bad(
-            "expect.baseline".into(),
-            "baseline",
-            0,
-            "name at least one symptom: a scenario whose baseline does not fail proves nothing"
-                .into(),
         );
     }
     let brokers = s.topology.brokers;
@@ -397,26 +386,14 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
             );
         }
     }
-    match &s.mitigation {
-        Some(m) if m.policy == PolicyKind::RedundantSignaling => {
-            if m.fanout.is_some_and(|f| f == 0 || f > usize::from(brokers)) {
-                return bad(
-                    "mitigation.fanout".into(),
-                    "fanout",
-                    0,
-                    format!("must be between 1 and the {brokers} broker(s)"),
-                );
-            }
-        }
-        _ => {
-            return bad(
-                "mitigation.policy".into(),
-                "policy",
-                0,
-                "a signaling scenario pairs its failure with `policy = \"redundant-signaling\"`"
-                    .into(),
-            )
-        }
+    let fanout = s.mitigation.as_ref().and_then(|m| m.fanout);
+    if fanout.is_some_and(|f| f == 0 || f > usize::from(brokers)) {
+        return bad(
+            "mitigation.fanout".into(),
+            "fanout",
+            0,
+            format!("must be between 1 and the {brokers} broker(s)"),
+        );
     }
     Ok(())
 }

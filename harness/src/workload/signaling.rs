@@ -120,7 +120,7 @@ async fn settle<N: Net>(net: &N, spec: &SignalingSpec, rec: &Recorder) {
 /// has, or is gone if it has none (the application believes it sent it,
 /// as with clients that queue into a dead connection). It notices a dead
 /// broker when a publish fails and reconnects at most every
-/// [`NAIVE_RETRY`].
+/// 100 ms.
 pub async fn baseline_sender<N: Net, B: Broker>(
     net: N,
     mut broker: B,

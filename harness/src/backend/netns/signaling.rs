@@ -7,9 +7,10 @@ use super::host::HostTask;
 use super::lab::{Lab, LabSpec};
 use super::mosquitto::Mosquittos;
 use super::NetnsNet;
-use crate::backend::{schedule, signaling_plan, Action, BackendError, Variant};
+use crate::backend::signaling;
+use crate::backend::{schedule, Action, BackendError, Variant};
 use crate::scenario::{IpVersion, Scenario};
-use crate::workload::signaling::{self as programs, Counted};
+use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
 use netmend::signal::Mqtt;
 use std::collections::HashMap;
@@ -50,7 +51,7 @@ pub async fn run_in_lab(
     let mut brokers = Mosquittos::start(&lab, &broker_addrs, port)?;
 
     let rec = Recorder::new(0);
-    let plan = signaling_plan(s, seed);
+    let plan = signaling::plan(s, seed);
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);
     let mqtt = |rec: &Recorder| -> Vec<Counted<Mqtt>> {
@@ -63,56 +64,23 @@ pub async fn run_in_lab(
     let (receiver_brokers, receiver_rec, receiver_net, receiver_plan) =
         (mqtt(&rec), rec.clone(), net.clone(), plan.clone());
     let receiver = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
-        Ok(async move {
-            match variant {
-                Variant::Baseline => {
-                    if let Some(b) = receiver_brokers.into_iter().next() {
-                        programs::baseline_receiver(
-                            receiver_net,
-                            b,
-                            receiver_plan.spec,
-                            receiver_rec,
-                        )
-                        .await;
-                    }
-                }
-                Variant::Mitigated => {
-                    let [_, link] = receiver_plan.links;
-                    programs::mitigated_receiver(
-                        receiver_net,
-                        receiver_brokers,
-                        receiver_plan.config,
-                        link,
-                        receiver_rec,
-                    )
-                    .await;
-                }
-            }
-        })
+        Ok(signaling::receiver(
+            variant,
+            receiver_net,
+            receiver_brokers,
+            receiver_plan,
+            receiver_rec,
+        ))
     })?;
     let (sender_brokers, sender_rec, sender_net) = (mqtt(&rec), rec.clone(), net.clone());
     let sender = HostTask::spawn(lab.namespace(&topo.client)?, &topo.client, move || {
-        Ok(async move {
-            match variant {
-                Variant::Baseline => {
-                    if let Some(b) = sender_brokers.into_iter().next() {
-                        programs::baseline_sender(sender_net, b, plan.spec, sender_rec).await;
-                    }
-                }
-                Variant::Mitigated => {
-                    let [link, _] = plan.links;
-                    programs::mitigated_sender(
-                        sender_net,
-                        sender_brokers,
-                        plan.config,
-                        link,
-                        plan.spec,
-                        sender_rec,
-                    )
-                    .await;
-                }
-            }
-        })
+        Ok(signaling::sender(
+            variant,
+            sender_net,
+            sender_brokers,
+            plan,
+            sender_rec,
+        ))
     })?;
 
     let actions = schedule(s);

@@ -67,6 +67,23 @@ impl Net for SimNet {
     }
 }
 
+/// The turmoil world of `s`: 1 ms ticks, virtual time enough for its
+/// deadline, every link `latency` one way, its address family, seeded.
+fn world<'a>(s: &Scenario, latency: Duration, seed: u64) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .simulation_duration(s.expect.deadline.0 + Duration::from_secs(30))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(latency)
+        .max_message_latency(latency)
+        .ip_version(if s.topology.ip == IpVersion::Ipv6 {
+            turmoil::IpVersion::V6
+        } else {
+            turmoil::IpVersion::V4
+        })
+        .rng_seed(seed)
+        .build()
+}
+
 /// Runs one variant of `s` and returns what it recorded.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
     if s.workload.kind == WorkloadKind::Signaling {
@@ -76,18 +93,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     let deadline = s.expect.deadline.0;
     let v6 = topo.ip == IpVersion::Ipv6;
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(deadline + Duration::from_secs(30))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(topo.latency.0)
-        .max_message_latency(topo.latency.0)
-        .ip_version(if v6 {
-            turmoil::IpVersion::V6
-        } else {
-            turmoil::IpVersion::V4
-        })
-        .rng_seed(seed)
-        .build();
+    let mut sim = world(s, topo.latency.0, seed);
     let net = SimNet {
         v6,
         injector: Arc::default(),

@@ -4,12 +4,12 @@
 
 use super::broker::{self, SimBroker};
 use super::SimNet;
-use crate::backend::{schedule, signaling_plan, Action, BackendError, Variant};
+use crate::backend::signaling;
+use crate::backend::{schedule, Action, BackendError, Variant};
 use crate::scenario::{IpVersion, Scenario};
-use crate::workload::signaling::{self as programs, Counted};
+use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Runs one variant of the signaling scenario `s`.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
@@ -19,18 +19,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     // Peers reach a broker through a router on netns (two hops); turmoil
     // links hosts directly, so one link carries both hops' latency.
     let latency = topo.latency.0 * 2;
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(deadline + Duration::from_secs(30))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(latency)
-        .max_message_latency(latency)
-        .ip_version(if v6 {
-            turmoil::IpVersion::V6
-        } else {
-            turmoil::IpVersion::V4
-        })
-        .rng_seed(seed)
-        .build();
+    let mut sim = super::world(s, latency, seed);
     let net = SimNet {
         v6,
         injector: Arc::default(),
@@ -44,7 +33,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         });
     }
     let rec = Recorder::new(0);
-    let plan = signaling_plan(s, seed);
+    let plan = signaling::plan(s, seed);
     let brokers = |rec: &Recorder| -> Vec<Counted<SimBroker>> {
         hosts
             .iter()
@@ -62,49 +51,19 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     let (receiver_brokers, sender_brokers) = (brokers(&rec), brokers(&rec));
     let (receiver_rec, receiver_net, receiver_plan) = (rec.clone(), net.clone(), plan.clone());
     sim.client(topo.server.as_str(), async move {
-        match variant {
-            Variant::Baseline => {
-                let first = receiver_brokers.into_iter().next();
-                if let Some(b) = first {
-                    programs::baseline_receiver(receiver_net, b, receiver_plan.spec, receiver_rec)
-                        .await;
-                }
-            }
-            Variant::Mitigated => {
-                let [_, link] = receiver_plan.links;
-                programs::mitigated_receiver(
-                    receiver_net,
-                    receiver_brokers,
-                    receiver_plan.config,
-                    link,
-                    receiver_rec,
-                )
-                .await;
-            }
-        }
+        signaling::receiver(
+            variant,
+            receiver_net,
+            receiver_brokers,
+            receiver_plan,
+            receiver_rec,
+        )
+        .await;
         Ok(())
     });
     let sender_rec = rec.clone();
     sim.client(topo.client.as_str(), async move {
-        match variant {
-            Variant::Baseline => {
-                if let Some(b) = sender_brokers.into_iter().next() {
-                    programs::baseline_sender(net, b, plan.spec, sender_rec).await;
-                }
-            }
-            Variant::Mitigated => {
-                let [link, _] = plan.links;
-                programs::mitigated_sender(
-                    net,
-                    sender_brokers,
-                    plan.config,
-                    link,
-                    plan.spec,
-                    sender_rec,
-                )
-                .await;
-            }
-        }
+        signaling::sender(variant, net, sender_brokers, plan, sender_rec).await;
         Ok(())
     });
 
