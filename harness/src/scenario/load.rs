@@ -270,7 +270,33 @@ fn validate_paired(s: &Scenario, kind: &str, policy: PolicyKind) -> Result<(), I
                 ),
             )
         }
-        Some(_) => {}
+        Some(m) => {
+            let session_only = [
+                ("keepalive_interval", m.keepalive_interval.is_some()),
+                ("dead_after", m.dead_after.is_some()),
+                ("handshake_timeout", m.handshake_timeout.is_some()),
+                ("max_attempts", m.max_attempts.is_some()),
+                ("replay_buffer", m.replay_buffer.is_some()),
+                ("monitor", m.monitor),
+                ("debounce", m.debounce.is_some()),
+                ("probe_interval", m.probe_interval.is_some()),
+                ("max_probe_interval", m.max_probe_interval.is_some()),
+                ("probe_timeout", m.probe_timeout.is_some()),
+            ];
+            let signaling_only = [("fanout", m.fanout.is_some()), ("ttl", m.ttl.is_some())];
+            let foreign = match policy {
+                PolicyKind::ResumableSession => &signaling_only[..],
+                PolicyKind::RedundantSignaling => &session_only[..],
+            };
+            if let Some(&(field, _)) = foreign.iter().find(|(_, set)| *set) {
+                return bad(
+                    format!("mitigation.{field}"),
+                    field,
+                    0,
+                    format!("does not apply to policy `{}`", policy.name()),
+                );
+            }
+        }
     }
     if s.expect.exit.is_some() {
         return bad(
@@ -519,6 +545,14 @@ baseline = ["loss"]
         assert_eq!(
             err(&SIGNALING.replace("messages = 10", "messages = 0")),
             "s.toml:11:1: workload.messages: a signaling workload sends between 1 and 1000000 messages"
+        );
+        assert_eq!(
+            err(&SIGNALING.replace("[mitigation]\n", "[mitigation]\nmonitor = true\n")),
+            "s.toml:20:1: mitigation.monitor: does not apply to policy `redundant-signaling`"
+        );
+        assert_eq!(
+            err(&GOOD.replace("[mitigation]\n", "[mitigation]\nfanout = 2\n")),
+            "s.toml:18:1: mitigation.fanout: does not apply to policy `resumable-session`"
         );
         // A broker fault in a stream scenario has no broker to act on.
         let stream = GOOD.replace("kind = \"reset\"", "kind = \"broker-down\"\nbroker = 0");
