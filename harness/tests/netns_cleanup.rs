@@ -1,14 +1,14 @@
-//! Nothing a run creates outlives it: 20 runs, including a failing
+//! Nothing a run creates outlives it: 21 runs, including a failing
 //! scenario, a panicking workload, a panic in the harness itself, Ctrl-C
-//! and SIGKILL (with `netmend clean`), leave no `nm-` namespace, veth or
-//! nftables table behind.
+//! and SIGKILL (with `netmend clean`), leave no `nm-` namespace, veth,
+//! nftables table or broker process behind.
 //!
 //! One test in its own binary: cargo runs test binaries one after another,
 //! so no other test's lab is alive while this one counts leftovers.
 
 mod common;
 
-use common::{control_runtime, netns_or_skip, parse, stream_scenario};
+use common::{control_runtime, lab_brokers_running, netns_or_skip, parse, stream_scenario};
 use netmend_harness::backend::netns::host::HostTask;
 use netmend_harness::backend::netns::lab::{Lab, LabSpec};
 use netmend_harness::backend::netns::namespace;
@@ -48,14 +48,14 @@ fn leftovers() -> Vec<String> {
     found
 }
 
-/// Starts `netmend run --backend netns` on a long scenario and returns once
-/// its lab exists and the scenario is under way.
-fn run_in_background() -> Child {
+/// Starts `netmend run --backend netns` on a shipped scenario and returns
+/// once its lab exists and the scenario is under way.
+fn run_in_background(scenario: &str) -> Child {
     let mut child = netmend()
         .args(["run", "--backend", "netns"])
         .arg(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../scenarios/silent-path-loss.toml"),
+                .join(format!("../scenarios/{scenario}.toml")),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -155,16 +155,22 @@ fn twenty_runs_leave_nothing_behind() {
     drop(rt);
     assert_eq!(leftovers(), Vec::<String>::new(), "after the panics");
 
-    // 19: Ctrl-C in the middle of a scenario.
-    let child = run_in_background();
-    signal(&child, nix::sys::signal::Signal::SIGINT);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
-    assert_eq!(leftovers(), Vec::<String>::new(), "after Ctrl-C");
+    // 19, 20: Ctrl-C in the middle of a scenario, also one whose brokers
+    // are processes of their own.
+    for scenario in ["silent-path-loss", "broker-loss"] {
+        let child = run_in_background(scenario);
+        signal(&child, nix::sys::signal::Signal::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{scenario}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+        assert_eq!(leftovers(), Vec::<String>::new(), "after Ctrl-C");
+        assert_eq!(lab_brokers_running(), 0, "after Ctrl-C in {scenario}");
+    }
 
-    // 20: SIGKILL cannot be caught: the namespaces stay until `netmend clean`.
-    let mut child = run_in_background();
+    // 21: SIGKILL cannot be caught: the namespaces, and the brokers in
+    // them, stay until `netmend clean`.
+    let mut child = run_in_background("broker-loss");
+    assert_eq!(lab_brokers_running(), 3, "the run's brokers are up");
     // While the run is alive, `clean` leaves its lab alone.
     let live = leftovers();
     let out = netmend().arg("clean").output().unwrap();
@@ -178,6 +184,7 @@ fn twenty_runs_leave_nothing_behind() {
     child.wait().unwrap();
     let left = leftovers();
     assert!(!left.is_empty(), "a killed run leaves its namespaces");
+    assert_eq!(lab_brokers_running(), 3, "and its brokers");
     let out = netmend().arg("clean").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
@@ -187,4 +194,5 @@ fn twenty_runs_leave_nothing_behind() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert_eq!(leftovers(), Vec::<String>::new(), "after netmend clean");
+    assert_eq!(lab_brokers_running(), 0, "netmend clean killed the brokers");
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{control_runtime, netns_or_skip, parse, stream_scenario};
+use common::{control_runtime, lab_brokers_running, netns_or_skip, parse, stream_scenario};
 use netlink_packet_route::link::LinkAttribute;
 use netmend_harness::backend::netns::faults::PathFaults;
 use netmend_harness::backend::netns::lab::{is_lab_address, Lab};
@@ -72,22 +72,6 @@ fn broker_loss_passes_on_netns_with_real_mosquitto() {
         "{m:?}"
     );
     assert_eq!(lab_brokers_running(), 0);
-}
-
-/// mosquitto processes started by a lab (their config is `broker<N>.conf`).
-fn lab_brokers_running() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .filter(|cmd| {
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.first().is_some_and(|a| a.ends_with(b"mosquitto"))
-                && args.iter().any(|a| {
-                    let a = String::from_utf8_lossy(a);
-                    a.contains("/broker") && a.ends_with(".conf")
-                })
-        })
-        .count()
 }
 
 /// Runs a shipped scenario on netns: it passes, the mitigated run delivers

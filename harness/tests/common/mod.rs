@@ -73,3 +73,19 @@ pub fn parse(text: &str) -> netmend_harness::scenario::Scenario {
     netmend_harness::scenario::parse(std::path::Path::new("test.toml"), text)
         .expect("fixture parses")
 }
+
+/// mosquitto processes started by a lab (their config is `broker<N>.conf`).
+pub fn lab_brokers_running() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmd| {
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"mosquitto"))
+                && args.iter().any(|a| {
+                    let a = String::from_utf8_lossy(a);
+                    a.contains("/broker") && a.ends_with(".conf")
+                })
+        })
+        .count()
+}
