@@ -268,3 +268,88 @@ impl BrokerConn for SimBrokerConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn broker() -> SimBroker {
+        SimBroker {
+            host: "broker".into(),
+            port: 1883,
+        }
+    }
+
+    /// What the subscriber saw, in order; `None` marks a lost connection.
+    type Seen = Arc<Mutex<Vec<Option<Vec<u8>>>>>;
+
+    #[test]
+    fn a_crash_closes_connections_and_a_restart_forgets_every_subscription() {
+        let mut sim = turmoil::Builder::new()
+            .tick_duration(Duration::from_millis(1))
+            .simulation_duration(Duration::from_secs(20))
+            .build();
+        sim.host("broker", || async {
+            serve(1883, false).await?;
+            Ok(())
+        });
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        sim.client("subscriber", async move {
+            // Subscribed before the crash (at 1 s); after it, subscribed
+            // again only from 2.5 s on.
+            let mut conn = broker().connect("sub", "t").await?;
+            loop {
+                match conn.recv().await {
+                    Ok(m) => log.lock().unwrap().push(Some(m)),
+                    Err(_) => break,
+                }
+            }
+            log.lock().unwrap().push(None);
+            tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_millis(1500))
+                .await;
+            let mut conn = broker().connect("sub", "t").await?;
+            while let Ok(m) = conn.recv().await {
+                log.lock().unwrap().push(Some(m));
+            }
+            Ok(())
+        });
+        sim.client("publisher", async move {
+            let at = |ms| tokio::time::sleep(Duration::from_millis(ms));
+            at(100).await;
+            let mut conn = broker().connect("pub", "unused").await?;
+            conn.publish("t", b"before".to_vec()).await?;
+            conn.publish("other", b"not subscribed".to_vec()).await?;
+            at(1400).await; // 1.5 s: the broker has crashed at 1 s and is back at 2 s
+            at(700).await; // 2.2 s: restarted, the subscriber not back yet
+            let mut conn = broker().connect("pub", "unused").await?;
+            conn.publish("t", b"nobody listening".to_vec()).await?;
+            at(2000).await; // 4.2 s: subscribed again
+            conn.publish("t", b"after".to_vec()).await?;
+            at(200).await;
+            Ok(())
+        });
+        let mut crashed = false;
+        let mut restarted = false;
+        while !sim.step().unwrap() {
+            let now = sim.elapsed();
+            if !crashed && now >= Duration::from_secs(1) {
+                sim.crash("broker");
+                crashed = true;
+            }
+            if !restarted && now >= Duration::from_secs(2) {
+                sim.bounce("broker");
+                restarted = true;
+            }
+            if now > Duration::from_secs(5) {
+                break;
+            }
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [Some(b"before".to_vec()), None, Some(b"after".to_vec())]
+        );
+    }
+}
