@@ -300,11 +300,8 @@ mod tests {
             // Subscribed before the crash (at 1 s); after it, subscribed
             // again only from 2.5 s on.
             let mut conn = broker().connect("sub", "t").await?;
-            loop {
-                match conn.recv().await {
-                    Ok(m) => log.lock().unwrap().push(Some(m)),
-                    Err(_) => break,
-                }
+            while let Ok(m) = conn.recv().await {
+                log.lock().unwrap().push(Some(m));
             }
             log.lock().unwrap().push(None);
             tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_millis(1500))
