@@ -91,7 +91,6 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     }
     let topo = &s.topology;
     let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
-    let deadline = s.expect.deadline.0;
     let v6 = topo.ip == IpVersion::Ipv6;
     let mut sim = world(s, topo.latency.0, seed);
     let net = SimNet {
@@ -148,22 +147,40 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         Ok(())
     });
 
+    drive(&mut sim, s, &rec, |sim, action| {
+        let injected = injector.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        apply(sim, s, &mode_tx, action);
+        if let Some(injector) = injected {
+            for change in world::changes(action) {
+                injector.send(change);
+            }
+        }
+    })
+}
+
+/// Steps `sim` through the scenario's schedule, handing each action to
+/// `apply` when it is due, until the client is done, every client ended
+/// or the deadline passed; returns what was recorded.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    s: &Scenario,
+    rec: &Recorder,
+    mut apply: impl FnMut(&mut turmoil::Sim<'_>, &Action),
+) -> Result<Recording, BackendError> {
     let actions = schedule(s);
     let mut next = 0;
     loop {
         let finished = sim.step().map_err(|e| BackendError::Sim(e.to_string()))?;
         let now = sim.elapsed();
-        while next < actions.len() && actions[next].0 <= now {
-            let injected = injector.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            apply(&sim, s, &mode_tx, &actions[next].1);
-            if let Some(injector) = injected {
-                for change in world::changes(&actions[next].1) {
-                    injector.send(change);
-                }
+        while let Some((at, action)) = actions.get(next) {
+            if *at > now {
+                break;
             }
+            tracing::debug!(?action, at = ?now, "fault");
+            apply(sim, action);
             next += 1;
         }
-        if finished || rec.is_client_done() || now >= deadline {
+        if finished || rec.is_client_done() || now >= s.expect.deadline.0 {
             return Ok(rec.snapshot(now));
         }
     }
@@ -176,7 +193,6 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
         topo.middlebox.as_str(),
         topo.server.as_str(),
     );
-    tracing::debug!(?action, at = ?sim.elapsed(), "fault");
     match action {
         Action::Reset => mode.send_modify(|m| m.epoch += 1),
         Action::Blackhole(on) => mode.send_modify(|m| m.blackhole = *on),

@@ -5,7 +5,7 @@
 use super::broker::{self, SimBroker};
 use super::SimNet;
 use crate::backend::signaling;
-use crate::backend::{schedule, Action, BackendError, Variant};
+use crate::backend::{Action, BackendError, Variant};
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
@@ -14,7 +14,6 @@ use std::sync::Arc;
 /// Runs one variant of the signaling scenario `s`.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
     let topo = &s.topology;
-    let deadline = s.expect.deadline.0;
     let v6 = topo.ip == IpVersion::Ipv6;
     // Peers reach a broker through a router on netns (two hops); turmoil
     // links hosts directly, so one link carries both hops' latency.
@@ -67,30 +66,15 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         Ok(())
     });
 
-    let actions = schedule(s);
-    let mut next = 0;
-    loop {
-        // The receiver never ends by itself: a step error is only fatal
-        // while the run is still going.
-        let finished = sim.step().map_err(|e| BackendError::Sim(e.to_string()))?;
-        let now = sim.elapsed();
-        while next < actions.len() && actions[next].0 <= now {
-            match &actions[next].1 {
-                Action::Broker { index, down } => {
-                    let host = topo.broker(*index);
-                    tracing::debug!(%host, down, at = ?now, "broker fault");
-                    if *down {
-                        sim.crash(host.as_str());
-                    } else {
-                        sim.bounce(host.as_str());
-                    }
-                }
-                other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
+    super::drive(&mut sim, s, &rec, |sim, action| match action {
+        Action::Broker { index, down } => {
+            let host = topo.broker(*index);
+            if *down {
+                sim.crash(host.as_str());
+            } else {
+                sim.bounce(host.as_str());
             }
-            next += 1;
         }
-        if finished || rec.is_client_done() || now >= deadline {
-            return Ok(rec.snapshot(now));
-        }
-    }
+        other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
+    })
 }
