@@ -194,29 +194,36 @@ impl<'a> PathFaults<'a> {
                     .find(|a| a.host == name && a.host_if != old.host_if)
                     .cloned()
                     .ok_or_else(|| LabError::BadName("the client has no second NIC".into()))?;
+                // The old flows die with the move: forget them before the
+                // client can see the change, or a program that reacts at
+                // once would get its last bytes through on the old flow
+                // while `nft` is still starting (a race, not the fault).
+                self.rules.forget();
+                if !routable {
+                    self.rules.hold(Some(&new.router_if));
+                }
+                apply_rules(lab, &self.rules)?;
                 lab.configure_host_side(&new).await?;
                 lab.default_route_replace(&name, new.router_v4().into(), &new.host_if)
                     .await?;
                 lab.default_route_replace(&name, new.router_v6().into(), &new.host_if)
                     .await?;
                 lab.remove_link(&name, &old.host_if).await?;
-                self.rules.forget();
-                if !routable {
-                    self.rules.hold(Some(&new.router_if));
-                }
                 self.client.1 = new;
-                apply_rules(lab, &self.rules)
+                Ok(())
             }
             Action::GatewayChange { routable } => {
                 let (name, a) = self.client.clone();
                 let (gw4, gw6) = second_gateway(&a);
-                lab.default_route_replace(&name, gw4, &a.host_if).await?;
-                lab.default_route_replace(&name, gw6, &a.host_if).await?;
+                // As with a NIC swap: the old flows are gone before the
+                // client hears of the new gateway.
                 self.rules.forget();
                 if !routable {
                     self.rules.hold(Some(&a.router_if));
                 }
-                apply_rules(lab, &self.rules)
+                apply_rules(lab, &self.rules)?;
+                lab.default_route_replace(&name, gw4, &a.host_if).await?;
+                lab.default_route_replace(&name, gw6, &a.host_if).await
             }
             Action::Routable => {
                 self.rules.hold(None);
