@@ -107,10 +107,19 @@ impl Recorder {
         self.lock().messages.received.push((n, t));
     }
 
-    /// Distinct messages delivered so far.
+    /// Distinct messages of this run delivered so far (a payload that is
+    /// no message of the run does not count).
     pub fn messages_delivered(&self) -> usize {
         let r = self.lock();
-        let mut seen: Vec<u64> = r.messages.received.iter().map(|&(n, _)| n).collect();
+        // Messages are numbered 0, 1, … in send order.
+        let sent = r.messages.sent.len() as u64;
+        let mut seen: Vec<u64> = r
+            .messages
+            .received
+            .iter()
+            .map(|&(n, _)| n)
+            .filter(|n| *n < sent)
+            .collect();
         seen.sort_unstable();
         seen.dedup();
         seen.len()
