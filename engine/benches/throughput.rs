@@ -37,7 +37,7 @@ async fn raw_sink() -> SocketAddr {
 async fn session_sink() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let acceptor = Acceptor::new(Config::default());
+    let acceptor = Acceptor::new(Config::default()).expect("default config is valid");
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             // Acks are small frames: Nagle would hold them back.

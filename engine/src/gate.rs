@@ -17,11 +17,17 @@ use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+use crate::validate::{nonzero, ConfigError};
+
 /// Gate tunables.
+///
+/// `#[non_exhaustive]`: start from [`GateConfig::default`] and set fields,
+/// so new tunables can be added without breaking callers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GateConfig {
-    /// Spacing before the second probe; it doubles up to
-    /// `max_probe_interval`. Default 200 ms.
+    /// Spacing between the starts of the first two probes; it doubles with
+    /// every probe up to `max_probe_interval`. Default 200 ms.
     pub probe_interval: Duration,
     /// Cap on the spacing. Default 2 s.
     pub max_probe_interval: Duration,
@@ -39,6 +45,31 @@ impl Default for GateConfig {
             probe_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(120),
         }
+    }
+}
+
+impl GateConfig {
+    /// Checks every field: all durations above zero, the cap at least the
+    /// first interval. `Duration::MAX` is accepted everywhere and means
+    /// "never".
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field that is refused.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        nonzero("GateConfig::probe_interval", self.probe_interval)?;
+        nonzero("GateConfig::probe_timeout", self.probe_timeout)?;
+        nonzero("GateConfig::deadline", self.deadline)?;
+        if self.max_probe_interval < self.probe_interval {
+            return Err(ConfigError::new(
+                "GateConfig::max_probe_interval",
+                format!(
+                    "({:?}) must be at least probe_interval ({:?})",
+                    self.max_probe_interval, self.probe_interval
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -71,7 +102,8 @@ pub fn readiness(s: &Snapshot) -> Result<Family, Blocked> {
 pub enum GateState {
     /// No probe until the addressing is there.
     Waiting(Blocked),
-    /// Probing (one in flight, or the next one scheduled).
+    /// Probing: probes start on a schedule, whether or not earlier ones
+    /// are still in flight.
     Probing,
     /// A probe succeeded.
     Open,
@@ -89,30 +121,67 @@ pub struct GateExpired {
     pub waited: Duration,
 }
 
+/// Upper bound of the spacing after the `k`-th probe (0-based) of a run:
+/// `initial · 2^k`, capped at `max`, without overflow.
+pub(crate) fn spacing_ceiling(initial: Duration, max: Duration, k: u32) -> Duration {
+    initial.saturating_mul(1u32 << k.min(30)).min(max)
+}
+
+/// Equal jitter: uniform in `[ceiling/2, ceiling]`. Full jitter could space
+/// two probes by nothing at all; the floor bounds the rate.
+pub(crate) fn jittered(ceiling: Duration, rng: &mut SmallRng) -> Duration {
+    let f: f64 = rng.random_range(0.5..=1.0);
+    Duration::try_from_secs_f64(ceiling.as_secs_f64() * f)
+        .unwrap_or(ceiling)
+        .clamp(ceiling / 2, ceiling)
+}
+
 /// The sans-IO gate.
+///
+/// Probes are *staggered*: once probing, a new probe is due every
+/// (growing, jittered) interval counted from the start of the previous
+/// one, whether that one has finished or not — as Happy Eyeballs (RFC 8305)
+/// staggers connection attempts. A probe whose SYN was dropped just before
+/// the path healed therefore never holds the next one back: recovery after
+/// the path heals takes at most one interval plus one round trip. The
+/// caller bounds how many probes it keeps in flight.
 #[derive(Debug)]
 pub struct Gate {
     config: GateConfig,
     started: Instant,
+    deadline: Option<Instant>,
     state: GateState,
     probes: u32,
-    failures: u32,
+    /// Probes started since the path last (re)appeared: the exponent of
+    /// the spacing.
+    run: u32,
     next_probe: Option<Instant>,
-    in_flight: bool,
     rng: SmallRng,
 }
 
 impl Gate {
-    /// A shut gate at `now`; jitter seeded by `seed`.
+    /// A shut gate at `now`; jitter seeded by `seed`. A `deadline` too far
+    /// to be represented (e.g. `Duration::MAX`) never passes.
     pub fn new(config: GateConfig, now: Instant, seed: u64) -> Gate {
+        Gate::with_deadline(config, now, now.checked_add(config.deadline), seed)
+    }
+
+    /// A shut gate that expires at `deadline` (never if `None`), whatever
+    /// `config.deadline` says.
+    pub(crate) fn with_deadline(
+        config: GateConfig,
+        now: Instant,
+        deadline: Option<Instant>,
+        seed: u64,
+    ) -> Gate {
         Gate {
             config,
             started: now,
+            deadline,
             state: GateState::Waiting(Blocked::NoRoute),
             probes: 0,
-            failures: 0,
+            run: 0,
             next_probe: None,
-            in_flight: false,
             rng: SmallRng::seed_from_u64(seed),
         }
     }
@@ -127,16 +196,24 @@ impl Gate {
         self.probes
     }
 
+    /// When the next probe is due, if one is scheduled.
+    pub fn next_probe_at(&self) -> Option<Instant> {
+        match self.state {
+            GateState::Probing => self.next_probe,
+            _ => None,
+        }
+    }
+
     /// The addressing changed: `ready` says whether (a) and (b) hold.
     pub fn observe(&mut self, ready: Result<(), Blocked>, now: Instant) {
         match (self.state, ready) {
             (GateState::Waiting(_), Ok(())) => {
-                // The path just appeared: probe at once.
+                // The path just appeared: probe at once, spacing from the start.
                 self.state = GateState::Probing;
-                self.next_probe = Some(now);
+                self.restart_run(now);
             }
             (GateState::Waiting(_) | GateState::Probing, Err(why)) => {
-                // A probe in flight may still succeed; nothing new starts.
+                // Probes in flight may still succeed; nothing new starts.
                 self.state = GateState::Waiting(why);
                 self.next_probe = None;
             }
@@ -144,44 +221,65 @@ impl Gate {
         }
     }
 
-    /// Whether to start a probe now. A `true` must be answered by
-    /// [`Gate::probe_done`].
+    /// The path is new (a change moved it): the next probe is due at once
+    /// and the spacing starts over.
+    pub(crate) fn restart_run(&mut self, now: Instant) {
+        self.run = 0;
+        self.next_probe = Some(now);
+    }
+
+    /// Continues the spacing of an earlier run that ended in a transport
+    /// that did not hold: `run` probes were made, the last at `last_start`.
+    pub(crate) fn continue_run(&mut self, run: u32, last_start: Instant, now: Instant) {
+        if run == 0 {
+            return self.restart_run(now);
+        }
+        self.run = run;
+        let ceiling = spacing_ceiling(
+            self.config.probe_interval,
+            self.config.max_probe_interval,
+            run - 1,
+        );
+        let gap = jittered(ceiling, &mut self.rng);
+        self.next_probe = Some(last_start.checked_add(gap).map_or(now, |t| t.max(now)));
+    }
+
+    /// Probes started in the current run (the spacing's exponent).
+    pub(crate) fn run(&self) -> u32 {
+        self.run
+    }
+
+    /// Whether to start a probe now. Each `true` should be answered by
+    /// [`Gate::probe_done`]; the next probe is scheduled at once, counted
+    /// from this one's start.
     pub fn poll_probe(&mut self, now: Instant) -> bool {
         self.handle_timeout(now);
-        if self.state != GateState::Probing || self.in_flight {
+        if self.state != GateState::Probing {
             return false;
         }
         match self.next_probe {
             Some(t) if t <= now => {
-                self.next_probe = None;
-                self.in_flight = true;
-                self.probes += 1;
+                let ceiling = spacing_ceiling(
+                    self.config.probe_interval,
+                    self.config.max_probe_interval,
+                    self.run,
+                );
+                let gap = jittered(ceiling, &mut self.rng);
+                // An interval too long to represent means: no further probe.
+                self.next_probe = now.checked_add(gap);
+                self.run = self.run.saturating_add(1);
+                self.probes = self.probes.saturating_add(1);
                 true
             }
             _ => false,
         }
     }
 
-    /// A probe ended.
-    pub fn probe_done(&mut self, ok: bool, now: Instant) {
-        self.in_flight = false;
-        if ok {
-            if self.state != GateState::Expired {
-                self.state = GateState::Open;
-            }
-            return;
-        }
-        self.failures += 1;
-        if self.state == GateState::Probing {
-            // Equal jitter: uniform in [ceiling/2, ceiling]. Full jitter
-            // could space probes by nothing at all; a floor bounds the rate.
-            let ceiling = self
-                .config
-                .probe_interval
-                .saturating_mul(1u32 << (self.failures - 1).min(16))
-                .min(self.config.max_probe_interval);
-            let spread = self.rng.random_range(0.5..=1.0);
-            self.next_probe = Some(now + ceiling.mul_f64(spread));
+    /// A probe ended. A failure changes nothing: the next probe is already
+    /// scheduled.
+    pub fn probe_done(&mut self, ok: bool, _now: Instant) {
+        if ok && self.state != GateState::Expired {
+            self.state = GateState::Open;
         }
     }
 
@@ -189,17 +287,18 @@ impl Gate {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             GateState::Open | GateState::Expired => None,
-            _ => {
-                let deadline = self.started + self.config.deadline;
-                Some(self.next_probe.map_or(deadline, |t| t.min(deadline)))
-            }
+            GateState::Waiting(_) => self.deadline,
+            GateState::Probing => match (self.next_probe, self.deadline) {
+                (Some(p), Some(d)) => Some(p.min(d)),
+                (p, d) => p.or(d),
+            },
         }
     }
 
     /// Expires the gate once the deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         let live = matches!(self.state, GateState::Waiting(_) | GateState::Probing);
-        if live && now >= self.started + self.config.deadline {
+        if live && self.deadline.is_some_and(|d| now >= d) {
             self.state = GateState::Expired;
             self.next_probe = None;
         }
@@ -240,7 +339,8 @@ impl Gate {
 /// ```
 pub struct GateDriver {
     gate: Gate,
-    watch: tokio::sync::watch::Receiver<Snapshot>,
+    /// `None` once the monitor has stopped.
+    watch: Option<tokio::sync::watch::Receiver<Snapshot>>,
 }
 
 fn now() -> Instant {
@@ -254,7 +354,10 @@ impl GateDriver {
         let mut watch = monitor.watch();
         let mut gate = Gate::new(config, now(), seed);
         gate.observe(readiness(&watch.borrow_and_update()).map(drop), now());
-        GateDriver { gate, watch }
+        GateDriver {
+            gate,
+            watch: Some(watch),
+        }
     }
 
     /// The gate.
@@ -262,7 +365,18 @@ impl GateDriver {
         &self.gate
     }
 
-    /// Waits until a probe is due; fails once the deadline has passed.
+    /// Waits until a probe is due; fails once the deadline has passed —
+    /// also when the monitor stopped meanwhile (the gate then goes on with
+    /// the last state it knew, says so in the log, and expires on time).
+    ///
+    /// # Errors
+    ///
+    /// [`GateExpired`] once the deadline has passed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a probe is counted only when this returns `Ok`, so a
+    /// dropped call loses nothing and the next call resumes the schedule.
     pub async fn next_probe(&mut self) -> Result<(), GateExpired> {
         loop {
             if self.gate.poll_probe(now()) {
@@ -275,14 +389,15 @@ impl GateDriver {
             tokio::select! {
                 // Fixed order: simulations must replay exactly from their seed.
                 biased;
-                changed = self.watch.changed() => {
-                    if changed.is_err() {
-                        // The monitor stopped: keep probing on what we knew.
-                        self.gate.observe(Ok(()), now());
-                        std::future::pending::<()>().await;
+                changed = changed_opt(&mut self.watch) => {
+                    match changed {
+                        Some(ready) => self.gate.observe(ready, now()),
+                        None => {
+                            tracing::warn!("network monitor stopped; the gate probes on what it knew until its deadline");
+                            self.watch = None;
+                            self.gate.observe(Ok(()), now());
+                        }
                     }
-                    let ready = readiness(&self.watch.borrow_and_update()).map(drop);
-                    self.gate.observe(ready, now());
                 }
                 () = async {
                     match wake {
@@ -300,6 +415,20 @@ impl GateDriver {
     }
 }
 
+/// The readiness after the next snapshot change; `None` once the monitor
+/// has stopped; pending forever without a monitor.
+pub(crate) async fn changed_opt(
+    watch: &mut Option<tokio::sync::watch::Receiver<Snapshot>>,
+) -> Option<Result<(), Blocked>> {
+    let Some(w) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    match w.changed().await {
+        Ok(()) => Some(readiness(&w.borrow_and_update()).map(drop)),
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +441,41 @@ mod tests {
             probe_timeout: Duration::from_millis(300),
             deadline: Duration::from_secs(10),
         }
+    }
+
+    #[test]
+    fn probes_are_staggered_not_held_back_by_one_in_flight() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(cfg(), t0, 3);
+        g.observe(Ok(()), t0);
+        assert!(g.poll_probe(t0));
+        // The first probe never answers; the second is due one interval
+        // (jittered in [50, 100] ms) after the first started, not after a timeout.
+        let next = g.poll_timeout().unwrap();
+        assert!(next - t0 >= Duration::from_millis(50) && next - t0 <= Duration::from_millis(100));
+        assert!(g.poll_probe(next));
+        assert_eq!(g.probes(), 2);
+    }
+
+    #[test]
+    fn a_deadline_of_duration_max_never_passes_and_never_panics() {
+        let t0 = Instant::now();
+        let mut c = cfg();
+        c.deadline = Duration::MAX;
+        c.max_probe_interval = Duration::MAX;
+        let mut g = Gate::new(c, t0, 1);
+        g.observe(Ok(()), t0);
+        let mut now = t0;
+        for _ in 0..64 {
+            if g.poll_probe(now) {
+                g.probe_done(false, now);
+            }
+            match g.poll_timeout() {
+                Some(t) => now = t,
+                None => break,
+            }
+        }
+        assert_eq!(g.state(), GateState::Probing);
     }
 
     #[test]
@@ -362,7 +526,6 @@ mod tests {
             let mut now = t0;
             prop_assert!(g.poll_probe(now));
             for k in 0..failures {
-                g.probe_done(false, now);
                 let next = g.poll_timeout().unwrap();
                 let gap = next - now;
                 let ceiling = (c.probe_interval * (1u32 << k.min(16))).min(c.max_probe_interval);

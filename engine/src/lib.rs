@@ -18,17 +18,24 @@
 //! * [`signal`]: redundant signaling — every message through several MQTT
 //!   brokers, each delivered to the application exactly once.
 //!
-//! Protocol logic is sans-IO ([`session::proto::SessionCore`]); the tokio
+//! Protocol and policy logic is sans-IO (the session's resume core, the
+//! [`reconnect::ReconnectCore`], the [`gate::Gate`]); the tokio
 //! drivers run it over `tokio::net`, `turmoil::net` or any other stream.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod gate;
 pub mod monitor;
 pub mod reconnect;
 pub mod session;
 pub mod signal;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use reconnect::Policy;
+pub use validate::ConfigError;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -3,11 +3,12 @@
 use super::auth::{self, Credentials, Prover};
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd};
-use super::error::SessionError;
+use super::error::SessionErrorKind;
 use super::frame::{Frame, RejectReason, SessionId};
 use super::handle::{Session, Shared};
 use super::handshake::{ClientRequest, HandshakeError, ServerHandshake};
 use super::proto::{ServerOpen, SessionCore};
+use crate::validate::ConfigError;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -91,7 +92,7 @@ pub enum AcceptError {
 /// use netmend::session::{Accepted, Acceptor, Config};
 ///
 /// # async fn serve() -> std::io::Result<()> {
-/// let acceptor = Acceptor::new(Config::default());
+/// let acceptor = Acceptor::new(Config::default()).expect("valid config");
 /// let listener = tokio::net::TcpListener::bind("198.18.0.2:7000").await?;
 /// loop {
 ///     let (stream, _) = listener.accept().await?;
@@ -120,13 +121,19 @@ impl std::fmt::Debug for Acceptor {
 
 impl Acceptor {
     /// An acceptor whose sessions use `config`.
-    pub fn new(config: Config) -> Self {
-        Self {
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when `config` is refused by
+    /// [`Config::validate`].
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
             table: Arc::new(Table {
                 config,
                 sessions: Mutex::new(HashMap::new()),
             }),
-        }
+        })
     }
 
     /// Sessions alive (connected or waiting for their client to resume).
@@ -223,14 +230,17 @@ impl Acceptor {
         let shared = Shared::new(core);
         let (tx, rx) = unbounded_channel();
         self.table.lock().insert(id, Entry { creds, attach: tx });
-        tokio::spawn(run_server(
+        let driver = tokio::spawn(run_server(
             Arc::clone(&shared),
             Box::new(stream),
             rx,
             Arc::downgrade(&self.table),
             id,
         ));
-        Ok(Accepted::New(Session { shared }))
+        Ok(Accepted::New(Session {
+            shared,
+            driver: Some(driver),
+        }))
     }
 }
 
@@ -268,7 +278,10 @@ async fn run_server(
                     Ok(Some(a)) => a,
                     Ok(None) => break,
                     Err(_) => {
-                        shared.lock().core.fail(SessionError::Expired(idle_expiry));
+                        shared
+                            .lock()
+                            .core
+                            .fail(SessionErrorKind::Expired(idle_expiry));
                         break;
                     }
                 }

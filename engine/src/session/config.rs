@@ -1,39 +1,59 @@
 //! Tunables of a resumable session.
 
+use crate::validate::{nonzero, ConfigError};
 use std::time::Duration;
+
+/// The largest data frame payload any peer may send, and so the least
+/// every peer must accept: two peers with valid configurations always
+/// understand each other's frames (a sender above a receiver's limit would
+/// otherwise fail every transport and reconnect forever).
+pub const MAX_DATA_FRAME: usize = (64 << 10) - 64;
+
+/// Upper bound of [`Config::max_frame_payload`]: what one frame may make a
+/// receiver buffer.
+pub const MAX_FRAME_PAYLOAD_LIMIT: u32 = 16 << 20;
 
 /// Parameters of a resumable session. `Config::default()` is tuned for
 /// interactive and bulk traffic over paths with up to a few hundred ms RTT.
+///
+/// `#[non_exhaustive]`: start from [`Config::default`] and set fields.
+/// Checked by [`Config::validate`] when a session or acceptor is built.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Bytes the sender keeps for replay until the peer acknowledges them.
-    /// When full, writes wait (backpressure). Default 4 MiB.
+    /// When full, writes wait (backpressure). At least 1. Default 4 MiB.
     pub replay_capacity: usize,
     /// Bytes received but not yet read by the application before the session
-    /// stops reading from the transport. Default 1 MiB.
+    /// stops reading from the transport. At least 1. Default 1 MiB.
     pub receive_buffer: usize,
     /// Largest frame payload accepted from the peer; a larger header closes
-    /// the transport. Default 64 KiB.
+    /// the transport. Between [`MAX_DATA_FRAME`]` + 8` and
+    /// [`MAX_FRAME_PAYLOAD_LIMIT`]. Default 64 KiB.
     pub max_frame_payload: u32,
-    /// Largest data frame this side sends. Default 64 KiB - 64; must not exceed
-    /// `max_frame_payload - 8`.
+    /// Largest data frame this side sends. Between 1 and [`MAX_DATA_FRAME`]
+    /// (the default).
     pub max_data_frame: usize,
-    /// A keepalive goes out when nothing was sent for this long. Default 1 s.
+    /// A keepalive goes out when nothing was sent for this long. Above
+    /// zero. Default 1 s.
     pub keepalive_interval: Duration,
     /// A transport on which nothing arrived for this long is declared dead
-    /// and replaced. Default 4 s.
+    /// and replaced. Above `keepalive_interval`; `Duration::MAX` for never.
+    /// Default 4 s.
     pub dead_after: Duration,
-    /// Time allowed for a transport's handshake. Default 3 s.
+    /// Time allowed for a transport's handshake. Above zero. Default 3 s.
     pub handshake_timeout: Duration,
-    /// Time allowed for the connector to yield a stream. Default 3 s.
+    /// Time allowed for the connector to yield a stream. Above zero.
+    /// Default 3 s.
     pub connect_timeout: Duration,
-    /// Acknowledgements are delayed at most this long. Default 10 ms.
+    /// Acknowledgements are delayed at most this long (zero: at once).
+    /// Default 10 ms.
     pub ack_delay: Duration,
     /// An acknowledgement goes out at once after this many unacknowledged
-    /// received bytes. Default 64 KiB.
+    /// received bytes (zero: after every data frame). Default 64 KiB.
     pub ack_every: u64,
     /// Server side: a session with no transport for this long expires.
-    /// Default 60 s.
+    /// Above zero. Default 60 s.
     pub idle_expiry: Duration,
 }
 
@@ -43,7 +63,7 @@ impl Default for Config {
             replay_capacity: 4 << 20,
             receive_buffer: 1 << 20,
             max_frame_payload: 64 << 10,
-            max_data_frame: (64 << 10) - 64,
+            max_data_frame: MAX_DATA_FRAME,
             keepalive_interval: Duration::from_secs(1),
             dead_after: Duration::from_secs(4),
             handshake_timeout: Duration::from_secs(3),
@@ -52,5 +72,62 @@ impl Default for Config {
             ack_every: 64 << 10,
             idle_expiry: Duration::from_secs(60),
         }
+    }
+}
+
+impl Config {
+    /// Checks every field against the bounds its documentation states.
+    /// `Duration::MAX` is accepted wherever a duration is and means
+    /// "never"; every deadline is computed with checked arithmetic.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first field that is refused.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.replay_capacity == 0 {
+            return Err(ConfigError::new(
+                "Config::replay_capacity",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.receive_buffer == 0 {
+            return Err(ConfigError::new(
+                "Config::receive_buffer",
+                "must be at least 1 byte (0 would stall the session)",
+            ));
+        }
+        let least = MAX_DATA_FRAME as u32 + 8;
+        if !(least..=MAX_FRAME_PAYLOAD_LIMIT).contains(&self.max_frame_payload) {
+            return Err(ConfigError::new(
+                "Config::max_frame_payload",
+                format!(
+                    "({}) must be between {least} (what any peer may send) and {MAX_FRAME_PAYLOAD_LIMIT}",
+                    self.max_frame_payload
+                ),
+            ));
+        }
+        if !(1..=MAX_DATA_FRAME).contains(&self.max_data_frame) {
+            return Err(ConfigError::new(
+                "Config::max_data_frame",
+                format!(
+                    "({}) must be between 1 and {MAX_DATA_FRAME} (what every peer accepts)",
+                    self.max_data_frame
+                ),
+            ));
+        }
+        nonzero("Config::keepalive_interval", self.keepalive_interval)?;
+        if self.dead_after <= self.keepalive_interval {
+            return Err(ConfigError::new(
+                "Config::dead_after",
+                format!(
+                    "({:?}) must exceed keepalive_interval ({:?}), or a quiet but healthy path is declared dead",
+                    self.dead_after, self.keepalive_interval
+                ),
+            ));
+        }
+        nonzero("Config::handshake_timeout", self.handshake_timeout)?;
+        nonzero("Config::connect_timeout", self.connect_timeout)?;
+        nonzero("Config::idle_expiry", self.idle_expiry)?;
+        Ok(())
     }
 }

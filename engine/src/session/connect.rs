@@ -1,23 +1,34 @@
 //! Client side: open a session through a connector and keep it alive.
+//!
+//! All reconnect policy lives in the sans-IO [`ReconnectCore`]; the task
+//! here only carries out its actions: it starts and drops connection
+//! attempts, runs the transport, feeds the monitor's view in and re-arms
+//! one timer.
 
 use super::config::Config;
-use super::driver::{drive_link, now, LinkEnd};
-use super::error::SessionError;
+use super::driver::{drive_link, now, LinkEnd, LinkReport};
+use super::error::{SessionError, SessionErrorKind};
+use super::event::{EventHandler, SessionEvent};
 use super::handle::{Session, Shared};
 use super::proto::SessionCore;
-use crate::gate::{GateConfig, GateDriver, GateExpired};
-use crate::monitor::Monitor;
-use crate::reconnect::{Backoff, GiveUp, Policy};
+use crate::gate::{changed_opt, readiness, GateConfig};
+use crate::monitor::{Decisions, DefaultRoute, Family, MajorChange, Monitor, Snapshot};
+use crate::reconnect::{Action, AttemptFailure, AttemptId, Event, Pacing, Policy, ReconnectCore};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// Anything that yields a fresh byte stream to the server: a TCP connect, a
 /// turmoil connect, a TLS handshake, a connect through a proxy…
+///
+/// The future it returns must own what it needs (`'static`): the session
+/// may run several attempts at once (staggered, see [`Policy`]) and drops
+/// those it no longer wants.
 ///
 /// For TCP, set `TCP_NODELAY` on the stream (on both ends): acknowledgements
 /// and keepalives are small frames, and Nagle's algorithm holding them back
@@ -35,17 +46,17 @@ pub trait Connector: Send + 'static {
     /// The stream type.
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
     /// Opens one transport.
-    fn connect(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    fn connect(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
 }
 
 impl<F, Fut, S> Connector for F
 where
     F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = io::Result<S>> + Send,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     type Stream = S;
-    fn connect(&mut self) -> impl Future<Output = io::Result<S>> + Send {
+    fn connect(&mut self) -> impl Future<Output = io::Result<S>> + Send + 'static {
         self()
     }
 }
@@ -74,6 +85,7 @@ pub struct SessionBuilder {
     rng_seed: Option<u64>,
     monitor: Option<Monitor>,
     gate: Option<GateConfig>,
+    on_event: Option<EventHandler>,
 }
 
 impl SessionBuilder {
@@ -104,213 +116,310 @@ impl SessionBuilder {
     /// Follows the network with `monitor`: when a burst of changes moves the
     /// path (default interface, gateway, source address), the session
     /// drops its transport, even one that never reported an error, and
-    /// reconnects from the new path; every reconnect waits on the
-    /// [routability gate](crate::gate) instead of the backoff policy, so no
-    /// attempt is made while there is no route or address, and probes are
-    /// spaced with jitter until the path carries traffic.
+    /// reconnects from the new path at once; every reconnect waits on the
+    /// [routability gate](crate::gate), so no attempt is made while there
+    /// is no route or address, and attempts follow the gate's probe
+    /// schedule. The policy's limits (attempts, outage, budget) hold all
+    /// the same.
     pub fn monitor(mut self, monitor: Monitor) -> Self {
         self.monitor = Some(monitor);
         self
     }
 
-    /// Gate tunables (with a monitor). By default the gate's deadline is
-    /// the policy's `max_outage`.
+    /// Gate tunables (with a monitor): probe spacing and timeout; an
+    /// outage ends at the earlier of the gate's deadline and the policy's
+    /// `max_outage`.
     pub fn gate(mut self, gate: GateConfig) -> Self {
         self.gate = Some(gate);
         self
     }
 
+    /// Calls `handler` for every [`SessionEvent`], in order, on the
+    /// session's driver task. The handler must not block; it runs without
+    /// any session lock held.
+    pub fn on_event(mut self, handler: impl FnMut(&SessionEvent) + Send + 'static) -> Self {
+        self.on_event = Some(EventHandler::new(handler));
+        self
+    }
+
     /// Spawns the session's driver on the current tokio runtime and waits for
     /// the first transport to be established (retrying per the policy).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionErrorKind::Config`] when the configuration, policy or gate
+    /// is refused (checked before anything else); otherwise the error that
+    /// ended the session before its first transport, such as
+    /// [`SessionErrorKind::ReconnectExhausted`] with the causes of the last
+    /// attempts.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future (e.g. under `tokio::time::timeout`)
+    /// stops the driver and every attempt in flight; no session outlives it.
     pub async fn connect<C: Connector>(self, connector: C) -> Result<Session, SessionError> {
-        let shared = Shared::new(SessionCore::new_client(self.config.clone()));
-        let rng = match self.rng_seed {
-            Some(s) => SmallRng::seed_from_u64(s),
+        let config_error = |e| SessionError::new(SessionErrorKind::Config(e), Default::default());
+        self.config.validate().map_err(config_error)?;
+        self.policy.validate().map_err(config_error)?;
+        let pacing = match &self.monitor {
+            Some(_) => {
+                let gate = self.gate.unwrap_or_default();
+                gate.validate().map_err(config_error)?;
+                Pacing::gated(gate)
+            }
+            None => Pacing::unmonitored(&self.policy, self.config.connect_timeout),
+        };
+        let seed = self.rng_seed.unwrap_or_else(|| {
             // Jitter only has to decorrelate clients: if the OS random source
             // fails, the clock's nanoseconds do that well enough.
-            None => SmallRng::try_from_os_rng().unwrap_or_else(|_| {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                SmallRng::seed_from_u64(u64::from(nanos))
-            }),
-        };
-        let gated = self.monitor.map(|m| {
-            let gate = self.gate.unwrap_or(GateConfig {
-                deadline: self
-                    .policy
-                    .max_outage
-                    .unwrap_or(GateConfig::default().deadline),
-                ..GateConfig::default()
-            });
-            (m, gate)
+            SmallRng::try_from_os_rng()
+                .map(|mut r| r.random())
+                .unwrap_or_else(|_| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()))
+                })
         });
-        let backoff = Backoff::new(self.policy, now());
-        tokio::spawn(run_client(
+        let shared = Shared::new(SessionCore::new_client(self.config));
+        let core = ReconnectCore::new(self.policy, pacing, now(), seed);
+        let task = tokio::spawn(run_client(
             Arc::clone(&shared),
             connector,
-            self.config,
-            backoff,
-            rng,
-            gated,
+            core,
+            self.monitor,
+            self.on_event,
         ));
+        // Until the session is handed out, dropping this future stops it.
+        let mut guard = AbortOnDrop(Some(task));
         shared.established().await?;
-        Ok(Session { shared })
+        Ok(Session {
+            shared,
+            driver: guard.0.take(),
+        })
     }
 }
 
-/// Tells the driver when the monitor decides the path has changed.
-fn spawn_rebinder(monitor: &Monitor) -> (UnboundedReceiver<()>, AbortOnDrop) {
-    let (tx, rx) = unbounded_channel();
-    let mut decisions = monitor.decisions();
-    let task = tokio::spawn(async move {
-        while let Some(change) = decisions.next().await {
-            if change.path_changed && tx.send(()).is_err() {
-                return;
-            }
-        }
-    });
-    (rx, AbortOnDrop(task))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts the task when dropped, unless taken out.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// One connect attempt under the policy's timeout.
-async fn connect_once<C: Connector>(
-    shared: &Shared,
-    connector: &mut C,
-    config: &Config,
-) -> Option<C::Stream> {
-    shared.lock().connect_attempts += 1;
-    match tokio::time::timeout(config.connect_timeout, connector.connect()).await {
-        Ok(Ok(stream)) => Some(stream),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "connect failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("connect timed out");
-            None
+        if let Some(t) = self.0.take() {
+            t.abort();
         }
     }
 }
 
-/// Connects through the routability gate: each probe is a real connect,
-/// and the first that succeeds becomes the transport.
-async fn connect_gated<C: Connector>(
-    shared: &Shared,
-    connector: &mut C,
-    monitor: &Monitor,
-    gate: GateConfig,
-    seed: u64,
-) -> Result<C::Stream, GateExpired> {
-    let mut driver = GateDriver::new(monitor, gate, seed);
-    loop {
-        driver.next_probe().await?;
-        shared.lock().connect_attempts += 1;
-        match tokio::time::timeout(gate.probe_timeout, connector.connect()).await {
-            Ok(Ok(stream)) => {
-                driver.probe_done(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "probe connect failed"),
-            Err(_) => tracing::debug!("probe connect timed out"),
-        }
-        driver.probe_done(false);
-    }
+type AttemptFuture<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
+type LinkFuture = Pin<Box<dyn Future<Output = LinkReport<()>> + Send>>;
+
+/// Connection attempts in flight, polled in the order they started (a
+/// fixed order: simulations replay exactly from their seed). At most
+/// [`MAX_ATTEMPTS_IN_FLIGHT`](crate::reconnect::MAX_ATTEMPTS_IN_FLIGHT),
+/// as the core says.
+struct Attempts<S> {
+    pending: Vec<(AttemptId, AttemptFuture<S>)>,
 }
 
-/// Waits out the policy's next delay; `false` (with the session failed)
-/// when the policy gives up.
-async fn wait_backoff(shared: &Shared, backoff: &mut Backoff, rng: &mut SmallRng) -> bool {
-    match backoff.next_delay(now(), rng) {
-        Ok(delay) => {
-            tokio::time::sleep(delay).await;
-            true
-        }
-        Err(give_up) => {
-            tracing::warn!(%give_up, "giving up on the session");
-            let err = match give_up {
-                GiveUp::Budget => SessionError::BudgetExhausted,
-                GiveUp::Attempts { attempts, elapsed } | GiveUp::Deadline { attempts, elapsed } => {
-                    SessionError::ReconnectExhausted { attempts, elapsed }
+impl<S> Attempts<S> {
+    fn cancel(&mut self, id: AttemptId) {
+        self.pending.retain(|(a, _)| *a != id);
+    }
+
+    /// The next attempt to end; pending forever while there is none.
+    fn next(&mut self) -> impl Future<Output = (AttemptId, io::Result<S>)> + '_ {
+        std::future::poll_fn(move |cx: &mut Context<'_>| {
+            for i in 0..self.pending.len() {
+                if let Poll::Ready(r) = self.pending[i].1.as_mut().poll(cx) {
+                    let (id, _) = self.pending.remove(i);
+                    return Poll::Ready((id, r));
                 }
-            };
-            shared.lock().core.fail(err);
-            false
-        }
+            }
+            Poll::Pending
+        })
     }
 }
 
+async fn drive_opt(link: &mut Option<LinkFuture>) -> LinkReport<()> {
+    match link {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_decision(d: &mut Option<Decisions>) -> Option<MajorChange> {
+    match d {
+        Some(d) => d.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The default route traffic leaves by: IPv4's, else IPv6's.
+fn path_of(s: &Snapshot) -> Option<DefaultRoute> {
+    s.default_route(Family::V4)
+        .or_else(|| s.default_route(Family::V6))
+}
+
+/// The client's driver: carries out the reconnect core's actions.
 async fn run_client<C: Connector>(
     shared: Arc<Shared>,
     mut connector: C,
-    config: Config,
-    mut backoff: Backoff,
-    mut rng: SmallRng,
-    gated: Option<(Monitor, GateConfig)>,
+    mut core: ReconnectCore,
+    monitor: Option<Monitor>,
+    handler: Option<EventHandler>,
 ) {
-    let mut rebind = gated.as_ref().map(|(m, _)| spawn_rebinder(m));
+    let emit = |e: SessionEvent| {
+        if let Some(h) = &handler {
+            h.call(&e);
+        }
+    };
+    let mut watch = monitor.as_ref().map(Monitor::watch);
+    let mut decisions = monitor.as_ref().map(Monitor::decisions);
+    // The monitor's source runs while a clone is alive: this one keeps it
+    // going for the session's life.
+    let _monitor = monitor;
+    if let Some(w) = watch.as_mut() {
+        core.handle_path(now(), readiness(&w.borrow_and_update()).map(drop));
+    }
+    let mut attempts = Attempts::<C::Stream> {
+        pending: Vec::new(),
+    };
+    let mut link: Option<LinkFuture> = None;
+    // Delivery when the transport opened, to tell whether it made progress.
+    let mut opened_at = Default::default();
+    let mut ever_connected = false;
+    let mut moved: (Option<DefaultRoute>, Option<DefaultRoute>) = (None, None);
     loop {
-        if shared.lock().finished() {
+        let t = now();
+        {
+            let mut st = shared.lock();
+            if std::mem::take(&mut st.established_news) {
+                core.handle_established(t);
+            }
+            if st.finished() {
+                // Aborted, failed or done: no new transport. A live one
+                // ends by itself (it flushes its last frames first).
+                attempts.pending.clear();
+                if link.is_none() {
+                    break;
+                }
+            }
+        }
+        while let Some(action) = core.poll_action(t) {
+            match action {
+                Action::Connect(id) => {
+                    shared.lock().connect_attempts += 1;
+                    attempts.pending.push((id, Box::pin(connector.connect())));
+                }
+                Action::Cancel(id) => attempts.cancel(id),
+                Action::DropTransport => {
+                    if link.take().is_some() {
+                        shared.lock().core.link_abandoned();
+                        emit(SessionEvent::Rebound {
+                            from: moved.0,
+                            to: moved.1,
+                        });
+                    }
+                }
+                Action::GiveUp(give_up) => {
+                    shared
+                        .lock()
+                        .core
+                        .fail(SessionErrorKind::ReconnectExhausted(give_up));
+                }
+            }
+        }
+        while let Some(event) = core.poll_event() {
+            match event {
+                Event::OutageBegan { why } => emit(SessionEvent::Reconnecting { why }),
+                Event::AttemptFailed { attempt, cause } => {
+                    emit(SessionEvent::AttemptFailed { attempt, cause })
+                }
+                Event::Recovered { outage, attempts } => {
+                    if std::mem::replace(&mut ever_connected, true) {
+                        emit(SessionEvent::Resumed { outage, attempts });
+                    } else {
+                        emit(SessionEvent::Connected { attempts });
+                    }
+                }
+                Event::PathChanged => emit(SessionEvent::PathChanged {
+                    from: moved.0,
+                    to: moved.1,
+                }),
+            }
+        }
+        if core.gave_up() && link.is_none() {
             break;
         }
-        let stream = match &gated {
-            Some((monitor, gate)) => {
-                let seed = rng.random();
-                match connect_gated(&shared, &mut connector, monitor, *gate, seed).await {
-                    Ok(stream) => stream,
-                    Err(expired) => {
-                        tracing::warn!(%expired, "giving up on the session");
-                        shared.lock().core.fail(SessionError::ReconnectExhausted {
-                            attempts: expired.probes,
-                            elapsed: expired.waited,
-                        });
-                        break;
+        let timer = core.poll_timeout();
+        tokio::select! {
+            // Fixed order: simulations must replay exactly from their seed.
+            biased;
+            () = shared.client.notified() => {}
+            ready = changed_opt(&mut watch) => match ready {
+                Some(ready) => core.handle_path(now(), ready),
+                None => {
+                    tracing::warn!("network monitor stopped; reconnecting on the last known path, within the policy's limits");
+                    watch = None;
+                    core.handle_path(now(), Ok(()));
+                }
+            },
+            decision = next_decision(&mut decisions) => match decision {
+                Some(d) if d.path_changed => {
+                    moved = (path_of(&d.before), path_of(&d.after));
+                    core.handle_path_changed(now());
+                }
+                Some(_) => {}
+                None => decisions = None,
+            },
+            report = drive_opt(&mut link) => {
+                link = None;
+                let progressed = {
+                    let mut st = shared.lock();
+                    st.core.link_lost();
+                    let d = st.core.delivery();
+                    d != opened_at
+                };
+                match report.end {
+                    LinkEnd::Finished => {}
+                    LinkEnd::Failed(why) => {
+                        tracing::info!(%why, "transport lost");
+                        core.handle_transport_lost(now(), why, progressed);
+                    }
+                    LinkEnd::Preempted(()) => {
+                        core.handle_transport_lost(now(), "preempted".into(), progressed);
                     }
                 }
             }
-            None => match connect_once(&shared, &mut connector, &config).await {
-                Some(stream) => stream,
-                None => {
-                    if shared.lock().finished()
-                        || !wait_backoff(&shared, &mut backoff, &mut rng).await
-                    {
-                        break;
+            (id, result) = attempts.next() => match result {
+                Ok(stream) => {
+                    if core.handle_connected(now(), id) {
+                        let mut st = shared.lock();
+                        st.core.open_client_link(now());
+                        opened_at = st.core.delivery();
+                        drop(st);
+                        let shared = Arc::clone(&shared);
+                        link = Some(Box::pin(async move {
+                            drive_link::<_, ()>(&shared, stream, None).await
+                        }));
                     }
-                    continue;
                 }
+                Err(e) => core.handle_attempt_failed(now(), id, AttemptFailure::from(&e)),
             },
-        };
-        // Path changes decided before this transport existed are history.
-        let rebind_rx = rebind.as_mut().map(|(rx, _)| {
-            while rx.try_recv().is_ok() {}
-            rx
-        });
-        shared.lock().core.open_client_link(now());
-        let report = drive_link::<_, ()>(&shared, stream, rebind_rx).await;
-        shared.lock().core.link_lost();
-        if report.established {
-            backoff.succeeded();
+            () = sleep_opt(timer) => core.handle_timeout(now()),
         }
-        match report.end {
-            LinkEnd::Finished => break,
-            LinkEnd::Failed(why) => tracing::info!(%why, "transport lost, reconnecting"),
-            LinkEnd::Preempted(()) => tracing::info!("the network path changed, rebinding"),
-        }
-        if shared.lock().finished() {
-            break;
-        }
-        // With a monitor, the gate paces the next attempts.
-        if gated.is_none() && !wait_backoff(&shared, &mut backoff, &mut rng).await {
-            break;
-        }
+    }
+    attempts.pending.clear();
+    let error = shared.lock().core.error().cloned();
+    if let Some(e) = error {
+        emit(SessionEvent::Failed(e));
     }
     let mut st = shared.lock();
     st.driver_gone = true;

@@ -32,7 +32,6 @@ pub(crate) enum LinkEnd<A> {
 /// What happened on one transport.
 #[derive(Debug)]
 pub(crate) struct LinkReport<A> {
-    pub(crate) established: bool,
     pub(crate) end: LinkEnd<A>,
 }
 
@@ -69,7 +68,6 @@ where
     let mut batch: Vec<Bytes> = Vec::new();
     // The core cuts frames off this buffer without copying them.
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut established = false;
     loop {
         let now = now();
         let (deadline, want_read, ending) = {
@@ -82,7 +80,8 @@ where
             while let Some(ev) = st.core.poll_event() {
                 match ev {
                     Event::Established { resumed } => {
-                        established = true;
+                        st.established_news = true;
+                        shared.client.notify_one();
                         tracing::debug!(resumed, "transport established");
                     }
                     Event::LinkFailed(e) => {
@@ -115,7 +114,7 @@ where
                 })
                 .await;
             }
-            return LinkReport { established, end };
+            return LinkReport { end };
         }
         if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
@@ -135,7 +134,7 @@ where
         };
         drop(slices);
         match turn {
-            Turn::Read(Ok(0)) => return failed(established, "transport closed by peer".into()),
+            Turn::Read(Ok(0)) => return failed("transport closed by peer".into()),
             Turn::Read(Ok(_)) => {
                 // A bad frame surfaces as Event::LinkFailed on the next turn.
                 let _ = shared
@@ -143,8 +142,8 @@ where
                     .core
                     .handle_input_buf(super::driver::now(), &mut rbuf);
             }
-            Turn::Read(Err(e)) => return failed(established, e.to_string()),
-            Turn::Wrote(Ok(0)) => return failed(established, "transport refused writes".into()),
+            Turn::Read(Err(e)) => return failed(e.to_string()),
+            Turn::Wrote(Ok(0)) => return failed("transport refused writes".into()),
             Turn::Wrote(Ok(mut n)) => {
                 while n > 0 {
                     let Some(front) = pending.front_mut() else {
@@ -159,12 +158,11 @@ where
                     }
                 }
             }
-            Turn::Wrote(Err(e)) => return failed(established, e.to_string()),
+            Turn::Wrote(Err(e)) => return failed(e.to_string()),
             Turn::Timer => shared.lock().core.handle_timeout(super::driver::now()),
             Turn::Woken => {}
             Turn::Preempted(a) => {
                 return LinkReport {
-                    established,
                     end: LinkEnd::Preempted(a),
                 }
             }
@@ -172,10 +170,9 @@ where
     }
 }
 
-fn failed<A>(established: bool, why: String) -> LinkReport<A> {
+fn failed<A>(why: String) -> LinkReport<A> {
     tracing::debug!(%why, "transport lost");
     LinkReport {
-        established,
         end: LinkEnd::Failed(why),
     }
 }

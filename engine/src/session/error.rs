@@ -1,14 +1,59 @@
 //! Errors of a resumable session.
 
 use super::frame::{FrameError, RejectReason};
+use crate::reconnect::GiveUp;
+use crate::validate::ConfigError;
 use std::time::Duration;
 use thiserror::Error;
 
-/// The session cannot continue. Sticky: once returned, every later operation
-/// on the session returns it again.
+/// How far a session's two streams got: what an application needs to
+/// restart at its own level after the session failed.
+///
+/// Readable at any time with [`Session::delivery`](super::Session::delivery),
+/// and carried by every [`SessionError`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// Bytes the application wrote into the session.
+    pub written: u64,
+    /// Of those, how many the peer acknowledged: bytes `0..acknowledged`
+    /// are in the peer session's receive buffer or already read by its
+    /// application. Bytes past it may or may not have arrived.
+    pub acknowledged: u64,
+    /// Bytes received from the peer (delivered to the receive buffer, in
+    /// order, no gap).
+    pub received: u64,
+}
+
+/// The session cannot continue: what ended it ([`SessionError::kind`]) and
+/// how far the streams got ([`SessionError::delivery`]). Sticky: once
+/// returned, every later operation on the session returns it again.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("{kind} (peer acknowledged {} of {} byte(s) written; {} received)", .delivery.acknowledged, .delivery.written, .delivery.received)]
+pub struct SessionError {
+    kind: SessionErrorKind,
+    delivery: Delivery,
+}
+
+impl SessionError {
+    pub(crate) fn new(kind: SessionErrorKind, delivery: Delivery) -> Self {
+        SessionError { kind, delivery }
+    }
+
+    /// What ended the session.
+    pub fn kind(&self) -> &SessionErrorKind {
+        &self.kind
+    }
+
+    /// How far the streams got when it ended.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+}
+
+/// What ended a session.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SessionError {
+pub enum SessionErrorKind {
     /// The server refused to resume. Hint: `UnknownSession` usually means the
     /// server restarted or the session expired; open a new session.
     #[error("server rejected the session: {0:?}")]
@@ -27,18 +72,15 @@ pub enum SessionError {
     /// The server's resume proof did not verify: it does not hold the token.
     #[error("server failed to prove the resume token")]
     ServerProofInvalid,
-    /// Reconnecting gave up as the policy says. Hint: raise
-    /// `Policy::max_attempts`, `Policy::max_outage` or the retry budget.
-    #[error("gave up reconnecting after {attempts} attempts over {elapsed:?}")]
-    ReconnectExhausted {
-        /// Connection attempts made during this outage.
-        attempts: u32,
-        /// Time since the outage began.
-        elapsed: Duration,
-    },
-    /// The retry budget is empty: the session reconnected too often recently.
-    #[error("retry budget exhausted")]
-    BudgetExhausted,
+    /// Reconnecting gave up as the policy says: which limit, after how
+    /// many attempts, and why the last ones failed. Hint: look at the
+    /// causes first (a peer that accepts and closes is no network fault);
+    /// then raise `Policy::max_attempts`, `Policy::max_outage` or the budget.
+    #[error("gave up reconnecting: {0}")]
+    ReconnectExhausted(GiveUp),
+    /// The configuration was refused when the session was built.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Server side: the client did not come back within `Config::idle_expiry`.
     #[error("session expired after {0:?} without a transport")]
     Expired(Duration),
@@ -48,6 +90,12 @@ pub enum SessionError {
     /// The session was shut down locally.
     #[error("session closed")]
     Closed,
+    /// The application aborted the session ([`Session::abort`](super::Session::abort)).
+    #[error("session aborted")]
+    Aborted,
+    /// The peer's application aborted the session.
+    #[error("session aborted by the peer")]
+    PeerAborted,
 }
 
 /// Why one transport was abandoned. The session itself survives and resumes

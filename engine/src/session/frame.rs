@@ -132,6 +132,9 @@ pub enum Frame {
         /// Total length of the sender's stream.
         offset: u64,
     },
+    /// The sender's application aborted the session: nothing more will be
+    /// sent or resumed.
+    Abort,
 }
 
 const T_SERVER_HELLO: u8 = 0x01;
@@ -144,6 +147,7 @@ const T_DATA: u8 = 0x10;
 const T_ACK: u8 = 0x11;
 const T_KEEPALIVE: u8 = 0x12;
 const T_FIN: u8 = 0x13;
+const T_ABORT: u8 = 0x14;
 
 /// A frame could not be decoded. The transport that carried it must be closed.
 #[derive(Clone, PartialEq, Eq, Debug, Error)]
@@ -213,6 +217,7 @@ impl Frame {
             Frame::Ack { recv_offset } => offset_frame(out, T_ACK, *recv_offset),
             Frame::Keepalive { recv_offset } => offset_frame(out, T_KEEPALIVE, *recv_offset),
             Frame::Fin { offset } => offset_frame(out, T_FIN, *offset),
+            Frame::Abort => header(out, T_ABORT, 0),
         }
     }
 
@@ -262,14 +267,13 @@ impl Frame {
             T_ACK => return Err(malformed("Ack")),
             T_KEEPALIVE => return Err(malformed("Keepalive")),
             T_FIN => return Err(malformed("Fin")),
+            T_ABORT if p.is_empty() => Frame::Abort,
+            T_ABORT => return Err(malformed("Abort")),
             other => return Err(FrameError::UnknownType(other)),
         };
         Ok(frame)
     }
 }
-
-/// Bytes before the payload of a data frame: header and offset.
-pub const DATA_PREFIX_LEN: usize = HEADER_LEN + 8;
 
 /// Writes the prefix of a data frame whose payload (`len` bytes) the caller
 /// sends right after it, so the payload itself is never copied.

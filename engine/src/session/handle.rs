@@ -1,6 +1,6 @@
 //! The application's handle to a session: `AsyncRead + AsyncWrite`.
 
-use super::error::SessionError;
+use super::error::{Delivery, SessionError, SessionErrorKind};
 use super::frame::SessionId;
 use super::proto::{SessionCore, Stats};
 use bytes::Bytes;
@@ -17,6 +17,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Wakes the driver after the application wrote, read or closed.
     pub(crate) driver: Notify,
+    /// Wakes the client's reconnect loop: a transport finished its
+    /// handshake, or the application aborted or dropped the session.
+    pub(crate) client: Notify,
 }
 
 #[derive(Debug)]
@@ -27,6 +30,9 @@ pub(crate) struct State {
     pub(crate) connect_attempts: u32,
     pub(crate) handle_dropped: bool,
     pub(crate) driver_gone: bool,
+    /// Set by the transport's driver when a handshake completed, for the
+    /// client's reconnect loop.
+    pub(crate) established_news: bool,
     /// Set by the driver when it has nothing to send: the next write must
     /// wake it. While it is busy writing it picks new data up by itself, and
     /// skipping the wake-up saves a futex call per application write.
@@ -59,7 +65,7 @@ impl State {
             return Some(e.clone());
         }
         if self.driver_gone {
-            return Some(SessionError::Closed);
+            return Some(self.core.error_now(SessionErrorKind::Closed));
         }
         None
     }
@@ -75,10 +81,12 @@ impl Shared {
                 connect_attempts: 0,
                 handle_dropped: false,
                 driver_gone: false,
+                established_news: false,
                 wake_on_write: true,
                 wake_on_read: true,
             }),
             driver: Notify::new(),
+            client: Notify::new(),
         })
     }
 
@@ -124,10 +132,23 @@ pub struct SessionStats {
 /// the driver sends them as soon as a transport allows. `poll_shutdown` ends
 /// the stream and resolves once the peer acknowledged every byte and the end
 /// of stream. Dropping the handle is a graceful close: the driver keeps
-/// delivering what was written, then stops.
+/// delivering what was written (reconnecting as the policy allows), then
+/// stops. [`Session::abort`] stops at once.
+///
+/// # Cancel safety
+///
+/// Reads and writes go through the session's buffers: a cancelled
+/// `read` loses no byte (it was either copied into the caller's buffer
+/// and reported, or is still in the session), and a cancelled `write`
+/// wrote exactly what its last `poll_write` reported. `shutdown` and
+/// [`Session::write_bytes`] are cancel safe in the same sense: bytes taken
+/// stay taken, the rest stays with the caller.
 #[derive(Debug)]
 pub struct Session {
     pub(crate) shared: Arc<Shared>,
+    /// The driver task, aborted when the session is dropped after
+    /// [`Session::abort`].
+    pub(crate) driver: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The [`SessionError`] behind an `io::Error` returned by a [`Session`], if any.
@@ -137,9 +158,9 @@ pub fn session_error(e: &io::Error) -> Option<&SessionError> {
 }
 
 fn io_error(e: SessionError) -> io::Error {
-    let kind = match e {
-        SessionError::Closed => io::ErrorKind::BrokenPipe,
-        SessionError::Expired(_) | SessionError::ReconnectExhausted { .. } => {
+    let kind = match e.kind() {
+        SessionErrorKind::Closed => io::ErrorKind::BrokenPipe,
+        SessionErrorKind::Expired(_) | SessionErrorKind::ReconnectExhausted(_) => {
             io::ErrorKind::TimedOut
         }
         _ => io::ErrorKind::ConnectionAborted,
@@ -162,6 +183,28 @@ impl Session {
         }
     }
 
+    /// How far both streams got: bytes written, acknowledged by the peer,
+    /// received. Readable at any time, also after the session failed (the
+    /// [`SessionError`] carries the same figures).
+    pub fn delivery(&self) -> Delivery {
+        self.shared.lock().core.delivery()
+    }
+
+    /// Ends the session at once: no further reconnect, no further read or
+    /// write (each returns [`SessionErrorKind::Aborted`]), bytes not yet
+    /// acknowledged are dropped. If a transport is established the peer is
+    /// told (its session fails with [`SessionErrorKind::PeerAborted`]);
+    /// connection attempts in flight are dropped. Dropping the session
+    /// after `abort` stops its driver task outright.
+    pub fn abort(&mut self) {
+        let mut st = self.shared.lock();
+        st.core.abort();
+        st.wake_app();
+        drop(st);
+        self.shared.driver.notify_one();
+        self.shared.client.notify_one();
+    }
+
     /// Writes `data` without copying it (buffers of 4 KiB and more are kept
     /// as they are in the replay buffer; smaller ones are copied and
     /// coalesced). Waits while the replay buffer is full, like `write_all`.
@@ -172,6 +215,15 @@ impl Session {
     /// session.write_bytes(frame).await?; // no copy of the megabyte
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The session's [`SessionError`] (see [`session_error`]) once it failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if the future is dropped, a prefix of `data` may
+    /// already be in the session (see [`Session::delivery`]`.written`).
     pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
         std::future::poll_fn(|cx| {
             let mut st = self.shared.lock();
@@ -286,9 +338,19 @@ impl Drop for Session {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.handle_dropped = true;
+        let aborted = matches!(
+            st.core.error().map(SessionError::kind),
+            Some(SessionErrorKind::Aborted)
+        );
         st.core.finish();
         st.core.discard_incoming();
         drop(st);
+        if aborted {
+            if let Some(task) = self.driver.take() {
+                task.abort();
+            }
+        }
         self.shared.driver.notify_one();
+        self.shared.client.notify_one();
     }
 }

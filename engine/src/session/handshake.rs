@@ -54,6 +54,7 @@ impl ServerHandshake {
         }
     }
 
+    #[cfg(test)]
     /// The challenge the client's proof must cover.
     pub fn nonce(&self) -> [u8; 16] {
         self.nonce

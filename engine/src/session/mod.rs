@@ -1,25 +1,29 @@
 //! Resumable sessions: a byte stream that survives transport failures.
 //!
 //! The main types are [`SessionBuilder`] (client), [`Acceptor`] (server) and
-//! [`Session`] (both). The protocol itself lives in [`proto::SessionCore`], a
-//! sans-IO state machine; everything with tokio in it is a thin driver.
+//! [`Session`] (both). The protocol itself lives in a sans-IO state machine
+//! (`proto::SessionCore`, crate-private); everything with tokio in it is a
+//! thin driver.
 
 mod accept;
-pub mod auth;
+pub(crate) mod auth;
 mod config;
 mod connect;
 mod driver;
 mod error;
-pub mod frame;
+mod event;
+pub(crate) mod frame;
 mod handle;
-pub mod handshake;
-pub mod proto;
+pub(crate) mod handshake;
+pub(crate) mod proto;
 mod replay;
 
 pub use accept::{AcceptError, Accepted, Acceptor, Transport};
-pub use config::Config;
+pub use config::{Config, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD_LIMIT};
 pub use connect::{Connector, SessionBuilder};
-pub use error::{LinkError, SessionError};
-pub use frame::{RejectReason, SessionId};
+pub use error::{Delivery, LinkError, SessionError, SessionErrorKind};
+pub use event::SessionEvent;
+pub use frame::{FrameError, RejectReason, SessionId};
 pub use handle::{session_error, Session, SessionStats};
+pub use proto::Stats;
 pub use replay::ReplayBuffer;

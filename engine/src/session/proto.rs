@@ -25,7 +25,7 @@
 
 use super::auth::{Credentials, Prover};
 use super::config::Config;
-use super::error::{LinkError, SessionError};
+use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
 use super::replay::ReplayBuffer;
 use bytes::{Buf, Bytes, BytesMut};
@@ -137,6 +137,42 @@ impl Link {
     }
 }
 
+/// The deadlines of one transport. Every deadline of a session is
+/// computed here, in one place, with checked arithmetic (as quinn-proto's
+/// timer table): a duration too long to represent (`Duration::MAX`) means
+/// the timer never fires, never an overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The handshake must finish by then.
+    Handshake,
+    /// Nothing arrived for `dead_after`: the path is dead.
+    Dead,
+    /// Nothing was sent for `keepalive_interval`.
+    Keepalive,
+    /// A delayed acknowledgement is due.
+    Ack,
+}
+
+impl Timer {
+    const ALL: [Timer; 4] = [Timer::Handshake, Timer::Dead, Timer::Keepalive, Timer::Ack];
+}
+
+fn timer_deadline(t: Timer, link: &Link, cfg: &Config) -> Option<Instant> {
+    let established = link.phase == Phase::Established;
+    match t {
+        Timer::Handshake if !established => link.opened.checked_add(cfg.handshake_timeout),
+        Timer::Dead if established => link.last_rx.checked_add(cfg.dead_after),
+        // A queued frame already tells the peer we are alive once it goes
+        // out; announcing the keepalive deadline again would make a driver
+        // whose socket is blocked spin on a timer that can do nothing.
+        Timer::Keepalive if established && link.control.is_empty() => {
+            link.last_tx.checked_add(cfg.keepalive_interval)
+        }
+        Timer::Ack if established => link.ack_due,
+        _ => None,
+    }
+}
+
 /// State of one resumable session, independent of any transport.
 #[derive(Debug)]
 pub struct SessionCore {
@@ -198,24 +234,9 @@ impl SessionCore {
 
     // ---- getters -------------------------------------------------------
 
-    /// Client or server.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// The session's credentials, once the server issued them.
     pub fn credentials(&self) -> Option<&Credentials> {
         self.creds.as_ref()
-    }
-
-    /// Whether a transport is attached and past its handshake.
-    pub fn is_established(&self) -> bool {
-        matches!(&self.link, Some(l) if l.phase == Phase::Established && !l.failed)
-    }
-
-    /// Whether a transport is attached (possibly still in its handshake).
-    pub fn has_link(&self) -> bool {
-        self.link.is_some()
     }
 
     /// Whether the driver should read from the transport: false while the
@@ -234,12 +255,14 @@ impl SessionCore {
         self.stats
     }
 
-    /// Bytes the application may still write before backpressure.
-    pub fn send_capacity(&self) -> usize {
-        if self.fin_requested || self.error.is_some() {
-            0
-        } else {
-            self.replay.free()
+    /// How far both streams got: bytes written, acknowledged by the peer,
+    /// received.
+    pub fn delivery(&self) -> Delivery {
+        let written = self.replay.end();
+        Delivery {
+            written,
+            acknowledged: self.peer_acked.min(written),
+            received: self.recv_offset,
         }
     }
 
@@ -275,7 +298,7 @@ impl SessionCore {
             return Err(e.clone());
         }
         if self.fin_requested {
-            return Err(SessionError::Closed);
+            return Err(self.error_now(SessionErrorKind::Closed));
         }
         Ok(self.replay.push(data))
     }
@@ -290,7 +313,7 @@ impl SessionCore {
             return Err(e.clone());
         }
         if self.fin_requested {
-            return Err(SessionError::Closed);
+            return Err(self.error_now(SessionErrorKind::Closed));
         }
         let n = data.len().min(self.replay.free());
         let chunk = data.split_to(n);
@@ -370,7 +393,7 @@ impl SessionCore {
                 reason: RejectReason::Refused,
             });
             self.link = Some(link);
-            self.fail(SessionError::Protocol(
+            self.fail(SessionErrorKind::Protocol(
                 "server session without credentials".into(),
             ));
             return Ok(());
@@ -408,8 +431,20 @@ impl SessionCore {
         self.handle_input(now, leftover)
     }
 
-    /// The transport is gone (closed, reset, or abandoned by the driver).
+    /// The transport is gone (closed or reset). Counted in
+    /// [`Stats::links_failed`] unless it had already failed or the session
+    /// was over.
     pub fn link_lost(&mut self) {
+        if let Some(l) = self.link.take() {
+            if !l.failed && self.error.is_none() && !self.is_done() {
+                self.stats.links_failed += 1;
+            }
+        }
+    }
+
+    /// The driver left the transport on purpose (the path moved): not a
+    /// failure.
+    pub fn link_abandoned(&mut self) {
         self.link = None;
     }
 
@@ -480,6 +515,9 @@ impl SessionCore {
     /// delayed acknowledgement, keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
         let recv = self.recv_position();
+        let due = |t: Timer, link: &Link, cfg: &Config| {
+            timer_deadline(t, link, cfg).is_some_and(|d| now >= d)
+        };
         let cfg = &self.config;
         let Some(link) = self.link.as_mut() else {
             return;
@@ -487,23 +525,21 @@ impl SessionCore {
         if link.failed {
             return;
         }
-        if link.phase != Phase::Established {
-            if now >= link.opened + cfg.handshake_timeout {
-                self.link_failed(LinkError::HandshakeTimeout);
-            }
+        if due(Timer::Handshake, link, cfg) {
+            self.link_failed(LinkError::HandshakeTimeout);
             return;
         }
-        if now >= link.last_rx + cfg.dead_after {
+        if due(Timer::Dead, link, cfg) {
             let silent = cfg.dead_after;
             self.link_failed(LinkError::Silent(silent));
             return;
         }
-        if link.ack_due.is_some_and(|t| now >= t) {
+        if due(Timer::Ack, link, cfg) {
             link.ack_due = None;
             link.ack_sent = recv;
             link.queue(Frame::Ack { recv_offset: recv });
         }
-        if now >= link.last_tx + cfg.keepalive_interval && link.control.is_empty() {
+        if due(Timer::Keepalive, link, cfg) {
             link.ack_sent = recv;
             link.ack_due = None;
             link.queue(Frame::Keepalive { recv_offset: recv });
@@ -581,20 +617,10 @@ impl SessionCore {
         if link.failed || self.error.is_some() {
             return None;
         }
-        if link.phase != Phase::Established {
-            return Some(link.opened + self.config.handshake_timeout);
-        }
-        let mut t = link.last_rx + self.config.dead_after;
-        // A queued frame already tells the peer we are alive once it goes
-        // out; announcing the keepalive deadline again would make a driver
-        // whose socket is blocked spin on a timer that can do nothing.
-        if link.control.is_empty() {
-            t = t.min(link.last_tx + self.config.keepalive_interval);
-        }
-        if let Some(a) = link.ack_due {
-            t = t.min(a);
-        }
-        Some(t)
+        Timer::ALL
+            .iter()
+            .filter_map(|&t| timer_deadline(t, link, &self.config))
+            .min()
     }
 
     /// The next event, if any.
@@ -612,7 +638,7 @@ impl SessionCore {
         match (phase, frame) {
             (Phase::AwaitHello, Frame::ServerHello { version, nonce }) => {
                 if version != PROTOCOL_VERSION {
-                    self.fail(SessionError::Protocol(format!(
+                    self.fail(SessionErrorKind::Protocol(format!(
                         "server speaks protocol version {version}"
                     )));
                     return Ok(());
@@ -655,7 +681,7 @@ impl SessionCore {
                     .as_ref()
                     .is_some_and(|c| c.verify(Prover::Server, &nonce, recv_offset, &proof));
                 if !valid {
-                    self.fail(SessionError::ServerProofInvalid);
+                    self.fail(SessionErrorKind::ServerProofInvalid);
                     return Ok(());
                 }
                 if let Err(e) = self.rewind(recv_offset) {
@@ -666,7 +692,7 @@ impl SessionCore {
                 Ok(())
             }
             (Phase::AwaitWelcome | Phase::AwaitResumed { .. }, Frame::Reject { reason }) => {
-                self.fail(SessionError::Rejected(reason));
+                self.fail(SessionErrorKind::Rejected(reason));
                 Ok(())
             }
             (Phase::Established, Frame::Data { offset, payload }) => {
@@ -674,6 +700,10 @@ impl SessionCore {
             }
             (Phase::Established, Frame::Ack { recv_offset })
             | (Phase::Established, Frame::Keepalive { recv_offset }) => self.on_ack(recv_offset),
+            (Phase::Established, Frame::Abort) => {
+                self.fail(SessionErrorKind::PeerAborted);
+                Ok(())
+            }
             (Phase::Established, Frame::Fin { offset }) => {
                 if self.recv_fin || offset != self.recv_offset {
                     return Err(LinkError::Unexpected("misplaced Fin"));
@@ -711,7 +741,7 @@ impl SessionCore {
                 l.ack_due = None;
                 l.queue(Frame::Ack { recv_offset: recv });
             } else if l.ack_due.is_none() {
-                l.ack_due = Some(now + delay);
+                l.ack_due = now.checked_add(delay);
             }
         }
         Ok(())
@@ -734,7 +764,7 @@ impl SessionCore {
     }
 
     /// Continues sending from the peer's received position `peer_recv`.
-    fn rewind(&mut self, peer_recv: u64) -> Result<(), SessionError> {
+    fn rewind(&mut self, peer_recv: u64) -> Result<(), SessionErrorKind> {
         let fin_pos = self.fin_position();
         let too_high = if self.fin_requested {
             peer_recv > fin_pos
@@ -742,7 +772,7 @@ impl SessionCore {
             peer_recv > self.replay.end()
         };
         if peer_recv < self.replay.base() || too_high {
-            return Err(SessionError::ResumeGap {
+            return Err(SessionErrorKind::ResumeGap {
                 peer_offset: peer_recv,
                 held_from: self.replay.base(),
                 held_to: self.replay.end(),
@@ -783,12 +813,34 @@ impl SessionCore {
         }
     }
 
-    /// Ends the session with `e`. Sticky: the first error wins.
-    pub fn fail(&mut self, e: SessionError) {
+    /// Ends the session with `kind`. Sticky: the first error wins. The
+    /// error records how far the streams got at this moment.
+    pub fn fail(&mut self, kind: SessionErrorKind) {
         if self.error.is_none() {
+            let e = self.error_now(kind);
             self.error = Some(e.clone());
             self.events.push_back(Event::Failed(e));
         }
+    }
+
+    /// An error of `kind` carrying the current delivery.
+    pub fn error_now(&self, kind: SessionErrorKind) -> SessionError {
+        SessionError::new(kind, self.delivery())
+    }
+
+    /// The application aborts: the session fails at once with
+    /// [`SessionErrorKind::Aborted`] and, if a transport is established,
+    /// an `Abort` frame tells the peer (send it with `poll_transmit`).
+    pub fn abort(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(l) = self.link.as_mut() {
+            if l.phase == Phase::Established && !l.failed {
+                l.queue(Frame::Abort);
+            }
+        }
+        self.fail(SessionErrorKind::Aborted);
     }
 }
 
@@ -804,6 +856,7 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Ack { .. } => "Ack",
         Frame::Keepalive { .. } => "Keepalive",
         Frame::Fin { .. } => "Fin",
+        Frame::Abort => "Abort",
     }
 }
 

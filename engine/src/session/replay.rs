@@ -12,10 +12,16 @@ use std::collections::VecDeque;
 /// Written bytes are copied once, into `tail`; transmitting seals the tail
 /// into a refcounted chunk, and data frames carry slices of those chunks, so
 /// the bulk path never copies again before the socket.
+///
+/// Each chunk is stored with its absolute start offset, so finding the
+/// chunk that holds an offset is a binary search: replaying or sending from
+/// any offset costs O(log n) in the number of chunks held, however many
+/// small writes filled the buffer.
 #[derive(Debug)]
 pub struct ReplayBuffer {
-    /// Sealed chunks, oldest first; `chunks[0]` starts at `base`.
-    chunks: VecDeque<Bytes>,
+    /// Sealed chunks with their start offsets, oldest first; the first
+    /// starts at `base`, each next one where the previous ends.
+    chunks: VecDeque<(u64, Bytes)>,
     /// Written but not yet sealed; follows the last chunk.
     tail: BytesMut,
     /// Absolute offset of the first byte held.
@@ -68,13 +74,19 @@ impl ReplayBuffer {
         if n == 0 {
             return 0;
         }
-        if !self.tail.is_empty() {
-            let sealed = self.tail.split().freeze();
-            self.chunks.push_back(sealed);
-        }
-        self.chunks.push_back(data);
+        self.seal_tail();
+        self.chunks.push_back((self.end(), data));
         self.len += n;
         n
+    }
+
+    /// Moves the unsealed tail into a chunk of its own.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let start = self.end() - self.tail.len() as u64;
+            let sealed = self.tail.split().freeze();
+            self.chunks.push_back((start, sealed));
+        }
     }
 
     /// Drops everything before `offset` (clamped to what is held).
@@ -84,7 +96,7 @@ impl ReplayBuffer {
         self.base = upto;
         self.len -= drop;
         while drop > 0 {
-            let Some(front) = self.chunks.front_mut() else {
+            let Some((start, front)) = self.chunks.front_mut() else {
                 // The rest lies in the unsealed tail.
                 self.tail.advance(drop);
                 return;
@@ -94,6 +106,7 @@ impl ReplayBuffer {
                 self.chunks.pop_front();
             } else {
                 front.advance(drop);
+                *start += drop as u64;
                 return;
             }
         }
@@ -106,19 +119,18 @@ impl ReplayBuffer {
         if offset >= self.end() || max == 0 {
             return Bytes::new();
         }
-        if !self.tail.is_empty() {
-            let sealed = self.tail.split().freeze();
-            self.chunks.push_back(sealed);
-        }
-        let mut skip = offset.saturating_sub(self.base) as usize;
-        for chunk in &self.chunks {
-            if skip < chunk.len() {
-                let end = chunk.len().min(skip + max);
-                return chunk.slice(skip..end);
-            }
-            skip -= chunk.len();
-        }
-        Bytes::new()
+        self.seal_tail();
+        let offset = offset.max(self.base);
+        // The first chunk that ends past `offset` holds it.
+        let i = self
+            .chunks
+            .partition_point(|(start, c)| start + c.len() as u64 <= offset);
+        let Some((start, chunk)) = self.chunks.get(i) else {
+            return Bytes::new();
+        };
+        let skip = (offset - start) as usize;
+        let end = chunk.len().min(skip.saturating_add(max));
+        chunk.slice(skip..end)
     }
 }
 
@@ -170,6 +182,27 @@ mod tests {
         let mut small = ReplayBuffer::new(3);
         assert_eq!(small.push_bytes(Bytes::from_static(b"wxyz")), 3);
         assert_eq!(gather(&mut small, 0, 10), b"wxy");
+    }
+
+    #[test]
+    fn many_small_chunks_slice_from_any_offset() {
+        let mut r = ReplayBuffer::new(1 << 20);
+        let mut expect = Vec::new();
+        for i in 0..5000u32 {
+            let b = [(i % 251) as u8; 3];
+            r.push(&b);
+            expect.extend_from_slice(&b);
+            // Seal every write into a chunk of its own, as transmits do.
+            let _ = r.slice_from(r.end() - 1, 1);
+        }
+        r.trim_to(7);
+        for offset in [7u64, 8, 2999, 3000, 14_998, 14_999] {
+            assert_eq!(
+                gather(&mut r, offset, 10),
+                expect[offset as usize..(offset as usize + 10).min(15_000)]
+            );
+        }
+        assert!(r.slice_from(15_000, 10).is_empty());
     }
 
     #[test]

@@ -73,22 +73,18 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         m.replay_buffer,
     );
     let d = Config::default();
-    let config = Config {
-        keepalive_interval: keepalive_interval.map_or(d.keepalive_interval, |v| v.0),
-        dead_after: dead_after.map_or(d.dead_after, |v| v.0),
-        handshake_timeout: handshake_timeout.map_or(d.handshake_timeout, |v| v.0),
-        connect_timeout: connect_timeout.map_or(d.connect_timeout, |v| v.0),
-        replay_capacity: replay_buffer.unwrap_or(d.replay_capacity),
-        ..d
-    };
+    let mut config = d.clone();
+    config.keepalive_interval = keepalive_interval.map_or(d.keepalive_interval, |v| v.0);
+    config.dead_after = dead_after.map_or(d.dead_after, |v| v.0);
+    config.handshake_timeout = handshake_timeout.map_or(d.handshake_timeout, |v| v.0);
+    config.connect_timeout = connect_timeout.map_or(d.connect_timeout, |v| v.0);
+    config.replay_capacity = replay_buffer.unwrap_or(d.replay_capacity);
     let p = Policy::default();
-    let policy = Policy {
-        initial_delay: initial_backoff.map_or(p.initial_delay, |v| v.0),
-        max_delay: max_backoff.map_or(p.max_delay, |v| v.0),
-        max_attempts: max_attempts.or(p.max_attempts),
-        max_outage: Some(s.expect.deadline.0),
-        ..p
-    };
+    let mut policy = p.clone();
+    policy.initial_delay = initial_backoff.map_or(p.initial_delay, |v| v.0);
+    policy.max_delay = max_backoff.map_or(p.max_delay, |v| v.0);
+    policy.max_attempts = max_attempts.or(p.max_attempts);
+    policy.max_outage = Some(s.expect.deadline.0);
     let follow = follow_spec(s);
     MitigationSpec {
         config,
@@ -357,11 +353,10 @@ fn follow_spec(s: &Scenario) -> Option<(Debounce, GateConfig)> {
         ..Debounce::default()
     };
     let g = GateConfig::default();
-    let gate = GateConfig {
-        probe_interval: m.probe_interval.map_or(g.probe_interval, |d| d.0),
-        max_probe_interval: m.max_probe_interval.map_or(g.max_probe_interval, |d| d.0),
-        probe_timeout: m.probe_timeout.map_or(g.probe_timeout, |d| d.0),
-        deadline: s.expect.deadline.0,
-    };
+    let mut gate = g;
+    gate.probe_interval = m.probe_interval.map_or(g.probe_interval, |d| d.0);
+    gate.max_probe_interval = m.max_probe_interval.map_or(g.max_probe_interval, |d| d.0);
+    gate.probe_timeout = m.probe_timeout.map_or(g.probe_timeout, |d| d.0);
+    gate.deadline = s.expect.deadline.0;
     Some((debounce, gate))
 }

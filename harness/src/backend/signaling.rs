@@ -35,12 +35,11 @@ pub fn plan(s: &Scenario, seed: u64) -> SignalingPlan {
         ..d
     };
     let l = LinkConfig::default();
+    let mut policy: Policy = l.policy.clone();
+    policy.initial_delay = m.initial_backoff.map_or(l.policy.initial_delay, |v| v.0);
+    policy.max_delay = m.max_backoff.map_or(l.policy.max_delay, |v| v.0);
     let link = |seed| LinkConfig {
-        policy: Policy {
-            initial_delay: m.initial_backoff.map_or(l.policy.initial_delay, |v| v.0),
-            max_delay: m.max_backoff.map_or(l.policy.max_delay, |v| v.0),
-            ..l.policy.clone()
-        },
+        policy: policy.clone(),
         connect_timeout,
         seed: Some(seed),
     };

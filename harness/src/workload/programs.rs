@@ -247,7 +247,8 @@ pub async fn mitigated_server<N: Net>(
     rec: Recorder,
 ) -> io::Result<()> {
     let listener = net.bind(port).await?;
-    let acceptor = Acceptor::new(config);
+    let acceptor =
+        Acceptor::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     loop {
         let stream = N::accept(&listener).await?;
         let (net, rec, acceptor) = (net.clone(), rec.clone(), acceptor.clone());

@@ -2,10 +2,10 @@
 //! and injects transport faults at arbitrary byte offsets (mid-frame and on
 //! frame boundaries), in the style of quinn-proto's `Pair` tests.
 
-use netmend::session::auth::{Credentials, Prover};
-use netmend::session::handshake::{ClientRequest, ServerHandshake};
-use netmend::session::proto::{Event, ServerOpen, SessionCore};
-use netmend::session::Config;
+use crate::session::auth::{Credentials, Prover};
+use crate::session::handshake::{ClientRequest, ServerHandshake};
+use crate::session::proto::{Event, ServerOpen, SessionCore};
+use crate::session::Config;
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 

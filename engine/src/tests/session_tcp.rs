@@ -1,11 +1,11 @@
 //! The tokio drivers over real loopback TCP sockets.
 
-use netmend::session::frame::{Decoder, Frame, PROTOCOL_VERSION};
-use netmend::session::{
+use crate::session::frame::{Decoder, Frame, PROTOCOL_VERSION};
+use crate::session::{
     session_error, AcceptError, Accepted, Acceptor, Config, RejectReason, Session, SessionBuilder,
-    SessionError,
+    SessionError, SessionErrorKind,
 };
-use netmend::Policy;
+use crate::Policy;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +29,7 @@ async fn server(
 ) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor::new(config);
+    let acceptor = Acceptor::new(config).unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let (etx, erx) = mpsc::unbounded_channel();
     let acc = acceptor.clone();
@@ -249,8 +249,8 @@ async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
         .expect("rejection arrives")
         .unwrap_err();
     assert_eq!(
-        session_error(&err),
-        Some(&SessionError::Rejected(RejectReason::UnknownSession)),
+        session_error(&err).map(SessionError::kind),
+        Some(&SessionErrorKind::Rejected(RejectReason::UnknownSession)),
         "got {err:?}"
     );
     assert!(matches!(
@@ -260,8 +260,8 @@ async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
     // Sticky: every later call fails the same way.
     let again = session.write_all(b"more").await.unwrap_err();
     assert_eq!(
-        session_error(&again),
-        Some(&SessionError::Rejected(RejectReason::UnknownSession))
+        session_error(&again).map(SessionError::kind),
+        Some(&SessionErrorKind::Rejected(RejectReason::UnknownSession))
     );
 }
 
@@ -270,7 +270,8 @@ async fn server_session_expires_when_its_client_never_comes_back() {
     let acceptor = Acceptor::new(Config {
         idle_expiry: Duration::from_millis(200),
         ..Config::default()
-    });
+    })
+    .unwrap();
     let (mut client_end, server_end) = tokio::io::duplex(4096);
     let acc = acceptor.clone();
     let accepted = tokio::spawn(async move { acc.accept(server_end).await });
@@ -298,8 +299,8 @@ async fn server_session_expires_when_its_client_never_comes_back() {
         .expect("expiry is reported")
         .unwrap_err();
     assert_eq!(
-        session_error(&err),
-        Some(&SessionError::Expired(Duration::from_millis(200)))
+        session_error(&err).map(SessionError::kind),
+        Some(&SessionErrorKind::Expired(Duration::from_millis(200)))
     );
     assert_eq!(
         acceptor.session_count(),
@@ -338,8 +339,8 @@ async fn zero_copy_writes_mix_with_copied_ones_across_resets() {
 
 mod with_monitor {
     use super::*;
-    use netmend::gate::GateConfig;
-    use netmend::monitor::{
+    use crate::gate::GateConfig;
+    use crate::monitor::{
         Address, Change, Debounce, DefaultRoute, Family, Injector, Interface, Monitor, Snapshot,
     };
     use std::net::{IpAddr, Ipv4Addr};

@@ -1,107 +1,17 @@
-//! Reconnect policy: exponential backoff with full jitter, caps, and a retry budget.
-//!
-//! Written here rather than taken from `backon`/`backoff` because the engine
-//! needs time and randomness *injected* (the simulated backend must replay a
-//! run bit for bit from its seed) and a retry budget that outlives one outage;
-//! neither crate offers both.
+//! The plain backoff schedule of one reconnect loop, for callers that
+//! retry one thing in sequence (the signaling broker links). Sessions use
+//! the [`ReconnectCore`](super::ReconnectCore), which adds staggered
+//! attempts, a routability gate and give-up causes.
 
+use super::policy::Policy;
+use super::GiveUpReason;
 use rand::Rng;
 use std::time::{Duration, Instant};
-use thiserror::Error;
-
-/// How a session reconnects after its transport fails.
-///
-/// The delay before attempt `n` (0-based) of an outage is drawn uniformly from
-/// `0 ..= min(max_delay, initial_delay * 2^n)` ("full jitter", as in the AWS
-/// architecture blog's *Exponential Backoff and Jitter*), so a crowd of
-/// clients that lost the same path does not reconnect in lockstep.
-///
-/// ```
-/// use netmend::Policy;
-/// use std::time::Duration;
-///
-/// let policy = Policy {
-///     initial_delay: Duration::from_millis(50),
-///     max_attempts: Some(20),
-///     ..Policy::default()
-/// };
-/// assert_eq!(policy.max_delay, Duration::from_secs(5));
-/// ```
-#[derive(Clone, Debug, PartialEq)]
-pub struct Policy {
-    /// Upper bound of the first delay. Default 100 ms.
-    pub initial_delay: Duration,
-    /// Cap on any single delay. Default 5 s.
-    pub max_delay: Duration,
-    /// Attempts per outage before giving up; `None` for no limit. Default 50.
-    pub max_attempts: Option<u32>,
-    /// Longest outage before giving up; `None` for no limit. Default 120 s.
-    pub max_outage: Option<Duration>,
-    /// Retry budget shared by all outages of a session.
-    pub budget: RetryBudget,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
-            max_attempts: Some(50),
-            max_outage: Some(Duration::from_secs(120)),
-            budget: RetryBudget::default(),
-        }
-    }
-}
-
-/// A token bucket of reconnect attempts: `capacity` tokens, one refilled every
-/// `refill_every`. Keeps a flapping path from turning into a reconnect storm
-/// even when every single outage is short.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryBudget {
-    /// Tokens when full. Default 100.
-    pub capacity: u32,
-    /// One token comes back per this interval. Default 1 s.
-    pub refill_every: Duration,
-}
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        Self {
-            capacity: 100,
-            refill_every: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Why reconnecting stopped.
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum GiveUp {
-    /// `Policy::max_attempts` reached in this outage.
-    #[error("{attempts} attempts made")]
-    Attempts {
-        /// Attempts made.
-        attempts: u32,
-        /// Outage length so far.
-        elapsed: Duration,
-    },
-    /// `Policy::max_outage` passed.
-    #[error("outage lasted {elapsed:?}")]
-    Deadline {
-        /// Attempts made.
-        attempts: u32,
-        /// Outage length so far.
-        elapsed: Duration,
-    },
-    /// The retry budget is empty.
-    #[error("retry budget exhausted")]
-    Budget,
-}
 
 /// The running state of a [`Policy`]: call [`Backoff::next_delay`] after each
 /// failure and [`Backoff::succeeded`] once a connection works again.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     policy: Policy,
     attempt: u32,
     outage_start: Option<Instant>,
@@ -121,40 +31,29 @@ impl Backoff {
         }
     }
 
-    /// Attempts made in the current outage.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
     /// A connection failed at `now`: returns how long to wait before the next
     /// attempt, or why to stop.
     pub fn next_delay<R: Rng + ?Sized>(
         &mut self,
         now: Instant,
         rng: &mut R,
-    ) -> Result<Duration, GiveUp> {
+    ) -> Result<Duration, GiveUpReason> {
         let start = *self.outage_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         self.attempt += 1;
         if let Some(max) = self.policy.max_attempts {
             if self.attempt > max {
-                return Err(GiveUp::Attempts {
-                    attempts: self.attempt - 1,
-                    elapsed,
-                });
+                return Err(GiveUpReason::Attempts);
             }
         }
         if let Some(max) = self.policy.max_outage {
             if elapsed >= max {
-                return Err(GiveUp::Deadline {
-                    attempts: self.attempt - 1,
-                    elapsed,
-                });
+                return Err(GiveUpReason::Deadline);
             }
         }
         self.refill(now);
         if self.tokens == 0 {
-            return Err(GiveUp::Budget);
+            return Err(GiveUpReason::Budget);
         }
         self.tokens -= 1;
         let ceiling = self.ceiling(self.attempt - 1);
@@ -204,6 +103,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconnect::RetryBudget;
     use proptest::prelude::*;
     use rand::{rngs::SmallRng, SeedableRng};
 
@@ -213,6 +113,7 @@ mod tests {
             max_delay: Duration::from_secs(2),
             max_attempts: Some(6),
             max_outage: None,
+            min_stable: Duration::from_secs(1),
             budget: RetryBudget {
                 capacity: 100,
                 refill_every: Duration::from_secs(1),
@@ -230,7 +131,7 @@ mod tests {
         }
         assert!(matches!(
             b.next_delay(t0, &mut rng),
-            Err(GiveUp::Attempts { attempts: 6, .. })
+            Err(GiveUpReason::Attempts)
         ));
         b.succeeded();
         assert!(b.next_delay(t0, &mut rng).is_ok());
@@ -251,7 +152,7 @@ mod tests {
         assert!(d <= Duration::from_millis(50));
         assert!(matches!(
             b.next_delay(t0 + Duration::from_secs(3), &mut rng),
-            Err(GiveUp::Deadline { .. })
+            Err(GiveUpReason::Deadline)
         ));
     }
 
@@ -270,12 +171,12 @@ mod tests {
             assert!(b.next_delay(t0, &mut rng).is_ok());
             b.succeeded();
         }
-        assert_eq!(b.next_delay(t0, &mut rng), Err(GiveUp::Budget));
+        assert_eq!(b.next_delay(t0, &mut rng), Err(GiveUpReason::Budget));
         b.succeeded();
         assert!(b.next_delay(t0 + Duration::from_secs(10), &mut rng).is_ok());
         assert_eq!(
             b.next_delay(t0 + Duration::from_secs(10), &mut rng),
-            Err(GiveUp::Budget)
+            Err(GiveUpReason::Budget)
         );
     }
 

@@ -1,0 +1,6 @@
+//! Tests that need the protocol internals (as quinn-proto's `src/tests/`):
+//! a client/server pair of cores in memory with a virtual clock, and
+//! sessions over real TCP with forged frames.
+
+mod pair;
+mod session_tcp;
