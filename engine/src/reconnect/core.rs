@@ -535,18 +535,20 @@ impl ReconnectCore {
                 None
             };
         }
-        if floor(self.last_start, &self.pacing).is_some_and(|t| now < t) {
-            return None;
-        }
-        if o.gate.next_probe_at().is_none_or(|t| t > now) {
-            return None;
-        }
         if !self.budget.available(now) {
+            // An empty budget ends the outage as soon as nothing is left
+            // in flight that could still succeed.
             return if self.in_flight.is_empty() {
                 self.give_up(now, GiveUpReason::Budget)
             } else {
                 None
             };
+        }
+        if floor(self.last_start, &self.pacing).is_some_and(|t| now < t) {
+            return None;
+        }
+        if o.gate.next_probe_at().is_none_or(|t| t > now) {
+            return None;
         }
         if !o.gate.poll_probe(now) {
             return None;
@@ -589,12 +591,17 @@ impl ReconnectCore {
             && self.in_flight.len() < MAX_ATTEMPTS_IN_FLIGHT
             && self.policy.max_attempts.is_none_or(|m| o.attempts < m);
         if may_start {
-            if let Some(next) = o.gate.next_probe_at() {
-                let mut due = next.max(floor(self.last_start, &self.pacing).unwrap_or(next));
-                if let Some(refill) = self.budget.next_refill() {
-                    due = due.max(refill);
+            match self.budget.next_refill() {
+                // Empty budget, attempts in flight: a start waits for a
+                // token (or for them to end, which is an input anyway).
+                Some(refill) => at(Some(refill)),
+                None => {
+                    if let Some(next) = o.gate.next_probe_at() {
+                        at(Some(
+                            next.max(floor(self.last_start, &self.pacing).unwrap_or(next)),
+                        ));
+                    }
                 }
-                at(Some(due));
             }
         }
         t

@@ -13,6 +13,8 @@
 mod backoff;
 mod core;
 mod policy;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use backoff::Backoff;
 pub use core::{
