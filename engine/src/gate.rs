@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-use crate::validate::{nonzero, ConfigError};
+use crate::validate::{at_least_1ms, ConfigError};
 
 /// Gate tunables.
 ///
@@ -49,7 +49,7 @@ impl Default for GateConfig {
 }
 
 impl GateConfig {
-    /// Checks every field: all durations above zero, the cap at least the
+    /// Checks every field: all durations at least 1 ms, the cap at least the
     /// first interval. `Duration::MAX` is accepted everywhere and means
     /// "never".
     ///
@@ -57,9 +57,9 @@ impl GateConfig {
     ///
     /// A [`ConfigError`] naming the first field that is refused.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        nonzero("GateConfig::probe_interval", self.probe_interval)?;
-        nonzero("GateConfig::probe_timeout", self.probe_timeout)?;
-        nonzero("GateConfig::deadline", self.deadline)?;
+        at_least_1ms("GateConfig::probe_interval", self.probe_interval)?;
+        at_least_1ms("GateConfig::probe_timeout", self.probe_timeout)?;
+        at_least_1ms("GateConfig::deadline", self.deadline)?;
         if self.max_probe_interval < self.probe_interval {
             return Err(ConfigError::new(
                 "GateConfig::max_probe_interval",

@@ -23,10 +23,18 @@ impl ConfigError {
     }
 }
 
-/// Refuses a zero duration for `field`.
-pub(crate) fn nonzero(field: &'static str, d: std::time::Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        return Err(ConfigError::new(field, "must be greater than zero"));
+/// The shortest timer the engine accepts. Below a millisecond no network
+/// round trip fits, so a shorter timeout could only ever fail, and a
+/// shorter interval would keep a core busy for nothing.
+pub const MIN_TIMER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Refuses a duration below [`MIN_TIMER`] for `field`.
+pub(crate) fn at_least_1ms(field: &'static str, d: std::time::Duration) -> Result<(), ConfigError> {
+    if d < MIN_TIMER {
+        return Err(ConfigError::new(
+            field,
+            format!("({d:?}) must be at least {MIN_TIMER:?}"),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! What a session's reconnect policy may do: pacing, limits, budget.
 
-use crate::validate::{nonzero, ConfigError};
+use crate::validate::{at_least_1ms, ConfigError};
 use std::time::{Duration, Instant};
 
 /// How a session reconnects after its transport fails.
@@ -62,15 +62,15 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Checks every field. Zero delays, zero attempts, a zero outage and an
-    /// empty budget are refused; `Duration::MAX` and `u32::MAX` are
+    /// Checks every field. Delays and outages under 1 ms, zero attempts and
+    /// an empty budget are refused; `Duration::MAX` and `u32::MAX` are
     /// accepted and mean "never" / "no limit in practice".
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the first field that is refused.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        nonzero("Policy::initial_delay", self.initial_delay)?;
+        at_least_1ms("Policy::initial_delay", self.initial_delay)?;
         if self.max_delay < self.initial_delay {
             return Err(ConfigError::new(
                 "Policy::max_delay",
@@ -87,7 +87,7 @@ impl Policy {
             ));
         }
         if let Some(d) = self.max_outage {
-            nonzero("Policy::max_outage", d)?;
+            at_least_1ms("Policy::max_outage", d)?;
         }
         if self.budget.capacity == 0 {
             return Err(ConfigError::new(
@@ -95,7 +95,7 @@ impl Policy {
                 "must be at least 1 (u32::MAX for no limit in practice)",
             ));
         }
-        nonzero("Policy::budget.refill_every", self.budget.refill_every)?;
+        at_least_1ms("Policy::budget.refill_every", self.budget.refill_every)?;
         Ok(())
     }
 }

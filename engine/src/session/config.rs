@@ -1,6 +1,6 @@
 //! Tunables of a resumable session.
 
-use crate::validate::{nonzero, ConfigError};
+use crate::validate::{at_least_1ms, ConfigError};
 use std::time::Duration;
 
 /// The largest data frame payload any peer may send, and so the least
@@ -34,16 +34,16 @@ pub struct Config {
     /// Largest data frame this side sends. Between 1 and [`MAX_DATA_FRAME`]
     /// (the default).
     pub max_data_frame: usize,
-    /// A keepalive goes out when nothing was sent for this long. Above
-    /// zero. Default 1 s.
+    /// A keepalive goes out when nothing was sent for this long. At least
+    /// 1 ms. Default 1 s.
     pub keepalive_interval: Duration,
     /// A transport on which nothing arrived for this long is declared dead
     /// and replaced. Above `keepalive_interval`; `Duration::MAX` for never.
     /// Default 4 s.
     pub dead_after: Duration,
-    /// Time allowed for a transport's handshake. Above zero. Default 3 s.
+    /// Time allowed for a transport's handshake. At least 1 ms. Default 3 s.
     pub handshake_timeout: Duration,
-    /// Time allowed for the connector to yield a stream. Above zero.
+    /// Time allowed for the connector to yield a stream. At least 1 ms.
     /// Default 3 s.
     pub connect_timeout: Duration,
     /// Acknowledgements are delayed at most this long (zero: at once).
@@ -53,7 +53,7 @@ pub struct Config {
     /// received bytes (zero: after every data frame). Default 64 KiB.
     pub ack_every: u64,
     /// Server side: a session with no transport for this long expires.
-    /// Above zero. Default 60 s.
+    /// At least 1 ms. Default 60 s.
     pub idle_expiry: Duration,
 }
 
@@ -115,7 +115,7 @@ impl Config {
                 ),
             ));
         }
-        nonzero("Config::keepalive_interval", self.keepalive_interval)?;
+        at_least_1ms("Config::keepalive_interval", self.keepalive_interval)?;
         if self.dead_after <= self.keepalive_interval {
             return Err(ConfigError::new(
                 "Config::dead_after",
@@ -125,9 +125,9 @@ impl Config {
                 ),
             ));
         }
-        nonzero("Config::handshake_timeout", self.handshake_timeout)?;
-        nonzero("Config::connect_timeout", self.connect_timeout)?;
-        nonzero("Config::idle_expiry", self.idle_expiry)?;
+        at_least_1ms("Config::handshake_timeout", self.handshake_timeout)?;
+        at_least_1ms("Config::connect_timeout", self.connect_timeout)?;
+        at_least_1ms("Config::idle_expiry", self.idle_expiry)?;
         Ok(())
     }
 }

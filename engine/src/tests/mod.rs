@@ -2,5 +2,8 @@
 //! a client/server pair of cores in memory with a virtual clock, and
 //! sessions over real TCP with forged frames.
 
+mod config;
+mod lifecycle;
+mod memory;
 mod pair;
 mod session_tcp;

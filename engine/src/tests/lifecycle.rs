@@ -1,0 +1,179 @@
+//! Lifecycle of a client session: cancel, abort, events, delivery, on
+//! paused tokio time with in-memory transports (deterministic; no wall
+//! clock).
+
+use super::memory::Server;
+use crate::reconnect::{AttemptFailure, GiveUpReason, OutageCause};
+use crate::session::Config;
+use crate::session::{session_error, SessionBuilder, SessionErrorKind, SessionEvent};
+use crate::Policy;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn fast_policy() -> Policy {
+    Policy {
+        initial_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        ..Policy::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_connect_leaves_nothing_running() {
+    let (server, mut sessions) = Server::new(Config::default());
+    server.up.store(false, Ordering::SeqCst);
+    let connect = SessionBuilder::new()
+        .policy(fast_policy())
+        .rng_seed(1)
+        .connect(server.connector());
+    assert!(tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .is_err());
+    let made = server.connects();
+    assert!(made >= 3, "it was trying ({made} connects)");
+    // The server comes up; a leaked driver would connect now.
+    server.up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(server.connects(), made, "no connect after the drop");
+    assert!(sessions.try_recv().is_err(), "no session was created");
+    assert_eq!(server.acceptor.session_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_ends_at_once_tells_the_peer_and_stops_reconnecting() {
+    let (server, mut sessions) = Server::new(Config::default());
+    let mut client = SessionBuilder::new()
+        .policy(fast_policy())
+        .rng_seed(2)
+        .connect(server.connector())
+        .await
+        .unwrap();
+    let mut served = sessions.recv().await.unwrap();
+    client.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    served.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"hello");
+    // Wait for the acknowledgement, so what was delivered is known.
+    while client.delivery().acknowledged < 5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.abort();
+    let err = client.write_all(b"more").await.unwrap_err();
+    let e = session_error(&err).expect("a session error");
+    assert_eq!(e.kind(), &SessionErrorKind::Aborted);
+    assert_eq!((e.delivery().written, e.delivery().acknowledged), (5, 5));
+    // The peer hears of it.
+    let mut b = [0u8; 1];
+    let err = tokio::time::timeout(Duration::from_secs(5), served.read(&mut b))
+        .await
+        .expect("the abort reaches the server")
+        .unwrap_err();
+    assert_eq!(
+        session_error(&err).map(|e| e.kind()),
+        Some(&SessionErrorKind::PeerAborted)
+    );
+    let made = server.connects();
+    drop(client);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(server.connects(), made);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_during_an_outage_stops_the_reconnect_loop() {
+    let (server, mut sessions) = Server::new(Config::default());
+    let mut client = SessionBuilder::new()
+        .policy(fast_policy())
+        .rng_seed(3)
+        .connect(server.connector())
+        .await
+        .unwrap();
+    let _served = sessions.recv().await.unwrap();
+    // The server goes away and the transport breaks: the client reconnects.
+    server.up.store(false, Ordering::SeqCst);
+    server.reset();
+    while server.connects() < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.abort();
+    drop(client);
+    let made = server.connects();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(server.connects(), made, "no attempt after abort and drop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_tell_the_story_of_a_reset_and_counters_count_it() {
+    let (server, mut sessions) = Server::new(Config::default());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&events);
+    let mut client = SessionBuilder::new()
+        .policy(fast_policy())
+        .rng_seed(4)
+        .on_event(move |e| log.lock().unwrap().push(e.clone()))
+        .connect(server.connector())
+        .await
+        .unwrap();
+    let mut served = sessions.recv().await.unwrap();
+    client.write_all(b"ab").await.unwrap();
+    server.reset();
+    client.write_all(b"cd").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut all = Vec::new();
+    served.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all, b"abcd");
+    let stats = client.stats();
+    assert_eq!(stats.protocol.links_failed, 1);
+    assert_eq!(stats.protocol.resumes, 1);
+    assert_eq!(stats.connect_attempts, 2);
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events[0],
+        SessionEvent::Reconnecting {
+            why: OutageCause::Initial
+        }
+    );
+    assert_eq!(events[1], SessionEvent::Connected { attempts: 1 });
+    assert!(
+        matches!(
+            &events[2],
+            SessionEvent::Reconnecting {
+                why: OutageCause::TransportLost(_)
+            }
+        ),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events[3], SessionEvent::Resumed { attempts: 1, .. }),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 4, "{events:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn giving_up_says_which_limit_and_why_the_attempts_failed() {
+    let (server, _sessions) = Server::new(Config::default());
+    server.up.store(false, Ordering::SeqCst);
+    let mut policy = fast_policy();
+    policy.max_attempts = Some(5);
+    let err = SessionBuilder::new()
+        .policy(policy)
+        .rng_seed(5)
+        .connect(server.connector())
+        .await
+        .unwrap_err();
+    let SessionErrorKind::ReconnectExhausted(g) = err.kind() else {
+        panic!("{err}");
+    };
+    assert_eq!((g.reason, g.attempts), (GiveUpReason::Attempts, 5));
+    assert!(matches!(
+        g.last_causes.last(),
+        Some(AttemptFailure::Connect {
+            kind: io::ErrorKind::ConnectionRefused,
+            ..
+        })
+    ));
+    assert_eq!(server.connects(), 5);
+}

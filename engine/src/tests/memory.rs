@@ -1,0 +1,78 @@
+//! An in-memory server for driver tests on paused tokio time.
+
+use crate::session::{Accepted, Acceptor, Config, Session};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc;
+
+type Connect = Pin<Box<dyn Future<Output = io::Result<DuplexStream>> + Send>>;
+
+/// An in-memory server: every connect is a duplex pipe handed to a real
+/// acceptor, while `up`; refused otherwise. Counts connects.
+#[derive(Clone)]
+pub(crate) struct Server {
+    pub(crate) acceptor: Acceptor,
+    pub(crate) up: Arc<AtomicBool>,
+    connects: Arc<AtomicU32>,
+    /// The server end of the latest transport, to break it.
+    last: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
+    sessions: mpsc::Sender<Session>,
+}
+
+impl Server {
+    pub(crate) fn new(config: Config) -> (Server, mpsc::Receiver<Session>) {
+        let (tx, rx) = mpsc::channel(16);
+        let server = Server {
+            acceptor: Acceptor::new(config).expect("a valid server config"),
+            up: Arc::new(AtomicBool::new(true)),
+            connects: Arc::new(AtomicU32::new(0)),
+            last: Arc::new(Mutex::new(None)),
+            sessions: tx,
+        };
+        (server, rx)
+    }
+
+    pub(crate) fn connects(&self) -> u32 {
+        self.connects.load(Ordering::SeqCst)
+    }
+
+    /// Breaks the live transport, as a reset would.
+    pub(crate) fn reset(&self) {
+        if let Some(h) = self.last.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+
+    pub(crate) fn connector(&self) -> impl FnMut() -> Connect + Send + 'static {
+        let s = self.clone();
+        move || {
+            let s = s.clone();
+            Box::pin(async move {
+                s.connects.fetch_add(1, Ordering::SeqCst);
+                if !s.up.load(Ordering::SeqCst) {
+                    return Err(io::ErrorKind::ConnectionRefused.into());
+                }
+                let (client, server) = tokio::io::duplex(256 << 10);
+                let (acceptor, sessions) = (s.acceptor.clone(), s.sessions.clone());
+                // The transport lives in this task: aborting it is a reset.
+                let relay = tokio::spawn(async move {
+                    let (mut inner, outer) = tokio::io::duplex(256 << 10);
+                    let accept = tokio::spawn(async move {
+                        if let Ok(Accepted::New(session)) = acceptor.accept(outer).await {
+                            let _ = sessions.send(session).await;
+                        }
+                    });
+                    let mut server = server;
+                    let _ = tokio::io::copy_bidirectional(&mut server, &mut inner).await;
+                    drop(accept);
+                });
+                *s.last.lock().unwrap() = Some(relay.abort_handle());
+                Ok(client)
+            })
+        }
+    }
+}
