@@ -75,22 +75,30 @@ impl GateConfig {
 
 /// What keeps the gate shut before any probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Blocked {
-    /// No default route over an interface with carrier.
+    /// No default route over an interface that is up.
     NoRoute,
+    /// The kernel's default route leaves by an interface without carrier:
+    /// traffic goes nowhere until it comes back.
+    NoCarrier,
     /// A default route, but no address on its interface.
     NoAddress,
 }
 
-/// Whether `s` offers a path out: the family of the first default route
-/// (IPv4, then IPv6) whose interface has carrier and an address.
+/// Whether `s` offers a path out: the family of the first default route the
+/// kernel uses (IPv4, then IPv6) whose interface has carrier and an address.
 pub fn readiness(s: &Snapshot) -> Result<Family, Blocked> {
     let mut blocked = Blocked::NoRoute;
     for family in [Family::V4, Family::V6] {
-        if let Some(r) = s.default_route(family) {
-            if s.addresses_on(r.interface, family).next().is_some() {
-                return Ok(family);
-            }
+        let Some(r) = s.default_route(family) else {
+            continue;
+        };
+        if !s.interfaces.get(&r.interface).is_some_and(|i| i.carrier) {
+            blocked = Blocked::NoCarrier;
+        } else if s.addresses_on(r.interface, family).next().is_some() {
+            return Ok(family);
+        } else if blocked == Blocked::NoRoute {
             blocked = Blocked::NoAddress;
         }
     }

@@ -40,7 +40,7 @@ fn watch(lab: &Lab, receive_buffer: Option<usize>) -> Watched {
             monitor.on_event(move |e| {
                 let _ = event_tx.send(e.clone());
             });
-            let dumper = netmend::monitor::linux::LinuxSource::open(None).expect("dump socket");
+            let mut dumper = netmend::monitor::linux::LinuxSource::open(None).expect("dump socket");
             let _ = ready_tx.send(());
             while asks.recv().await.is_some() {
                 let kernel = dumper.dump().await.expect("dump");
@@ -346,4 +346,257 @@ fn the_portable_polling_source_sees_what_the_kernel_has_and_follows_a_default_ch
         }
         other => panic!("expected a default interface change, got {other:?}"),
     }
+}
+
+/// Runs `ip` in the client's namespace.
+fn ip(lab: &Lab, args: &[&str]) {
+    let mut argv = vec!["ip"];
+    argv.extend_from_slice(args);
+    lab.exec("client", &argv, None)
+        .unwrap_or_else(|e| panic!("ip {}: {e}", args.join(" ")));
+}
+
+/// Deletes every default route of a family in the client's namespace.
+fn flush_defaults(lab: &Lab, v6: bool) {
+    let family = if v6 { "-6" } else { "-4" };
+    for _ in 0..16 {
+        if lab
+            .exec("client", &["ip", family, "route", "del", "default"], None)
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The kernel's default routes of a family as `(gateway, device)` pairs,
+/// one per next hop, from `ip -j route show default` (independent of the
+/// engine's own parser).
+fn kernel_defaults(lab: &Lab, v6: bool) -> std::collections::BTreeSet<(String, String)> {
+    let family = if v6 { "-6" } else { "-4" };
+    let out = lab
+        .exec(
+            "client",
+            &["ip", "-j", family, "route", "show", "default"],
+            None,
+        )
+        .unwrap();
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut set = std::collections::BTreeSet::new();
+    for r in routes.as_array().into_iter().flatten() {
+        let hops = match r.get("nexthops").and_then(|h| h.as_array()) {
+            Some(h) => h.clone(),
+            None => vec![r.clone()],
+        };
+        for h in hops {
+            let gw = h.get("gateway").and_then(|g| g.as_str()).unwrap_or("");
+            let dev = h.get("dev").and_then(|d| d.as_str()).unwrap_or("");
+            set.insert((gw.to_string(), dev.to_string()));
+        }
+    }
+    set
+}
+
+/// The monitor's default routes of a family, in the same form.
+fn snapshot_defaults(s: &Snapshot, family: Family) -> std::collections::BTreeSet<(String, String)> {
+    s.default_routes
+        .iter()
+        .filter(|r| r.family == family)
+        .map(|r| {
+            let gw = r.gateway.map(|g| g.to_string()).unwrap_or_default();
+            (gw, s.interfaces[&r.interface].name.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn multipath_defaults_are_in_the_snapshot_through_add_append_replace_and_delete() {
+    if !netns_or_skip("monitor multipath") {
+        return;
+    }
+    let rt = control_runtime();
+    let (lab, nic0, nic1) = lab_with_two_nics(&rt);
+    let watched = watch(&lab, None);
+    watched.settle("start");
+    let (a, b) = (&nic0.host_if, &nic1.host_if);
+    let (a4, b4) = (nic0.router_v4().to_string(), nic1.router_v4().to_string());
+    let (a6, b6) = (nic0.router_v6().to_string(), nic1.router_v6().to_string());
+    let steps: Vec<(String, Vec<Vec<&str>>, bool)> = vec![
+        ("v4 flush".into(), vec![], false),
+        (
+            "v4 multipath add".into(),
+            vec![vec![
+                "route", "add", "default", "nexthop", "via", &a4, "dev", a, "nexthop", "via", &b4,
+                "dev", b,
+            ]],
+            false,
+        ),
+        (
+            "v4 replace by a single hop".into(),
+            vec![vec!["route", "replace", "default", "via", &b4, "dev", b]],
+            false,
+        ),
+        (
+            "v4 replace by a multipath route".into(),
+            vec![vec![
+                "route", "replace", "default", "nexthop", "via", &a4, "dev", a, "nexthop", "via",
+                &b4, "dev", b,
+            ]],
+            false,
+        ),
+        (
+            "v4 delete".into(),
+            vec![vec!["-4", "route", "del", "default"]],
+            false,
+        ),
+        ("v6 flush".into(), vec![], true),
+        (
+            "v6 add and append".into(),
+            vec![
+                vec!["-6", "route", "add", "default", "via", &a6, "dev", a],
+                vec!["-6", "route", "append", "default", "via", &b6, "dev", b],
+            ],
+            true,
+        ),
+        (
+            "v6 replace by a multipath route".into(),
+            vec![vec![
+                "-6", "route", "replace", "default", "nexthop", "via", &a6, "dev", a, "nexthop",
+                "via", &b6, "dev", b,
+            ]],
+            true,
+        ),
+        (
+            "v6 delete".into(),
+            vec![vec!["-6", "route", "del", "default"]],
+            true,
+        ),
+        (
+            "v6 append to nothing, then delete one hop".into(),
+            vec![
+                vec!["-6", "route", "append", "default", "via", &a6, "dev", a],
+                vec!["-6", "route", "append", "default", "via", &b6, "dev", b],
+                vec!["-6", "route", "del", "default", "via", &a6, "dev", a],
+            ],
+            true,
+        ),
+    ];
+    let mut saw_multipath = [false, false];
+    for (what, commands, v6) in steps {
+        if commands.is_empty() {
+            flush_defaults(&lab, v6);
+        }
+        for c in &commands {
+            ip(&lab, c);
+        }
+        let (snapshot, _) = watched.settle(&what);
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        let kernel = kernel_defaults(&lab, v6);
+        assert_eq!(snapshot_defaults(&snapshot, family), kernel, "after {what}");
+        if kernel.len() >= 2 {
+            saw_multipath[usize::from(v6)] = true;
+        }
+    }
+    assert_eq!(
+        saw_multipath,
+        [true, true],
+        "both families had a multipath route"
+    );
+}
+
+/// The device the kernel picks for a destination off every connected
+/// subnet (a lookup only; nothing is sent).
+fn kernel_choice(lab: &Lab, v6: bool) -> Option<String> {
+    let (family, dst) = if v6 {
+        ("-6", "2001:db8:ff::1")
+    } else {
+        ("-4", "198.18.250.1")
+    };
+    let out = lab
+        .exec("client", &["ip", "-j", family, "route", "get", dst], None)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0)?.get("dev")?.as_str().map(str::to_string)
+}
+
+#[test]
+fn routes_that_lost_carrier_are_chosen_as_the_kernel_chooses_under_both_sysctl_values() {
+    if !netns_or_skip("monitor linkdown") {
+        return;
+    }
+    let mut checks = 0;
+    for ignore in ["0", "1"] {
+        let rt = control_runtime();
+        let (lab, nic0, nic1) = lab_with_two_nics(&rt);
+        let watched = watch(&lab, None);
+        watched.settle("start");
+        for v6 in [false, true] {
+            flush_defaults(&lab, v6);
+        }
+        let (a, b) = (&nic0.host_if, &nic1.host_if);
+        let (a4, b4) = (nic0.router_v4().to_string(), nic1.router_v4().to_string());
+        let (a6, b6) = (nic0.router_v6().to_string(), nic1.router_v6().to_string());
+        ip(
+            &lab,
+            &[
+                "route", "add", "default", "via", &a4, "dev", a, "metric", "100",
+            ],
+        );
+        ip(
+            &lab,
+            &[
+                "route", "add", "default", "via", &b4, "dev", b, "metric", "200",
+            ],
+        );
+        ip(
+            &lab,
+            &[
+                "-6", "route", "add", "default", "via", &a6, "dev", a, "metric", "100",
+            ],
+        );
+        ip(
+            &lab,
+            &[
+                "-6", "route", "add", "default", "via", &b6, "dev", b, "metric", "200",
+            ],
+        );
+        // Changed while the monitor runs: it must hear of it (netconf).
+        for family in ["ipv4", "ipv6"] {
+            let set = format!(
+                "echo {ignore} > /proc/sys/net/{family}/conf/all/ignore_routes_with_linkdown"
+            );
+            lab.exec("client", &["sh", "-c", &set], None).unwrap();
+        }
+        for (step, carrier) in [
+            ("carrier lost", false),
+            ("carrier back", true),
+            ("lost again", false),
+        ] {
+            rt.block_on(lab.set_link_up("router", &nic0.router_if, carrier))
+                .unwrap();
+            let what = format!("ignore_routes_with_linkdown={ignore}, {step}");
+            let (snapshot, _) = watched.settle(&what);
+            for v6 in [false, true] {
+                let family = if v6 { Family::V6 } else { Family::V4 };
+                let mine = snapshot
+                    .default_route(family)
+                    .map(|r| snapshot.interfaces[&r.interface].name.clone());
+                // The kernel settles its choice a moment after the carrier event.
+                let t = Instant::now();
+                loop {
+                    let kernel = kernel_choice(&lab, v6);
+                    if kernel == mine {
+                        break;
+                    }
+                    assert!(
+                        t.elapsed() < Duration::from_secs(3),
+                        "{what}, {family:?}: the snapshot routes by {mine:?}, the kernel by {kernel:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                checks += 1;
+            }
+        }
+    }
+    assert_eq!(checks, 12);
 }

@@ -14,10 +14,11 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 // Legacy multicast group bits (linux/rtnetlink.h), enough for bind(2).
@@ -26,8 +27,22 @@ const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-const GROUPS: u32 =
-    RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
+/// rtnetlink's netconf groups (RTNLGRP_IPV4_NETCONF = 24 and
+/// RTNLGRP_IPV6_NETCONF = 25 as bits of the legacy group mask): the kernel
+/// announces a change of `ignore_routes_with_linkdown` there.
+const NETCONF_GROUPS: u32 = (1 << 23) | (1 << 24);
+
+const GROUPS: u32 = RTMGRP_LINK
+    | RTMGRP_IPV4_IFADDR
+    | RTMGRP_IPV4_ROUTE
+    | RTMGRP_IPV6_IFADDR
+    | RTMGRP_IPV6_ROUTE
+    | NETCONF_GROUPS;
+
+/// RTM_NEWNETCONF and RTM_DELNETCONF, which netlink-packet-route does not
+/// decode: seen by type only, they trigger a re-read of the sysctls.
+const RTM_NEWNETCONF: u16 = 80;
+const RTM_DELNETCONF: u16 = 81;
 
 const ENOBUFS: i32 = 105;
 
@@ -44,6 +59,9 @@ pub struct LinuxSource {
     socket: TokioSocket,
     handle: rtnetlink::Handle,
     connection: tokio::task::JoinHandle<()>,
+    /// Interface indexes and the linkdown policy last reported.
+    interfaces: BTreeSet<(u32, String)>,
+    ignore_linkdown: BTreeSet<(Family, u32)>,
 }
 
 impl Drop for LinuxSource {
@@ -81,6 +99,8 @@ impl LinuxSource {
             socket,
             handle,
             connection,
+            interfaces: BTreeSet::new(),
+            ignore_linkdown: BTreeSet::new(),
         })
     }
 
@@ -100,8 +120,25 @@ impl LinuxSource {
     }
 
     /// The kernel's whole state, read afresh.
-    pub async fn dump(&self) -> Result<Snapshot, MonitorError> {
-        dump(&self.handle).await
+    pub async fn dump(&mut self) -> Result<Snapshot, MonitorError> {
+        let s = dump(&self.handle).await?;
+        self.interfaces = s
+            .interfaces
+            .values()
+            .map(|i| (i.index, i.name.clone()))
+            .collect();
+        self.ignore_linkdown = s.ignore_linkdown.clone();
+        Ok(s)
+    }
+
+    /// Re-reads the linkdown sysctls; a change when they differ from what
+    /// was last reported.
+    fn linkdown_change(&mut self) -> Option<Change> {
+        let now = read_ignore_linkdown(self.interfaces.iter().map(|(i, n)| (*i, n.as_str())));
+        (now != self.ignore_linkdown).then(|| {
+            self.ignore_linkdown = now.clone();
+            Change::IgnoreLinkdown(now)
+        })
     }
 
     /// Waits for the next notification datagram and returns its changes;
@@ -125,9 +162,25 @@ impl LinuxSource {
         };
         match received {
             Ok((bytes, _)) => {
-                let changes = parse_datagram(&bytes);
+                let mut changes = parse_datagram(&bytes);
                 if changes.iter().any(flushes_silently) && self.resync_at.is_none() {
                     self.resync_at = Some(tokio::time::Instant::now() + SETTLE);
+                }
+                let mut links_changed = has_netconf(&bytes);
+                for c in &changes {
+                    match c {
+                        Change::Link(i) => {
+                            links_changed |= self.interfaces.insert((i.index, i.name.clone()));
+                        }
+                        Change::LinkRemoved(index) => {
+                            self.interfaces.retain(|(i, _)| i != index);
+                            links_changed = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if links_changed {
+                    changes.extend(self.linkdown_change());
                 }
                 Ok(changes)
             }
@@ -201,15 +254,75 @@ pub async fn dump(handle: &rtnetlink::Handle) -> Result<Snapshot, MonitorError> 
             .await
             .map_err(netlink("dump routes"))?;
         s.default_routes
-            .extend(routes.iter().filter_map(default_route));
+            .extend(routes.iter().flat_map(default_routes));
     }
+    s.ignore_linkdown =
+        read_ignore_linkdown(s.interfaces.values().map(|i| (i.index, i.name.as_str())));
     Ok(s)
+}
+
+/// Where the kernel of the calling thread's namespace ignores routes that
+/// lost carrier: for each family and interface, the `all` setting or the
+/// interface's own (the kernel ORs them). A file that cannot be read
+/// counts as the kernel's default, 0.
+pub fn read_ignore_linkdown<'a>(
+    interfaces: impl Iterator<Item = (u32, &'a str)>,
+) -> BTreeSet<(Family, u32)> {
+    let on = |family: &str, conf: &str| {
+        std::fs::read_to_string(format!(
+            "/proc/sys/net/{family}/conf/{conf}/ignore_routes_with_linkdown"
+        ))
+        .is_ok_and(|v| v.trim() != "0")
+    };
+    let all = [on("ipv4", "all"), on("ipv6", "all")];
+    let mut set = BTreeSet::new();
+    for (index, name) in interfaces {
+        for (k, (family, dir)) in [(Family::V4, "ipv4"), (Family::V6, "ipv6")]
+            .into_iter()
+            .enumerate()
+        {
+            if all[k] || on(dir, name) {
+                set.insert((family, index));
+            }
+        }
+    }
+    set
+}
+
+/// Whether a datagram carries a netconf notification.
+fn has_netconf(mut bytes: &[u8]) -> bool {
+    while bytes.len() >= 16 {
+        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let kind = u16::from_ne_bytes([bytes[4], bytes[5]]);
+        if kind == RTM_NEWNETCONF || kind == RTM_DELNETCONF {
+            return true;
+        }
+        let step = (len + 3) & !3;
+        if len < 16 || step > bytes.len() {
+            return false;
+        }
+        bytes = &bytes[step..];
+    }
+    false
 }
 
 /// Every change in one notification datagram (several messages may share it).
 pub fn parse_datagram(mut bytes: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
+        if bytes.len() >= 6 {
+            let kind = u16::from_ne_bytes([bytes[4], bytes[5]]);
+            let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            if kind == RTM_NEWNETCONF || kind == RTM_DELNETCONF {
+                // Not decoded here; `has_netconf` saw it.
+                let step = (len + 3) & !3;
+                if len == 0 || step > bytes.len() {
+                    break;
+                }
+                bytes = &bytes[step..];
+                continue;
+            }
+        }
         let msg = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -220,7 +333,7 @@ pub fn parse_datagram(mut bytes: &[u8]) -> Vec<Change> {
         let len = msg.header.length as usize;
         let replace = msg.header.flags & NLM_F_REPLACE != 0;
         if let NetlinkPayload::InnerMessage(inner) = msg.payload {
-            out.extend(change(&inner, replace));
+            out.extend(changes(&inner, replace));
         }
         // Messages are 4-byte aligned.
         let step = (len + 3) & !3;
@@ -232,19 +345,34 @@ pub fn parse_datagram(mut bytes: &[u8]) -> Vec<Change> {
     out
 }
 
-fn change(m: &RouteNetlinkMessage, replace: bool) -> Option<Change> {
+fn changes(m: &RouteNetlinkMessage, replace: bool) -> Vec<Change> {
     match m {
-        RouteNetlinkMessage::NewLink(l) => interface(l).map(Change::Link),
-        RouteNetlinkMessage::DelLink(l) => Some(Change::LinkRemoved(l.header.index)),
-        RouteNetlinkMessage::NewAddress(a) => address(a).map(Change::AddressAdded),
-        RouteNetlinkMessage::DelAddress(a) => address(a).map(Change::AddressRemoved),
-        RouteNetlinkMessage::NewRoute(r) => default_route(r).map(if replace {
-            Change::DefaultRouteReplaced
-        } else {
-            Change::DefaultRouteAdded
-        }),
-        RouteNetlinkMessage::DelRoute(r) => default_route(r).map(Change::DefaultRouteRemoved),
-        _ => None,
+        RouteNetlinkMessage::NewLink(l) => interface(l).map(Change::Link).into_iter().collect(),
+        RouteNetlinkMessage::DelLink(l) => vec![Change::LinkRemoved(l.header.index)],
+        RouteNetlinkMessage::NewAddress(a) => {
+            address(a).map(Change::AddressAdded).into_iter().collect()
+        }
+        RouteNetlinkMessage::DelAddress(a) => {
+            address(a).map(Change::AddressRemoved).into_iter().collect()
+        }
+        RouteNetlinkMessage::NewRoute(r) => default_routes(r)
+            .into_iter()
+            .enumerate()
+            .map(|(k, hop)| {
+                // A replace swaps the whole route (all its next hops) under
+                // its key; the other hops are then added to the new one.
+                if replace && k == 0 {
+                    Change::DefaultRouteReplaced(hop)
+                } else {
+                    Change::DefaultRouteAdded(hop)
+                }
+            })
+            .collect(),
+        RouteNetlinkMessage::DelRoute(r) => default_routes(r)
+            .into_iter()
+            .map(Change::DefaultRouteRemoved)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -280,36 +408,61 @@ pub fn address(a: &AddressMessage) -> Option<Address> {
     })
 }
 
-/// A default route of the main table from a route message.
+/// A default route of the main table from a route message: its first next
+/// hop for a multipath route (see [`default_routes`] for all of them).
 pub fn default_route(r: &RouteMessage) -> Option<DefaultRoute> {
+    default_routes(r).into_iter().next()
+}
+
+/// Every next hop of a default route of the main table, one
+/// [`DefaultRoute`] each: one for a plain route, several for a multipath
+/// route (`RTA_MULTIPATH`, IPv4 `nexthop … nexthop …` or IPv6 `append`).
+pub fn default_routes(r: &RouteMessage) -> Vec<DefaultRoute> {
     let family = match r.header.address_family {
         AddressFamily::Inet => Family::V4,
         AddressFamily::Inet6 => Family::V6,
-        _ => return None,
+        _ => return Vec::new(),
     };
     if r.header.destination_prefix_length != 0 || r.header.kind != RouteType::Unicast {
-        return None;
+        return Vec::new();
     }
     let mut table = u32::from(r.header.table);
     let (mut gateway, mut interface, mut metric) = (None, None, 0);
+    let mut hops: &[RouteNextHop] = &[];
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Gateway(g) => gateway = route_address(g),
             RouteAttribute::Oif(i) => interface = Some(*i),
             RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::MultiPath(h) => hops = h,
             _ => {}
         }
     }
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
+        return Vec::new();
     }
-    Some(DefaultRoute {
-        family,
-        gateway,
-        interface: interface?,
-        metric,
-    })
+    let mut out: Vec<DefaultRoute> = hops
+        .iter()
+        .map(|h| DefaultRoute {
+            family,
+            gateway: h.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(g) => route_address(g),
+                _ => None,
+            }),
+            interface: h.interface_index,
+            metric,
+        })
+        .collect();
+    if let Some(interface) = interface {
+        out.push(DefaultRoute {
+            family,
+            gateway,
+            interface,
+            metric,
+        });
+    }
+    out
 }
 
 /// The address in a route attribute (IPv4 or IPv6).

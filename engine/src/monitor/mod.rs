@@ -60,12 +60,23 @@ pub enum MonitorError {
 
 type Callback = Box<dyn FnMut(&Event) + Send>;
 
+/// What the monitor's handles read. The senders belong to the monitor's
+/// driver task: when its source stops (or the last handle is dropped) they
+/// go with it, so every subscriber learns that the monitor stopped.
 struct Shared {
+    snapshot: watch::Receiver<Snapshot>,
+    /// Templates to subscribe from (never read themselves).
+    events: Mutex<broadcast::Receiver<Event>>,
+    decisions: Mutex<broadcast::Receiver<MajorChange>>,
+    callbacks: Mutex<Vec<Callback>>,
+    resyncs: std::sync::atomic::AtomicU64,
+}
+
+/// The driver's ends of the monitor's channels.
+struct Publishers {
     snapshot: watch::Sender<Snapshot>,
     events: broadcast::Sender<Event>,
     decisions: broadcast::Sender<MajorChange>,
-    callbacks: Mutex<Vec<Callback>>,
-    resyncs: std::sync::atomic::AtomicU64,
 }
 
 /// A running monitor. Cheap to clone; the source stops when the last clone
@@ -148,15 +159,23 @@ impl Monitor {
     /// A monitor fed by whatever sends on the returned channel.
     fn start(initial: Snapshot, debounce: Debounce) -> (Monitor, mpsc::UnboundedSender<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (snapshot_tx, snapshot) = watch::channel(initial.clone());
+        let (events_tx, events) = broadcast::channel(EVENT_BACKLOG);
+        let (decisions_tx, decisions) = broadcast::channel(EVENT_BACKLOG);
         let shared = Arc::new(Shared {
-            snapshot: watch::channel(initial.clone()).0,
-            events: broadcast::channel(EVENT_BACKLOG).0,
-            decisions: broadcast::channel(EVENT_BACKLOG).0,
+            snapshot,
+            events: Mutex::new(events),
+            decisions: Mutex::new(decisions),
             callbacks: Mutex::new(Vec::new()),
             resyncs: std::sync::atomic::AtomicU64::new(0),
         });
+        let publishers = Publishers {
+            snapshot: snapshot_tx,
+            events: events_tx,
+            decisions: decisions_tx,
+        };
         let core = MonitorCore::new(initial, debounce);
-        let task = tokio::spawn(drive(core, rx, shared.clone()));
+        let task = tokio::spawn(drive(core, rx, shared.clone(), publishers));
         (
             Monitor {
                 shared,
@@ -281,31 +300,45 @@ impl Monitor {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A receiver that is woken whenever the snapshot changes.
+    /// A receiver that is woken whenever the snapshot changes; its
+    /// `changed()` fails once the monitor has stopped.
     pub fn watch(&self) -> watch::Receiver<Snapshot> {
-        self.shared.snapshot.subscribe()
+        let mut rx = self.shared.snapshot.clone();
+        rx.mark_unchanged();
+        rx
     }
 
-    /// Every event from now on.
+    /// Every event from now on; `None` once the monitor has stopped.
     pub fn events(&self) -> Events {
-        Events(self.shared.events.subscribe())
+        Events(lock(&self.shared.events).resubscribe())
     }
 
-    /// Every decision from now on.
+    /// Every decision from now on; `None` once the monitor has stopped.
     pub fn decisions(&self) -> Decisions {
-        Decisions(self.shared.decisions.subscribe())
+        Decisions(lock(&self.shared.decisions).resubscribe())
+    }
+
+    /// Whether the monitor still follows its source. It stops when the
+    /// source fails (a netlink socket error, logged) — then its streams
+    /// end, its watchers' `changed()` fails, and [`Monitor::snapshot`]
+    /// keeps the last state it knew.
+    pub fn is_running(&self) -> bool {
+        self.shared.snapshot.has_changed().is_ok()
     }
 
     /// Calls `handler` for every event from now on, on the monitor's own
     /// task, as soon as the change is known (the lowest-latency way to
-    /// hear of one). The handler must not block.
+    /// hear of one). The handler must not block; it runs without any of
+    /// the monitor's locks held, so it may call the monitor (subscribe,
+    /// add a handler, read the snapshot).
     pub fn on_event(&self, handler: impl FnMut(&Event) + Send + 'static) {
-        self.shared
-            .callbacks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(handler));
+        lock(&self.shared.callbacks).push(Box::new(handler));
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The operating system's interfaces, addresses and default route, read
@@ -364,6 +397,7 @@ async fn drive(
     mut core: MonitorCore,
     mut changes: mpsc::UnboundedReceiver<Change>,
     shared: Arc<Shared>,
+    publish: Publishers,
 ) {
     // The core runs on std Instants; tokio's clock drives the sleeps, so
     // map between them from one origin (this keeps paused-time tests right).
@@ -376,14 +410,17 @@ async fn drive(
             // Fixed order: simulations must replay exactly from their seed.
             biased;
             change = changes.recv() => {
-                let Some(change) = change else { return };
+                let Some(change) = change else {
+                    tracing::warn!("network monitor source stopped; subscribers are told (streams end)");
+                    return;
+                };
                 if matches!(change, Change::Resync(_)) {
                     shared.resyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let events = core.handle_change(&change, to_std(Instant::now()));
                 // Publish every change of state, also those no event names
                 // (a route over a downed interface going away).
-                shared.snapshot.send_if_modified(|s| {
+                publish.snapshot.send_if_modified(|s| {
                     let changed = s != core.snapshot();
                     if changed {
                         *s = core.snapshot().clone();
@@ -391,13 +428,18 @@ async fn drive(
                     changed
                 });
                 if !events.is_empty() {
-                    let mut callbacks = shared.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+                    // Handlers run without the lock: one that registers
+                    // another handler or reads the monitor cannot deadlock.
+                    let mut running = std::mem::take(&mut *lock(&shared.callbacks));
                     for e in &events {
-                        for cb in callbacks.iter_mut() {
+                        for cb in running.iter_mut() {
                             cb(e);
                         }
-                        let _ = shared.events.send(e.clone());
+                        let _ = publish.events.send(e.clone());
                     }
+                    let mut callbacks = lock(&shared.callbacks);
+                    running.append(&mut callbacks);
+                    *callbacks = running;
                 }
             }
             () = async {
@@ -415,7 +457,7 @@ async fn drive(
                 events = d.events.len(),
                 "network change decided"
             );
-            let _ = shared.decisions.send(d);
+            let _ = publish.decisions.send(d);
         }
     }
 }
@@ -462,6 +504,7 @@ mod tests {
             interface: 2,
             metric: 0,
         }));
+        start.ignore_linkdown.insert((Family::V4, 2));
         let (monitor, injector) = Monitor::injected(start, Debounce::default());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
@@ -469,8 +512,51 @@ mod tests {
         let mut decisions = monitor.decisions();
         injector.send(Change::Link(eth(false)));
         let d = decisions.next().await.expect("a decision");
-        assert!(d.path_changed, "the only route lost its carrier");
+        assert!(
+            d.path_changed,
+            "the only route lost carrier, and the kernel ignores such routes here"
+        );
         assert_eq!(d.events, *seen.lock().unwrap());
         assert!(matches!(d.events[0], Event::LinkDown(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_may_subscribe_and_read_the_monitor_without_deadlock() {
+        let (monitor, injector) = Monitor::injected(Snapshot::default(), Debounce::default());
+        let inner = monitor.clone();
+        let seen = Arc::new(Mutex::new(0));
+        let count = seen.clone();
+        monitor.on_event(move |_| {
+            let _ = inner.snapshot();
+            let _ = inner.events();
+            let c = count.clone();
+            inner.on_event(move |_| *c.lock().unwrap() += 1);
+        });
+        let mut events = monitor.events();
+        injector.send(Change::Link(eth(true)));
+        assert!(events.next().await.is_some());
+        assert!(events.next().await.is_some());
+        injector.send(Change::Link(eth(false)));
+        assert!(events.next().await.is_some());
+        // The handlers added while the first batch ran saw the second.
+        assert!(*seen.lock().unwrap() >= 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_monitor_whose_source_stopped_says_so() {
+        let (monitor, injector) = Monitor::injected(Snapshot::default(), Debounce::default());
+        let mut events = monitor.events();
+        let mut decisions = monitor.decisions();
+        let mut watch = monitor.watch();
+        assert!(monitor.is_running());
+        drop(injector);
+        assert_eq!(events.next().await, None);
+        assert!(decisions.next().await.is_none());
+        assert!(watch.changed().await.is_err());
+        assert!(!monitor.is_running());
+        assert!(
+            monitor.events().next().await.is_none(),
+            "late subscribers too"
+        );
     }
 }

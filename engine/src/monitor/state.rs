@@ -76,21 +76,32 @@ pub struct Snapshot {
     /// Every address.
     pub addresses: BTreeSet<Address>,
     /// Every default route (several may exist; see [`Snapshot::default_route`]).
+    /// A multipath route is one entry per next hop, all with its metric.
     pub default_routes: BTreeSet<DefaultRoute>,
+    /// `(family, interface)` pairs where the kernel ignores routes whose
+    /// interface lost carrier (`net.ipv{4,6}.conf.{all,IF}.
+    /// ignore_routes_with_linkdown`, either set). Elsewhere the kernel keeps
+    /// using such a route — Linux's default — and so does
+    /// [`Snapshot::default_route`].
+    pub ignore_linkdown: BTreeSet<(Family, u32)>,
 }
 
 impl Snapshot {
     /// The default route the kernel uses for `family`: the lowest metric
-    /// among those whose interface is usable (routes over an interface
-    /// without carrier are skipped, as the kernel skips `linkdown` routes).
+    /// among those whose interface is up. A route over an interface without
+    /// carrier (`linkdown`) stays a candidate unless the kernel is told to
+    /// ignore such routes there ([`Snapshot::ignore_linkdown`]) — the kernel
+    /// keeps sending into it, and so the path has not moved. Of the next
+    /// hops of a multipath route, the one on the lowest interface index
+    /// stands for it.
     pub fn default_route(&self, family: Family) -> Option<DefaultRoute> {
         self.default_routes
             .iter()
             .filter(|r| r.family == family)
             .filter(|r| {
-                self.interfaces
-                    .get(&r.interface)
-                    .is_some_and(Interface::usable)
+                self.interfaces.get(&r.interface).is_some_and(|i| {
+                    i.up && (i.carrier || !self.ignore_linkdown.contains(&(family, i.index)))
+                })
             })
             .min_by_key(|r| (r.metric, r.interface))
             .copied()
@@ -143,6 +154,7 @@ impl Snapshot {
             Change::DefaultRouteRemoved(r) => {
                 self.default_routes.remove(r);
             }
+            Change::IgnoreLinkdown(set) => self.ignore_linkdown = set.clone(),
             Change::Resync(s) => *self = s.clone(),
         }
     }
@@ -170,6 +182,9 @@ pub enum Change {
     /// The whole state, re-read (after a socket overflow, or by a polling
     /// source); events are the difference to what was known.
     Resync(Snapshot),
+    /// Where the kernel ignores routes that lost carrier changed (see
+    /// [`Snapshot::ignore_linkdown`]).
+    IgnoreLinkdown(BTreeSet<(Family, u32)>),
 }
 
 /// What an application hears.
@@ -299,13 +314,24 @@ mod tests {
     }
 
     #[test]
-    fn carrier_loss_is_a_link_down_and_moves_the_default_away() {
-        let before = state(&[
+    fn carrier_loss_moves_the_default_away_only_where_the_kernel_ignores_linkdown_routes() {
+        let mut before = state(&[
             Change::Link(iface(1, true, true)),
             Change::Link(iface(2, true, true)),
             Change::DefaultRouteAdded(route(1, [198, 18, 1, 1], 100)),
             Change::DefaultRouteAdded(route(2, [198, 18, 2, 1], 600)),
         ]);
+        // Linux's default (ignore_routes_with_linkdown = 0): the kernel
+        // keeps sending by the route that lost carrier.
+        let mut after = before.clone();
+        after.apply(&Change::Link(iface(1, true, false)));
+        assert_eq!(
+            diff(&before, &after),
+            vec![Event::LinkDown(iface(1, true, false))]
+        );
+        assert_eq!(after.default_interface(), Some(1));
+        // With the sysctl set on eth1, it moves to the next route.
+        before.apply(&Change::IgnoreLinkdown([(Family::V4, 1)].into()));
         let mut after = before.clone();
         after.apply(&Change::Link(iface(1, true, false)));
         assert_eq!(
@@ -322,6 +348,29 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_multipath_route_is_one_entry_per_next_hop_and_survives_one_hop_down() {
+        let mut s = state(&[
+            Change::Link(iface(1, true, true)),
+            Change::Link(iface(2, true, true)),
+            Change::IgnoreLinkdown([(Family::V4, 1), (Family::V4, 2)].into()),
+            Change::DefaultRouteAdded(route(1, [198, 18, 1, 1], 0)),
+            Change::DefaultRouteAdded(route(2, [198, 18, 2, 1], 0)),
+        ]);
+        assert_eq!(
+            s.default_route(Family::V4),
+            Some(route(1, [198, 18, 1, 1], 0))
+        );
+        s.apply(&Change::Link(iface(1, true, false)));
+        assert_eq!(
+            s.default_route(Family::V4),
+            Some(route(2, [198, 18, 2, 1], 0))
+        );
+        // Replacing the route swaps every next hop under its key.
+        s.apply(&Change::DefaultRouteReplaced(route(2, [198, 18, 2, 9], 0)));
+        assert_eq!(s.default_routes.len(), 1);
     }
 
     #[test]
