@@ -44,6 +44,7 @@ fn network_change_scenarios_pass_on_netns_with_exact_delivery() {
         "delayed-routability",
         "gateway-change",
         "link-flap",
+        "captive-portal",
     ] {
         shipped_scenario_passes(name, 13);
     }

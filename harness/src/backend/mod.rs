@@ -2,6 +2,7 @@
 //! or mitigated) of a scenario and returns the raw [`Recording`].
 
 pub mod netns;
+pub mod portal;
 pub mod signaling;
 pub mod sim;
 
@@ -167,18 +168,23 @@ pub enum Action {
     },
     /// Move the client's default route to its second NIC (new address)
     /// and take the first away; `routable`: whether the new path carries
-    /// traffic yet.
+    /// traffic yet; `captive`: whether its gateway intercepts TCP.
     NicSwap {
         /// Carries traffic at once.
         routable: bool,
+        /// A captive portal answers every new TCP connection.
+        captive: bool,
     },
     /// Change the client's gateway on the same interface; the new gateway
     /// knows none of the old flows.
     GatewayChange {
         /// Carries traffic at once.
         routable: bool,
+        /// A captive portal answers every new TCP connection.
+        captive: bool,
     },
-    /// The new path (after a swap or gateway change) starts carrying traffic.
+    /// The new path (after a swap or gateway change) carries traffic to the
+    /// real server (no more drops, no more portal).
     Routable,
     /// The client's carrier goes (`lost`) or comes back.
     Carrier {
@@ -242,15 +248,25 @@ pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
                 }),
             ),
             Fault::AddressChange { host, .. } => (Action::AddressChange { host: *host }, None),
-            Fault::NicSwap { routable_after, .. } => (
+            Fault::NicSwap {
+                routable_after,
+                captive_for,
+                ..
+            } => (
                 Action::NicSwap {
                     routable: routable_after.is_none_or(|d| d.0.is_zero()),
+                    captive: captive_for.is_some(),
                 },
                 Some(Action::Routable),
             ),
-            Fault::GatewayChange { routable_after, .. } => (
+            Fault::GatewayChange {
+                routable_after,
+                captive_for,
+                ..
+            } => (
                 Action::GatewayChange {
                     routable: routable_after.is_none_or(|d| d.0.is_zero()),
+                    captive: captive_for.is_some(),
                 },
                 Some(Action::Routable),
             ),

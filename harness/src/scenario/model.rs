@@ -291,6 +291,10 @@ pub enum Fault {
         at: Dur,
         /// How long the new path drops traffic after the swap.
         routable_after: Option<Dur>,
+        /// How long the new network's gateway intercepts TCP after the
+        /// swap: a captive portal accepts every connection, answers with an
+        /// HTTP redirect and closes it; then the real server is reachable.
+        captive_for: Option<Dur>,
     },
     /// The client's default gateway changes on the same interface (router
     /// failover, a DHCP renewal naming another router); the new gateway has
@@ -300,6 +304,8 @@ pub enum Fault {
         at: Dur,
         /// How long the new gateway drops traffic after the change.
         routable_after: Option<Dur>,
+        /// How long the new gateway intercepts TCP (see [`Fault::NicSwap`]).
+        captive_for: Option<Dur>,
     },
     /// The client's carrier drops and returns `count` times, one flap every
     /// `period` (down for half of it).
@@ -357,9 +363,16 @@ impl Fault {
             | Fault::Loss { duration, .. }
             | Fault::Bandwidth { duration, .. }
             | Fault::BrokerDown { duration, .. } => *duration,
-            Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } => {
-                *routable_after
+            Fault::NicSwap {
+                routable_after,
+                captive_for,
+                ..
             }
+            | Fault::GatewayChange {
+                routable_after,
+                captive_for,
+                ..
+            } => routable_after.or(*captive_for),
             Fault::LinkFlap { count, period, .. } => Some(Dur(period.0 * *count)),
         }
     }
@@ -637,6 +650,8 @@ pub struct RawFault {
     #[serde(default)]
     routable_after: Option<Dur>,
     #[serde(default)]
+    captive_for: Option<Dur>,
+    #[serde(default)]
     count: Option<u32>,
     #[serde(default)]
     period: Option<Dur>,
@@ -658,7 +673,7 @@ impl TryFrom<RawFault> for Fault {
                 K::Reset | K::AddressChange | K::NicSwap | K::GatewayChange | K::LinkFlap
             ),
             "broker" => r.kind == K::BrokerDown,
-            "routable_after" => matches!(r.kind, K::NicSwap | K::GatewayChange),
+            "routable_after" | "captive_for" => matches!(r.kind, K::NicSwap | K::GatewayChange),
             "count" | "period" => r.kind == K::LinkFlap,
             "direction" => r.kind == K::Partition,
             "latency" | "jitter" => r.kind == K::Latency,
@@ -676,6 +691,7 @@ impl TryFrom<RawFault> for Fault {
             ("rate", r.rate.is_some()),
             ("host", r.host.is_some()),
             ("routable_after", r.routable_after.is_some()),
+            ("captive_for", r.captive_for.is_some()),
             ("count", r.count.is_some()),
             ("period", r.period.is_some()),
             ("broker", r.broker.is_some()),
@@ -743,14 +759,29 @@ impl TryFrom<RawFault> for Fault {
                 duration: positive(r.duration)?,
                 host,
             },
-            K::NicSwap => Fault::NicSwap {
-                at: r.at,
-                routable_after: r.routable_after,
-            },
-            K::GatewayChange => Fault::GatewayChange {
-                at: r.at,
-                routable_after: r.routable_after,
-            },
+            K::NicSwap | K::GatewayChange => {
+                if r.routable_after.is_some() && r.captive_for.is_some() {
+                    return Err(format!(
+                        "a {kind} fault takes `routable_after` or `captive_for`, not both"
+                    ));
+                }
+                if r.captive_for.is_some_and(|d| d.0.is_zero()) {
+                    return Err("`captive_for` must be positive".into());
+                }
+                if r.kind == K::NicSwap {
+                    Fault::NicSwap {
+                        at: r.at,
+                        routable_after: r.routable_after,
+                        captive_for: r.captive_for,
+                    }
+                } else {
+                    Fault::GatewayChange {
+                        at: r.at,
+                        routable_after: r.routable_after,
+                        captive_for: r.captive_for,
+                    }
+                }
+            }
             K::LinkFlap => {
                 let count = r.count.ok_or_else(|| need("count"))?;
                 let period = r.period.ok_or_else(|| need("period"))?;

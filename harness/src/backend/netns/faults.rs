@@ -2,9 +2,11 @@
 //! real kernel operation on the router or a host.
 
 use super::delay::{DelayQueue, Impairment};
-use super::firewall::PathRules;
+use super::firewall::{PathRules, Portal};
+use super::host::HostTask;
 use super::lab::{Attachment, Lab};
 use super::{LabError, NetnsNet};
+use crate::backend::portal::{self, PORTAL_PORT};
 use crate::backend::Action;
 use crate::scenario::{Fault, HostRole, IpVersion, Scenario};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -26,6 +28,10 @@ pub struct PathFaults<'a> {
     current: [(Ipv4Addr, Ipv6Addr); 2],
     /// Last host number handed out by an address change (hosts start at 2).
     renumbered: u8,
+    /// The service port (a captive portal intercepts it).
+    port: u16,
+    /// The router's captive portal, when the schedule has one.
+    _portal: Option<HostTask>,
 }
 
 /// Per-hop latency as the router applies it: a packet crosses two hops
@@ -69,7 +75,29 @@ impl<'a> PathFaults<'a> {
             (client.host_v4(), client.host_v6()),
             (server.host_v4(), server.host_v6()),
         ];
+        let captive = schedule.iter().any(|(_, a)| {
+            matches!(
+                a,
+                Action::NicSwap { captive: true, .. } | Action::GatewayChange { captive: true, .. }
+            )
+        });
+        let portal = if captive {
+            Some(HostTask::spawn(
+                lab.namespace(lab.router())?,
+                "portal",
+                || {
+                    let std = std::net::TcpListener::bind(("::", PORTAL_PORT))?;
+                    std.set_nonblocking(true)?;
+                    let listener = tokio::net::TcpListener::from_std(std)?;
+                    Ok(portal::serve(listener))
+                },
+            )?)
+        } else {
+            None
+        };
         Ok(PathFaults {
+            port: topo.port,
+            _portal: portal,
             current,
             lab,
             schedule,
@@ -186,7 +214,7 @@ impl<'a> PathFaults<'a> {
                 );
                 Ok(())
             }
-            Action::NicSwap { routable } => {
+            Action::NicSwap { routable, captive } => {
                 let (name, old) = self.client.clone();
                 let new = lab
                     .attachments()
@@ -202,6 +230,15 @@ impl<'a> PathFaults<'a> {
                 if !routable {
                     self.rules.hold(Some(&new.router_if));
                 }
+                if *captive {
+                    self.rules.captive(Some(Portal {
+                        iface: new.router_if.clone(),
+                        port: self.port,
+                        to4: new.router_v4(),
+                        to6: new.router_v6(),
+                        portal_port: PORTAL_PORT,
+                    }));
+                }
                 apply_rules(lab, &self.rules)?;
                 lab.configure_host_side(&new).await?;
                 lab.default_route_replace(&name, new.router_v4().into(), &new.host_if)
@@ -212,7 +249,7 @@ impl<'a> PathFaults<'a> {
                 self.client.1 = new;
                 Ok(())
             }
-            Action::GatewayChange { routable } => {
+            Action::GatewayChange { routable, captive } => {
                 let (name, a) = self.client.clone();
                 let (gw4, gw6) = second_gateway(&a);
                 // As with a NIC swap: the old flows are gone before the
@@ -221,12 +258,22 @@ impl<'a> PathFaults<'a> {
                 if !routable {
                     self.rules.hold(Some(&a.router_if));
                 }
+                if *captive {
+                    self.rules.captive(Some(Portal {
+                        iface: a.router_if.clone(),
+                        port: self.port,
+                        to4: a.router_v4(),
+                        to6: a.router_v6(),
+                        portal_port: PORTAL_PORT,
+                    }));
+                }
                 apply_rules(lab, &self.rules)?;
                 lab.default_route_replace(&name, gw4, &a.host_if).await?;
                 lab.default_route_replace(&name, gw6, &a.host_if).await
             }
             Action::Routable => {
                 self.rules.hold(None);
+                self.rules.captive(None);
                 apply_rules(lab, &self.rules)
             }
             Action::Carrier { lost } => {

@@ -44,6 +44,25 @@ pub struct PathRules {
     partition: Option<Direction>,
     /// An interface whose traffic is dropped (a network not routable yet).
     held: Option<String>,
+    /// A captive portal intercepting new TCP flows to a port.
+    portal: Option<Portal>,
+}
+
+/// Where a captive portal intercepts: new TCP flows arriving on `iface`
+/// for `port` are redirected (DNAT) to the router's own portal at
+/// `to4`/`to6` port `portal_port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Portal {
+    /// Router interface toward the client.
+    pub iface: String,
+    /// The service port the client connects to.
+    pub port: u16,
+    /// The router's IPv4 address on that link.
+    pub to4: std::net::Ipv4Addr,
+    /// The router's IPv6 address on that link.
+    pub to6: std::net::Ipv6Addr,
+    /// The portal's port on the router.
+    pub portal_port: u16,
 }
 
 impl PathRules {
@@ -57,6 +76,7 @@ impl PathRules {
             blackhole: false,
             partition: None,
             held: None,
+            portal: None,
         }
     }
 
@@ -90,6 +110,11 @@ impl PathRules {
     /// addresses look right, nothing gets through.
     pub fn hold(&mut self, interface: Option<&str>) {
         self.held = interface.map(str::to_string);
+    }
+
+    /// Starts (`Some`) or lifts (`None`) a captive portal.
+    pub fn captive(&mut self, portal: Option<Portal>) {
+        self.portal = portal;
     }
 
     /// Starts (`Some`) or heals (`None`) a partition of the client's link.
@@ -143,6 +168,27 @@ impl PathRules {
         }
         let _ = writeln!(s, "    ct state new ct mark set {}", self.epoch);
         let _ = writeln!(s, "  }}");
+        if let Some(p) = &self.portal {
+            // Only new flows are redirected (NAT is decided on a flow's
+            // first packet); lifting the portal leaves intercepted flows
+            // with the portal, which closes them anyway.
+            let _ = writeln!(s, "  chain portal {{");
+            let _ = writeln!(
+                s,
+                "    type nat hook prerouting priority -100; policy accept;"
+            );
+            let _ = writeln!(
+                s,
+                "    iifname \"{}\" meta nfproto ipv4 tcp dport {} dnat ip to {}:{}",
+                p.iface, p.port, p.to4, p.portal_port
+            );
+            let _ = writeln!(
+                s,
+                "    iifname \"{}\" meta nfproto ipv6 tcp dport {} dnat ip6 to [{}]:{}",
+                p.iface, p.port, p.to6, p.portal_port
+            );
+            let _ = writeln!(s, "  }}");
+        }
         let _ = writeln!(s, "}}");
         s
     }

@@ -232,13 +232,17 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
         // The client moves to another network: the middlebox state of its
         // flows is gone (parked forever), and with a delay the new path
         // drops new flows too until it is routable.
-        Action::NicSwap { routable } | Action::GatewayChange { routable } => {
+        Action::NicSwap { routable, captive } | Action::GatewayChange { routable, captive } => {
             mode.send_modify(|m| {
                 m.forgotten += 1;
                 m.blackhole = !routable;
+                m.captive = *captive;
             });
         }
-        Action::Routable => mode.send_modify(|m| m.blackhole = false),
+        Action::Routable => mode.send_modify(|m| {
+            m.blackhole = false;
+            m.captive = false;
+        }),
         // turmoil loses what a partition drops and never retransmits, so a
         // flap holds the client's messages instead and delivers them when
         // the carrier returns: what TCP's retransmission achieves for real.

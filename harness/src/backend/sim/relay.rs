@@ -21,6 +21,9 @@ pub struct PathMode {
     /// Bumped when the path loses its flow state (a swap to another
     /// network, a new gateway): pipes born before are parked forever.
     pub forgotten: u64,
+    /// While true, a captive portal answers every new flow itself (a
+    /// redirect, then close) instead of relaying it.
+    pub captive: bool,
 }
 
 /// Accepts connections on `port` and relays each to `target:port`.
@@ -48,6 +51,9 @@ async fn pipe<N: Net>(
     let born = *mode.borrow_and_update();
     if born.blackhole {
         return park(down).await;
+    }
+    if born.captive {
+        return crate::backend::portal::answer(down).await;
     }
     let Ok(up) = net.connect(target, port).await else {
         return; // dropping `down` closes it: the server is unreachable
