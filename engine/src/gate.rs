@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-use crate::validate::{at_least_1ms, ConfigError};
+use crate::validate::{at_least_1ms, cap_at_least, ConfigError};
 
 /// Gate tunables.
 ///
@@ -31,7 +31,10 @@ pub struct GateConfig {
     pub probe_interval: Duration,
     /// Cap on the spacing. Default 2 s.
     pub max_probe_interval: Duration,
-    /// How long one probe may take. Default 1 s.
+    /// How long one probe may take. Default 1.5 s: past the kernel's first
+    /// SYN retransmission (1 s), so a probe still in flight is sent again
+    /// for free — more chances to catch the path as it heals, without one
+    /// more attempt.
     pub probe_timeout: Duration,
     /// How long to wait in all before giving up. Default 120 s.
     pub deadline: Duration,
@@ -42,7 +45,7 @@ impl Default for GateConfig {
         GateConfig {
             probe_interval: Duration::from_millis(200),
             max_probe_interval: Duration::from_secs(2),
-            probe_timeout: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(1500),
             deadline: Duration::from_secs(120),
         }
     }
@@ -60,16 +63,12 @@ impl GateConfig {
         at_least_1ms("GateConfig::probe_interval", self.probe_interval)?;
         at_least_1ms("GateConfig::probe_timeout", self.probe_timeout)?;
         at_least_1ms("GateConfig::deadline", self.deadline)?;
-        if self.max_probe_interval < self.probe_interval {
-            return Err(ConfigError::new(
-                "GateConfig::max_probe_interval",
-                format!(
-                    "({:?}) must be at least probe_interval ({:?})",
-                    self.max_probe_interval, self.probe_interval
-                ),
-            ));
-        }
-        Ok(())
+        cap_at_least(
+            "GateConfig::max_probe_interval",
+            self.max_probe_interval,
+            "probe_interval",
+            self.probe_interval,
+        )
     }
 }
 
@@ -260,6 +259,7 @@ impl Gate {
     /// Whether to start a probe now. Each `true` should be answered by
     /// [`Gate::probe_done`]; the next probe is scheduled at once, counted
     /// from this one's start.
+    #[must_use]
     pub fn poll_probe(&mut self, now: Instant) -> bool {
         self.handle_timeout(now);
         if self.state != GateState::Probing {
@@ -292,6 +292,7 @@ impl Gate {
     }
 
     /// When [`Gate::handle_timeout`] (or [`Gate::poll_probe`]) is due.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             GateState::Open | GateState::Expired => None,

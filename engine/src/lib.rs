@@ -15,8 +15,14 @@
 //!   per burst of changes.
 //! * [`gate`]: the routability gate — after a change, wait for an address,
 //!   a route with carrier and a successful probe before using the path.
-//! * [`signal`]: redundant signaling — every message through several MQTT
-//!   brokers, each delivered to the application exactly once.
+//! * `signal` (feature `signal`): redundant signaling — every message
+//!   through several MQTT brokers, each delivered to the application
+//!   exactly once.
+//!
+//! Cargo features (all on by default): `signal` (rumqttc), `netlink` (the
+//! Linux monitor source, rtnetlink), `system-monitor` (the portable polling
+//! source, netdev). With `default-features = false` the crate builds
+//! sessions, the reconnect core, the gate and the monitor's core alone.
 //!
 //! Protocol and policy logic is sans-IO (the session's resume core, the
 //! [`reconnect::ReconnectCore`], the [`gate::Gate`]); the tokio
@@ -28,6 +34,7 @@ pub mod gate;
 pub mod monitor;
 pub mod reconnect;
 pub mod session;
+#[cfg(feature = "signal")]
 pub mod signal;
 pub mod validate;
 
@@ -38,6 +45,6 @@ pub use reconnect::Policy;
 pub use validate::ConfigError;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "signal", feature = "netlink"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -28,6 +28,23 @@ impl ConfigError {
 /// shorter interval would keep a core busy for nothing.
 pub const MIN_TIMER: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Refuses a cap (`field`, `value`) below the first step it caps
+/// (`floor_name`, `floor`).
+pub(crate) fn cap_at_least(
+    field: &'static str,
+    value: std::time::Duration,
+    floor_name: &str,
+    floor: std::time::Duration,
+) -> Result<(), ConfigError> {
+    if value < floor {
+        return Err(ConfigError::new(
+            field,
+            format!("({value:?}) must be at least {floor_name} ({floor:?})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a duration below [`MIN_TIMER`] for `field`.
 pub(crate) fn at_least_1ms(field: &'static str, d: std::time::Duration) -> Result<(), ConfigError> {
     if d < MIN_TIMER {

@@ -138,6 +138,7 @@ impl MonitorCore {
     }
 
     /// When [`MonitorCore::handle_timeout`] must be called next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.burst
             .as_ref()
@@ -161,6 +162,7 @@ impl MonitorCore {
     }
 
     /// The next decision, if one is ready.
+    #[must_use]
     pub fn poll_decision(&mut self) -> Option<MajorChange> {
         self.decisions.pop_front()
     }

@@ -120,6 +120,15 @@ impl LinuxSource {
     }
 
     /// The kernel's whole state, read afresh.
+    ///
+    /// # Errors
+    ///
+    /// [`MonitorError`] when a netlink dump fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves nothing half-read behind (each
+    /// dump is a fresh request).
     pub async fn dump(&mut self) -> Result<Snapshot, MonitorError> {
         let s = dump(&self.handle).await?;
         self.interfaces = s
@@ -144,6 +153,15 @@ impl LinuxSource {
     /// Waits for the next notification datagram and returns its changes;
     /// after an overflow, or shortly after a change that can take routes
     /// with it, one [`Change::Resync`] with a fresh dump.
+    ///
+    /// # Errors
+    ///
+    /// [`MonitorError`] when the socket fails (the source is then done).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe while waiting for a datagram (a datagram is read whole
+    /// or not at all); a resync dropped mid-dump is due again next call.
     pub async fn next_changes(&mut self) -> Result<Vec<Change>, MonitorError> {
         let resync_at = self.resync_at;
         let received = tokio::select! {
@@ -215,6 +233,14 @@ fn flushes_silently(c: &Change) -> bool {
 }
 
 /// Reads links, addresses and default routes through `handle`.
+///
+/// # Errors
+///
+/// [`MonitorError::Netlink`] when the kernel refuses a dump.
+///
+/// # Cancel safety
+///
+/// Cancel safe: nothing is kept between calls.
 pub async fn dump(handle: &rtnetlink::Handle) -> Result<Snapshot, MonitorError> {
     let netlink = |op: &'static str| {
         move |e: rtnetlink::Error| MonitorError::Netlink {

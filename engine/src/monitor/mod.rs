@@ -23,7 +23,7 @@
 //! ```
 
 mod core;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "netlink"))]
 pub mod linux;
 mod state;
 
@@ -143,6 +143,10 @@ async fn next_of<T: Clone>(rx: &mut broadcast::Receiver<T>) -> Option<T> {
 
 impl Events {
     /// The next event; `None` once the monitor has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is taken only when this returns it.
     pub async fn next(&mut self) -> Option<Event> {
         next_of(&mut self.0).await
     }
@@ -150,6 +154,10 @@ impl Events {
 
 impl Decisions {
     /// The next decision; `None` once the monitor has stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a decision is taken only when this returns it.
     pub async fn next(&mut self) -> Option<MajorChange> {
         next_of(&mut self.0).await
     }
@@ -196,6 +204,14 @@ impl Monitor {
     /// `read` and reports the differences: for platforms without a native
     /// source. It sees a change up to `interval` late and misses changes
     /// undone within one interval.
+    ///
+    /// # Errors
+    ///
+    /// The first read's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the monitor starts only when this returns.
     pub async fn polling<F, Fut>(
         interval: Duration,
         debounce: Debounce,
@@ -232,6 +248,16 @@ impl Monitor {
     /// source for platforms without a native one. It knows the default
     /// interface and its gateway but not route metrics (reported as 0), and
     /// carrier as the interface's running flag.
+    ///
+    /// # Errors
+    ///
+    /// None in practice (reading the table does not fail); the signature
+    /// is [`Monitor::polling`]'s.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Monitor::polling`].
+    #[cfg(feature = "system-monitor")]
     pub async fn system_polling(
         interval: Duration,
         debounce: Debounce,
@@ -240,7 +266,16 @@ impl Monitor {
     }
 
     /// Watches the kernel of the calling thread's network namespace.
-    #[cfg(target_os = "linux")]
+    ///
+    /// # Errors
+    ///
+    /// [`MonitorError`] when the netlink socket cannot be opened or the
+    /// first dump fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the monitor starts only when this returns.
+    #[cfg(all(target_os = "linux", feature = "netlink"))]
     pub async fn linux(debounce: Debounce) -> Result<Monitor, MonitorError> {
         Monitor::linux_with_buffer(debounce, None).await
     }
@@ -248,7 +283,15 @@ impl Monitor {
     /// [`Monitor::linux`] with the notification socket's receive buffer
     /// set to `receive_buffer` bytes (small buffers overflow sooner; the
     /// monitor then re-reads the whole state).
-    #[cfg(target_os = "linux")]
+    ///
+    /// # Errors
+    ///
+    /// As [`Monitor::linux`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Monitor::linux`].
+    #[cfg(all(target_os = "linux", feature = "netlink"))]
     pub async fn linux_with_buffer(
         debounce: Debounce,
         receive_buffer: Option<usize>,
@@ -343,6 +386,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The operating system's interfaces, addresses and default route, read
 /// on the calling thread (so, on Linux, in its network namespace).
+#[cfg(feature = "system-monitor")]
 pub fn read_system() -> Snapshot {
     let mut s = Snapshot::default();
     for i in netdev::get_interfaces() {

@@ -13,7 +13,7 @@ use thiserror::Error;
 /// "start one" and this many are pending, the start waits for a slot (an
 /// attempt ends or times out), so a path that swallows SYNs costs at most
 /// this many sockets.
-pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 4;
+pub const MAX_ATTEMPTS_IN_FLIGHT: usize = 8;
 
 /// How many failure causes a [`GiveUp`] keeps (the most recent ones).
 pub const LAST_CAUSES: usize = 4;
@@ -511,6 +511,7 @@ impl ReconnectCore {
 
     /// The next thing to do at `now`, if any. Call until `None` after
     /// every input.
+    #[must_use]
     pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
         if let Some(a) = self.actions.pop_front() {
             return Some(a);
@@ -574,6 +575,7 @@ impl ReconnectCore {
 
     /// When [`handle_timeout`](Self::handle_timeout) and
     /// [`poll_action`](Self::poll_action) are next due, if ever.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let Phase::Outage(o) = &self.phase else {
             return None;
@@ -608,6 +610,7 @@ impl ReconnectCore {
     }
 
     /// The next event, if any.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

@@ -10,12 +10,14 @@
 //! for bit from its seed), staggered attempts, a routability gate and a
 //! retry budget that outlives one outage; no crate offers these together.
 
+#[cfg(feature = "signal")]
 mod backoff;
 mod core;
 mod policy;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "signal")]
 pub(crate) use backoff::Backoff;
 pub use core::{
     Action, AttemptFailure, AttemptId, Event, GiveUp, GiveUpReason, OutageCause, Pacing,

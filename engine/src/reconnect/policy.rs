@@ -1,6 +1,6 @@
 //! What a session's reconnect policy may do: pacing, limits, budget.
 
-use crate::validate::{at_least_1ms, ConfigError};
+use crate::validate::{at_least_1ms, cap_at_least, ConfigError};
 use std::time::{Duration, Instant};
 
 /// How a session reconnects after its transport fails.
@@ -71,15 +71,12 @@ impl Policy {
     /// A [`ConfigError`] naming the first field that is refused.
     pub fn validate(&self) -> Result<(), ConfigError> {
         at_least_1ms("Policy::initial_delay", self.initial_delay)?;
-        if self.max_delay < self.initial_delay {
-            return Err(ConfigError::new(
-                "Policy::max_delay",
-                format!(
-                    "({:?}) must be at least initial_delay ({:?})",
-                    self.max_delay, self.initial_delay
-                ),
-            ));
-        }
+        cap_at_least(
+            "Policy::max_delay",
+            self.max_delay,
+            "initial_delay",
+            self.initial_delay,
+        )?;
         if self.max_attempts == Some(0) {
             return Err(ConfigError::new(
                 "Policy::max_attempts",

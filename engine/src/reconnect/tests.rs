@@ -123,8 +123,11 @@ impl World {
         self.pending.push((self.now + after, p));
     }
 
-    /// Carries out the core's actions and collects its events.
+    /// Carries out the core's actions and collects its events. Events
+    /// first: an outage that began with the last input owns the attempts
+    /// its actions start.
     fn pump(&mut self) {
+        self.collect_events();
         while let Some(a) = self.core.poll_action(self.now) {
             match a {
                 Action::Connect(id) => {
@@ -155,6 +158,10 @@ impl World {
                 }
             }
         }
+        self.collect_events();
+    }
+
+    fn collect_events(&mut self) {
         while let Some(e) = self.core.poll_event() {
             match e {
                 Event::OutageBegan { .. } => self.record.outages.push((self.now, 0, None)),

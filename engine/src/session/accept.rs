@@ -143,6 +143,17 @@ impl Acceptor {
 
     /// Runs the handshake on `stream` and either creates a session or hands
     /// the stream to the session it resumes.
+    ///
+    /// # Errors
+    ///
+    /// An [`AcceptError`] when this transport is refused (I/O, timeout, a
+    /// bad first frame, an unknown session, a bad proof); existing
+    /// sessions are untouched, so a server loop logs it and goes on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: until it returns no session exists and no resume was
+    /// handed over; dropping the future drops the stream.
     pub async fn accept<S: Transport>(&self, mut stream: S) -> Result<Accepted, AcceptError> {
         let nonce = auth::nonce().map_err(|e| AcceptError::Random(e.to_string()))?;
         let mut hs = ServerHandshake::new(nonce, self.table.config.max_frame_payload);

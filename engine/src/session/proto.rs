@@ -612,6 +612,7 @@ impl SessionCore {
     }
 
     /// The next instant `handle_timeout` must be called, if any.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let link = self.link.as_ref()?;
         if link.failed || self.error.is_some() {
@@ -624,6 +625,7 @@ impl SessionCore {
     }
 
     /// The next event, if any.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

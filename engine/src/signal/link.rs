@@ -194,6 +194,11 @@ impl Signal {
     }
 
     /// The next message for this endpoint, each exactly once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is taken off the queue only when this
+    /// returns it.
     pub async fn recv(&mut self) -> Option<Delivered> {
         self.delivered.recv().await
     }

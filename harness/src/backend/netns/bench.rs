@@ -372,6 +372,8 @@ pub struct Recovery {
     /// Median time from the path working again to the first byte
     /// delivered after that (the session is delivering again), in ms.
     pub resumed_p50_ms: u64,
+    /// Worst run of the same (with few runs, the p99).
+    pub resumed_max_ms: u64,
     /// Median recovery, path working again → first byte written after that
     /// delivered (after the backlog written during the outage), in ms.
     pub p50_ms: u64,
@@ -433,6 +435,7 @@ pub fn recovery(
         Recovery {
             name,
             resumed_p50_ms: resumed[resumed.len() / 2],
+            resumed_max_ms: resumed[resumed.len() - 1],
             p50_ms: v[v.len() / 2].0,
             min_ms: v[0].0,
             max_ms: v[v.len() - 1].0,
@@ -446,9 +449,19 @@ pub fn recovery(
 }
 
 /// Makes every delayed path in `s` stay dead for `d` (and the deadline
-/// long enough for it).
+/// long enough for it). The attempt limit grows with the outage: probes
+/// keep coming every (capped) interval while the path is dead, and the
+/// policy's limit holds with a monitor too.
 pub fn stretch_outage(s: &mut crate::scenario::Scenario, d: Duration) {
     use crate::scenario::{Dur, Fault};
+    if let Some(m) = s.mitigation.as_mut() {
+        let cap = m
+            .max_probe_interval
+            .map_or(Duration::from_secs(2), |c| c.0)
+            .max(Duration::from_millis(2));
+        let probes = (d.as_nanos() / (cap / 2).as_nanos()).min(10_000) as u32 + 8;
+        m.max_attempts = Some(m.max_attempts.unwrap_or(0).max(probes));
+    }
     for f in &mut s.faults {
         if let Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } =
             f

@@ -112,6 +112,17 @@ impl<'a> PathFaults<'a> {
         })
     }
 
+    /// A captive portal on the router's end of `a`, for the service port.
+    fn portal_on(&self, a: &Attachment) -> Portal {
+        Portal {
+            iface: a.router_if.clone(),
+            port: self.port,
+            to4: a.router_v4(),
+            to6: a.router_v6(),
+            portal_port: PORTAL_PORT,
+        }
+    }
+
     fn host(&self, role: HostRole) -> &(String, Attachment) {
         match role {
             HostRole::Client => &self.client,
@@ -231,13 +242,7 @@ impl<'a> PathFaults<'a> {
                     self.rules.hold(Some(&new.router_if));
                 }
                 if *captive {
-                    self.rules.captive(Some(Portal {
-                        iface: new.router_if.clone(),
-                        port: self.port,
-                        to4: new.router_v4(),
-                        to6: new.router_v6(),
-                        portal_port: PORTAL_PORT,
-                    }));
+                    self.rules.captive(Some(self.portal_on(&new)));
                 }
                 apply_rules(lab, &self.rules)?;
                 lab.configure_host_side(&new).await?;
@@ -259,13 +264,7 @@ impl<'a> PathFaults<'a> {
                     self.rules.hold(Some(&a.router_if));
                 }
                 if *captive {
-                    self.rules.captive(Some(Portal {
-                        iface: a.router_if.clone(),
-                        port: self.port,
-                        to4: a.router_v4(),
-                        to6: a.router_v6(),
-                        portal_port: PORTAL_PORT,
-                    }));
+                    self.rules.captive(Some(self.portal_on(&a)));
                 }
                 apply_rules(lab, &self.rules)?;
                 lab.default_route_replace(&name, gw4, &a.host_if).await?;
