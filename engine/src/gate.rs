@@ -523,6 +523,35 @@ mod tests {
         assert!(e.probes >= 10 && e.probes <= 30, "{e:?}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_gate_whose_monitor_stopped_still_expires_at_its_deadline() {
+        use crate::monitor::{Debounce, Monitor};
+        let (monitor, injector) = Monitor::injected(Snapshot::default(), Debounce::default());
+        let mut c = cfg();
+        c.deadline = Duration::from_secs(3);
+        let mut gate = GateDriver::new(&monitor, c, 1);
+        // No route, so no probe; then the monitor's source goes away.
+        drop(injector);
+        let t0 = tokio::time::Instant::now();
+        let mut probes = 0;
+        let expired = loop {
+            match tokio::time::timeout(Duration::from_secs(60), gate.next_probe()).await {
+                Ok(Ok(())) => {
+                    probes += 1;
+                    gate.probe_done(false);
+                }
+                Ok(Err(e)) => break e,
+                Err(_) => panic!("next_probe hung after its monitor stopped"),
+            }
+        };
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        assert_eq!(expired.probes, probes);
+        assert!(
+            probes > 0,
+            "it probed on what it knew once the monitor was gone"
+        );
+    }
+
     proptest! {
         /// Probe spacing stays within [interval/2 · 2^k, interval · 2^k],
         /// capped: never a storm, never longer than the cap.
