@@ -7,7 +7,7 @@
 
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd, LinkReport};
-use super::error::{SessionError, SessionErrorKind};
+use super::error::{Delivery, SessionError, SessionErrorKind};
 use super::event::{EventHandler, SessionEvent};
 use super::handle::{Session, Shared};
 use super::proto::SessionCore;
@@ -261,6 +261,12 @@ async fn sleep_opt(at: Option<std::time::Instant>) {
     }
 }
 
+/// What counts as progress on a transport: bytes the peer acknowledged or
+/// that arrived from it (not what the application wrote meanwhile).
+fn progress(d: &Delivery) -> (u64, u64) {
+    (d.acknowledged, d.received)
+}
+
 /// The default route traffic leaves by: IPv4's, else IPv6's.
 fn path_of(s: &Snapshot) -> Option<DefaultRoute> {
     s.default_route(Family::V4)
@@ -293,7 +299,7 @@ async fn run_client<C: Connector>(
     };
     let mut link: Option<LinkFuture> = None;
     // Delivery when the transport opened, to tell whether it made progress.
-    let mut opened_at = Default::default();
+    let mut opened_at = Delivery::default();
     let mut ever_connected = false;
     let mut moved: (Option<DefaultRoute>, Option<DefaultRoute>) = (None, None);
     loop {
@@ -383,9 +389,13 @@ async fn run_client<C: Connector>(
                 link = None;
                 let progressed = {
                     let mut st = shared.lock();
+                    // A handshake that completed just before the transport
+                    // failed, in the same turn: it was a recovery.
+                    if std::mem::take(&mut st.established_news) {
+                        core.handle_established(now());
+                    }
                     st.core.link_lost();
-                    let d = st.core.delivery();
-                    d != opened_at
+                    progress(&st.core.delivery()) != progress(&opened_at)
                 };
                 match report.end {
                     LinkEnd::Finished => {}
