@@ -230,7 +230,7 @@ async fn hostile_publishes_on_the_signaling_topic_are_dropped_with_a_log_line() 
     .unwrap();
     let mut wrong_version = valid.clone();
     wrong_version[3] = 9;
-    let mut oversized_envelope = Envelope::decode(&valid, 1 << 20).unwrap();
+    let mut oversized_envelope = Envelope::decode(&valid, 1 << 20, None).unwrap();
     oversized_envelope.payload = vec![7; 100 << 10];
     let oversized = oversized_envelope.encode(1 << 20).unwrap();
     let hostile: [Vec<u8>; 4] = [

@@ -7,10 +7,22 @@
 //! Senders are forgotten once idle for longer than the horizon — the TTL
 //! plus clock skew — because any copy of their messages arriving later is
 //! expired and dropped before it gets here; and beyond `max_senders`, the
-//! least recently heard sender is forgotten first.
+//! least recently heard sender is forgotten first. Senders are kept in an
+//! LRU list (the `lru` crate: a hash map threaded with a linked list), so
+//! every lookup, admission and eviction is O(1) however many senders a
+//! flood of forged ids brings.
+//!
+//! A known sender's sequence number may move ahead by at most `max_jump`
+//! at once: a number beyond that is implausible (no sender sends that many
+//! messages between two that reach us) and is dropped without moving the
+//! window, so one forged `seq = u64::MAX` cannot make the sender's real
+//! messages look old. Against forgeries in general the answer is a group
+//! key ([`SignalKey`](super::envelope::SignalKey)): forged envelopes then
+//! fail their MAC before they reach this filter.
 
 use super::envelope::MessageId;
-use std::collections::HashMap;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 /// What to do with a message.
@@ -22,6 +34,9 @@ pub enum Verdict {
     Duplicate,
     /// Older than the window: cannot be told apart from a duplicate; drop.
     TooOld,
+    /// Further ahead of the sender's highest number than `max_jump`: drop,
+    /// and leave the window as it was.
+    Implausible,
 }
 
 /// Dedup limits.
@@ -35,6 +50,9 @@ pub struct DedupConfig {
     /// A sender idle this long is forgotten (set it to the TTL plus the
     /// allowed clock skew). Default 60 s.
     pub horizon: Duration,
+    /// How far a known sender's sequence number may move ahead at once.
+    /// Default 1,048,576.
+    pub max_jump: u64,
 }
 
 impl Default for DedupConfig {
@@ -43,6 +61,7 @@ impl Default for DedupConfig {
             window: 4096,
             max_senders: 4096,
             horizon: Duration::from_secs(60),
+            max_jump: 1 << 20,
         }
     }
 }
@@ -68,7 +87,10 @@ impl Window {
         ((i / 64) as usize, 1 << (i % 64))
     }
 
-    fn check(&mut self, seq: u64, window: u64) -> Verdict {
+    fn check(&mut self, seq: u64, window: u64, max_jump: u64) -> Verdict {
+        if seq > self.highest.saturating_add(max_jump) {
+            return Verdict::Implausible;
+        }
         if seq > self.highest {
             // Clear the slots the window slides over.
             let shift = (seq - self.highest).min(window);
@@ -97,47 +119,47 @@ impl Window {
 /// The dedup state of one receiver.
 pub struct Dedup {
     config: DedupConfig,
-    senders: HashMap<u64, Window>,
+    /// Least recently heard first.
+    senders: LruCache<u64, Window>,
 }
 
 impl Dedup {
     /// An empty filter.
     pub fn new(config: DedupConfig) -> Dedup {
         let window = config.window.max(64).div_ceil(64) * 64;
+        let capacity = NonZeroUsize::new(config.max_senders).unwrap_or(NonZeroUsize::MIN);
         Dedup {
             config: DedupConfig { window, ..config },
-            senders: HashMap::new(),
+            senders: LruCache::new(capacity),
         }
     }
 
-    /// Classifies message `id` arriving at `now`.
+    /// Classifies message `id` arriving at `now`. O(1).
     pub fn check(&mut self, id: MessageId, now: Instant) -> Verdict {
-        if !self.senders.contains_key(&id.sender) {
-            self.forget_idle(now);
-            if self.senders.len() >= self.config.max_senders {
-                if let Some(oldest) = self
-                    .senders
-                    .iter()
-                    .min_by_key(|(_, w)| w.heard)
-                    .map(|(s, _)| *s)
-                {
-                    self.senders.remove(&oldest);
-                }
-            }
+        let (window, max_jump) = (self.config.window, self.config.max_jump);
+        if let Some(w) = self.senders.get_mut(&id.sender) {
+            w.heard = now;
+            return w.check(id.seq, window, max_jump);
         }
-        let words = (self.config.window / 64) as usize;
-        let w = self
-            .senders
-            .entry(id.sender)
-            .or_insert_with(|| Window::new(words, now));
-        w.heard = now;
-        w.check(id.seq, self.config.window)
+        self.forget_idle(now);
+        let mut w = Window::new((window / 64) as usize, now);
+        // A first message starts the window wherever it is.
+        w.highest = id.seq.saturating_sub(1);
+        let verdict = w.check(id.seq, window, max_jump);
+        // Full: the least recently heard sender goes.
+        self.senders.push(id.sender, w);
+        verdict
     }
 
+    /// Forgets senders idle past the horizon, oldest first (O(1) each).
     fn forget_idle(&mut self, now: Instant) {
         let horizon = self.config.horizon;
-        self.senders
-            .retain(|_, w| now.saturating_duration_since(w.heard) <= horizon);
+        while let Some((_, w)) = self.senders.peek_lru() {
+            if now.saturating_duration_since(w.heard) <= horizon {
+                break;
+            }
+            self.senders.pop_lru();
+        }
     }
 
     /// Senders remembered now.
@@ -196,6 +218,7 @@ mod tests {
             window: 1024,
             max_senders: 64,
             horizon: Duration::from_secs(30),
+            ..DedupConfig::default()
         };
         let mut d = Dedup::new(config);
         let t0 = Instant::now();
@@ -220,11 +243,41 @@ mod tests {
             window: 64,
             max_senders: 10,
             horizon: Duration::from_secs(1),
+            ..DedupConfig::default()
         });
         assert_eq!(d.check(id(1, 100), t0), Verdict::New);
         assert_eq!(d.check(id(1, 36), t0), Verdict::TooOld);
         assert_eq!(d.check(id(1, 37), t0), Verdict::New);
         assert_eq!(d.check(id(2, 1), t0 + Duration::from_secs(2)), Verdict::New);
         assert_eq!(d.senders(), 1, "sender 1 was idle past the horizon");
+    }
+
+    #[test]
+    fn a_forged_huge_sequence_number_does_not_silence_the_sender() {
+        let t = Instant::now();
+        let mut d = Dedup::new(DedupConfig::default());
+        assert_eq!(d.check(id(9, 1), t), Verdict::New);
+        assert_eq!(d.check(id(9, u64::MAX), t), Verdict::Implausible);
+        for seq in 2..=100 {
+            assert_eq!(d.check(id(9, seq), t), Verdict::New, "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn senders_are_admitted_and_evicted_least_recently_heard_first() {
+        let t0 = Instant::now();
+        let mut d = Dedup::new(DedupConfig {
+            max_senders: 3,
+            ..DedupConfig::default()
+        });
+        for s in 1..=3 {
+            assert_eq!(d.check(id(s, 1), t0), Verdict::New);
+        }
+        // Sender 1 is heard again: sender 2 is now the least recent.
+        assert_eq!(d.check(id(1, 2), t0), Verdict::New);
+        assert_eq!(d.check(id(4, 1), t0), Verdict::New);
+        assert_eq!(d.senders(), 3);
+        assert_eq!(d.check(id(1, 2), t0), Verdict::Duplicate, "1 kept");
+        assert_eq!(d.check(id(3, 1), t0), Verdict::Duplicate, "3 kept");
     }
 }

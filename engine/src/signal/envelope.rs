@@ -11,15 +11,71 @@
 //! ```text
 //! "NMS" | version u8 | sender u64 | seq u64 | sent_at_ms u64 | ttl_ms u32
 //!       | recipient_len u8 | recipient | payload_len u32 | payload
+//!       [ | mac [u8; 32] ]                      (version 2 only)
 //! ```
 //! (big endian; `sent_at_ms` is the sender's Unix time).
+//!
+//! Version 1 is unauthenticated: anyone who can publish on the topic can
+//! write one. Version 2 ends with an HMAC-SHA256 of everything before it
+//! under the signaling group's [`SignalKey`]; a receiver with a key accepts
+//! only version 2 envelopes whose MAC verifies (checked in constant time,
+//! before anything else is looked at), so a publisher without the key can
+//! neither inject a message nor touch the receiver's duplicate filter.
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use thiserror::Error;
 
 const MAGIC: &[u8; 3] = b"NMS";
-/// The envelope version this crate writes and reads.
+/// The unauthenticated envelope version.
 pub const VERSION: u8 = 1;
+/// The authenticated envelope version (a MAC trailer).
+pub const VERSION_AUTHENTICATED: u8 = 2;
 const HEADER: usize = 3 + 1 + 8 + 8 + 8 + 4 + 1;
+/// Bytes of the MAC trailer.
+pub const MAC_LEN: usize = 32;
+
+/// The key a signaling group shares: every envelope its members write
+/// carries a MAC under it, and every envelope they accept must.
+///
+/// Its `Debug` output does not show the key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SignalKey([u8; 32]);
+
+impl SignalKey {
+    /// A key from 32 secret bytes (e.g. from the application's own key
+    /// store, or derived from a shared secret with a KDF).
+    pub fn from_bytes(bytes: [u8; 32]) -> SignalKey {
+        SignalKey(bytes)
+    }
+
+    /// A fresh random key from the OS.
+    ///
+    /// # Errors
+    ///
+    /// When the OS random source fails.
+    pub fn generate() -> Result<SignalKey, getrandom::Error> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k)?;
+        Ok(SignalKey(k))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        // Domain separation: this key's MACs mean "a signaling envelope".
+        mac.update(b"netmend signal envelope v2\0");
+        mac
+    }
+}
+
+impl std::fmt::Debug for SignalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignalKey(..)")
+    }
+}
 
 /// Identifies a message across brokers: its sender and the sender's
 /// sequence number.
@@ -67,6 +123,13 @@ pub enum DecodeError {
     /// Shorter than its own lengths say, or with bytes after the payload.
     #[error("malformed envelope")]
     Malformed,
+    /// The receiver requires authenticated envelopes and this one has no
+    /// MAC, or it has one the receiver has no key to check.
+    #[error("envelope is not authenticated for this group")]
+    Unauthenticated,
+    /// The MAC does not verify: forged, altered, or another group's key.
+    #[error("envelope MAC does not verify")]
+    BadMac,
 }
 
 /// Why a message cannot be encoded.
@@ -87,15 +150,30 @@ pub enum EncodeError {
 }
 
 impl Envelope {
-    /// The encoded length.
+    /// The encoded length without a key (with one, [`MAC_LEN`] more).
     pub fn encoded_len(&self) -> usize {
         HEADER + self.recipient.len() + 4 + self.payload.len()
     }
 
-    /// Encodes, refusing anything over `max` bytes.
+    /// Encodes unauthenticated (version 1), refusing anything over `max`
+    /// bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] when the recipient name or the whole is too long.
     pub fn encode(&self, max: usize) -> Result<Vec<u8>, EncodeError> {
+        self.encode_with(max, None)
+    }
+
+    /// Encodes, authenticated under `key` (version 2, a MAC trailer) when
+    /// one is given; the limit counts the trailer.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] when the recipient name or the whole is too long.
+    pub fn encode_with(&self, max: usize, key: Option<&SignalKey>) -> Result<Vec<u8>, EncodeError> {
         let rlen = u8::try_from(self.recipient.len()).map_err(|_| EncodeError::RecipientTooLong)?;
-        let len = self.encoded_len();
+        let len = self.encoded_len() + if key.is_some() { MAC_LEN } else { 0 };
         let plen =
             u32::try_from(self.payload.len()).map_err(|_| EncodeError::Oversized { len, max })?;
         if len > max {
@@ -103,7 +181,11 @@ impl Envelope {
         }
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(if key.is_some() {
+            VERSION_AUTHENTICATED
+        } else {
+            VERSION
+        });
         out.extend_from_slice(&self.id.sender.to_be_bytes());
         out.extend_from_slice(&self.id.seq.to_be_bytes());
         out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
@@ -112,12 +194,27 @@ impl Envelope {
         out.extend_from_slice(self.recipient.as_bytes());
         out.extend_from_slice(&plen.to_be_bytes());
         out.extend_from_slice(&self.payload);
+        if let Some(key) = key {
+            let mut mac = key.mac();
+            mac.update(&out);
+            out.extend_from_slice(&mac.finalize().into_bytes());
+        }
         Ok(out)
     }
 
     /// Decodes `bytes`, refusing anything over `max` bytes before looking
-    /// further.
-    pub fn decode(bytes: &[u8], max: usize) -> Result<Envelope, DecodeError> {
+    /// further. With `key`, only an authenticated envelope whose MAC
+    /// verifies is accepted (the MAC is checked before the body is read);
+    /// without one, only unauthenticated ones.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`]: what is wrong with the bytes.
+    pub fn decode(
+        bytes: &[u8],
+        max: usize,
+        key: Option<&SignalKey>,
+    ) -> Result<Envelope, DecodeError> {
         if bytes.len() > max {
             return Err(DecodeError::Oversized {
                 len: bytes.len(),
@@ -127,10 +224,24 @@ impl Envelope {
         if bytes.len() < 4 || &bytes[..3] != MAGIC {
             return Err(DecodeError::Foreign);
         }
-        if bytes[3] != VERSION {
-            return Err(DecodeError::Version(bytes[3]));
-        }
-        let mut r = Reader(&bytes[4..]);
+        let body = match (bytes[3], key) {
+            (VERSION, None) => &bytes[4..],
+            (VERSION_AUTHENTICATED, Some(key)) => {
+                if bytes.len() < 4 + MAC_LEN {
+                    return Err(DecodeError::Malformed);
+                }
+                let (signed, tag) = bytes.split_at(bytes.len() - MAC_LEN);
+                let mut mac = key.mac();
+                mac.update(signed);
+                mac.verify_slice(tag).map_err(|_| DecodeError::BadMac)?;
+                &signed[4..]
+            }
+            (VERSION, Some(_)) | (VERSION_AUTHENTICATED, None) => {
+                return Err(DecodeError::Unauthenticated)
+            }
+            (v, _) => return Err(DecodeError::Version(v)),
+        };
+        let mut r = Reader(body);
         let sender = r.u64()?;
         let seq = r.u64()?;
         let sent_at_ms = r.u64()?;
@@ -208,28 +319,70 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_what_is_not_ours() {
         let bytes = sample().encode(1024).unwrap();
-        assert_eq!(Envelope::decode(&bytes, 1024).unwrap(), sample());
+        assert_eq!(Envelope::decode(&bytes, 1024, None).unwrap(), sample());
         assert_eq!(
-            Envelope::decode(b"{\"json\":1}", 1024),
+            Envelope::decode(b"{\"json\":1}", 1024, None),
             Err(DecodeError::Foreign)
         );
-        let mut v2 = bytes.clone();
-        v2[3] = 2;
-        assert_eq!(Envelope::decode(&v2, 1024), Err(DecodeError::Version(2)));
+        let mut v9 = bytes.clone();
+        v9[3] = 9;
         assert_eq!(
-            Envelope::decode(&bytes, 16),
+            Envelope::decode(&v9, 1024, None),
+            Err(DecodeError::Version(9))
+        );
+        assert_eq!(
+            Envelope::decode(&bytes, 16, None),
             Err(DecodeError::Oversized {
                 len: bytes.len(),
                 max: 16
             })
         );
         assert_eq!(
-            Envelope::decode(&bytes[..bytes.len() - 1], 1024),
+            Envelope::decode(&bytes[..bytes.len() - 1], 1024, None),
             Err(DecodeError::Malformed)
         );
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(Envelope::decode(&longer, 1024), Err(DecodeError::Malformed));
+        assert_eq!(
+            Envelope::decode(&longer, 1024, None),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_keyed_receiver_takes_only_envelopes_whose_mac_verifies() {
+        let key = SignalKey::from_bytes([7; 32]);
+        let other = SignalKey::from_bytes([8; 32]);
+        let signed = sample().encode_with(1024, Some(&key)).unwrap();
+        assert_eq!(signed.len(), sample().encoded_len() + MAC_LEN);
+        assert_eq!(
+            Envelope::decode(&signed, 1024, Some(&key)).unwrap(),
+            sample()
+        );
+        assert_eq!(
+            Envelope::decode(&signed, 1024, Some(&other)),
+            Err(DecodeError::BadMac)
+        );
+        let plain = sample().encode(1024).unwrap();
+        assert_eq!(
+            Envelope::decode(&plain, 1024, Some(&key)),
+            Err(DecodeError::Unauthenticated)
+        );
+        assert_eq!(
+            Envelope::decode(&signed, 1024, None),
+            Err(DecodeError::Unauthenticated)
+        );
+        // Any altered byte, header or payload or tag, fails the MAC.
+        for i in 4..signed.len() {
+            let mut bad = signed.clone();
+            bad[i] ^= 0x01;
+            assert_eq!(
+                Envelope::decode(&bad, 1024, Some(&key)),
+                Err(DecodeError::BadMac),
+                "byte {i}"
+            );
+        }
+        assert_eq!(format!("{key:?}"), "SignalKey(..)");
     }
 
     #[test]
@@ -244,7 +397,8 @@ mod tests {
     proptest! {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Envelope::decode(&bytes, 4096);
+            let _ = Envelope::decode(&bytes, 4096, None);
+            let _ = Envelope::decode(&bytes, 4096, Some(&SignalKey::from_bytes([1; 32])));
         }
 
         #[test]
@@ -255,7 +409,10 @@ mod tests {
             let e = Envelope { id: MessageId { sender, seq }, sent_at_ms: sent, ttl_ms: ttl, recipient, payload };
             let bytes = e.encode(1 << 16).unwrap();
             prop_assert_eq!(bytes.len(), e.encoded_len());
-            prop_assert_eq!(Envelope::decode(&bytes, 1 << 16).unwrap(), e);
+            prop_assert_eq!(Envelope::decode(&bytes, 1 << 16, None).unwrap(), e.clone());
+            let key = SignalKey::from_bytes([sender as u8; 32]);
+            let signed = e.encode_with(1 << 16, Some(&key)).unwrap();
+            prop_assert_eq!(Envelope::decode(&signed, 1 << 16, Some(&key)).unwrap(), e);
         }
     }
 }

@@ -22,4 +22,4 @@ pub mod link;
 pub use self::core::{Delivered, Dropped, Publish, SignalConfig, SignalCore};
 pub use self::link::{topic_for, Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal};
 pub use dedup::{Dedup, DedupConfig, Verdict};
-pub use envelope::{DecodeError, EncodeError, Envelope, MessageId};
+pub use envelope::{DecodeError, EncodeError, Envelope, MessageId, SignalKey};
