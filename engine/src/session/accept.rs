@@ -1,5 +1,6 @@
 //! Server side: the acceptor and its session table.
 
+use super::admission::{Admission, Limits, Refusal};
 use super::auth::{self, Credentials, Prover};
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd};
@@ -11,6 +12,7 @@ use super::proto::{ServerOpen, SessionCore};
 use crate::validate::ConfigError;
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,14 +42,47 @@ struct Entry {
     attach: UnboundedSender<Attach>,
 }
 
+type Hook = Arc<dyn Fn(&Incoming) -> bool + Send + Sync>;
+
 struct Table {
     config: Config,
     sessions: Mutex<HashMap<SessionId, Entry>>,
+    admission: Mutex<Admission>,
+    hook: std::sync::RwLock<Option<Hook>>,
 }
 
 impl Table {
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A new session about to be created, for the application's admission
+/// hook ([`Acceptor::on_new_session`]): the model is quinn's `Incoming`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Incoming {
+    /// Where the transport comes from, when the caller said
+    /// ([`Acceptor::accept_from`]).
+    pub source: Option<IpAddr>,
+    /// Sessions alive before this one.
+    pub sessions: usize,
+}
+
+/// Holds a handshake slot; gives it back when dropped (also when the
+/// accept future is cancelled).
+struct HandshakeSlot<'a> {
+    table: &'a Table,
+    source: Option<IpAddr>,
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        self.table.admission().end_handshake(self.source);
     }
 }
 
@@ -82,6 +117,11 @@ pub enum AcceptError {
     /// The OS random source failed.
     #[error("random source failed: {0}")]
     Random(String),
+    /// A limit or the application's hook refused it (a new session is told
+    /// `Busy`; a transport over the handshake limit is closed at once).
+    /// Existing sessions are untouched.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
 }
 
 /// Accepts transports, creates sessions and routes resumes to them.
@@ -95,10 +135,14 @@ pub enum AcceptError {
 /// let acceptor = Acceptor::new(Config::default()).expect("valid config");
 /// let listener = tokio::net::TcpListener::bind("198.18.0.2:7000").await?;
 /// loop {
-///     let (stream, _) = listener.accept().await?;
+///     let Ok((stream, peer)) = listener.accept().await else {
+///         // EMFILE under a flood: back off and go on serving.
+///         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+///         continue;
+///     };
 ///     let acceptor = acceptor.clone();
 ///     tokio::spawn(async move {
-///         if let Ok(Accepted::New(session)) = acceptor.accept(stream).await {
+///         if let Ok(Accepted::New(session)) = acceptor.accept_from(stream, peer.ip()).await {
 ///             // serve `session` like any AsyncRead + AsyncWrite
 ///             drop(session);
 ///         }
@@ -120,20 +164,53 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor whose sessions use `config`.
+    /// An acceptor whose sessions use `config`, within the default
+    /// [`Limits`].
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field when `config` is refused by
     /// [`Config::validate`].
     pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Acceptor::with_limits(config, Limits::default())
+    }
+
+    /// An acceptor whose sessions use `config`, admitting within `limits`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when `config` or `limits` is
+    /// refused.
+    pub fn with_limits(config: Config, limits: Limits) -> Result<Self, ConfigError> {
         config.validate()?;
+        limits.validate()?;
         Ok(Self {
             table: Arc::new(Table {
                 config,
                 sessions: Mutex::new(HashMap::new()),
+                admission: Mutex::new(Admission::new(limits)),
+                hook: std::sync::RwLock::new(None),
             }),
         })
+    }
+
+    /// The limits it admits within.
+    pub fn limits(&self) -> Limits {
+        self.table.admission().limits()
+    }
+
+    /// Handshakes in progress now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.table.admission().handshakes()
+    }
+
+    /// Asks `hook` before every new session (after the limits allowed it):
+    /// `false` refuses it (the client is told `Busy`), before any session
+    /// state exists. Resumes of existing sessions are not asked. Replaces
+    /// an earlier hook; applies to every clone of this acceptor.
+    pub fn on_new_session(&self, hook: impl Fn(&Incoming) -> bool + Send + Sync + 'static) {
+        let mut slot = self.table.hook.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Arc::new(hook));
     }
 
     /// Sessions alive (connected or waiting for their client to resume).
@@ -154,9 +231,43 @@ impl Acceptor {
     ///
     /// Cancel safe: until it returns no session exists and no resume was
     /// handed over; dropping the future drops the stream.
-    pub async fn accept<S: Transport>(&self, mut stream: S) -> Result<Accepted, AcceptError> {
+    pub async fn accept<S: Transport>(&self, stream: S) -> Result<Accepted, AcceptError> {
+        self.accept_inner(stream, None).await
+    }
+
+    /// [`Acceptor::accept`] for a transport from `source`: the per-source
+    /// limit applies to it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Acceptor::accept`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Acceptor::accept`].
+    pub async fn accept_from<S: Transport>(
+        &self,
+        stream: S,
+        source: IpAddr,
+    ) -> Result<Accepted, AcceptError> {
+        self.accept_inner(stream, Some(source)).await
+    }
+
+    async fn accept_inner<S: Transport>(
+        &self,
+        mut stream: S,
+        source: Option<IpAddr>,
+    ) -> Result<Accepted, AcceptError> {
+        if let Err(refusal) = self.table.admission().begin_handshake(source) {
+            tracing::debug!(%refusal, "transport refused before its handshake");
+            return Err(refusal.into());
+        }
+        let _slot = HandshakeSlot {
+            table: &self.table,
+            source,
+        };
         let nonce = auth::nonce().map_err(|e| AcceptError::Random(e.to_string()))?;
-        let mut hs = ServerHandshake::new(nonce, self.table.config.max_frame_payload);
+        let mut hs = ServerHandshake::new(nonce);
         let read = tokio::time::timeout(self.table.config.handshake_timeout, async {
             stream.write_all(&hs.hello()).await?;
             let mut buf = [0u8; 512];
@@ -181,7 +292,14 @@ impl Acceptor {
         };
         let leftover = hs.leftover().to_vec();
         match request {
-            ClientRequest::New => self.start_session(stream, leftover),
+            ClientRequest::New => {
+                if let Err(refusal) = self.admit_new(source) {
+                    tracing::debug!(%refusal, "new session refused");
+                    reject(&mut stream, RejectReason::Busy).await;
+                    return Err(refusal.into());
+                }
+                self.start_session(stream, leftover, source)
+            }
             ClientRequest::Resume {
                 session_id,
                 recv_offset,
@@ -228,10 +346,32 @@ impl Acceptor {
         }
     }
 
+    /// The limits, then the application, on a new session.
+    fn admit_new(&self, source: Option<IpAddr>) -> Result<(), Refusal> {
+        self.table.admission().may_open_session()?;
+        let hook = self
+            .table
+            .hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            let incoming = Incoming {
+                source,
+                sessions: self.session_count(),
+            };
+            if !hook(&incoming) {
+                return Err(Refusal::Application);
+            }
+        }
+        Ok(())
+    }
+
     fn start_session<S: Transport>(
         &self,
         stream: S,
         leftover: Vec<u8>,
+        source: Option<IpAddr>,
     ) -> Result<Accepted, AcceptError> {
         let creds = Credentials::generate().map_err(|e| AcceptError::Random(e.to_string()))?;
         let id = creds.id;
@@ -240,13 +380,14 @@ impl Acceptor {
         let _ = core.open_server_link(now(), ServerOpen::New, &leftover);
         let shared = Shared::new(core);
         let (tx, rx) = unbounded_channel();
+        self.table.admission().begin_session(source);
         self.table.lock().insert(id, Entry { creds, attach: tx });
         let driver = tokio::spawn(run_server(
             Arc::clone(&shared),
             Box::new(stream),
             rx,
             Arc::downgrade(&self.table),
-            id,
+            (id, source),
         ));
         Ok(Accepted::New(Session {
             shared,
@@ -267,7 +408,7 @@ async fn run_server(
     first: BoxedTransport,
     mut attach_rx: UnboundedReceiver<Attach>,
     table: Weak<Table>,
-    id: SessionId,
+    (id, source): (SessionId, Option<IpAddr>),
 ) {
     let idle_expiry = table
         .upgrade()
@@ -307,6 +448,7 @@ async fn run_server(
     }
     if let Some(t) = table.upgrade() {
         t.lock().remove(&id);
+        t.admission().end_session(source);
     }
     let mut st = shared.lock();
     st.driver_gone = true;

@@ -41,6 +41,9 @@ pub enum RejectReason {
     UnsupportedVersion,
     /// The server is shutting down or refused for a reason it does not name.
     Refused,
+    /// The server is at a limit (sessions, handshakes, per-source) or its
+    /// application refused new sessions for now: try again later.
+    Busy,
 }
 
 impl RejectReason {
@@ -51,6 +54,7 @@ impl RejectReason {
             Self::CannotResume => 3,
             Self::UnsupportedVersion => 4,
             Self::Refused => 5,
+            Self::Busy => 6,
         }
     }
 
@@ -60,6 +64,7 @@ impl RejectReason {
             2 => Self::BadProof,
             3 => Self::CannotResume,
             4 => Self::UnsupportedVersion,
+            6 => Self::Busy,
             _ => Self::Refused,
         }
     }

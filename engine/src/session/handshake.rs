@@ -38,6 +38,12 @@ pub enum HandshakeError {
     UnsupportedVersion(u8),
 }
 
+/// The largest frame that may open a transport: a `Resume` (57 payload
+/// bytes; `NewSession` has 1). A header announcing more is refused before
+/// anything is buffered, so a client that has not authenticated can make
+/// the server hold at most this much for it.
+pub const MAX_HANDSHAKE_FRAME: u32 = 57;
+
 /// Sans-IO server handshake for one transport.
 #[derive(Debug)]
 pub struct ServerHandshake {
@@ -47,10 +53,10 @@ pub struct ServerHandshake {
 
 impl ServerHandshake {
     /// A handshake whose challenge is `nonce` (fresh from the CSPRNG).
-    pub fn new(nonce: [u8; 16], max_payload: u32) -> Self {
+    pub fn new(nonce: [u8; 16]) -> Self {
         Self {
             nonce,
-            decoder: Decoder::new(max_payload),
+            decoder: Decoder::new(MAX_HANDSHAKE_FRAME),
         }
     }
 

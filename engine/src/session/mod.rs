@@ -6,6 +6,7 @@
 //! thin driver.
 
 mod accept;
+mod admission;
 pub(crate) mod auth;
 mod config;
 mod connect;
@@ -18,12 +19,14 @@ pub(crate) mod handshake;
 pub(crate) mod proto;
 mod replay;
 
-pub use accept::{AcceptError, Accepted, Acceptor, Transport};
+pub use accept::{AcceptError, Accepted, Acceptor, Incoming, Transport};
+pub use admission::{Limits, Refusal};
 pub use config::{Config, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD_LIMIT};
 pub use connect::{Connector, SessionBuilder};
 pub use error::{Delivery, LinkError, SessionError, SessionErrorKind};
 pub use event::SessionEvent;
 pub use frame::{FrameError, RejectReason, SessionId};
 pub use handle::{session_error, Session, SessionStats};
+pub use handshake::MAX_HANDSHAKE_FRAME;
 pub use proto::Stats;
 pub use replay::ReplayBuffer;

@@ -25,9 +25,13 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn new(config: Config) -> (Server, mpsc::Receiver<Session>) {
+        Server::with_acceptor(Acceptor::new(config).expect("a valid server config"))
+    }
+
+    pub(crate) fn with_acceptor(acceptor: Acceptor) -> (Server, mpsc::Receiver<Session>) {
         let (tx, rx) = mpsc::channel(16);
         let server = Server {
-            acceptor: Acceptor::new(config).expect("a valid server config"),
+            acceptor,
             up: Arc::new(AtomicBool::new(true)),
             connects: Arc::new(AtomicU32::new(0)),
             last: Arc::new(Mutex::new(None)),

@@ -2,6 +2,7 @@
 //! a client/server pair of cores in memory with a virtual clock, and
 //! sessions over real TCP with forged frames.
 
+mod admission;
 mod config;
 mod lifecycle;
 mod memory;

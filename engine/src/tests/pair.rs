@@ -96,7 +96,7 @@ impl Pair {
         // The old server transport, if still alive, is replaced once the
         // resume verifies, as the acceptor does.
         self.nonce_counter = self.nonce_counter.wrapping_add(1);
-        let hs = ServerHandshake::new([self.nonce_counter; 16], self.config.max_frame_payload);
+        let hs = ServerHandshake::new([self.nonce_counter; 16]);
         self.s2c.extend(hs.hello());
         self.handshake = Some(hs);
     }
@@ -468,7 +468,7 @@ proptest! {
     fn random_input_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..8)) {
         let now = Instant::now();
         let config = Config::default();
-        let mut hs = ServerHandshake::new([1; 16], config.max_frame_payload);
+        let mut hs = ServerHandshake::new([1; 16]);
         let mut server = SessionCore::new_server(config.clone(), Credentials::generate().unwrap());
         server.open_server_link(now, ServerOpen::New, &[]).unwrap();
         let mut client = SessionCore::new_client(config.clone());
