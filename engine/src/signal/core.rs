@@ -6,7 +6,13 @@
 //! has not errored yet. Every message goes to up to `fanout` healthy
 //! brokers, and the endpoint keeps its recent messages (bounded, within
 //! their TTL): whenever a broker's connection is confirmed again, they are
-//! published to it too. So a message whose only broker crashed before
+//! published to it too.
+//!
+//! Nothing is queued per broker: each broker has a cursor into the recent
+//! messages and its task pulls the next one ([`SignalCore::poll_publish`]).
+//! A broker that confirms and drops again and again only moves its cursor
+//! back to the oldest recent message — it never appends more copies — so
+//! the endpoint's memory is `max_recent` messages, whatever the brokers do. So a message whose only broker crashed before
 //! passing it on, or that was sent while no broker was up, still arrives
 //! through the next broker that is; receivers drop the extra copies. Incoming copies are decoded,
 //! checked against the recipient and the TTL, and deduplicated, so the
@@ -30,9 +36,14 @@ pub struct SignalConfig {
     pub clock_skew: Duration,
     /// Largest envelope sent or accepted. Default 64 KiB.
     pub max_envelope: usize,
-    /// Recent messages kept for brokers that (re)connect, at most.
-    /// Default 1024.
+    /// Recent messages kept for brokers that (re)connect, at most: the
+    /// endpoint's whole outgoing memory (brokers hold cursors into it, no
+    /// queues). Default 1024.
     pub max_recent: usize,
+    /// Messages held for the application until it reads them; when full the
+    /// oldest is dropped and counted (`Signal::delivered_dropped`).
+    /// Default 1024.
+    pub max_delivered: usize,
     /// Dedup memory (its horizon is set from `ttl + clock_skew`).
     pub dedup: DedupConfig,
     /// The signaling group's key: with one, every envelope sent carries a
@@ -50,6 +61,7 @@ impl Default for SignalConfig {
             clock_skew: Duration::from_secs(5),
             max_envelope: 64 << 10,
             max_recent: 1024,
+            max_delivered: 1024,
             dedup: DedupConfig::default(),
             key: None,
         }
@@ -65,6 +77,10 @@ pub struct Delivered {
     pub payload: Vec<u8>,
     /// Which broker delivered the first copy.
     pub via: usize,
+}
+
+fn bit(broker: usize) -> u64 {
+    1u64.checked_shl(broker as u32).unwrap_or(0)
 }
 
 /// Why an incoming publish was dropped.
@@ -95,9 +111,25 @@ pub struct Publish {
 }
 
 struct Recent {
+    /// Position in the send order (the first message is 0).
+    index: u64,
     recipient: String,
     bytes: Vec<u8>,
     deadline_ms: u64,
+    /// Brokers it was fanned out to when sent (bit `i`: broker `i`).
+    targets: u64,
+}
+
+/// Where a broker stands in the recent messages.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    /// Confirmed now.
+    healthy: bool,
+    /// The next message index to consider.
+    next: u64,
+    /// Messages below this index go to it whatever their targets (the
+    /// replay after it came up).
+    replay_until: u64,
 }
 
 /// One signaling endpoint.
@@ -105,12 +137,20 @@ pub struct SignalCore {
     me: String,
     sender: u64,
     next_seq: u64,
-    healthy: Vec<bool>,
+    /// One per broker (at most [`MAX_BROKERS`]).
+    cursors: Vec<Cursor>,
     config: SignalConfig,
     dedup: Dedup,
+    /// Bounded by `max_recent`: the oldest is dropped first.
     recent: VecDeque<Recent>,
-    out: VecDeque<Publish>,
+    /// Index the next message sent gets.
+    next_index: u64,
+    /// See [`SignalCore::skipped`].
+    skipped: u64,
 }
+
+/// Most brokers one endpoint uses (targets are a 64-bit set).
+pub const MAX_BROKERS: usize = 64;
 
 impl SignalCore {
     /// Endpoint `me` (its recipient name), with sender id `sender` (random
@@ -121,43 +161,68 @@ impl SignalCore {
             me: me.to_string(),
             sender,
             next_seq: 1,
-            healthy: vec![false; brokers],
+            cursors: vec![Cursor::default(); brokers.min(MAX_BROKERS)],
             dedup: Dedup::new(DedupConfig {
                 horizon,
                 ..config.dedup
             }),
             config,
             recent: VecDeque::new(),
-            out: VecDeque::new(),
+            next_index: 0,
+            skipped: 0,
         }
     }
 
-    /// Broker `i`'s connection is confirmed (CONNACK) or lost.
+    /// Broker `i`'s connection is confirmed (CONNACK) or lost. A broker
+    /// that comes up is given every recent message within its TTL again
+    /// (its cursor moves back; nothing is copied).
     pub fn set_healthy(&mut self, broker: usize, healthy: bool, now_ms: u64) {
-        let Some(h) = self.healthy.get_mut(broker) else {
+        let Some(c) = self.cursors.get_mut(broker) else {
             return;
         };
-        let came_up = healthy && !*h;
-        *h = healthy;
+        let came_up = healthy && !c.healthy;
+        c.healthy = healthy;
         if came_up {
-            self.recent.retain(|r| r.deadline_ms >= now_ms);
-            for r in &self.recent {
-                self.out.push_back(Publish {
-                    broker,
-                    recipient: r.recipient.clone(),
-                    bytes: r.bytes.clone(),
-                });
+            while self.recent.front().is_some_and(|r| r.deadline_ms < now_ms) {
+                self.recent.pop_front();
             }
+            c.next = self.recent.front().map_or(self.next_index, |r| r.index);
+            c.replay_until = self.next_index;
         }
     }
 
     /// Brokers confirmed now.
     pub fn healthy(&self) -> impl Iterator<Item = usize> + '_ {
-        self.healthy
+        self.cursors
             .iter()
             .enumerate()
-            .filter(|(_, h)| **h)
+            .filter(|(_, c)| c.healthy)
             .map(|(i, _)| i)
+    }
+
+    /// Recent messages held (at most `max_recent`).
+    pub fn recent_len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Publishes broker `i` still has to make (at most `recent_len`).
+    pub fn backlog(&self, broker: usize) -> usize {
+        let Some(c) = self.cursors.get(broker).filter(|c| c.healthy) else {
+            return 0;
+        };
+        self.recent
+            .iter()
+            .filter(|r| {
+                r.index >= c.next && (r.index < c.replay_until || r.targets & bit(broker) != 0)
+            })
+            .count()
+    }
+
+    /// Recent messages that left the buffer (`max_recent` newer ones were
+    /// sent) before a broker's cursor passed them, summed over brokers
+    /// (whether or not each was meant for that broker).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Sends `payload` to `recipient` at `now_ms` (Unix ms).
@@ -181,32 +246,49 @@ impl SignalCore {
         };
         let bytes = envelope.encode_with(self.config.max_envelope, self.config.key.as_ref())?;
         self.next_seq += 1;
-        self.fan_out(&envelope.recipient, &bytes);
+        let targets = self
+            .healthy()
+            .take(self.config.fanout.max(1))
+            .fold(0u64, |set, b| set | bit(b));
         if self.recent.len() >= self.config.max_recent.max(1) {
             self.recent.pop_front();
         }
         self.recent.push_back(Recent {
+            index: self.next_index,
             recipient: envelope.recipient,
             bytes,
             deadline_ms: now_ms.saturating_add(u64::from(ttl_ms)),
+            targets,
         });
+        self.next_index += 1;
         Ok(id)
     }
 
-    fn fan_out(&mut self, recipient: &str, bytes: &[u8]) {
-        let targets: Vec<usize> = self.healthy().take(self.config.fanout.max(1)).collect();
-        for broker in targets {
-            self.out.push_back(Publish {
-                broker,
-                recipient: recipient.to_string(),
-                bytes: bytes.to_vec(),
-            });
+    /// The next publish broker `broker` should make at `now_ms`, if any:
+    /// messages fanned out to it, and after it came up every recent one,
+    /// in send order, each once per confirmation, none past its TTL.
+    pub fn poll_publish(&mut self, broker: usize, now_ms: u64) -> Option<Publish> {
+        let c = self.cursors.get_mut(broker).filter(|c| c.healthy)?;
+        let oldest = self.recent.front().map_or(self.next_index, |r| r.index);
+        if c.next < oldest {
+            // They left `recent` before this broker's cursor passed them.
+            self.skipped += oldest - c.next;
+            c.next = oldest;
         }
-    }
-
-    /// The next publish to make.
-    pub fn poll_publish(&mut self) -> Option<Publish> {
-        self.out.pop_front()
+        // Recent messages have consecutive indexes: the cursor is a position.
+        let start = usize::try_from(c.next - oldest).unwrap_or(usize::MAX);
+        for r in self.recent.iter().skip(start) {
+            c.next = r.index + 1;
+            let wanted = r.index < c.replay_until || r.targets & bit(broker) != 0;
+            if wanted && r.deadline_ms >= now_ms {
+                return Some(Publish {
+                    broker,
+                    recipient: r.recipient.clone(),
+                    bytes: r.bytes.clone(),
+                });
+            }
+        }
+        None
     }
 
     /// A publish arrived from `broker`: the message for the application,
@@ -304,10 +386,12 @@ mod tests {
                     bob.set_healthy(victim, up, now_ms);
                 }
                 sent.push(alice.send("bob", &step.to_be_bytes(), now_ms).unwrap());
-                while let Some(p) = alice.poll_publish() {
-                    let b = &mut brokers[p.broker];
-                    if b.up {
-                        b.in_flight.push((step + delays[p.broker], p.bytes));
+                for i in 0..3 {
+                    while let Some(p) = alice.poll_publish(i, now_ms) {
+                        let b = &mut brokers[p.broker];
+                        if b.up {
+                            b.in_flight.push((step + delays[p.broker], p.bytes));
+                        }
                     }
                 }
                 for (i, b) in brokers.iter_mut().enumerate() {
@@ -396,7 +480,7 @@ mod tests {
                 let now_ms = 1_000 + step as u64;
                 let id = alice.send("bob", format!("genuine {step}").as_bytes(), now_ms).unwrap();
                 genuine += 1;
-                let p = alice.poll_publish().unwrap();
+                let p = alice.poll_publish(0, now_ms).unwrap();
                 wire.push(p.bytes.clone());
                 let mut arrivals = vec![p.bytes];
                 while let Some((_, f)) = attacks.next_if(|(at, _)| *at <= step) {
@@ -482,24 +566,78 @@ mod tests {
         );
     }
 
+    /// A broker that confirms and drops every 200 ms for 30 s while
+    /// messages flow at 200/s, another that stays up: the endpoint holds
+    /// at most `max_recent` messages and no broker owes more than that (no
+    /// copy is ever queued), and the receiver gets each message once.
+    #[test]
+    fn a_flapping_broker_keeps_every_queue_bounded_and_loses_nothing() {
+        let t0 = Instant::now();
+        let config = SignalConfig {
+            max_recent: 256,
+            ..SignalConfig::default()
+        };
+        let mut alice = SignalCore::new("alice", 1, 2, config);
+        let mut bob = SignalCore::new("bob", 2, 2, config);
+        alice.set_healthy(1, true, 0);
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        let (mut peak_recent, mut peak_backlog) = (0, 0);
+        // 5 ms steps: one message each; broker 0 flips every 100 ms.
+        for step in 0..6_000u64 {
+            let now_ms = step * 5;
+            if step % 20 == 0 {
+                let up = (step / 20) % 2 == 0;
+                alice.set_healthy(0, up, now_ms);
+            }
+            sent.push(alice.send("bob", &step.to_be_bytes(), now_ms).unwrap());
+            peak_recent = peak_recent.max(alice.recent_len());
+            for b in 0..2 {
+                peak_backlog = peak_backlog.max(alice.backlog(b));
+                // Each broker passes on a few publishes per step; broker 0
+                // loses what it holds when it drops (it is never asked then).
+                for _ in 0..4 {
+                    let Some(p) = alice.poll_publish(b, now_ms) else {
+                        break;
+                    };
+                    if let Ok(d) = bob.handle_incoming(b, &p.bytes, t0, now_ms) {
+                        got.push(d.id);
+                    }
+                }
+            }
+        }
+        assert!(peak_recent <= 256, "recent {peak_recent}");
+        assert!(peak_backlog <= 256, "backlog {peak_backlog}");
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "a message delivered twice");
+        assert_eq!(unique, sent, "a message lost");
+    }
+
     #[test]
     fn recent_messages_go_to_each_broker_that_comes_up_within_their_ttl() {
         let mut a = SignalCore::new("a", 1, 2, SignalConfig::default());
         a.send("b", b"early", 1_000).unwrap();
-        assert_eq!(a.poll_publish(), None, "no broker confirmed yet");
+        assert_eq!(a.poll_publish(0, 1_000), None, "no broker confirmed yet");
+        assert_eq!(a.poll_publish(1, 1_000), None, "no broker confirmed yet");
         a.set_healthy(1, true, 2_000);
-        let p = a.poll_publish().unwrap();
+        let p = a.poll_publish(1, 2_000).unwrap();
         assert_eq!(p.broker, 1);
-        assert_eq!(a.poll_publish(), None);
+        assert_eq!(a.poll_publish(1, 2_000), None);
         // Confirmed again later: the message goes out to it once more.
         a.set_healthy(1, true, 2_500);
-        assert_eq!(a.poll_publish(), None, "already confirmed: nothing new");
+        assert_eq!(
+            a.poll_publish(1, 2_500),
+            None,
+            "already confirmed: nothing new"
+        );
         a.set_healthy(0, true, 3_000);
-        assert_eq!(a.poll_publish().map(|p| p.broker), Some(0));
+        assert_eq!(a.poll_publish(0, 3_000).map(|p| p.broker), Some(0));
+        assert_eq!(a.poll_publish(1, 3_000), None);
         // Past its TTL, a message is not sent late.
         a.set_healthy(1, false, 3_000);
         a.set_healthy(1, true, 1_000 + 31_000);
-        assert_eq!(a.poll_publish(), None);
+        assert_eq!(a.poll_publish(1, 32_000), None);
     }
 
     #[test]
@@ -510,8 +648,8 @@ mod tests {
         a.set_healthy(0, true, 0);
         a.send("b", b"x", 0).unwrap();
         a.send("c", b"y", 0).unwrap();
-        let p1 = a.poll_publish().unwrap();
-        let p2 = a.poll_publish().unwrap();
+        let p1 = a.poll_publish(0, 0).unwrap();
+        let p2 = a.poll_publish(0, 0).unwrap();
         assert!(matches!(
             b.handle_incoming(0, b"garbage", t, 0),
             Err(Dropped::Invalid(_))

@@ -5,16 +5,17 @@
 //! Brokers sit behind the small [`Broker`] trait, so the simulated backend
 //! can drive the same endpoint; [`Mqtt`] is the real one (rumqttc).
 
-use super::core::{Delivered, Publish, SignalConfig, SignalCore};
+use super::core::{Delivered, SignalConfig, SignalCore};
 use super::envelope::{EncodeError, MessageId};
 use crate::reconnect::{Backoff, Policy};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::{mpsc, Notify};
 
 /// One broker a signaling endpoint can use.
 pub trait Broker: Send + 'static {
@@ -61,18 +62,29 @@ pub fn topic_for(recipient: &str) -> String {
 
 struct Inner {
     core: SignalCore,
-    outboxes: Vec<UnboundedSender<Publish>>,
-    delivered: UnboundedSender<Delivered>,
+    /// Messages for the application, at most `SignalConfig::max_delivered`;
+    /// when full the oldest is dropped (counted in `delivered_dropped`).
+    delivered: VecDeque<Delivered>,
+    max_delivered: usize,
+    delivered_dropped: u64,
 }
 
 impl Inner {
-    fn route(&mut self) {
-        while let Some(p) = self.core.poll_publish() {
-            if let Some(tx) = self.outboxes.get(p.broker) {
-                let _ = tx.send(p);
-            }
+    fn deliver(&mut self, d: Delivered) {
+        if self.delivered.len() >= self.max_delivered {
+            self.delivered.pop_front();
+            self.delivered_dropped += 1;
+            tracing::warn!("the application is not reading: oldest signaling message dropped");
         }
+        self.delivered.push_back(d);
     }
+}
+
+/// Wake-ups between the endpoint and its broker tasks (no queue: each
+/// broker task pulls its next publish from the core).
+struct Wake {
+    brokers: Vec<Notify>,
+    delivered: Notify,
 }
 
 fn tokio_now() -> std::time::Instant {
@@ -90,7 +102,7 @@ fn unix_ms() -> u64 {
 /// `recv` yields each message once.
 pub struct Signal {
     inner: Arc<Mutex<Inner>>,
-    delivered: UnboundedReceiver<Delivered>,
+    wake: Arc<Wake>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -143,25 +155,22 @@ impl Signal {
             None => SmallRng::from_os_rng(),
         };
         let sender: u64 = seeds.random();
-        let (delivered_tx, delivered) = unbounded_channel();
-        let mut receivers = Vec::new();
-        let mut outboxes = Vec::new();
-        for _ in 0..brokers.len() {
-            let (tx, rx) = unbounded_channel();
-            outboxes.push(tx);
-            receivers.push(rx);
-        }
+        let brokers: Vec<B> = brokers.into_iter().take(super::core::MAX_BROKERS).collect();
+        let wake = Arc::new(Wake {
+            brokers: brokers.iter().map(|_| Notify::new()).collect(),
+            delivered: Notify::new(),
+        });
         let inner = Arc::new(Mutex::new(Inner {
             core: SignalCore::new(me, sender, brokers.len(), config),
-            outboxes,
-            delivered: delivered_tx,
+            delivered: VecDeque::new(),
+            max_delivered: config.max_delivered.max(1),
+            delivered_dropped: 0,
         }));
         let topic = topic_for(me);
         let tasks = brokers
             .into_iter()
-            .zip(receivers)
             .enumerate()
-            .map(|(i, (broker, outbox))| {
+            .map(|(i, broker)| {
                 let slot = Slot {
                     index: i,
                     client_id: format!("nm-{me}-{sender:016x}-{i}"),
@@ -171,25 +180,22 @@ impl Signal {
                 tokio::spawn(run_broker(
                     slot,
                     broker,
-                    outbox,
+                    wake.clone(),
                     inner.clone(),
                     link.clone(),
                 ))
             })
             .collect();
-        Signal {
-            inner,
-            delivered,
-            tasks,
-        }
+        Signal { inner, wake, tasks }
     }
 
     /// Sends `payload` to `peer` through the healthy brokers (or, if none
     /// is, through the next one confirmed within the TTL).
     pub fn send(&self, peer: &str, payload: &[u8]) -> Result<MessageId, EncodeError> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let id = inner.core.send(peer, payload, unix_ms())?;
-        inner.route();
+        let id = lock(&self.inner).core.send(peer, payload, unix_ms())?;
+        for w in &self.wake.brokers {
+            w.notify_one();
+        }
         Ok(id)
     }
 
@@ -200,7 +206,20 @@ impl Signal {
     /// Cancel safe: a message is taken off the queue only when this
     /// returns it.
     pub async fn recv(&mut self) -> Option<Delivered> {
-        self.delivered.recv().await
+        loop {
+            if let Some(d) = lock(&self.inner).delivered.pop_front() {
+                return Some(d);
+            }
+            // A delivery between the check and here left a permit: no
+            // wake-up is lost.
+            self.wake.delivered.notified().await;
+        }
+    }
+
+    /// Messages dropped because the application did not read and the
+    /// queue held `SignalConfig::max_delivered` already (oldest first).
+    pub fn delivered_dropped(&self) -> u64 {
+        lock(&self.inner).delivered_dropped
     }
 
     /// Brokers whose connections are confirmed now.
@@ -230,7 +249,7 @@ struct Slot {
 async fn run_broker<B: Broker>(
     slot: Slot,
     mut broker: B,
-    mut outbox: UnboundedReceiver<Publish>,
+    wake: Arc<Wake>,
     inner: Arc<Mutex<Inner>>,
     link: LinkConfig,
 ) {
@@ -248,12 +267,16 @@ async fn run_broker<B: Broker>(
             Ok(Ok(mut conn)) => {
                 backoff.succeeded();
                 tracing::debug!(broker = index, "signaling broker confirmed");
-                {
-                    let mut i = lock(&inner);
-                    i.core.set_healthy(index, true, unix_ms());
-                    i.route();
-                }
-                let why = loop {
+                lock(&inner).core.set_healthy(index, true, unix_ms());
+                let why = 'conn: loop {
+                    // Pull what this broker owes: nothing waits in a queue.
+                    loop {
+                        let next = lock(&inner).core.poll_publish(index, unix_ms());
+                        let Some(p) = next else { break };
+                        if let Err(e) = conn.publish(&topic_for(&p.recipient), p.bytes).await {
+                            break 'conn e;
+                        }
+                    }
                     tokio::select! {
                         biased;
                         incoming = conn.recv() => match incoming {
@@ -261,17 +284,14 @@ async fn run_broker<B: Broker>(
                                 let mut i = lock(&inner);
                                 let now = tokio_now();
                                 if let Ok(d) = i.core.handle_incoming(index, &bytes, now, unix_ms()) {
-                                    let _ = i.delivered.send(d);
+                                    i.deliver(d);
+                                    drop(i);
+                                    wake.delivered.notify_one();
                                 }
                             }
                             Err(e) => break e,
                         },
-                        publish = outbox.recv() => {
-                            let Some(p) = publish else { return };
-                            if let Err(e) = conn.publish(&topic_for(&p.recipient), p.bytes).await {
-                                break e;
-                            }
-                        }
+                        () = wake.brokers[index].notified() => {}
                     }
                 };
                 tracing::info!(broker = index, error = %why, "signaling broker lost");
@@ -314,12 +334,17 @@ impl Mqtt {
     }
 }
 
+/// Incoming publishes one MQTT connection holds for its broker task.
+const INCOMING_QUEUE: usize = 256;
+
 /// A confirmed rumqttc connection: its event loop runs on a task of its
 /// own (so a publish never cancels a half-read packet) and forwards
 /// incoming publishes.
 pub struct MqttConn {
     client: rumqttc::AsyncClient,
-    incoming: UnboundedReceiver<io::Result<Vec<u8>>>,
+    /// Bounded (`INCOMING_QUEUE`): a full queue stops the event loop
+    /// reading, and the broker's TCP flow control holds the rest.
+    incoming: mpsc::Receiver<io::Result<Vec<u8>>>,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -360,18 +385,18 @@ impl Broker for Mqtt {
                 _ => continue,
             }
         }
-        let (tx, incoming) = unbounded_channel();
+        let (tx, incoming) = mpsc::channel(INCOMING_QUEUE);
         let pump = tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(Ok(p.payload.to_vec())).is_err() {
+                        if tx.send(Ok(p.payload.to_vec())).await.is_err() {
                             return;
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(mqtt_err(e)));
+                        let _ = tx.send(Err(mqtt_err(e))).await;
                         return;
                     }
                 }
