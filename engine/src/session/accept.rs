@@ -1,7 +1,7 @@
 //! Server side: the acceptor and its session table.
 
 use super::admission::{Admission, Limits, Refusal};
-use super::auth::{self, Credentials, Prover};
+use super::auth::{self, Credentials, KeyPair, Prover};
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd};
 use super::error::SessionErrorKind;
@@ -292,13 +292,13 @@ impl Acceptor {
         };
         let leftover = hs.leftover().to_vec();
         match request {
-            ClientRequest::New => {
+            ClientRequest::New { key } => {
                 if let Err(refusal) = self.admit_new(source) {
                     tracing::debug!(%refusal, "new session refused");
                     reject(&mut stream, RejectReason::Busy).await;
                     return Err(refusal.into());
                 }
-                self.start_session(stream, leftover, source)
+                self.start_session(stream, leftover, source, key).await
             }
             ClientRequest::Resume {
                 session_id,
@@ -367,17 +367,24 @@ impl Acceptor {
         Ok(())
     }
 
-    fn start_session<S: Transport>(
+    async fn start_session<S: Transport>(
         &self,
-        stream: S,
+        mut stream: S,
         leftover: Vec<u8>,
         source: Option<IpAddr>,
+        client_key: [u8; 32],
     ) -> Result<Accepted, AcceptError> {
-        let creds = Credentials::generate().map_err(|e| AcceptError::Random(e.to_string()))?;
-        let id = creds.id;
+        let random = |e: getrandom::Error| AcceptError::Random(e.to_string());
+        let mine = KeyPair::generate().map_err(random)?;
+        let id = SessionId::random().map_err(random)?;
+        let server_key = mine.public();
+        let Some(creds) = mine.agree(id, &client_key, &client_key, &server_key) else {
+            reject(&mut stream, RejectReason::Refused).await;
+            return Err(HandshakeError::WeakKey.into());
+        };
         let mut core = SessionCore::new_server(self.table.config.clone(), creds.clone());
         // A bad frame in the leftover surfaces as a link failure in the driver.
-        let _ = core.open_server_link(now(), ServerOpen::New, &leftover);
+        let _ = core.open_server_link(now(), ServerOpen::New { key: server_key }, &leftover);
         let shared = Shared::new(core);
         let (tx, rx) = unbounded_channel();
         self.table.admission().begin_session(source);

@@ -5,6 +5,7 @@
 //! attempts, runs the transport, feeds the monitor's view in and re-arms
 //! one timer.
 
+use super::auth::KeyPair;
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd, LinkReport};
 use super::error::{Delivery, SessionError, SessionErrorKind};
@@ -180,7 +181,13 @@ impl SessionBuilder {
                         .map_or(0, |d| u64::from(d.subsec_nanos()))
                 })
         });
-        let shared = Shared::new(SessionCore::new_client(self.config));
+        let key = KeyPair::generate().map_err(|e| {
+            SessionError::new(
+                SessionErrorKind::Protocol(format!("OS random source failed: {e}")),
+                Default::default(),
+            )
+        })?;
+        let shared = Shared::new(SessionCore::new_client(self.config, key));
         let core = ReconnectCore::new(self.policy, pacing, now(), seed);
         let task = tokio::spawn(run_client(
             Arc::clone(&shared),

@@ -84,6 +84,8 @@ pub enum Frame {
     NewSession {
         /// Protocol version of the client.
         version: u8,
+        /// The client's ephemeral X25519 public key.
+        key: [u8; 32],
     },
     /// Client → server: continue an existing session on this transport.
     Resume {
@@ -96,12 +98,14 @@ pub enum Frame {
         /// HMAC proof of the resume token over the server's nonce.
         proof: [u8; 32],
     },
-    /// Server → client: the new session's credentials.
+    /// Server → client: the new session's identifier and the server's half
+    /// of the key agreement (the token is derived on both sides, never
+    /// sent).
     Welcome {
         /// Identifier of the new session.
         session_id: SessionId,
-        /// Secret resume token.
-        token: [u8; 16],
+        /// The server's ephemeral X25519 public key.
+        key: [u8; 32],
     },
     /// Server → client: resume accepted.
     Resumed {
@@ -188,9 +192,10 @@ impl Frame {
                 out.push(*version);
                 out.extend_from_slice(nonce);
             }
-            Frame::NewSession { version } => {
-                header(out, T_NEW_SESSION, 1);
+            Frame::NewSession { version, key } => {
+                header(out, T_NEW_SESSION, 33);
                 out.push(*version);
+                out.extend_from_slice(key);
             }
             Frame::Resume {
                 version,
@@ -204,10 +209,10 @@ impl Frame {
                 out.extend_from_slice(&recv_offset.to_be_bytes());
                 out.extend_from_slice(proof);
             }
-            Frame::Welcome { session_id, token } => {
-                header(out, T_WELCOME, 32);
+            Frame::Welcome { session_id, key } => {
+                header(out, T_WELCOME, 48);
                 out.extend_from_slice(&session_id.0);
-                out.extend_from_slice(token);
+                out.extend_from_slice(key);
             }
             Frame::Resumed { recv_offset, proof } => {
                 header(out, T_RESUMED, 40);
@@ -235,7 +240,10 @@ impl Frame {
                 nonce: array(&p[1..17]),
             },
             T_SERVER_HELLO => return Err(malformed("ServerHello")),
-            T_NEW_SESSION if p.len() == 1 => Frame::NewSession { version: p[0] },
+            T_NEW_SESSION if p.len() == 33 => Frame::NewSession {
+                version: p[0],
+                key: array(&p[1..33]),
+            },
             T_NEW_SESSION => return Err(malformed("NewSession")),
             T_RESUME if p.len() == 57 => Frame::Resume {
                 version: p[0],
@@ -244,9 +252,9 @@ impl Frame {
                 proof: array(&p[25..57]),
             },
             T_RESUME => return Err(malformed("Resume")),
-            T_WELCOME if p.len() == 32 => Frame::Welcome {
+            T_WELCOME if p.len() == 48 => Frame::Welcome {
                 session_id: SessionId(array(&p[..16])),
-                token: array(&p[16..32]),
+                key: array(&p[16..48]),
             },
             T_WELCOME => return Err(malformed("Welcome")),
             T_RESUMED if p.len() == 40 => Frame::Resumed {
@@ -405,7 +413,10 @@ mod tests {
                 version: 1,
                 nonce: [7; 16],
             },
-            Frame::NewSession { version: 1 },
+            Frame::NewSession {
+                version: 1,
+                key: [5; 32],
+            },
             Frame::Resume {
                 version: 1,
                 session_id: SessionId([3; 16]),
@@ -414,7 +425,7 @@ mod tests {
             },
             Frame::Welcome {
                 session_id: SessionId([1; 16]),
-                token: [2; 16],
+                key: [2; 32],
             },
             Frame::Resumed {
                 recv_offset: u64::MAX,

@@ -10,8 +10,11 @@ use thiserror::Error;
 /// What the client asked for in its first frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientRequest {
-    /// Open a new session.
-    New,
+    /// Open a new session; the client's X25519 public key.
+    New {
+        /// The client's half of the key agreement.
+        key: [u8; 32],
+    },
     /// Continue `session_id`; the proof still has to be verified.
     Resume {
         /// Session to continue.
@@ -36,10 +39,13 @@ pub enum HandshakeError {
     /// The client speaks another protocol version.
     #[error("client speaks protocol version {0}")]
     UnsupportedVersion(u8),
+    /// The client's public key is degenerate (no shared secret).
+    #[error("client sent a degenerate key")]
+    WeakKey,
 }
 
 /// The largest frame that may open a transport: a `Resume` (57 payload
-/// bytes; `NewSession` has 1). A header announcing more is refused before
+/// bytes; `NewSession` has 33). A header announcing more is refused before
 /// anything is buffered, so a client that has not authenticated can make
 /// the server hold at most this much for it.
 pub const MAX_HANDSHAKE_FRAME: u32 = 57;
@@ -82,8 +88,8 @@ impl ServerHandshake {
         self.decoder.feed(bytes);
         let request = match self.decoder.next_frame()? {
             None => return Ok(None),
-            Some(Frame::NewSession { version }) if version == PROTOCOL_VERSION => {
-                ClientRequest::New
+            Some(Frame::NewSession { version, key }) if version == PROTOCOL_VERSION => {
+                ClientRequest::New { key }
             }
             Some(Frame::Resume {
                 version,
@@ -95,7 +101,7 @@ impl ServerHandshake {
                 recv_offset,
                 proof,
             },
-            Some(Frame::NewSession { version } | Frame::Resume { version, .. }) => {
+            Some(Frame::NewSession { version, .. } | Frame::Resume { version, .. }) => {
                 return Err(HandshakeError::UnsupportedVersion(version))
             }
             Some(_) => return Err(HandshakeError::Unexpected),

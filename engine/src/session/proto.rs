@@ -23,7 +23,7 @@
 //! Stream positions count bytes; the FIN counts as one more position, so an
 //! acknowledgement of `len + 1` means "all bytes and the end of stream".
 
-use super::auth::{Credentials, Prover};
+use super::auth::{Credentials, KeyPair, Prover};
 use super::config::Config;
 use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
@@ -61,8 +61,12 @@ pub enum Event {
 /// client's first frame.
 #[derive(Clone, Copy, Debug)]
 pub enum ServerOpen {
-    /// A brand-new session: send the credentials.
-    New,
+    /// A brand-new session: send its id and the server's public key (the
+    /// credentials were agreed from the client's).
+    New {
+        /// The server's ephemeral X25519 public key.
+        key: [u8; 32],
+    },
     /// A verified resume: the client has received up to `peer_recv`, and its
     /// proof covered `nonce`.
     Resume {
@@ -179,6 +183,9 @@ pub struct SessionCore {
     role: Role,
     config: Config,
     creds: Option<Credentials>,
+    /// Client: the ephemeral key pair of the first handshake, until the
+    /// server's `Welcome` turns it into credentials.
+    key: Option<KeyPair>,
     replay: ReplayBuffer,
     /// Highest position the peer acknowledged (FIN included).
     peer_acked: u64,
@@ -201,8 +208,10 @@ pub struct SessionCore {
 
 impl SessionCore {
     /// A client session that has not connected yet.
-    pub fn new_client(config: Config) -> Self {
-        Self::new(Role::Client, config, None)
+    pub fn new_client(config: Config, key: KeyPair) -> Self {
+        let mut core = Self::new(Role::Client, config, None);
+        core.key = Some(key);
+        core
     }
 
     /// A server session created for credentials the acceptor just issued.
@@ -212,6 +221,7 @@ impl SessionCore {
 
     fn new(role: Role, config: Config, creds: Option<Credentials>) -> Self {
         Self {
+            key: None,
             replay: ReplayBuffer::new(config.replay_capacity),
             role,
             config,
@@ -399,10 +409,10 @@ impl SessionCore {
             return Ok(());
         };
         match open {
-            ServerOpen::New => {
+            ServerOpen::New { key } => {
                 link.queue(Frame::Welcome {
                     session_id: creds.id,
-                    token: creds.token,
+                    key,
                 });
                 self.link = Some(link);
                 self.established(false);
@@ -646,14 +656,21 @@ impl SessionCore {
                     return Ok(());
                 }
                 let recv = self.recv_position();
-                let request = match &self.creds {
-                    None => (
+                let request = match (&self.creds, &self.key) {
+                    (None, Some(k)) => (
                         Phase::AwaitWelcome,
                         Frame::NewSession {
                             version: PROTOCOL_VERSION,
+                            key: k.public(),
                         },
                     ),
-                    Some(c) => (
+                    (None, None) => {
+                        self.fail(SessionErrorKind::Protocol(
+                            "client session without a key pair".into(),
+                        ));
+                        return Ok(());
+                    }
+                    (Some(c), _) => (
                         Phase::AwaitResumed { nonce },
                         Frame::Resume {
                             version: PROTOCOL_VERSION,
@@ -669,12 +686,20 @@ impl SessionCore {
                 }
                 Ok(())
             }
-            (Phase::AwaitWelcome, Frame::Welcome { session_id, token }) => {
-                self.creds = Some(Credentials {
-                    id: session_id,
-                    token,
-                });
-                self.established(false);
+            (Phase::AwaitWelcome, Frame::Welcome { session_id, key }) => {
+                let Some(mine) = self.key.take() else {
+                    return Err(LinkError::Unexpected("Welcome"));
+                };
+                let mine_pub = mine.public();
+                match mine.agree(session_id, &key, &mine_pub, &key) {
+                    Some(creds) => {
+                        self.creds = Some(creds);
+                        self.established(false);
+                    }
+                    None => self.fail(SessionErrorKind::Protocol(
+                        "the server sent a degenerate key".into(),
+                    )),
+                }
                 Ok(())
             }
             (Phase::AwaitResumed { nonce }, Frame::Resumed { recv_offset, proof }) => {
@@ -870,7 +895,8 @@ mod tests {
     fn established_server(config: Config, now: Instant) -> SessionCore {
         let creds = Credentials::generate().unwrap();
         let mut s = SessionCore::new_server(config, creds);
-        s.open_server_link(now, ServerOpen::New, &[]).unwrap();
+        s.open_server_link(now, ServerOpen::New { key: [9; 32] }, &[])
+            .unwrap();
         assert_eq!(s.poll_event(), Some(Event::Established { resumed: false }));
         s
     }

@@ -30,6 +30,7 @@ async fn hit_and_run(mut client: DuplexStream) -> Option<Frame> {
     let mut out = Vec::new();
     Frame::NewSession {
         version: PROTOCOL_VERSION,
+        key: crate::session::auth::KeyPair::from_random([7; 32]).public(),
     }
     .encode(&mut out);
     client.write_all(&out).await.ok()?;

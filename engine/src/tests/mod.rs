@@ -6,5 +6,6 @@ mod admission;
 mod config;
 mod lifecycle;
 mod memory;
+mod observer;
 mod pair;
 mod session_tcp;

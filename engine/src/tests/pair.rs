@@ -2,7 +2,8 @@
 //! and injects transport faults at arbitrary byte offsets (mid-frame and on
 //! frame boundaries), in the style of quinn-proto's `Pair` tests.
 
-use crate::session::auth::{Credentials, Prover};
+use crate::session::auth::{Credentials, KeyPair, Prover};
+use crate::session::frame::SessionId;
 use crate::session::handshake::{ClientRequest, ServerHandshake};
 use crate::session::proto::{Event, ServerOpen, SessionCore};
 use crate::session::Config;
@@ -62,7 +63,7 @@ impl Pair {
         let now = Instant::now();
         Self {
             now,
-            client: SessionCore::new_client(config.clone()),
+            client: SessionCore::new_client(config.clone(), KeyPair::from_random([11; 32])),
             config,
             server: None,
             creds: None,
@@ -174,11 +175,15 @@ impl Pair {
             let leftover = hs.leftover().to_vec();
             self.handshake = None;
             match req {
-                ClientRequest::New => {
-                    let creds = Credentials::generate().unwrap();
+                ClientRequest::New { key } => {
+                    let mine = KeyPair::from_random([self.nonce_counter; 32]);
+                    let id = SessionId([self.nonce_counter; 16]);
+                    let creds = mine
+                        .agree(id, &key, &key, &mine.public())
+                        .expect("an honest client's key");
                     self.creds = Some(creds.clone());
                     let mut s = SessionCore::new_server(self.config.clone(), creds);
-                    s.open_server_link(self.now, ServerOpen::New, &leftover)
+                    s.open_server_link(self.now, ServerOpen::New { key: mine.public() }, &leftover)
                         .unwrap();
                     self.server = Some(s);
                     self.generation += 1;
@@ -470,8 +475,8 @@ proptest! {
         let config = Config::default();
         let mut hs = ServerHandshake::new([1; 16]);
         let mut server = SessionCore::new_server(config.clone(), Credentials::generate().unwrap());
-        server.open_server_link(now, ServerOpen::New, &[]).unwrap();
-        let mut client = SessionCore::new_client(config.clone());
+        server.open_server_link(now, ServerOpen::New { key: [3; 32] }, &[]).unwrap();
+        let mut client = SessionCore::new_client(config.clone(), KeyPair::from_random([4; 32]));
         client.open_client_link(now);
         let mut out = Vec::new();
         for c in &chunks {

@@ -285,6 +285,7 @@ async fn server_session_expires_when_its_client_never_comes_back() {
     let mut out = Vec::new();
     Frame::NewSession {
         version: PROTOCOL_VERSION,
+        key: crate::session::auth::KeyPair::from_random([7; 32]).public(),
     }
     .encode(&mut out);
     client_end.write_all(&out).await.unwrap();
