@@ -9,3 +9,4 @@ mod memory;
 mod observer;
 mod pair;
 mod session_tcp;
+mod tls;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-fn pattern(len: usize) -> Vec<u8> {
+pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
@@ -64,13 +64,13 @@ async fn server(
 /// A TCP relay on loopback whose connections the test can reset (RST, via
 /// SO_LINGER 0) while both endpoints stay alive.
 #[derive(Clone)]
-struct Relay {
+pub(super) struct Relay {
     target: Arc<Mutex<SocketAddr>>,
     kill: Arc<tokio::sync::Notify>,
 }
 
 impl Relay {
-    async fn start(target: SocketAddr) -> (SocketAddr, Relay) {
+    pub(super) async fn start(target: SocketAddr) -> (SocketAddr, Relay) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let relay = Relay {
@@ -115,7 +115,7 @@ impl Relay {
     }
 }
 
-fn fast_policy() -> Policy {
+pub(super) fn fast_policy() -> Policy {
     Policy {
         initial_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
@@ -134,7 +134,7 @@ async fn via_relay(relay_addr: SocketAddr) -> Session {
 
 /// Resets whatever transport is live, mid-stream, and waits until a new one
 /// is up, so every reset hits a working session.
-async fn reset_and_wait(relay: &Relay, session: &Session) {
+pub(super) async fn reset_and_wait(relay: &Relay, session: &Session) {
     let before = session.stats().protocol.links_established;
     relay.reset_all();
     while session.stats().protocol.links_established == before {
