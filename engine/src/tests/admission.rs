@@ -3,7 +3,7 @@
 //! transports).
 
 use super::memory::Server;
-use crate::session::frame::{Decoder, Frame, PROTOCOL_VERSION};
+use crate::session::frame::{Decoder, Frame};
 use crate::session::{
     AcceptError, Accepted, Acceptor, Config, Limits, Refusal, RejectReason, SessionBuilder,
     SessionErrorKind,
@@ -27,13 +27,7 @@ async fn hit_and_run(mut client: DuplexStream) -> Option<Frame> {
         }
         dec.feed(&buf[..n]);
     }
-    let mut out = Vec::new();
-    Frame::NewSession {
-        version: PROTOCOL_VERSION,
-        key: crate::session::auth::KeyPair::from_random([7; 32]).public(),
-    }
-    .encode(&mut out);
-    client.write_all(&out).await.ok()?;
+    client.write_all(&super::new_session_request()).await.ok()?;
     loop {
         if let Ok(Some(f)) = dec.next_frame() {
             return Some(f);

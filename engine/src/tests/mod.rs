@@ -10,3 +10,15 @@ mod observer;
 mod pair;
 mod session_tcp;
 mod tls;
+
+/// The bytes of a client's `NewSession` frame (a fixed test key), for
+/// tests that speak the protocol by hand.
+fn new_session_request() -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::session::frame::Frame::NewSession {
+        version: crate::session::frame::PROTOCOL_VERSION,
+        key: crate::session::auth::KeyPair::from_random([7; 32]).public(),
+    }
+    .encode(&mut out);
+    out
+}

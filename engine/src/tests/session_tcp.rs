@@ -282,13 +282,10 @@ async fn server_session_expires_when_its_client_never_comes_back() {
         let n = client_end.read(&mut buf).await.unwrap();
         dec.feed(&buf[..n]);
     }
-    let mut out = Vec::new();
-    Frame::NewSession {
-        version: PROTOCOL_VERSION,
-        key: crate::session::auth::KeyPair::from_random([7; 32]).public(),
-    }
-    .encode(&mut out);
-    client_end.write_all(&out).await.unwrap();
+    client_end
+        .write_all(&super::new_session_request())
+        .await
+        .unwrap();
     let Ok(Accepted::New(mut session)) = accepted.await.unwrap() else {
         panic!("expected a new session");
     };
