@@ -33,7 +33,7 @@ pub use self::state::{diff, Address, Change, DefaultRoute, Event, Family, Interf
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::Instant;
 
 /// The monitor could not watch the network.
@@ -107,14 +107,46 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Feeds changes into an injected monitor.
+/// Changes a source may queue for the monitor's driver. A kernel source
+/// that finds the queue full waits, so the kernel's socket overflows and
+/// the monitor re-reads the whole state (as after any overflow); an
+/// injector folds what does not fit into one re-sync (see [`Injector`]).
+pub const CHANGE_QUEUE: usize = 1024;
+
+/// The state an injector reached while the change queue was full; the
+/// driver re-syncs from it once it has applied everything queued before.
+#[derive(Debug, Default)]
+struct Overflow {
+    state: Mutex<Option<Snapshot>>,
+    notify: Notify,
+}
+
+/// Feeds changes into an injected monitor. It keeps the state its changes
+/// lead to, so when the monitor's queue ([`CHANGE_QUEUE`]) is full nothing
+/// is lost: the changes that do not fit become one re-sync to that state.
 #[derive(Clone, Debug)]
-pub struct Injector(mpsc::UnboundedSender<Change>);
+pub struct Injector {
+    tx: mpsc::Sender<Change>,
+    mirror: Arc<Mutex<Snapshot>>,
+    overflow: Arc<Overflow>,
+}
 
 impl Injector {
-    /// Reports a change, as a kernel would.
+    /// Reports a change, as a kernel would. Never blocks.
     pub fn send(&self, change: Change) {
-        let _ = self.0.send(change);
+        let mut mirror = lock(&self.mirror);
+        mirror.apply(&change);
+        let mut pending = lock(&self.overflow.state);
+        if pending.is_some() {
+            // Already behind: fold this change into the re-sync too.
+            *pending = Some(mirror.clone());
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(change) {
+            tracing::debug!("monitor change queue full; the injected state will be re-synced");
+            *pending = Some(mirror.clone());
+            self.overflow.notify.notify_one();
+        }
     }
 }
 
@@ -164,9 +196,14 @@ impl Decisions {
 }
 
 impl Monitor {
-    /// A monitor fed by whatever sends on the returned channel.
-    fn start(initial: Snapshot, debounce: Debounce) -> (Monitor, mpsc::UnboundedSender<Change>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// A monitor fed by whatever sends on the returned channel (bounded:
+    /// [`CHANGE_QUEUE`]) or leaves a state in the returned overflow.
+    fn start(
+        initial: Snapshot,
+        debounce: Debounce,
+    ) -> (Monitor, mpsc::Sender<Change>, Arc<Overflow>) {
+        let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
+        let overflow = Arc::new(Overflow::default());
         let (snapshot_tx, snapshot) = watch::channel(initial.clone());
         let (events_tx, events) = broadcast::channel(EVENT_BACKLOG);
         let (decisions_tx, decisions) = broadcast::channel(EVENT_BACKLOG);
@@ -183,21 +220,36 @@ impl Monitor {
             decisions: decisions_tx,
         };
         let core = MonitorCore::new(initial, debounce);
-        let task = tokio::spawn(drive(core, rx, shared.clone(), publishers));
+        let task = tokio::spawn(drive(
+            core,
+            rx,
+            overflow.clone(),
+            shared.clone(),
+            publishers,
+        ));
         (
             Monitor {
                 shared,
                 tasks: Arc::new(Mutex::new(vec![AbortOnDrop(task)])),
             },
             tx,
+            overflow,
         )
     }
 
     /// A monitor driven by the caller: simulations inject the changes their
     /// world makes, tests script them.
     pub fn injected(initial: Snapshot, debounce: Debounce) -> (Monitor, Injector) {
-        let (m, tx) = Monitor::start(initial, debounce);
-        (m, Injector(tx))
+        let mirror = Arc::new(Mutex::new(initial.clone()));
+        let (m, tx, overflow) = Monitor::start(initial, debounce);
+        (
+            m,
+            Injector {
+                tx,
+                mirror,
+                overflow,
+            },
+        )
     }
 
     /// A monitor that re-reads the whole state every `interval` with
@@ -222,7 +274,7 @@ impl Monitor {
         Fut: std::future::Future<Output = std::io::Result<Snapshot>> + Send,
     {
         let initial = read().await?;
-        let (m, tx) = Monitor::start(initial, debounce);
+        let (m, tx, _) = Monitor::start(initial, debounce);
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,7 +283,7 @@ impl Monitor {
                 tick.tick().await;
                 match read().await {
                     Ok(s) => {
-                        if tx.send(Change::Resync(s)).is_err() {
+                        if tx.send(Change::Resync(s)).await.is_err() {
                             return;
                         }
                     }
@@ -301,13 +353,16 @@ impl Monitor {
         // harmless, where the other order could lose it.
         let mut source = linux::LinuxSource::open(receive_buffer)?;
         let initial = source.dump().await?;
-        let (m, tx) = Monitor::start(initial, debounce);
+        let (m, tx, _) = Monitor::start(initial, debounce);
         let reader = tokio::spawn(async move {
             loop {
                 match source.next_changes().await {
                     Ok(changes) => {
                         for c in changes {
-                            if tx.send(c).is_err() {
+                            // A full queue makes this wait: the kernel's
+                            // socket overflows meanwhile and the source
+                            // re-reads the whole state after it.
+                            if tx.send(c).await.is_err() {
                                 return;
                             }
                         }
@@ -437,9 +492,32 @@ pub fn read_system() -> Snapshot {
     s
 }
 
+/// The next change: what is queued first, then a re-sync an injector left
+/// when the queue was full (so it lands after everything queued before
+/// it); `None` once the source is gone.
+async fn next_change(changes: &mut mpsc::Receiver<Change>, overflow: &Overflow) -> Option<Change> {
+    loop {
+        tokio::select! {
+            biased;
+            c = changes.recv() => {
+                return match c {
+                    Some(c) => Some(c),
+                    None => lock(&overflow.state).take().map(Change::Resync),
+                };
+            }
+            () = overflow.notify.notified() => {
+                if let Some(s) = lock(&overflow.state).take() {
+                    return Some(Change::Resync(s));
+                }
+            }
+        }
+    }
+}
+
 async fn drive(
     mut core: MonitorCore,
-    mut changes: mpsc::UnboundedReceiver<Change>,
+    mut changes: mpsc::Receiver<Change>,
+    overflow: Arc<Overflow>,
     shared: Arc<Shared>,
     publish: Publishers,
 ) {
@@ -453,7 +531,7 @@ async fn drive(
         tokio::select! {
             // Fixed order: simulations must replay exactly from their seed.
             biased;
-            change = changes.recv() => {
+            change = next_change(&mut changes, &overflow) => {
                 let Some(change) = change else {
                     tracing::warn!("network monitor source stopped; subscribers are told (streams end)");
                     return;
@@ -584,6 +662,35 @@ mod tests {
         assert!(events.next().await.is_some());
         // The handlers added while the first batch ran saw the second.
         assert!(*seen.lock().unwrap() >= 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_injector_that_outruns_the_queue_loses_no_state() {
+        let (monitor, injector) = Monitor::injected(Snapshot::default(), Debounce::default());
+        let mut watch = monitor.watch();
+        // Far more changes than the queue holds, without yielding once.
+        for i in 0..(3 * CHANGE_QUEUE as u32) {
+            injector.send(Change::Link(Interface {
+                index: 2 + i,
+                name: format!("eth{i}"),
+                up: true,
+                carrier: i % 2 == 0,
+            }));
+        }
+        injector.send(Change::LinkRemoved(2));
+        let mut want = Snapshot::default();
+        for i in 1..(3 * CHANGE_QUEUE as u32) {
+            want.apply(&Change::Link(Interface {
+                index: 2 + i,
+                name: format!("eth{i}"),
+                up: true,
+                carrier: i % 2 == 0,
+            }));
+        }
+        while monitor.snapshot() != want {
+            watch.changed().await.expect("the monitor runs");
+        }
+        assert!(monitor.resyncs() >= 1, "the overflow became a re-sync");
     }
 
     #[tokio::test(start_paused = true)]
