@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, error::TrySendError, Receiver, Sender};
 
 /// Any byte stream a server session can run on.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -39,10 +39,17 @@ impl std::fmt::Debug for Attach {
 
 struct Entry {
     creds: Credentials,
-    attach: UnboundedSender<Attach>,
+    /// Resumed transports waiting for the session's driver (at most
+    /// [`ATTACH_QUEUE`]; past it a resume is told `Busy` and retries).
+    attach: Sender<Attach>,
 }
 
 type Hook = Arc<dyn Fn(&Incoming) -> bool + Send + Sync>;
+
+/// Resumed transports one session holds before its driver takes them: the
+/// driver takes each at once, so more than a few means a client (or a
+/// forger with a stolen token) racing itself.
+const ATTACH_QUEUE: usize = 4;
 
 struct Table {
     config: Config,
@@ -324,10 +331,15 @@ impl Acceptor {
                     leftover,
                 };
                 match verdict {
-                    Ok(tx) => match tx.send(attach) {
+                    Ok(tx) => match tx.try_send(attach) {
                         Ok(()) => Ok(Accepted::Resumed(session_id)),
-                        Err(back) => {
-                            let mut stream = back.0.stream;
+                        Err(TrySendError::Full(back)) => {
+                            let mut stream = back.stream;
+                            reject(&mut stream, RejectReason::Busy).await;
+                            Err(AcceptError::Refused(Refusal::PendingResumes(ATTACH_QUEUE)))
+                        }
+                        Err(TrySendError::Closed(back)) => {
+                            let mut stream = back.stream;
                             reject(&mut stream, RejectReason::UnknownSession).await;
                             Err(AcceptError::UnknownSession(session_id))
                         }
@@ -386,7 +398,7 @@ impl Acceptor {
         // A bad frame in the leftover surfaces as a link failure in the driver.
         let _ = core.open_server_link(now(), ServerOpen::New { key: server_key }, &leftover);
         let shared = Shared::new(core);
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = mpsc::channel(ATTACH_QUEUE);
         self.table.admission().begin_session(source);
         self.table.lock().insert(id, Entry { creds, attach: tx });
         let driver = tokio::spawn(run_server(
@@ -413,7 +425,7 @@ async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, reason: RejectReason) {
 async fn run_server(
     shared: Arc<Shared>,
     first: BoxedTransport,
-    mut attach_rx: UnboundedReceiver<Attach>,
+    mut attach_rx: Receiver<Attach>,
     table: Weak<Table>,
     (id, source): (SessionId, Option<IpAddr>),
 ) {

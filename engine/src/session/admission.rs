@@ -83,6 +83,10 @@ pub enum Refusal {
         /// The limit.
         limit: usize,
     },
+    /// The session already holds `ATTACH_QUEUE` resumed transports its
+    /// driver has not taken yet.
+    #[error("too many resumes waiting for one session ({0})")]
+    PendingResumes(usize),
     /// The application's admission hook said no.
     #[error("refused by the application")]
     Application,

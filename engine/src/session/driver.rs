@@ -8,7 +8,7 @@ use std::future::pending;
 use std::io::IoSlice;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
 /// Read buffer per transport.
@@ -57,7 +57,7 @@ const MAX_IOVECS: usize = 64;
 pub(crate) async fn drive_link<S, A>(
     shared: &Shared,
     stream: S,
-    mut preempt: Option<&mut UnboundedReceiver<A>>,
+    mut preempt: Option<&mut Receiver<A>>,
 ) -> LinkReport<A>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -184,7 +184,7 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-async fn recv_opt<A>(rx: &mut Option<&mut UnboundedReceiver<A>>) -> A {
+async fn recv_opt<A>(rx: &mut Option<&mut Receiver<A>>) -> A {
     match rx {
         Some(r) => match r.recv().await {
             Some(a) => a,

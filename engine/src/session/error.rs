@@ -112,6 +112,10 @@ pub enum LinkError {
     /// The peer sent an undecodable frame.
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
+    /// The server was too busy to take this resume; the session tries
+    /// again on a new transport.
+    #[error("server busy")]
+    Busy,
     /// The peer sent a frame that does not fit the protocol state.
     #[error("unexpected {0} frame")]
     Unexpected(&'static str),

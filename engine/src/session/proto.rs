@@ -718,6 +718,13 @@ impl SessionCore {
                 self.established(true);
                 Ok(())
             }
+            // A busy server refuses this transport, not the session.
+            (
+                Phase::AwaitResumed { .. },
+                Frame::Reject {
+                    reason: RejectReason::Busy,
+                },
+            ) => Err(LinkError::Busy),
             (Phase::AwaitWelcome | Phase::AwaitResumed { .. }, Frame::Reject { reason }) => {
                 self.fail(SessionErrorKind::Rejected(reason));
                 Ok(())
@@ -899,6 +906,41 @@ mod tests {
             .unwrap();
         assert_eq!(s.poll_event(), Some(Event::Established { resumed: false }));
         s
+    }
+
+    #[test]
+    fn a_busy_server_refuses_a_resume_transport_not_the_session() {
+        let now = Instant::now();
+        let mut c = SessionCore::new_client(Config::default(), KeyPair::from_random([1; 32]));
+        let frame = |f: Frame| {
+            let mut out = Vec::new();
+            f.encode(&mut out);
+            out
+        };
+        let hello = frame(Frame::ServerHello {
+            version: PROTOCOL_VERSION,
+            nonce: [5; 16],
+        });
+        c.open_client_link(now);
+        c.handle_input(now, &hello).unwrap();
+        let server = KeyPair::from_random([2; 32]);
+        let welcome = frame(Frame::Welcome {
+            session_id: super::super::frame::SessionId([3; 16]),
+            key: server.public(),
+        });
+        c.handle_input(now, &welcome).unwrap();
+        assert!(c.credentials().is_some());
+        c.link_lost();
+        while c.poll_event().is_some() {}
+        // The resume is refused `Busy`: this transport fails, the session lives.
+        c.open_client_link(now);
+        c.handle_input(now, &hello).unwrap();
+        let busy = frame(Frame::Reject {
+            reason: RejectReason::Busy,
+        });
+        assert_eq!(c.handle_input(now, &busy), Err(LinkError::Busy));
+        assert_eq!(c.poll_event(), Some(Event::LinkFailed(LinkError::Busy)));
+        assert!(c.error().is_none());
     }
 
     #[test]
