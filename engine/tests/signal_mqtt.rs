@@ -2,7 +2,9 @@
 //! back mid-stream, and every message still arrives exactly once; hostile
 //! publishes on the signaling topic are dropped with a log line.
 
-use netmend::signal::{topic_for, Envelope, LinkConfig, MessageId, Mqtt, Signal, SignalConfig};
+use netmend::signal::{
+    topic_for, Envelope, Kind, LinkConfig, MessageId, Mqtt, Signal, SignalConfig,
+};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -217,6 +219,7 @@ async fn hostile_publishes_on_the_signaling_topic_are_dropped_with_a_log_line() 
     let (stranger, mut events) = rumqttc::AsyncClient::new(opts, 16);
     let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let valid = Envelope {
+        kind: Kind::Message,
         id: MessageId { sender: 9, seq: 1 },
         sent_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -224,6 +227,7 @@ async fn hostile_publishes_on_the_signaling_topic_are_dropped_with_a_log_line() 
             .as_millis() as u64,
         ttl_ms: 30_000,
         recipient: "bob".into(),
+        from: "stranger".into(),
         payload: b"not from the stranger".to_vec(),
     }
     .encode(1 << 20)

@@ -1,7 +1,11 @@
 //! The signaling envelope: an application message id that survives any
 //! number of brokers (MQTT packet ids are per connection and say nothing
-//! about a message that went through two brokers), a TTL, the recipient and
-//! the payload.
+//! about a message that went through two brokers), a TTL, the recipient,
+//! the sender's own name (where acknowledgements go) and the payload.
+//!
+//! Two kinds travel in it: a message, and an acknowledgement, whose
+//! payload lists the sequence numbers (of sender `id.sender`) that the
+//! acknowledging endpoint (`from`) has received.
 //!
 //! Written by hand rather than with a serialization crate: the format must
 //! be stable across versions of this crate and of its dependencies, and a
@@ -9,14 +13,17 @@
 //! allocates for them.
 //!
 //! ```text
-//! "NMS" | version u8 | sender u64 | seq u64 | sent_at_ms u64 | ttl_ms u32
-//!       | recipient_len u8 | recipient | payload_len u32 | payload
-//!       [ | mac [u8; 32] ]                      (version 2 only)
+//! "NMS" | version u8 | kind u8 | sender u64 | seq u64 | sent_at_ms u64
+//!       | ttl_ms u32 | recipient_len u8 | recipient | from_len u8 | from
+//!       | payload_len u32 | payload
+//!       [ | mac [u8; 32] ]                      (version 4 only)
 //! ```
-//! (big endian; `sent_at_ms` is the sender's Unix time).
+//! (big endian; `sent_at_ms` is the sender's Unix time; `kind` 0 is a
+//! message, 1 an acknowledgement whose payload is a list of `seq` u64s).
 //!
-//! Version 1 is unauthenticated: anyone who can publish on the topic can
-//! write one. Version 2 ends with an HMAC-SHA256 of everything before it
+//! Versions 1 and 2 (before acknowledgements) are no longer read.
+//! Version 3 is unauthenticated: anyone who can publish on the topic can
+//! write one. Version 4 ends with an HMAC-SHA256 of everything before it
 //! under the signaling group's [`SignalKey`]; a receiver with a key accepts
 //! only version 2 envelopes whose MAC verifies (checked in constant time,
 //! before anything else is looked at), so a publisher without the key can
@@ -28,10 +35,14 @@ use thiserror::Error;
 
 const MAGIC: &[u8; 3] = b"NMS";
 /// The unauthenticated envelope version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 3;
 /// The authenticated envelope version (a MAC trailer).
-pub const VERSION_AUTHENTICATED: u8 = 2;
-const HEADER: usize = 3 + 1 + 8 + 8 + 8 + 4 + 1;
+pub const VERSION_AUTHENTICATED: u8 = 4;
+/// Magic, version, kind, sender, seq, sent_at_ms, ttl_ms, the two name
+/// lengths and the payload length.
+const HEADER: usize = 3 + 1 + 1 + 8 + 8 + 8 + 4 + 1 + 1 + 4;
+/// Sequence numbers one acknowledgement carries at most.
+pub const MAX_ACKS_PER_ENVELOPE: usize = 128;
 /// Bytes of the MAC trailer.
 pub const MAC_LEN: usize = 32;
 
@@ -66,7 +77,7 @@ impl SignalKey {
             Err(_) => unreachable!("HMAC takes keys of any length"),
         };
         // Domain separation: this key's MACs mean "a signaling envelope".
-        mac.update(b"netmend signal envelope v2\0");
+        mac.update(b"netmend signal envelope v4\0");
         mac
     }
 }
@@ -87,10 +98,22 @@ pub struct MessageId {
     pub seq: u64,
 }
 
-/// One signaling message.
+/// What an envelope carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An application message.
+    Message,
+    /// An acknowledgement: the payload lists the sequence numbers of
+    /// sender `id.sender` that `from` received (see [`Envelope::acked`]).
+    Ack,
+}
+
+/// One signaling envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
-    /// Its identity.
+    /// A message or an acknowledgement.
+    pub kind: Kind,
+    /// Its identity (an acknowledgement: the acknowledged sender, seq 0).
     pub id: MessageId,
     /// When the sender sent it (Unix ms, sender's clock).
     pub sent_at_ms: u64,
@@ -98,7 +121,9 @@ pub struct Envelope {
     pub ttl_ms: u32,
     /// Who it is for.
     pub recipient: String,
-    /// The application's bytes.
+    /// Who wrote it: the name acknowledgements are addressed to.
+    pub from: String,
+    /// The application's bytes (an acknowledgement: the sequence numbers).
     pub payload: Vec<u8>,
 }
 
@@ -136,8 +161,8 @@ pub enum DecodeError {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// Recipient names are at most 255 bytes.
-    #[error("recipient name longer than 255 bytes")]
+    /// Recipient and sender names are at most 255 bytes.
+    #[error("endpoint name longer than 255 bytes")]
     RecipientTooLong,
     /// The whole envelope would exceed the limit.
     #[error("envelope of {len} bytes exceeds the limit of {max}")]
@@ -152,7 +177,42 @@ pub enum EncodeError {
 impl Envelope {
     /// The encoded length without a key (with one, [`MAC_LEN`] more).
     pub fn encoded_len(&self) -> usize {
-        HEADER + self.recipient.len() + 4 + self.payload.len()
+        HEADER + self.recipient.len() + self.from.len() + self.payload.len()
+    }
+
+    /// An acknowledgement from `from` to `to` of `seqs` (at most
+    /// [`MAX_ACKS_PER_ENVELOPE`] are kept) sent by `sender`.
+    pub fn ack(
+        sender: u64,
+        seqs: &[u64],
+        to: &str,
+        from: &str,
+        now_ms: u64,
+        ttl_ms: u32,
+    ) -> Envelope {
+        Envelope {
+            kind: Kind::Ack,
+            id: MessageId { sender, seq: 0 },
+            sent_at_ms: now_ms,
+            ttl_ms,
+            recipient: to.to_string(),
+            from: from.to_string(),
+            payload: seqs
+                .iter()
+                .take(MAX_ACKS_PER_ENVELOPE)
+                .flat_map(|s| s.to_be_bytes())
+                .collect(),
+        }
+    }
+
+    /// The sequence numbers an acknowledgement lists (none for a message,
+    /// or for a payload that is not a whole number of them).
+    pub fn acked(&self) -> impl Iterator<Item = u64> + '_ {
+        let whole = self.kind == Kind::Ack && self.payload.len() % 8 == 0;
+        self.payload
+            .chunks_exact(8)
+            .filter(move |_| whole)
+            .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
     }
 
     /// Encodes unauthenticated (version 1), refusing anything over `max`
@@ -173,6 +233,7 @@ impl Envelope {
     /// [`EncodeError`] when the recipient name or the whole is too long.
     pub fn encode_with(&self, max: usize, key: Option<&SignalKey>) -> Result<Vec<u8>, EncodeError> {
         let rlen = u8::try_from(self.recipient.len()).map_err(|_| EncodeError::RecipientTooLong)?;
+        let flen = u8::try_from(self.from.len()).map_err(|_| EncodeError::RecipientTooLong)?;
         let len = self.encoded_len() + if key.is_some() { MAC_LEN } else { 0 };
         let plen =
             u32::try_from(self.payload.len()).map_err(|_| EncodeError::Oversized { len, max })?;
@@ -186,12 +247,18 @@ impl Envelope {
         } else {
             VERSION
         });
+        out.push(match self.kind {
+            Kind::Message => 0,
+            Kind::Ack => 1,
+        });
         out.extend_from_slice(&self.id.sender.to_be_bytes());
         out.extend_from_slice(&self.id.seq.to_be_bytes());
         out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
         out.extend_from_slice(&self.ttl_ms.to_be_bytes());
         out.push(rlen);
         out.extend_from_slice(self.recipient.as_bytes());
+        out.push(flen);
+        out.extend_from_slice(self.from.as_bytes());
         out.extend_from_slice(&plen.to_be_bytes());
         out.extend_from_slice(&self.payload);
         if let Some(key) = key {
@@ -242,6 +309,11 @@ impl Envelope {
             (v, _) => return Err(DecodeError::Version(v)),
         };
         let mut r = Reader(body);
+        let kind = match r.u8()? {
+            0 => Kind::Message,
+            1 => Kind::Ack,
+            _ => return Err(DecodeError::Malformed),
+        };
         let sender = r.u64()?;
         let seq = r.u64()?;
         let sent_at_ms = r.u64()?;
@@ -250,16 +322,22 @@ impl Envelope {
         let recipient = std::str::from_utf8(r.take(rlen)?)
             .map_err(|_| DecodeError::Malformed)?
             .to_string();
+        let flen = usize::from(r.u8()?);
+        let from = std::str::from_utf8(r.take(flen)?)
+            .map_err(|_| DecodeError::Malformed)?
+            .to_string();
         let plen = r.u32()? as usize;
         let payload = r.take(plen)?.to_vec();
         if !r.0.is_empty() {
             return Err(DecodeError::Malformed);
         }
         Ok(Envelope {
+            kind,
             id: MessageId { sender, seq },
             sent_at_ms,
             ttl_ms,
             recipient,
+            from,
             payload,
         })
     }
@@ -308,10 +386,12 @@ mod tests {
 
     fn sample() -> Envelope {
         Envelope {
+            kind: Kind::Message,
             id: MessageId { sender: 7, seq: 42 },
             sent_at_ms: 1_700_000_000_000,
             ttl_ms: 30_000,
             recipient: "peer-b".into(),
+            from: "peer-a".into(),
             payload: b"offer: 198.18.1.2:4000".to_vec(),
         }
     }
@@ -386,6 +466,29 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_lists_its_sequence_numbers() {
+        let seqs: Vec<u64> = (1..=200).collect();
+        let a = Envelope::ack(7, &seqs, "peer-a", "peer-b", 5, 1_000);
+        assert_eq!(a.kind, Kind::Ack);
+        assert_eq!(a.id, MessageId { sender: 7, seq: 0 });
+        assert_eq!(a.acked().collect::<Vec<_>>(), seqs[..MAX_ACKS_PER_ENVELOPE]);
+        let bytes = a.encode(1 << 16).unwrap();
+        assert_eq!(Envelope::decode(&bytes, 1 << 16, None).unwrap(), a);
+        // A message lists none, nor does a ragged payload.
+        assert_eq!(sample().acked().count(), 0);
+        let mut ragged = a.clone();
+        ragged.payload.push(0);
+        assert_eq!(ragged.acked().count(), 0);
+        // An unknown kind is malformed.
+        let mut bad = bytes.clone();
+        bad[4] = 2;
+        assert_eq!(
+            Envelope::decode(&bad, 1 << 16, None),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    #[test]
     fn expiry_allows_for_clock_skew() {
         let e = sample();
         let deadline = e.sent_at_ms + u64::from(e.ttl_ms);
@@ -404,9 +507,11 @@ mod tests {
         #[test]
         fn any_valid_envelope_round_trips(
             sender in any::<u64>(), seq in any::<u64>(), sent in any::<u64>(), ttl in any::<u32>(),
-            recipient in "[a-z0-9-]{0,40}", payload in proptest::collection::vec(any::<u8>(), 0..300),
+            recipient in "[a-z0-9-]{0,40}", from in "[a-z0-9-]{0,40}", ack in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
-            let e = Envelope { id: MessageId { sender, seq }, sent_at_ms: sent, ttl_ms: ttl, recipient, payload };
+            let kind = if ack { Kind::Ack } else { Kind::Message };
+            let e = Envelope { kind, id: MessageId { sender, seq }, sent_at_ms: sent, ttl_ms: ttl, recipient, from, payload };
             let bytes = e.encode(1 << 16).unwrap();
             prop_assert_eq!(bytes.len(), e.encoded_len());
             prop_assert_eq!(Envelope::decode(&bytes, 1 << 16, None).unwrap(), e.clone());

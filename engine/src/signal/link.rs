@@ -1,6 +1,8 @@
 //! The tokio side of signaling: a [`Signal`] endpoint over N brokers, one
 //! task per broker (connect, confirm, subscribe, publish, receive,
-//! reconnect with jittered backoff), all feeding one [`SignalCore`].
+//! reconnect with jittered backoff) and one timer task (resends for want
+//! of an acknowledgement), all feeding one [`SignalCore`]. Every task is
+//! aborted when the [`Signal`] is dropped.
 //!
 //! Brokers sit behind the small [`Broker`] trait, so the simulated backend
 //! can drive the same endpoint; [`Mqtt`] is the real one (rumqttc).
@@ -85,6 +87,18 @@ impl Inner {
 struct Wake {
     brokers: Vec<Notify>,
     delivered: Notify,
+    /// A send may move the next resend earlier.
+    timer: Notify,
+}
+
+impl Wake {
+    fn brokers(&self, set: u64) {
+        for (i, w) in self.brokers.iter().enumerate() {
+            if set & (1u64 << i) != 0 {
+                w.notify_one();
+            }
+        }
+    }
 }
 
 fn tokio_now() -> std::time::Instant {
@@ -92,10 +106,34 @@ fn tokio_now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The endpoint's Unix time in ms: the wall clock read once at start,
+/// advanced by tokio's monotonic clock. A wall clock stepped mid-run does
+/// not move resends or expiry, and under turmoil or a paused runtime the
+/// time is virtual like every other timer of the endpoint.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    base_ms: u64,
+    started: tokio::time::Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            base_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+
+    fn instant_at(&self, at_ms: u64) -> tokio::time::Instant {
+        self.started + Duration::from_millis(at_ms.saturating_sub(self.base_ms))
+    }
 }
 
 /// A signaling endpoint: `send` goes out through every healthy broker,
@@ -103,6 +141,7 @@ fn unix_ms() -> u64 {
 pub struct Signal {
     inner: Arc<Mutex<Inner>>,
     wake: Arc<Wake>,
+    clock: Clock,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -159,7 +198,9 @@ impl Signal {
         let wake = Arc::new(Wake {
             brokers: brokers.iter().map(|_| Notify::new()).collect(),
             delivered: Notify::new(),
+            timer: Notify::new(),
         });
+        let clock = Clock::start();
         let inner = Arc::new(Mutex::new(Inner {
             core: SignalCore::new(me, sender, brokers.len(), config),
             delivered: VecDeque::new(),
@@ -167,7 +208,7 @@ impl Signal {
             delivered_dropped: 0,
         }));
         let topic = topic_for(me);
-        let tasks = brokers
+        let mut tasks: Vec<_> = brokers
             .into_iter()
             .enumerate()
             .map(|(i, broker)| {
@@ -183,20 +224,53 @@ impl Signal {
                     wake.clone(),
                     inner.clone(),
                     link.clone(),
+                    clock,
                 ))
             })
             .collect();
-        Signal { inner, wake, tasks }
+        tasks.push(tokio::spawn(run_timer(wake.clone(), inner.clone(), clock)));
+        Signal {
+            inner,
+            wake,
+            clock,
+            tasks,
+        }
     }
 
     /// Sends `payload` to `peer` through the healthy brokers (or, if none
-    /// is, through the next one confirmed within the TTL).
+    /// is, through the next one confirmed within the TTL), and again
+    /// through the brokers healthy for `peer` until `peer` acknowledges it
+    /// or its TTL passes.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] when the names or the payload do not fit an envelope
+    /// of `SignalConfig::max_envelope` bytes.
     pub fn send(&self, peer: &str, payload: &[u8]) -> Result<MessageId, EncodeError> {
-        let id = lock(&self.inner).core.send(peer, payload, unix_ms())?;
+        let id = lock(&self.inner)
+            .core
+            .send(peer, payload, self.clock.now_ms())?;
         for w in &self.wake.brokers {
             w.notify_one();
         }
+        self.wake.timer.notify_one();
         Ok(id)
+    }
+
+    /// Messages sent and not acknowledged yet (within their TTL).
+    pub fn unacked(&self) -> usize {
+        lock(&self.inner).core.unacked(self.clock.now_ms())
+    }
+
+    /// Messages sent again for want of an acknowledgement.
+    pub fn resends(&self) -> u64 {
+        lock(&self.inner).core.resends()
+    }
+
+    /// Unacknowledged messages given up because `SignalConfig::max_recent`
+    /// newer ones were waiting.
+    pub fn abandoned(&self) -> u64 {
+        lock(&self.inner).core.abandoned()
     }
 
     /// The next message for this endpoint, each exactly once.
@@ -246,12 +320,37 @@ struct Slot {
     rng: SmallRng,
 }
 
+/// Resends for want of an acknowledgement: sleeps until the core's next
+/// resend is due (or a send may have moved it), lets the core mark what is
+/// due and wakes the brokers that owe it.
+async fn run_timer(wake: Arc<Wake>, inner: Arc<Mutex<Inner>>, clock: Clock) {
+    loop {
+        let now_ms = clock.now_ms();
+        let next = {
+            let mut i = lock(&inner);
+            let woken = i.core.handle_timeout(now_ms);
+            wake.brokers(woken);
+            i.core.poll_timeout(now_ms)
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(clock.instant_at(at.max(now_ms + 1))) => {}
+                    () = wake.timer.notified() => {}
+                }
+            }
+            None => wake.timer.notified().await,
+        }
+    }
+}
+
 async fn run_broker<B: Broker>(
     slot: Slot,
     mut broker: B,
     wake: Arc<Wake>,
     inner: Arc<Mutex<Inner>>,
     link: LinkConfig,
+    clock: Clock,
 ) {
     let Slot {
         index,
@@ -267,11 +366,11 @@ async fn run_broker<B: Broker>(
             Ok(Ok(mut conn)) => {
                 backoff.succeeded();
                 tracing::debug!(broker = index, "signaling broker confirmed");
-                lock(&inner).core.set_healthy(index, true, unix_ms());
+                lock(&inner).core.set_healthy(index, true, clock.now_ms());
                 let why = 'conn: loop {
                     // Pull what this broker owes: nothing waits in a queue.
                     loop {
-                        let next = lock(&inner).core.poll_publish(index, unix_ms());
+                        let next = lock(&inner).core.poll_publish(index, clock.now_ms());
                         let Some(p) = next else { break };
                         if let Err(e) = conn.publish(&topic_for(&p.recipient), p.bytes).await {
                             break 'conn e;
@@ -283,7 +382,7 @@ async fn run_broker<B: Broker>(
                             Ok(bytes) => {
                                 let mut i = lock(&inner);
                                 let now = tokio_now();
-                                if let Ok(d) = i.core.handle_incoming(index, &bytes, now, unix_ms()) {
+                                if let Ok(Some(d)) = i.core.handle_incoming(index, &bytes, now, clock.now_ms()) {
                                     i.deliver(d);
                                     drop(i);
                                     wake.delivered.notify_one();
@@ -295,7 +394,9 @@ async fn run_broker<B: Broker>(
                     }
                 };
                 tracing::info!(broker = index, error = %why, "signaling broker lost");
-                lock(&inner).core.set_healthy(index, false, unix_ms());
+                lock(&inner).core.set_healthy(index, false, clock.now_ms());
+                // What it owed is due elsewhere now.
+                wake.timer.notify_one();
             }
             Ok(Err(e)) => {
                 tracing::debug!(broker = index, error = %e, "signaling broker unreachable")

@@ -5,8 +5,9 @@
 //!   brokers, a TTL, the recipient and the payload; garbage, foreign,
 //!   wrong-version and oversized bytes are refused before allocation.
 //! * [`dedup`]: receiver-side duplicate suppression with bounded memory.
-//! * [`core`]: the sans-IO endpoint — fan-out to confirmed brokers, waiting
-//!   (within the TTL) while none is, decode/expiry/dedup on receipt.
+//! * [`core`]: the sans-IO endpoint — fan-out to the brokers healthy for
+//!   each recipient, end-to-end acknowledgements and resends until a
+//!   message is acknowledged or expires, decode/expiry/dedup on receipt.
 //!
 //! * [`link`]: the tokio endpoint [`Signal`] over N brokers behind the
 //!   [`Broker`] trait, and [`Mqtt`], the real broker (rumqttc).
@@ -18,8 +19,10 @@ pub mod core;
 pub mod dedup;
 pub mod envelope;
 pub mod link;
+#[cfg(test)]
+mod tests;
 
 pub use self::core::{Delivered, Dropped, Publish, SignalConfig, SignalCore};
 pub use self::link::{topic_for, Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal};
 pub use dedup::{Dedup, DedupConfig, Verdict};
-pub use envelope::{DecodeError, EncodeError, Envelope, MessageId, SignalKey};
+pub use envelope::{DecodeError, EncodeError, Envelope, Kind, MessageId, SignalKey};
