@@ -284,4 +284,94 @@ async fn hostile_publishes_on_the_signaling_topic_are_dropped_with_a_log_line() 
     for (line, why) in drops.iter().zip(reasons) {
         assert!(line.contains(why), "{why}: {line}");
     }
+    assert_eq!(bob.dropped().invalid, 4, "{:?}", bob.dropped());
+}
+
+/// What once wedged a subscription: retained messages on the receiver's
+/// topic — one larger than the receiver accepts — and a live publish
+/// larger than it accepts. The receiver subscribes (and resubscribes after
+/// its broker restarts) without receiving any of them, and every genuine
+/// message arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_and_oversized_publishes_never_wedge_a_subscription() {
+    if !mosquitto_or_skip() {
+        return;
+    }
+    let mut ms = [Mosquitto::start()];
+    let stranger = |port: u16| {
+        let mut opts = rumqttc::MqttOptions::new("nm-stranger", "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+        let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        (client, pump)
+    };
+    let plant = |client: rumqttc::AsyncClient| async move {
+        for (retain, len) in [(true, 200 << 10), (true, 64), (false, 300 << 10)] {
+            client
+                .publish(
+                    topic_for("bob"),
+                    rumqttc::QoS::AtLeastOnce,
+                    retain,
+                    vec![1; len],
+                )
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Retained messages planted before bob ever subscribes.
+    let (client, pump) = stranger(ms[0].port);
+    plant(client.clone()).await;
+    let alice = Signal::start("alice", brokers(&ms), SignalConfig::default(), link());
+    let mut bob = Signal::start("bob", brokers(&ms), SignalConfig::default(), link());
+    until("both confirmed", || {
+        alice.healthy().len() == 1 && bob.healthy().len() == 1
+    })
+    .await;
+    // A live oversized publish while bob is subscribed.
+    plant(client).await;
+    pump.abort();
+    alice.send("bob", b"one").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), bob.recv())
+        .await
+        .expect("bob receives through the wedged topic")
+        .expect("bob's endpoint is alive");
+    assert_eq!(got.payload, b"one");
+
+    // Of what was planted, only the live small publish reached bob (as
+    // garbage); the oversized ones never left the broker for him.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bob.dropped().invalid, 1, "{:?}", bob.dropped());
+    drop(bob);
+
+    // The broker restarts (persistence off), the retained messages are
+    // planted again, and a restarted receiver subscribes anew.
+    ms[0].kill();
+    ms[0].restart();
+    let (client, pump) = stranger(ms[0].port);
+    plant(client).await;
+    pump.abort();
+    let mut bob = Signal::start("bob", brokers(&ms), SignalConfig::default(), link());
+    until("both confirmed again", || {
+        alice.healthy().len() == 1 && bob.healthy().len() == 1
+    })
+    .await;
+    alice.send("bob", b"two").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), bob.recv())
+        .await
+        .expect("bob receives after subscribing with retained messages on the topic")
+        .expect("bob's endpoint is alive");
+    assert_eq!(got.payload, b"two");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bob.recv())
+            .await
+            .is_err(),
+        "nothing else was delivered"
+    );
+    assert_eq!(
+        bob.dropped().invalid,
+        0,
+        "no retained message: {:?}",
+        bob.dropped()
+    );
 }

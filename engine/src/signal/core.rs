@@ -160,6 +160,34 @@ pub enum Dropped {
     Implausible,
 }
 
+/// Incoming publishes dropped, by reason (see [`Dropped`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Not a valid envelope: garbage, foreign, oversized, bad or missing MAC.
+    pub invalid: u64,
+    /// Addressed to someone else.
+    pub not_for_us: u64,
+    /// Past their TTL.
+    pub expired: u64,
+    /// Copies of messages already delivered.
+    pub duplicate: u64,
+    /// Implausible TTL, send time or sequence number.
+    pub implausible: u64,
+}
+
+impl DropCounts {
+    fn count(&mut self, why: &Dropped) {
+        let n = match why {
+            Dropped::Invalid(_) => &mut self.invalid,
+            Dropped::NotForUs => &mut self.not_for_us,
+            Dropped::Expired => &mut self.expired,
+            Dropped::Duplicate => &mut self.duplicate,
+            Dropped::Implausible => &mut self.implausible,
+        };
+        *n += 1;
+    }
+}
+
 /// A publish to make.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {
@@ -287,6 +315,7 @@ pub struct SignalCore {
     abandoned: u64,
     resends: u64,
     acks_dropped: u64,
+    dropped: DropCounts,
 }
 
 /// Most brokers one endpoint uses (broker sets are 64-bit masks).
@@ -313,6 +342,7 @@ impl SignalCore {
             abandoned: 0,
             resends: 0,
             acks_dropped: 0,
+            dropped: DropCounts::default(),
         }
     }
 
@@ -474,6 +504,11 @@ impl SignalCore {
     /// Messages sent again for want of an acknowledgement.
     pub fn resends(&self) -> u64 {
         self.resends
+    }
+
+    /// Incoming publishes dropped so far, by reason.
+    pub fn dropped(&self) -> DropCounts {
+        self.dropped
     }
 
     /// Acknowledgements dropped because `max_pending_acks` were waiting.
@@ -716,6 +751,20 @@ impl SignalCore {
     ///
     /// [`Dropped`]: why the publish gives the application nothing.
     pub fn handle_incoming(
+        &mut self,
+        broker: usize,
+        bytes: &[u8],
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<Option<Delivered>, Dropped> {
+        let received = self.receive(broker, bytes, now, now_ms);
+        if let Err(why) = &received {
+            self.dropped.count(why);
+        }
+        received
+    }
+
+    fn receive(
         &mut self,
         broker: usize,
         bytes: &[u8],

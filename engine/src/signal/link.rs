@@ -7,7 +7,7 @@
 //! Brokers sit behind the small [`Broker`] trait, so the simulated backend
 //! can drive the same endpoint; [`Mqtt`] is the real one (rumqttc).
 
-use super::core::{Delivered, SignalConfig, SignalCore};
+use super::core::{Delivered, DropCounts, SignalConfig, SignalCore};
 use super::envelope::{EncodeError, MessageId};
 use crate::reconnect::{Backoff, Policy};
 use rand::rngs::SmallRng;
@@ -296,6 +296,11 @@ impl Signal {
         lock(&self.inner).delivered_dropped
     }
 
+    /// Incoming publishes dropped so far, by reason.
+    pub fn dropped(&self) -> DropCounts {
+        lock(&self.inner).core.dropped()
+    }
+
     /// Brokers whose connections are confirmed now.
     pub fn healthy(&self) -> Vec<usize> {
         self.inner
@@ -410,7 +415,19 @@ async fn run_broker<B: Broker>(
     }
 }
 
-/// A real MQTT broker, through rumqttc.
+/// A real MQTT broker, through rumqttc, speaking MQTT 5.
+///
+/// MQTT 5 because two of its options keep a subscription from being
+/// wedged by what others put on the topic: the subscription asks for no
+/// retained messages (a retained message, oversized or not, is never sent
+/// on subscribe), and the connection states its maximum packet size, which
+/// the broker must respect by dropping larger messages for this client
+/// rather than sending them (MQTT 5.0 §3.1.2.11.4) — without it, one
+/// publish larger than the client accepts would break the connection on
+/// every resubscribe. A publish that still arrives retained (a broker that
+/// ignores the option) is dropped with a log line; envelopes larger than
+/// `SignalConfig::max_envelope` but within `max_packet` are dropped by the
+/// endpoint and counted ([`Signal::dropped`]).
 #[derive(Clone, Debug)]
 pub struct Mqtt {
     /// Host name or address.
@@ -418,8 +435,11 @@ pub struct Mqtt {
     /// Port.
     pub port: u16,
     /// MQTT keepalive: a broker that answers no ping for 1.5× this is lost.
+    /// At least [`MIN_KEEP_ALIVE`] (the client refuses less; shorter values
+    /// are raised to it). A frozen broker is noticed sooner than that by
+    /// the endpoint's acknowledgements (`SignalConfig::ack_timeout`).
     pub keep_alive: Duration,
-    /// Largest packet accepted or sent.
+    /// Largest packet accepted or sent (announced to the broker).
     pub max_packet: usize,
 }
 
@@ -435,17 +455,28 @@ impl Mqtt {
     }
 }
 
+/// The shortest MQTT keepalive the client (rumqttc's MQTT 5 one) accepts.
+pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// Incoming publishes one MQTT connection holds for its broker task.
 const INCOMING_QUEUE: usize = 256;
+
+/// What one MQTT connection hands its broker task.
+enum Inbound {
+    /// A publish on the subscribed topic.
+    Publish(Vec<u8>),
+    /// A retained publish: not a message sent now; dropped.
+    Retained,
+}
 
 /// A confirmed rumqttc connection: its event loop runs on a task of its
 /// own (so a publish never cancels a half-read packet) and forwards
 /// incoming publishes.
 pub struct MqttConn {
-    client: rumqttc::AsyncClient,
+    client: rumqttc::v5::AsyncClient,
     /// Bounded (`INCOMING_QUEUE`): a full queue stops the event loop
     /// reading, and the broker's TCP flow control holds the rest.
-    incoming: mpsc::Receiver<io::Result<Vec<u8>>>,
+    incoming: mpsc::Receiver<io::Result<Inbound>>,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -463,12 +494,16 @@ impl Broker for Mqtt {
     type Conn = MqttConn;
 
     async fn connect(&mut self, client_id: &str, topic: &str) -> io::Result<MqttConn> {
-        use rumqttc::{Event, Packet, QoS};
-        let mut opts = rumqttc::MqttOptions::new(client_id, self.host.clone(), self.port);
-        opts.set_keep_alive(self.keep_alive);
-        opts.set_clean_session(true);
-        opts.set_max_packet_size(self.max_packet, self.max_packet);
-        let (client, mut events) = rumqttc::AsyncClient::new(opts, 256);
+        use rumqttc::v5::mqttbytes::v5::{Filter, Packet, RetainForwardRule, SubscribeReasonCode};
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::Event;
+        let max_packet = u32::try_from(self.max_packet).unwrap_or(u32::MAX);
+        let mut opts = rumqttc::v5::MqttOptions::new(client_id, self.host.clone(), self.port);
+        // rumqttc panics below 5 s.
+        opts.set_keep_alive(self.keep_alive.max(MIN_KEEP_ALIVE));
+        opts.set_clean_start(true);
+        opts.set_max_packet_size(Some(max_packet));
+        let (client, mut events) = rumqttc::v5::AsyncClient::new(opts, 256);
         // Confirmed means CONNACK and SUBACK seen, not "no error yet".
         loop {
             match events.poll().await.map_err(mqtt_err)? {
@@ -476,13 +511,24 @@ impl Broker for Mqtt {
                 _ => continue,
             }
         }
-        client
-            .subscribe(topic, QoS::AtLeastOnce)
-            .await
-            .map_err(mqtt_err)?;
+        let mut filter = Filter::new(topic, QoS::AtLeastOnce);
+        filter.retain_forward_rule = RetainForwardRule::Never;
+        client.subscribe_many([filter]).await.map_err(mqtt_err)?;
         loop {
             match events.poll().await.map_err(mqtt_err)? {
-                Event::Incoming(Packet::SubAck(_)) => break,
+                Event::Incoming(Packet::SubAck(ack)) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+                    {
+                        break;
+                    }
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("subscription refused: {:?}", ack.return_codes),
+                    ));
+                }
                 _ => continue,
             }
         }
@@ -491,7 +537,12 @@ impl Broker for Mqtt {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(Ok(p.payload.to_vec())).await.is_err() {
+                        let inbound = if p.retain {
+                            Inbound::Retained
+                        } else {
+                            Inbound::Publish(p.payload.to_vec())
+                        };
+                        if tx.send(Ok(inbound)).await.is_err() {
                             return;
                         }
                     }
@@ -514,18 +565,32 @@ impl Broker for Mqtt {
 impl BrokerConn for MqttConn {
     async fn publish(&mut self, topic: &str, bytes: Vec<u8>) -> io::Result<()> {
         self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, false, bytes)
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                bytes,
+            )
             .await
             .map_err(mqtt_err)
     }
 
     async fn recv(&mut self) -> io::Result<Vec<u8>> {
-        match self.incoming.recv().await {
-            Some(r) => r,
-            None => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "event loop ended",
-            )),
+        loop {
+            match self.incoming.recv().await {
+                Some(Ok(Inbound::Publish(bytes))) => return Ok(bytes),
+                Some(Ok(Inbound::Retained)) => {
+                    tracing::warn!("dropping a retained publish on the signaling topic");
+                    continue;
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "event loop ended",
+                    ))
+                }
+            }
         }
     }
 }

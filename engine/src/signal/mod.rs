@@ -22,7 +22,9 @@ pub mod link;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Delivered, Dropped, Publish, SignalConfig, SignalCore};
-pub use self::link::{topic_for, Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal};
+pub use self::core::{Delivered, DropCounts, Dropped, Publish, SignalConfig, SignalCore};
+pub use self::link::{
+    topic_for, Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal, MIN_KEEP_ALIVE,
+};
 pub use dedup::{Dedup, DedupConfig, Verdict};
 pub use envelope::{DecodeError, EncodeError, Envelope, Kind, MessageId, SignalKey};
