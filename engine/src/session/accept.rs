@@ -51,6 +51,15 @@ type Hook = Arc<dyn Fn(&Incoming) -> bool + Send + Sync>;
 /// forger with a stolen token) racing itself.
 const ATTACH_QUEUE: usize = 4;
 
+/// A map that once held many entries keeps their memory: once it is a
+/// quarter full, give back what it does not need, so a server returns
+/// what a flood of sessions took once they expire.
+pub(crate) fn shrink_when_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 struct Table {
     config: Config,
     sessions: Mutex<HashMap<SessionId, Entry>>,
@@ -466,7 +475,10 @@ async fn run_server(
         stream = next.stream;
     }
     if let Some(t) = table.upgrade() {
-        t.lock().remove(&id);
+        let mut sessions = t.lock();
+        sessions.remove(&id);
+        shrink_when_sparse(&mut sessions);
+        drop(sessions);
         t.admission().end_session(source);
     }
     let mut st = shared.lock();

@@ -16,8 +16,12 @@ use thiserror::Error;
 /// [`MAX_HANDSHAKE_FRAME`](super::handshake::MAX_HANDSHAKE_FRAME) payload
 /// bytes (a header announcing more is refused before anything is
 /// buffered). A session holds at most `Config::replay_capacity` bytes of
-/// unacknowledged output and `Config::receive_buffer` bytes of unread
-/// input.
+/// unacknowledged output, and for its input the receive window
+/// (`Config::receive_buffer` bytes of unread data, small frames coalesced
+/// into 16 KiB blocks, so at most one block more), one read buffer that
+/// starts at 4 KiB and grows to 256 KiB only while reads fill it, and a few
+/// KiB of its own state (measured: about 5 KiB per session waiting for its
+/// client; `engine/tests/memory_bound.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -173,6 +177,7 @@ impl Admission {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.per_source.remove(&ip);
+                    super::accept::shrink_when_sparse(&mut self.per_source);
                 }
             }
         }

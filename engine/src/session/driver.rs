@@ -11,8 +11,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 
-/// Read buffer per transport.
+/// Largest read buffer per transport: what a busy transport reads at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// First read buffer of a transport: an idle or quiet transport never
+/// holds more (a server with thousands of idle sessions would otherwise
+/// hold `READ_CHUNK` each); it doubles while reads fill it.
+const FIRST_READ: usize = 4 * 1024;
 /// Bytes taken from the core per write batch.
 const WRITE_BATCH: usize = 1024 * 1024;
 /// How long a closing transport may take to flush its last frames.
@@ -67,7 +71,8 @@ where
     let mut pending: VecDeque<Bytes> = VecDeque::new();
     let mut batch: Vec<Bytes> = Vec::new();
     // The core cuts frames off this buffer without copying them.
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut read_size = FIRST_READ;
+    let mut rbuf = BytesMut::with_capacity(read_size);
     loop {
         let now = now();
         let (deadline, want_read, ending) = {
@@ -100,7 +105,6 @@ where
             st.wake_app();
             let want_read = st.core.wants_read();
             st.wake_on_write = pending.is_empty();
-            st.wake_on_read = !want_read;
             (st.core.poll_timeout(), want_read, ending)
         };
         if let Some(end) = ending {
@@ -116,9 +120,10 @@ where
             }
             return LinkReport { end };
         }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
+        if rbuf.capacity() - rbuf.len() < read_size / 4 {
+            rbuf.reserve(read_size);
         }
+        let spare = rbuf.capacity() - rbuf.len();
         let sleep_until = deadline.map(Instant::from_std);
         let slices: Vec<IoSlice<'_>> = pending
             .iter()
@@ -135,7 +140,10 @@ where
         drop(slices);
         match turn {
             Turn::Read(Ok(0)) => return failed("transport closed by peer".into()),
-            Turn::Read(Ok(_)) => {
+            Turn::Read(Ok(n)) => {
+                if n == spare {
+                    read_size = (read_size * 2).min(READ_CHUNK);
+                }
                 // A bad frame surfaces as Event::LinkFailed on the next turn.
                 let _ = shared
                     .lock()

@@ -8,8 +8,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-/// Protocol version carried in the handshake.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Protocol version carried in the handshake. Version 2 added the
+/// receive window ([`Frame::Window`]); peers of version 1 are refused.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 5;
@@ -144,6 +145,14 @@ pub enum Frame {
     /// The sender's application aborted the session: nothing more will be
     /// sent or resumed.
     Abort,
+    /// The sender of this frame accepts stream data up to (excluding)
+    /// `max_offset`: its receive window. Never moves back; until the first
+    /// one arrives a peer may send up to
+    /// [`INITIAL_WINDOW`](super::config::INITIAL_WINDOW).
+    Window {
+        /// Highest stream offset (exclusive) the peer may send.
+        max_offset: u64,
+    },
 }
 
 const T_SERVER_HELLO: u8 = 0x01;
@@ -157,6 +166,7 @@ const T_ACK: u8 = 0x11;
 const T_KEEPALIVE: u8 = 0x12;
 const T_FIN: u8 = 0x13;
 const T_ABORT: u8 = 0x14;
+const T_WINDOW: u8 = 0x15;
 
 /// A frame could not be decoded. The transport that carried it must be closed.
 #[derive(Clone, PartialEq, Eq, Debug, Error)]
@@ -228,6 +238,7 @@ impl Frame {
             Frame::Keepalive { recv_offset } => offset_frame(out, T_KEEPALIVE, *recv_offset),
             Frame::Fin { offset } => offset_frame(out, T_FIN, *offset),
             Frame::Abort => header(out, T_ABORT, 0),
+            Frame::Window { max_offset } => offset_frame(out, T_WINDOW, *max_offset),
         }
     }
 
@@ -269,17 +280,19 @@ impl Frame {
             // `decode_from` cuts well-formed data frames off the buffer
             // without copying before it gets here; only empty ones remain.
             T_DATA => return Err(malformed("Data")),
-            T_ACK | T_KEEPALIVE | T_FIN if p.len() == 8 => {
+            T_ACK | T_KEEPALIVE | T_FIN | T_WINDOW if p.len() == 8 => {
                 let v = u64::from_be_bytes(array(p));
                 match kind {
                     T_ACK => Frame::Ack { recv_offset: v },
                     T_KEEPALIVE => Frame::Keepalive { recv_offset: v },
+                    T_WINDOW => Frame::Window { max_offset: v },
                     _ => Frame::Fin { offset: v },
                 }
             }
             T_ACK => return Err(malformed("Ack")),
             T_KEEPALIVE => return Err(malformed("Keepalive")),
             T_FIN => return Err(malformed("Fin")),
+            T_WINDOW => return Err(malformed("Window")),
             T_ABORT if p.is_empty() => Frame::Abort,
             T_ABORT => return Err(malformed("Abort")),
             other => return Err(FrameError::UnknownType(other)),
@@ -441,6 +454,10 @@ mod tests {
             Frame::Ack { recv_offset: 5 },
             Frame::Keepalive { recv_offset: 6 },
             Frame::Fin { offset: 7 },
+            Frame::Abort,
+            Frame::Window {
+                max_offset: 1 << 40,
+            },
         ]
     }
 

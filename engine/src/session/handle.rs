@@ -37,9 +37,6 @@ pub(crate) struct State {
     /// wake it. While it is busy writing it picks new data up by itself, and
     /// skipping the wake-up saves a futex call per application write.
     pub(crate) wake_on_write: bool,
-    /// Set by the driver while it stopped reading because the receive buffer
-    /// is full: the next read must wake it.
-    pub(crate) wake_on_read: bool,
 }
 
 impl State {
@@ -83,7 +80,6 @@ impl Shared {
                 driver_gone: false,
                 established_news: false,
                 wake_on_write: true,
-                wake_on_read: true,
             }),
             driver: Notify::new(),
             client: Notify::new(),
@@ -265,7 +261,8 @@ impl AsyncRead for Session {
         let n = st.core.read(buf.initialize_unfilled());
         if n > 0 {
             buf.advance(n);
-            let wake = std::mem::take(&mut st.wake_on_read);
+            // The read opened the receive window: the update must go out.
+            let wake = st.core.take_window_news();
             drop(st);
             if wake {
                 self.shared.driver.notify_one();

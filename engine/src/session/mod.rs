@@ -21,7 +21,7 @@ mod replay;
 
 pub use accept::{AcceptError, Accepted, Acceptor, Incoming, Transport};
 pub use admission::{Limits, Refusal};
-pub use config::{Config, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD_LIMIT};
+pub use config::{Config, INITIAL_WINDOW, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD_LIMIT};
 pub use connect::{Connector, SessionBuilder};
 pub use error::{Delivery, LinkError, SessionError, SessionErrorKind};
 pub use event::SessionEvent;

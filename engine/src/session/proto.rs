@@ -24,13 +24,16 @@
 //! acknowledgement of `len + 1` means "all bytes and the end of stream".
 
 use super::auth::{Credentials, KeyPair, Prover};
-use super::config::Config;
+use super::config::{Config, INITIAL_WINDOW};
 use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
 use super::replay::ReplayBuffer;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
+
+/// Small received payloads are copied into blocks of this size.
+const TAIL_BLOCK: usize = 16 << 10;
 
 /// Which end of the session this core is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -194,9 +197,21 @@ pub struct SessionCore {
     fin_requested: bool,
     recv_offset: u64,
     recv_fin: bool,
-    /// Received payloads not yet read, as zero-copy slices of the input.
+    /// Received payloads not yet read: large ones as zero-copy slices of
+    /// the input, then `ready_tail`.
     ready: VecDeque<Bytes>,
+    /// Small payloads, copied and coalesced after everything in `ready`
+    /// (a slice would pin its whole read chunk, and one entry per 1-byte
+    /// frame costs more than the byte).
+    ready_tail: BytesMut,
+    /// Unread bytes in `ready` and `ready_tail`.
     ready_len: usize,
+    /// The receive window last granted to the peer (absolute offset).
+    window_sent: u64,
+    /// A window update was queued since the driver last looked.
+    window_news: bool,
+    /// How far the peer lets us send (absolute offset).
+    peer_window: u64,
     /// Reused allocation for data-frame prefixes.
     scratch: BytesMut,
     discard_incoming: bool,
@@ -232,7 +247,11 @@ impl SessionCore {
             recv_offset: 0,
             recv_fin: false,
             ready: VecDeque::new(),
+            ready_tail: BytesMut::new(),
             ready_len: 0,
+            window_sent: INITIAL_WINDOW as u64,
+            window_news: false,
+            peer_window: INITIAL_WINDOW as u64,
             scratch: BytesMut::new(),
             discard_incoming: false,
             link: None,
@@ -249,10 +268,56 @@ impl SessionCore {
         self.creds.as_ref()
     }
 
-    /// Whether the driver should read from the transport: false while the
-    /// application has not consumed `Config::receive_buffer` bytes.
+    /// Whether the driver should read from the transport: while it is
+    /// alive, always — the peer may only send what the receive window
+    /// allows, so reading never buffers more than `Config::receive_buffer`
+    /// of data, and keepalives and acknowledgements keep flowing while the
+    /// application does not read.
     pub fn wants_read(&self) -> bool {
-        matches!(&self.link, Some(l) if !l.failed) && self.ready_len < self.config.receive_buffer
+        matches!(&self.link, Some(l) if !l.failed)
+    }
+
+    /// Whether a window update was queued since the last call (the driver
+    /// should be woken to send it).
+    pub fn take_window_news(&mut self) -> bool {
+        std::mem::take(&mut self.window_news)
+    }
+
+    /// Bytes received and not read yet (at most `Config::receive_buffer`).
+    #[cfg(test)]
+    pub fn unread(&self) -> usize {
+        self.ready_len
+    }
+
+    /// The window to grant now: what the application consumed plus the
+    /// receive buffer.
+    fn window_end(&self) -> u64 {
+        let consumed = self.recv_offset - self.ready_len as u64;
+        consumed.saturating_add(self.config.receive_buffer as u64)
+    }
+
+    /// Queues a window update if the window moved by half the buffer (or
+    /// `always`, on a new transport).
+    fn update_window(&mut self, always: bool) {
+        let end = self.window_end();
+        let step = (self.config.receive_buffer / 2).max(1) as u64;
+        if end <= self.window_sent && !always {
+            return;
+        }
+        if !always && end - self.window_sent < step {
+            return;
+        }
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if link.phase != Phase::Established || link.failed {
+            return;
+        }
+        self.window_sent = self.window_sent.max(end);
+        link.queue(Frame::Window {
+            max_offset: self.window_sent,
+        });
+        self.window_news = true;
     }
 
     /// The fatal error, if the session ended with one.
@@ -335,7 +400,9 @@ impl SessionCore {
         Ok(n)
     }
 
-    /// Moves received bytes into `buf`; returns how many.
+    /// Moves received bytes into `buf`; returns how many. Opens the
+    /// receive window again (a window update is queued once half the
+    /// buffer was read; see [`SessionCore::take_window_news`]).
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
         while n < buf.len() {
@@ -350,8 +417,29 @@ impl SessionCore {
             }
             n += k;
         }
+        if n < buf.len() && self.ready.is_empty() {
+            let k = self.ready_tail.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&self.ready_tail[..k]);
+            self.ready_tail.advance(k);
+            n += k;
+        }
         self.ready_len -= n;
+        self.release_read_memory();
+        if n > 0 {
+            self.update_window(false);
+        }
         n
+    }
+
+    /// Returns what an emptied receive buffer held beyond a small floor, so
+    /// a session that once held a full window does not keep it while idle.
+    fn release_read_memory(&mut self) {
+        if self.ready_tail.is_empty() && self.ready_tail.capacity() > TAIL_BLOCK {
+            self.ready_tail = BytesMut::new();
+        }
+        if self.ready.is_empty() && self.ready.capacity() > 64 {
+            self.ready = VecDeque::new();
+        }
     }
 
     /// Ends the outgoing stream after the bytes written so far. Returns
@@ -365,7 +453,10 @@ impl SessionCore {
     pub fn discard_incoming(&mut self) {
         self.discard_incoming = true;
         self.ready.clear();
+        self.ready_tail.clear();
         self.ready_len = 0;
+        self.release_read_memory();
+        self.update_window(false);
     }
 
     // ---- transport and timer input ------------------------------------
@@ -489,6 +580,13 @@ impl SessionCore {
             return Ok(());
         }
         link.last_rx = now;
+        if !link.inbuf.is_empty() {
+            // Bytes given by slice before (the acceptor's leftover past the
+            // handshake, possibly a partial frame) come first.
+            let mut joined = std::mem::take(&mut link.inbuf);
+            joined.extend_from_slice(buf);
+            *buf = joined;
+        }
         // Frame handling needs `self` mutably; move the decoder out meanwhile.
         let placeholder = Decoder::new(self.config.max_frame_payload);
         let mut decoder = std::mem::replace(&mut link.decoder, placeholder);
@@ -565,24 +663,21 @@ impl SessionCore {
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<Bytes>, budget: usize) -> bool {
         let start = out.len();
         let recv = self.recv_position();
-        let paused = self.ready_len >= self.config.receive_buffer;
         let max_frame = self.config.max_data_frame;
         let Some(link) = self.link.as_mut() else {
             return false;
         };
-        if paused {
-            // While the application lets the receive buffer fill we do not
-            // read, so silence from the peer says nothing about the path.
-            link.last_rx = now;
-        }
         if !link.control.is_empty() {
             out.push(Bytes::from(std::mem::take(&mut link.control)));
         }
         if link.phase == Phase::Established && !link.failed && self.error.is_none() {
             let end = self.replay.end();
+            // Within the peer's receive window.
+            let limit = end.min(self.peer_window);
             let mut sent = 0usize;
-            while link.next_send < end && sent < budget {
-                let payload = self.replay.slice_from(link.next_send, max_frame);
+            while link.next_send < limit && sent < budget {
+                let room = usize::try_from(limit - link.next_send).unwrap_or(usize::MAX);
+                let payload = self.replay.slice_from(link.next_send, max_frame.min(room));
                 if payload.is_empty() {
                     break;
                 }
@@ -734,6 +829,10 @@ impl SessionCore {
             }
             (Phase::Established, Frame::Ack { recv_offset })
             | (Phase::Established, Frame::Keepalive { recv_offset }) => self.on_ack(recv_offset),
+            (Phase::Established, Frame::Window { max_offset }) => {
+                self.peer_window = self.peer_window.max(max_offset);
+                Ok(())
+            }
             (Phase::Established, Frame::Abort) => {
                 self.fail(SessionErrorKind::PeerAborted);
                 Ok(())
@@ -762,10 +861,19 @@ impl SessionCore {
         if self.recv_fin || offset != self.recv_offset {
             return Err(LinkError::Unexpected("misplaced Data"));
         }
-        self.recv_offset += payload.len() as u64;
+        // A peer that ignores the window it was granted would make us
+        // buffer without bound: not a path problem, a broken peer.
+        let end = offset.saturating_add(payload.len() as u64);
+        if end > self.window_sent {
+            self.fail(SessionErrorKind::Protocol(format!(
+                "the peer sent up to offset {end}, beyond the receive window ({})",
+                self.window_sent
+            )));
+            return Ok(());
+        }
+        self.recv_offset = end;
         if !self.discard_incoming {
-            self.ready_len += payload.len();
-            self.ready.push_back(payload);
+            self.push_ready(payload);
         }
         let recv = self.recv_position();
         let (every, delay) = (self.config.ack_every, self.config.ack_delay);
@@ -779,6 +887,39 @@ impl SessionCore {
             }
         }
         Ok(())
+    }
+
+    /// Keeps a received payload for the application: large ones as they
+    /// are (a slice of the read buffer), small ones copied into the tail.
+    fn push_ready(&mut self, payload: Bytes) {
+        /// Payloads below this are copied: at most a frame header (13
+        /// bytes) of read buffer is pinned per this many payload bytes.
+        const COPY_BELOW: usize = 1024;
+        self.ready_len += payload.len();
+        if payload.len() < COPY_BELOW {
+            // Fixed-size blocks, not one growing buffer: unread small
+            // payloads cost their bytes plus at most one block.
+            let mut rest = &payload[..];
+            while !rest.is_empty() {
+                if self.ready_tail.capacity() == self.ready_tail.len() {
+                    if !self.ready_tail.is_empty() {
+                        let full = std::mem::take(&mut self.ready_tail).freeze();
+                        self.ready.push_back(full);
+                    }
+                    self.ready_tail = BytesMut::with_capacity(TAIL_BLOCK);
+                }
+                let room = self.ready_tail.capacity() - self.ready_tail.len();
+                let (now, later) = rest.split_at(rest.len().min(room));
+                self.ready_tail.extend_from_slice(now);
+                rest = later;
+            }
+            return;
+        }
+        if !self.ready_tail.is_empty() {
+            let tail = self.ready_tail.split().freeze();
+            self.ready.push_back(tail);
+        }
+        self.ready.push_back(payload);
     }
 
     fn on_ack(&mut self, pos: u64) -> Result<(), LinkError> {
@@ -834,6 +975,9 @@ impl SessionCore {
         if resumed {
             self.stats.resumes += 1;
         }
+        // Every transport starts with the current window: one granted on a
+        // transport that died may never have arrived.
+        self.update_window(true);
         self.events.push_back(Event::Established { resumed });
     }
 
@@ -891,6 +1035,7 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Keepalive { .. } => "Keepalive",
         Frame::Fin { .. } => "Fin",
         Frame::Abort => "Abort",
+        Frame::Window { .. } => "Window",
     }
 }
 

@@ -69,7 +69,7 @@ const FIELDS: &[(&str, Setter)] = &[
         s.config.replay_capacity = int(l, usize::MAX, 4 << 20)
     }),
     ("receive_buffer", |s, l| {
-        s.config.receive_buffer = int(l, usize::MAX, 1 << 20)
+        s.config.receive_buffer = int(l, usize::MAX, 4 << 20)
     }),
     ("max_frame_payload", |s, l| {
         s.config.max_frame_payload = int(l, u32::MAX, 64 << 10)

@@ -3,10 +3,11 @@
 //! frame boundaries), in the style of quinn-proto's `Pair` tests.
 
 use crate::session::auth::{Credentials, KeyPair, Prover};
+use crate::session::frame::Frame;
 use crate::session::frame::SessionId;
 use crate::session::handshake::{ClientRequest, ServerHandshake};
 use crate::session::proto::{Event, ServerOpen, SessionCore};
-use crate::session::Config;
+use crate::session::{Config, SessionErrorKind, INITIAL_WINDOW};
 use proptest::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -291,6 +292,9 @@ fn run(
 ) -> (Vec<u8>, Vec<u8>, u32) {
     let config = Config {
         replay_capacity: 8 << 10,
+        // The smallest window: longer streams run on window updates, and
+        // resets lose some of them.
+        receive_buffer: INITIAL_WINDOW,
         max_data_frame: 1000,
         dead_after: Duration::from_millis(1500),
         keepalive_interval: Duration::from_millis(300),
@@ -447,12 +451,140 @@ fn blackhole_is_detected_by_keepalive_and_resumed() {
     );
 }
 
+/// Steps the pair by 1 ms of virtual time: output, transfer, events,
+/// timers.
+fn step(p: &mut Pair) {
+    p.pump_output();
+    p.transfer(64 << 10);
+    p.events();
+    p.now += Duration::from_millis(1);
+    p.fire_timers();
+    p.events();
+}
+
+fn window_config() -> Config {
+    Config {
+        receive_buffer: INITIAL_WINDOW,
+        keepalive_interval: Duration::from_millis(100),
+        dead_after: Duration::from_millis(400),
+        ..Config::default()
+    }
+}
+
+/// Issue 10, acceptance 2: the server's application stops reading while
+/// the client has 1 MiB to send. The server holds exactly its window, the
+/// transport stays up for 10 s on keepalives (both ways), and when the
+/// client vanishes the server notices within `dead_after`.
+#[test]
+fn a_receiver_that_does_not_read_holds_its_window_and_still_detects_a_vanished_peer() {
+    let mut p = Pair::new(window_config());
+    let data = expected(1, 1 << 20);
+    let mut written = 0;
+    let start = p.now;
+    while p.now < start + Duration::from_secs(10) {
+        written += p.client.write(&data[written..]).unwrap();
+        step(&mut p);
+        let held = p.server.as_ref().map_or(0, |s| s.unread());
+        assert!(held <= INITIAL_WINDOW, "server holds {held}");
+    }
+    let server = p.server.as_ref().unwrap();
+    assert_eq!(server.unread(), INITIAL_WINDOW, "the window is full");
+    assert_eq!(server.stats().links_failed, 0, "keepalives kept it alive");
+    assert_eq!(p.client.stats().links_failed, 0);
+    assert_eq!(p.client.delivery().acknowledged, INITIAL_WINDOW as u64);
+    assert_eq!(p.connects, 1);
+
+    // The client vanishes: nothing more arrives from it.
+    let last_heard = p.now;
+    let server = p.server.as_mut().unwrap();
+    let failed_at = loop {
+        let Some(t) = server.poll_timeout() else {
+            panic!("the server stopped watching its transport");
+        };
+        server.handle_timeout(t);
+        let mut out = Vec::new();
+        server.poll_transmit(t, &mut out, 1 << 16);
+        if let Some(Event::LinkFailed(_)) = server.poll_event() {
+            break t;
+        }
+        assert!(t < last_heard + Duration::from_secs(5), "never noticed");
+    };
+    let took = failed_at - last_heard;
+    assert!(
+        took <= Duration::from_millis(400),
+        "noticed after {took:?}, dead_after is 400 ms"
+    );
+}
+
+/// The application reads slowly (1 KiB a step) from a 64 KiB window: 1 MiB
+/// arrives exactly, window update by window update, on one transport.
+#[test]
+fn window_updates_carry_a_transfer_many_times_the_window() {
+    let mut p = Pair::new(window_config());
+    let data = expected(1, 1 << 20);
+    let (mut written, mut got) = (0, Vec::new());
+    let mut buf = [0u8; 1024];
+    for _ in 0..200_000 {
+        written += p.client.write(&data[written..]).unwrap();
+        if let Some(s) = p.server.as_mut() {
+            let n = s.read(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            assert!(s.unread() <= INITIAL_WINDOW);
+        }
+        if got.len() == data.len() {
+            break;
+        }
+        step(&mut p);
+    }
+    assert!(
+        got == data,
+        "{} of {} bytes, not exact",
+        got.len(),
+        data.len()
+    );
+    assert_eq!(p.connects, 1);
+}
+
+/// A peer that sends beyond the window it was granted is broken (or
+/// hostile): the session fails with a protocol error instead of buffering.
+#[test]
+fn data_beyond_the_window_fails_the_session() {
+    let now = Instant::now();
+    let mut server = SessionCore::new_server(window_config(), Credentials::generate().unwrap());
+    server
+        .open_server_link(now, ServerOpen::New { key: [3; 32] }, &[])
+        .unwrap();
+    let mut wire = Vec::new();
+    let first = vec![1u8; 60_000];
+    Frame::Data {
+        offset: 0,
+        payload: first.clone().into(),
+    }
+    .encode(&mut wire);
+    Frame::Data {
+        offset: 60_000,
+        payload: vec![2u8; INITIAL_WINDOW - 60_000 + 1].into(),
+    }
+    .encode(&mut wire);
+    let _ = server.handle_input(now, &wire);
+    let failed = std::iter::from_fn(|| server.poll_event()).find_map(|e| match e {
+        Event::Failed(e) => Some(e),
+        _ => None,
+    });
+    let e = failed.expect("the session failed");
+    assert!(
+        matches!(e.kind(), SessionErrorKind::Protocol(m) if m.contains("beyond the receive window")),
+        "{e}"
+    );
+    assert_eq!(server.unread(), 60_000, "nothing past the window was kept");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn faults_at_any_offset_never_lose_duplicate_or_reorder(
-        client_len in 0usize..60_000,
+        client_len in 0usize..200_000,
         server_len in 0usize..20_000,
         chunk in 1usize..3_000,
         write_size in 1usize..10_000,

@@ -3,7 +3,7 @@
 use crate::session::frame::{Decoder, Frame, PROTOCOL_VERSION};
 use crate::session::{
     session_error, AcceptError, Accepted, Acceptor, Config, RejectReason, Session, SessionBuilder,
-    SessionError, SessionErrorKind,
+    SessionError, SessionErrorKind, INITIAL_WINDOW,
 };
 use crate::Policy;
 use std::net::SocketAddr;
@@ -305,6 +305,63 @@ async fn server_session_expires_when_its_client_never_comes_back() {
         0,
         "expired sessions leave the table"
     );
+}
+
+/// Issue 10, acceptance 2 and 7, through the real driver: a client sends
+/// its whole window as 1-byte frames to a server application that never
+/// reads, then vanishes without closing (its socket stays open, silent).
+/// The server holds exactly the window (bytes left past the handshake
+/// included) and notices the silence within `dead_after`.
+#[tokio::test(start_paused = true)]
+async fn a_server_that_does_not_read_still_detects_a_vanished_client() {
+    let config = Config {
+        receive_buffer: INITIAL_WINDOW,
+        keepalive_interval: Duration::from_millis(100),
+        dead_after: Duration::from_millis(400),
+        ..Config::default()
+    };
+    let acceptor = Acceptor::new(config).unwrap();
+    let (mut client_end, server_end) = tokio::io::duplex(2 << 20);
+    let acc = acceptor.clone();
+    let accepted = tokio::spawn(async move { acc.accept(server_end).await });
+    let mut dec = Decoder::new(1024);
+    let mut buf = [0u8; 256];
+    while dec.next_frame().unwrap().is_none() {
+        let n = client_end.read(&mut buf).await.unwrap();
+        dec.feed(&buf[..n]);
+    }
+    let mut wire = super::new_session_request();
+    for offset in 0..INITIAL_WINDOW as u64 {
+        Frame::Data {
+            offset,
+            payload: bytes::Bytes::from_static(b"x"),
+        }
+        .encode(&mut wire);
+    }
+    client_end.write_all(&wire).await.unwrap();
+    let Ok(Accepted::New(session)) = accepted.await.unwrap() else {
+        panic!("expected a new session");
+    };
+    while session.delivery().received < INITIAL_WINDOW as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(session.stats().protocol.links_failed, 0);
+    // The client end is silent from here: it vanished.
+    let last_heard = tokio::time::Instant::now();
+    while session.stats().protocol.links_failed == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            last_heard.elapsed() < Duration::from_secs(5),
+            "never noticed"
+        );
+    }
+    let took = last_heard.elapsed();
+    assert!(
+        took <= Duration::from_millis(405),
+        "noticed after {took:?}, dead_after is 400 ms"
+    );
+    assert_eq!(session.delivery().received, INITIAL_WINDOW as u64);
+    drop(client_end);
 }
 
 #[tokio::test]
