@@ -404,6 +404,7 @@ impl Acceptor {
             return Err(HandshakeError::WeakKey.into());
         };
         let mut core = SessionCore::new_server(self.table.config.clone(), creds.clone());
+        core.set_away_cap(self.table.admission().limits().max_bytes_while_away);
         // A bad frame in the leftover surfaces as a link failure in the driver.
         let _ = core.open_server_link(now(), ServerOpen::New { key: server_key }, &leftover);
         let shared = Shared::new(core);
@@ -458,10 +459,14 @@ async fn run_server(
                     Ok(Some(a)) => a,
                     Ok(None) => break,
                     Err(_) => {
-                        shared
-                            .lock()
-                            .core
-                            .fail(SessionErrorKind::Expired(idle_expiry));
+                        let mut st = shared.lock();
+                        if st.core.is_done() {
+                            // Everything was exchanged; only the client's
+                            // `Close` never came. Not a failure.
+                            st.core.judge_closed();
+                        } else {
+                            st.core.fail(SessionErrorKind::Expired(idle_expiry));
+                        }
                         break;
                     }
                 }

@@ -36,6 +36,12 @@ pub struct Limits {
     /// transports given with [`Acceptor::accept_from`](super::Acceptor::accept_from)).
     /// Default 256.
     pub max_per_source: usize,
+    /// Unacknowledged bytes a session may hold while its client is away
+    /// (no transport): writes past it wait until the client resumes or the
+    /// session expires. A client that opens a session and vanishes so
+    /// costs at most this much of reply data until `Config::idle_expiry`,
+    /// not `Config::replay_capacity`. At least 1. Default 256 KiB.
+    pub max_bytes_while_away: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +50,7 @@ impl Default for Limits {
             max_sessions: 10_000,
             max_handshakes: 1_024,
             max_per_source: 256,
+            max_bytes_while_away: 256 << 10,
         }
     }
 }
@@ -59,6 +66,7 @@ impl Limits {
             ("Limits::max_sessions", self.max_sessions),
             ("Limits::max_handshakes", self.max_handshakes),
             ("Limits::max_per_source", self.max_per_source),
+            ("Limits::max_bytes_while_away", self.max_bytes_while_away),
         ] {
             if v == 0 {
                 return Err(ConfigError::new(field, "must be at least 1"));
@@ -208,6 +216,7 @@ mod tests {
             max_sessions: 2,
             max_handshakes: 2,
             max_per_source: 2,
+            ..Limits::default()
         });
         assert_eq!(a.begin_handshake(ip(1)), Ok(()));
         assert_eq!(a.begin_handshake(ip(1)), Ok(()));
@@ -236,7 +245,7 @@ mod tests {
         /// counters never pass their limits and return to zero.
         #[test]
         fn counters_stay_within_limits(ops in proptest::collection::vec((0u8..4, 0u8..6), 0..400)) {
-            let limits = Limits { max_sessions: 5, max_handshakes: 3, max_per_source: 2 };
+            let limits = Limits { max_sessions: 5, max_handshakes: 3, max_per_source: 2, ..Limits::default() };
             let mut a = Admission::new(limits);
             let mut handshakes: Vec<Option<IpAddr>> = Vec::new();
             let mut sessions: Vec<Option<IpAddr>> = Vec::new();

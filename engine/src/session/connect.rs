@@ -342,10 +342,14 @@ async fn run_client<C: Connector>(
                     }
                 }
                 Action::GiveUp(give_up) => {
-                    shared
-                        .lock()
-                        .core
-                        .fail(SessionErrorKind::ReconnectExhausted(give_up));
+                    let mut st = shared.lock();
+                    if st.core.is_done() {
+                        // Only the server's `Close` was missing: nothing of
+                        // ours is, so this is no failure.
+                        st.core.judge_closed();
+                    } else {
+                        st.core.fail(SessionErrorKind::ReconnectExhausted(give_up));
+                    }
                 }
             }
         }

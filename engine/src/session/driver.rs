@@ -109,6 +109,13 @@ where
         };
         if let Some(end) = ending {
             if matches!(end, LinkEnd::Finished) {
+                // The core's last words (the final ack, `Close`) may not be
+                // in `pending` yet.
+                shared
+                    .lock()
+                    .core
+                    .poll_transmit(now, &mut batch, WRITE_BATCH);
+                pending.extend(batch.drain(..));
                 // Last frames (final ack, Reject) should reach the peer.
                 let _ = tokio::time::timeout(FLUSH_GRACE, async {
                     for b in &pending {

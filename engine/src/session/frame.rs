@@ -153,6 +153,12 @@ pub enum Frame {
         /// Highest stream offset (exclusive) the peer may send.
         max_offset: u64,
     },
+    /// The sender of this frame is done: its stream ended and was
+    /// acknowledged whole, and it received the peer's whole stream. A
+    /// session is closed on a side once it is done and has received the
+    /// peer's `Close`; until then the last acknowledgement may have been
+    /// lost, and a broken transport is resumed to deliver it.
+    Close,
 }
 
 const T_SERVER_HELLO: u8 = 0x01;
@@ -167,6 +173,7 @@ const T_KEEPALIVE: u8 = 0x12;
 const T_FIN: u8 = 0x13;
 const T_ABORT: u8 = 0x14;
 const T_WINDOW: u8 = 0x15;
+const T_CLOSE: u8 = 0x16;
 
 /// A frame could not be decoded. The transport that carried it must be closed.
 #[derive(Clone, PartialEq, Eq, Debug, Error)]
@@ -239,6 +246,7 @@ impl Frame {
             Frame::Fin { offset } => offset_frame(out, T_FIN, *offset),
             Frame::Abort => header(out, T_ABORT, 0),
             Frame::Window { max_offset } => offset_frame(out, T_WINDOW, *max_offset),
+            Frame::Close => header(out, T_CLOSE, 0),
         }
     }
 
@@ -295,6 +303,8 @@ impl Frame {
             T_WINDOW => return Err(malformed("Window")),
             T_ABORT if p.is_empty() => Frame::Abort,
             T_ABORT => return Err(malformed("Abort")),
+            T_CLOSE if p.is_empty() => Frame::Close,
+            T_CLOSE => return Err(malformed("Close")),
             other => return Err(FrameError::UnknownType(other)),
         };
         Ok(frame)
@@ -458,6 +468,7 @@ mod tests {
             Frame::Window {
                 max_offset: 1 << 40,
             },
+            Frame::Close,
         ]
     }
 

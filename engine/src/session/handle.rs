@@ -51,9 +51,15 @@ impl State {
     }
 
     /// Whether the driver has nothing left to do.
+    /// Nothing more to exchange: the session failed, or it is closed on
+    /// both sides (done, and the peer said so), or the application dropped
+    /// its handle and every byte it wrote was acknowledged. A session that
+    /// is done but has not heard the peer's `Close` is not finished: its
+    /// last acknowledgement may have been lost, and a broken transport is
+    /// resumed to deliver it.
     pub(crate) fn finished(&self) -> bool {
         self.core.error().is_some()
-            || self.core.is_done()
+            || self.core.is_closed()
             || (self.handle_dropped && self.core.send_complete())
     }
 

@@ -119,6 +119,8 @@ struct Link {
     ack_sent: u64,
     ack_due: Option<Instant>,
     failed: bool,
+    /// `Close` queued on this transport.
+    close_sent: bool,
 }
 
 impl Link {
@@ -136,6 +138,7 @@ impl Link {
             ack_sent,
             ack_due: None,
             failed: false,
+            close_sent: false,
         }
     }
 
@@ -210,8 +213,13 @@ pub struct SessionCore {
     window_sent: u64,
     /// A window update was queued since the driver last looked.
     window_news: bool,
+    /// The peer said it is done (`Close`).
+    peer_closed: bool,
     /// How far the peer lets us send (absolute offset).
     peer_window: u64,
+    /// Unacknowledged bytes writes may reach while no transport is
+    /// established (server sessions; `None`: the replay capacity).
+    away_cap: Option<usize>,
     /// Reused allocation for data-frame prefixes.
     scratch: BytesMut,
     discard_incoming: bool,
@@ -251,6 +259,8 @@ impl SessionCore {
             ready_len: 0,
             window_sent: INITIAL_WINDOW as u64,
             window_news: false,
+            peer_closed: false,
+            away_cap: None,
             peer_window: INITIAL_WINDOW as u64,
             scratch: BytesMut::new(),
             discard_incoming: false,
@@ -351,9 +361,29 @@ impl SessionCore {
         self.recv_fin && self.ready_len == 0
     }
 
-    /// Whether both directions are finished: the driver can close for good.
+    /// Whether both directions are finished on this side: our stream was
+    /// acknowledged whole and we received the peer's (or will not read
+    /// it). The peer may not know yet that its last bytes arrived: see
+    /// [`SessionCore::is_closed`].
     pub fn is_done(&self) -> bool {
         self.send_complete() && (self.recv_fin || self.discard_incoming)
+    }
+
+    /// Whether the session is over on both sides as far as this side can
+    /// know: it is done, and the peer said it is done too (`Close`), so the
+    /// peer received every acknowledgement it needed. The driver can close
+    /// the transport for good.
+    pub fn is_closed(&self) -> bool {
+        self.is_done() && self.peer_closed
+    }
+
+    /// Takes the end as closed without the peer's `Close`: the peer is gone
+    /// for good while this side is done (the server no longer knows the
+    /// session, or reconnecting gave up), and nothing of ours is missing.
+    pub fn judge_closed(&mut self) {
+        if self.is_done() {
+            self.peer_closed = true;
+        }
     }
 
     fn recv_position(&self) -> u64 {
@@ -366,8 +396,30 @@ impl SessionCore {
 
     // ---- application commands -----------------------------------------
 
+    /// Caps what writes may hold unacknowledged while no transport is
+    /// established (see `Limits::max_bytes_while_away`).
+    pub fn set_away_cap(&mut self, cap: usize) {
+        self.away_cap = Some(cap);
+    }
+
+    /// Bytes a write may add now: the replay buffer's free space, and
+    /// while the peer is away no more than the away cap allows.
+    fn room(&self) -> usize {
+        let free = self.replay.free();
+        let connected = matches!(&self.link, Some(l) if l.phase == Phase::Established && !l.failed);
+        match self.away_cap {
+            Some(cap) if !connected => {
+                let held =
+                    usize::try_from(self.replay.end() - self.replay.base()).unwrap_or(usize::MAX);
+                free.min(cap.saturating_sub(held))
+            }
+            _ => free,
+        }
+    }
+
     /// Copies as much of `data` into the replay buffer as fits and returns
-    /// how much that was (0 means: wait for acknowledgements).
+    /// how much that was (0 means: wait for acknowledgements, or for the
+    /// peer to come back).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, SessionError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
@@ -375,7 +427,8 @@ impl SessionCore {
         if self.fin_requested {
             return Err(self.error_now(SessionErrorKind::Closed));
         }
-        Ok(self.replay.push(data))
+        let n = data.len().min(self.room());
+        Ok(self.replay.push(&data[..n]))
     }
 
     /// Like [`SessionCore::write`] but takes ownership of the bytes: large
@@ -390,7 +443,7 @@ impl SessionCore {
         if self.fin_requested {
             return Err(self.error_now(SessionErrorKind::Closed));
         }
-        let n = data.len().min(self.replay.free());
+        let n = data.len().min(self.room());
         let chunk = data.split_to(n);
         if n >= ZERO_COPY_MIN {
             self.replay.push_bytes(chunk);
@@ -690,6 +743,9 @@ impl SessionCore {
             if link.next_send > self.sent_high {
                 self.sent_high = link.next_send;
             }
+            let done = self.fin_requested
+                && self.peer_acked == end + 1
+                && (self.recv_fin || self.discard_incoming);
             let mut tail = Vec::new();
             if self.fin_requested
                 && !link.fin_sent
@@ -700,10 +756,17 @@ impl SessionCore {
                 link.fin_sent = true;
             }
             // Piggyback a pending acknowledgement on outgoing data.
-            if (out.len() > start || !tail.is_empty()) && recv > link.ack_sent {
+            if (out.len() > start || !tail.is_empty() || (done && !link.close_sent))
+                && recv > link.ack_sent
+            {
                 Frame::Ack { recv_offset: recv }.encode(&mut tail);
                 link.ack_sent = recv;
                 link.ack_due = None;
+            }
+            // Done: say so once per transport, after the last ack.
+            if done && !link.close_sent {
+                Frame::Close.encode(&mut tail);
+                link.close_sent = true;
             }
             if !tail.is_empty() {
                 out.push(Bytes::from(tail));
@@ -820,6 +883,17 @@ impl SessionCore {
                     reason: RejectReason::Busy,
                 },
             ) => Err(LinkError::Busy),
+            // Done, resuming only to deliver our last acknowledgement: a
+            // server that no longer knows the session has finished it.
+            (
+                Phase::AwaitResumed { .. },
+                Frame::Reject {
+                    reason: RejectReason::UnknownSession,
+                },
+            ) if self.is_done() => {
+                self.judge_closed();
+                Ok(())
+            }
             (Phase::AwaitWelcome | Phase::AwaitResumed { .. }, Frame::Reject { reason }) => {
                 self.fail(SessionErrorKind::Rejected(reason));
                 Ok(())
@@ -829,6 +903,14 @@ impl SessionCore {
             }
             (Phase::Established, Frame::Ack { recv_offset })
             | (Phase::Established, Frame::Keepalive { recv_offset }) => self.on_ack(recv_offset),
+            (Phase::Established, Frame::Close) => {
+                // Only a peer that received our whole stream says so.
+                if !self.fin_requested {
+                    return Err(LinkError::Unexpected("Close before our stream ended"));
+                }
+                self.peer_closed = true;
+                Ok(())
+            }
             (Phase::Established, Frame::Window { max_offset }) => {
                 self.peer_window = self.peer_window.max(max_offset);
                 Ok(())
@@ -1036,6 +1118,7 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Fin { .. } => "Fin",
         Frame::Abort => "Abort",
         Frame::Window { .. } => "Window",
+        Frame::Close => "Close",
     }
 }
 

@@ -177,3 +177,101 @@ async fn giving_up_says_which_limit_and_why_the_attempts_failed() {
     ));
     assert_eq!(server.connects(), 5);
 }
+
+/// Issue 10, server point 4: the client receives the server's whole reply
+/// and its last acknowledgement is lost with the transport. The client is
+/// done but has not heard the server's `Close`, so it resumes once more to
+/// deliver that acknowledgement: the server's `shutdown` succeeds instead
+/// of failing with `Expired` a minute later.
+#[tokio::test(start_paused = true)]
+async fn a_lost_final_acknowledgement_is_delivered_by_a_resume_not_reported_as_a_failure() {
+    let config = Config {
+        keepalive_interval: Duration::from_millis(100),
+        dead_after: Duration::from_millis(400),
+        ..Config::default()
+    };
+    let (server, mut sessions) = Server::new(config.clone());
+    let mut client = SessionBuilder::new()
+        .config(config)
+        .policy(fast_policy())
+        .rng_seed(5)
+        .connect(server.connector())
+        .await
+        .unwrap();
+    let mut served = sessions.recv().await.unwrap();
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut request = Vec::new();
+    served.read_to_end(&mut request).await.unwrap();
+    assert_eq!(request, b"request");
+    // From here the client's frames on this transport vanish: its
+    // acknowledgement of the reply's end among them.
+    server.mute_client();
+    let replying = tokio::spawn(async move {
+        served.write_all(b"reply").await?;
+        served.shutdown().await?;
+        Ok::<_, io::Error>(served)
+    });
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"reply");
+    let served = tokio::time::timeout(Duration::from_secs(10), replying)
+        .await
+        .expect("the server's shutdown completes, long before idle expiry")
+        .unwrap()
+        .expect("and succeeds");
+    assert_eq!(served.stats().protocol.resumes, 1, "through one resume");
+    assert_eq!(served.error(), None);
+    // Both ends close for good: no further transport.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(server.connects(), 2);
+    assert_eq!(client.error(), None);
+    assert_eq!(server.acceptor.session_count(), 0, "the session is gone");
+}
+
+/// Issue 10, server point 1: while its client is away, a server session
+/// takes at most `Limits::max_bytes_while_away` of unacknowledged writes;
+/// the rest waits and goes out when the client resumes, exactly.
+#[tokio::test(start_paused = true)]
+async fn a_server_session_holds_at_most_the_away_cap_while_its_client_is_gone() {
+    let limits = crate::session::Limits {
+        max_bytes_while_away: 64 << 10,
+        ..crate::session::Limits::default()
+    };
+    let acceptor = crate::session::Acceptor::with_limits(Config::default(), limits).unwrap();
+    let (server, mut sessions) = Server::with_acceptor(acceptor);
+    let mut client = SessionBuilder::new()
+        .policy(fast_policy())
+        .rng_seed(6)
+        .connect(server.connector())
+        .await
+        .unwrap();
+    let mut served = sessions.recv().await.unwrap();
+    client.write_all(b"hi").await.unwrap();
+    let mut hi = [0u8; 2];
+    served.read_exact(&mut hi).await.unwrap();
+    // The client goes away and cannot come back for now.
+    server.up.store(false, Ordering::SeqCst);
+    server.reset();
+    while served.stats().protocol.links_failed == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reply: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let waited = tokio::time::timeout(Duration::from_secs(5), served.write_all(&reply)).await;
+    assert!(waited.is_err(), "the write waits for the client");
+    let taken = served.delivery().written;
+    assert_eq!(taken, 64 << 10, "exactly the away cap was taken");
+    // The client comes back: the rest flows, exactly.
+    server.up.store(true, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        served.write_all(&reply[taken as usize..]),
+    )
+    .await
+    .expect("the write completes once the client is back")
+    .unwrap();
+    let mut got = vec![0u8; reply.len()];
+    client.read_exact(&mut got).await.unwrap();
+    assert!(got == reply, "the reply arrives exactly");
+    assert!(served.stats().protocol.resumes >= 1);
+}

@@ -6,7 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::DuplexStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 
 type Connect = Pin<Box<dyn Future<Output = io::Result<DuplexStream>> + Send>>;
@@ -20,6 +20,8 @@ pub(crate) struct Server {
     connects: Arc<AtomicU32>,
     /// The server end of the latest transport, to break it.
     last: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
+    /// Set: what the client sends on the latest transport vanishes.
+    muted: Arc<Mutex<Arc<AtomicBool>>>,
     sessions: mpsc::Sender<Session>,
 }
 
@@ -35,6 +37,7 @@ impl Server {
             up: Arc::new(AtomicBool::new(true)),
             connects: Arc::new(AtomicU32::new(0)),
             last: Arc::new(Mutex::new(None)),
+            muted: Arc::default(),
             sessions: tx,
         };
         (server, rx)
@@ -51,6 +54,12 @@ impl Server {
         }
     }
 
+    /// From now on, what the client sends on the live transport vanishes
+    /// (the transport stays up); later transports are not affected.
+    pub(crate) fn mute_client(&self) {
+        self.muted.lock().unwrap().store(true, Ordering::SeqCst);
+    }
+
     pub(crate) fn connector(&self) -> impl FnMut() -> Connect + Send + 'static {
         let s = self.clone();
         move || {
@@ -61,17 +70,33 @@ impl Server {
                     return Err(io::ErrorKind::ConnectionRefused.into());
                 }
                 let (client, server) = tokio::io::duplex(256 << 10);
+                let muted = Arc::new(AtomicBool::new(false));
+                *s.muted.lock().unwrap() = Arc::clone(&muted);
                 let (acceptor, sessions) = (s.acceptor.clone(), s.sessions.clone());
                 // The transport lives in this task: aborting it is a reset.
                 let relay = tokio::spawn(async move {
-                    let (mut inner, outer) = tokio::io::duplex(256 << 10);
+                    let (inner, outer) = tokio::io::duplex(256 << 10);
                     let accept = tokio::spawn(async move {
                         if let Ok(Accepted::New(session)) = acceptor.accept(outer).await {
                             let _ = sessions.send(session).await;
                         }
                     });
-                    let mut server = server;
-                    let _ = tokio::io::copy_bidirectional(&mut server, &mut inner).await;
+                    let (mut from_client, mut to_client) = tokio::io::split(server);
+                    let (mut from_server, mut to_server) = tokio::io::split(inner);
+                    let upstream = async {
+                        let mut buf = vec![0u8; 16 << 10];
+                        loop {
+                            let n = from_client.read(&mut buf).await?;
+                            if n == 0 {
+                                return to_server.shutdown().await;
+                            }
+                            if !muted.load(Ordering::SeqCst) {
+                                to_server.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+                    let _: (io::Result<()>, io::Result<u64>) = tokio::join!(upstream, downstream);
                     drop(accept);
                 });
                 *s.last.lock().unwrap() = Some(relay.abort_handle());
