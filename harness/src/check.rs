@@ -3,6 +3,7 @@
 use crate::scenario::{Scenario, Symptom, WorkloadKind};
 use crate::workload::messages::{self, MessageLog};
 use crate::workload::pattern::{self, Piece};
+use crate::workload::QueuePeak;
 use crate::workload::Recording;
 use serde::Serialize;
 use std::time::Duration;
@@ -53,6 +54,9 @@ pub struct Measured {
     /// Their 99th percentile, in µs (messages only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_p99_us: Option<u64>,
+    /// The engine queue the scenario watches: its peak and stated bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueuePeak>,
 }
 
 /// Judges one run of `scenario`.
@@ -105,6 +109,7 @@ pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) ->
         error: rec.client_error.clone(),
         latency_p50_us: None,
         latency_p99_us: None,
+        queue: rec.queue,
     }
 }
 
@@ -115,7 +120,7 @@ pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) ->
 fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
     let f = messages::judge(&rec.messages);
     let recovery = message_recovery(scenario, &rec.messages);
-    let symptoms = symptoms(
+    let mut symptoms = symptoms(
         scenario,
         rec,
         Counts {
@@ -127,6 +132,14 @@ fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32
         recovery,
         max_attempts,
     );
+    let late = scenario
+        .expect
+        .latency_p99_within
+        .zip(f.latency_p99_us)
+        .is_some_and(|(bound, p99)| u128::from(p99) > bound.0.as_micros());
+    if late {
+        symptoms.push(Symptom::Late);
+    }
     Measured {
         outcome: outcome(&symptoms),
         unit: "messages",
@@ -142,6 +155,7 @@ fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32
         error: rec.client_error.clone(),
         latency_p50_us: f.latency_p50_us,
         latency_p99_us: f.latency_p99_us,
+        queue: rec.queue,
     }
 }
 
@@ -208,6 +222,9 @@ fn symptoms(
     }
     if rec.client_error.is_some() {
         out.push(Symptom::Error);
+    }
+    if rec.queue.is_some_and(|q| q.peak > q.bound) {
+        out.push(Symptom::Overflow);
     }
     out
 }

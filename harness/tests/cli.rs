@@ -30,7 +30,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["seed"], 7);
-    assert_eq!(v["summary"]["passed"], 8);
+    assert_eq!(v["summary"]["passed"], 11);
     assert_eq!(v["summary"]["failed"], 0);
     assert_eq!(v["summary"]["unsupported"], 1);
     let all = v["scenarios"].as_array().unwrap();
@@ -38,10 +38,13 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(
         ids,
         [
+            "broker-flap",
+            "broker-freeze-restart",
             "broker-loss",
             "captive-portal",
             "curl-under-reset",
             "delayed-routability",
+            "forged-signal",
             "gateway-change",
             "link-flap",
             "nic-swap",
@@ -50,11 +53,11 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
         ]
     );
     // The command workload runs real programs: sim says so instead of passing.
-    let curl = &all[2];
+    let curl = &all[4];
     assert_eq!(curl["verdict"], "unsupported");
     assert!(curl["unsupported"].as_str().unwrap().contains("netns"));
     // Signaling counts messages, with their latency.
-    let signaling = &all[0];
+    let signaling = &all[2];
     assert_eq!(signaling["verdict"], "pass");
     for run in [&signaling["baseline"], &signaling["mitigated"]] {
         assert_eq!(run["unit"], "messages");
@@ -65,6 +68,10 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(signaling["mitigated"]["lost"], 0);
     assert_eq!(signaling["mitigated"]["duplicated"], 0);
     assert!(signaling["baseline"]["lost"].as_u64().unwrap() > 0);
+    // A flapping broker: the sender's outbox is reported with its bound.
+    let queue = &all[0]["mitigated"]["queue"];
+    assert_eq!(queue["queue"], "outbox");
+    assert!(queue["peak"].as_u64().unwrap() <= queue["bound"].as_u64().unwrap());
     let scenarios: Vec<_> = all
         .iter()
         .filter(|s| ["silent-path-loss", "tcp-reset"].contains(&s["id"].as_str().unwrap()))
@@ -136,7 +143,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     ]);
     // The extra report comes from the same run.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 8);
+    assert_eq!(v["summary"]["passed"], 11);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -147,15 +154,15 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 9);
-    assert_eq!(names[2], "curl-under-reset");
+    assert_eq!(names.len(), 12);
+    assert_eq!(names[4], "curl-under-reset");
     assert!(cases
         .iter()
         .all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
-    assert!(cases[2].children().any(|k| k.has_tag_name("skipped")));
+    assert!(cases[4].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("8 passed, 0 failed, 1 unsupported"));
+    assert!(stderr(&out).contains("11 passed, 0 failed, 1 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -250,7 +257,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "9 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "12 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));

@@ -38,8 +38,10 @@
 //! pulls its next one ([`SignalCore::poll_publish`]). A broker that
 //! confirms and drops again and again only re-marks the unacknowledged
 //! messages — it never appends copies. When the list is full of
-//! unacknowledged messages the oldest is given up and counted
-//! ([`SignalCore::abandoned`]). Acknowledgements waiting to go out are at
+//! unacknowledged messages (by count or by bytes), [`SignalCore::send`]
+//! refuses the new one with [`SendError::Full`]: backpressure, so a
+//! message the endpoint took is never dropped within its TTL, and the
+//! application decides what waits. Acknowledgements waiting to go out are at
 //! most [`SignalConfig::max_pending_acks`] per broker (overflow drops the
 //! oldest: its message is resent and acknowledged again), recipients'
 //! round trips and health at most [`SignalConfig::max_peers`] (least
@@ -75,10 +77,15 @@ pub struct SignalConfig {
     /// Largest envelope sent or accepted. Default 64 KiB.
     pub max_envelope: usize,
     /// Messages kept until acknowledged (or past their TTL), at most: the
-    /// endpoint's whole outgoing memory (brokers only mark which of them
-    /// they owe). When full of unacknowledged messages, the oldest is given
-    /// up ([`SignalCore::abandoned`]). Default 1024.
+    /// endpoint's outgoing memory (brokers only mark which of them they
+    /// owe). When that many are unacknowledged, sends are refused
+    /// ([`SendError::Full`]) until acknowledgements or expiry make room.
+    /// Default 4096.
     pub max_recent: usize,
+    /// Bytes of encoded envelopes kept until acknowledged, at most (the
+    /// same policy as `max_recent`, whichever is reached first). Default
+    /// 8 MiB.
+    pub max_recent_bytes: usize,
     /// Messages held for the application until it reads them; when full the
     /// oldest is dropped and counted (`Signal::delivered_dropped`).
     /// Default 1024.
@@ -111,7 +118,8 @@ impl Default for SignalConfig {
             ttl: Duration::from_secs(30),
             clock_skew: Duration::from_secs(5),
             max_envelope: 64 << 10,
-            max_recent: 1024,
+            max_recent: 4096,
+            max_recent_bytes: 8 << 20,
             max_delivered: 1024,
             dedup: DedupConfig::default(),
             key: None,
@@ -158,6 +166,24 @@ pub enum Dropped {
     /// Claims what no genuine sender sends: a TTL beyond the receiver's, a
     /// send time in the future, a sequence number far ahead of its sender.
     Implausible,
+}
+
+/// Why a message was not sent.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// It does not fit an envelope.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// `max_recent` messages (or `max_recent_bytes`) await acknowledgement:
+    /// try again when some are acknowledged or expired.
+    #[error("{messages} messages ({bytes} bytes) await acknowledgement; the outbox is full")]
+    Full {
+        /// Messages held.
+        messages: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
 }
 
 /// Incoming publishes dropped, by reason (see [`Dropped`]).
@@ -308,11 +334,13 @@ pub struct SignalCore {
     links: Vec<Link>,
     config: SignalConfig,
     dedup: Dedup,
-    /// Bounded by `max_recent`, in sequence order.
+    /// Bounded by `max_recent` and `max_recent_bytes`, in sequence order.
     recent: VecDeque<Recent>,
+    /// Bytes of the envelopes in `recent`.
+    recent_bytes: usize,
     /// Bounded by `max_peers`.
     peers: LruCache<String, Peer>,
-    abandoned: u64,
+    refused: u64,
     resends: u64,
     acks_dropped: u64,
     dropped: DropCounts,
@@ -339,7 +367,8 @@ impl SignalCore {
             peers: LruCache::new(NonZeroUsize::new(config.max_peers).unwrap_or(NonZeroUsize::MIN)),
             config,
             recent: VecDeque::new(),
-            abandoned: 0,
+            recent_bytes: 0,
+            refused: 0,
             resends: 0,
             acks_dropped: 0,
             dropped: DropCounts::default(),
@@ -495,10 +524,14 @@ impl SignalCore {
         self.links.get(broker).map_or(0, |l| l.acks.len())
     }
 
-    /// Unacknowledged messages given up within their TTL because
-    /// `max_recent` newer ones were waiting.
-    pub fn abandoned(&self) -> u64 {
-        self.abandoned
+    /// Sends refused because the outbox was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Bytes of the envelopes held (at most `max_recent_bytes`).
+    pub fn recent_bytes(&self) -> usize {
+        self.recent_bytes
     }
 
     /// Messages sent again for want of an acknowledgement.
@@ -516,25 +549,26 @@ impl SignalCore {
         self.acks_dropped
     }
 
-    /// Drops acknowledged and expired messages from the front, and makes
-    /// room for one more (sweeping the whole list, then giving up the
-    /// oldest unacknowledged one).
-    fn make_room(&mut self, now_ms: u64) {
-        while self.recent.front().is_some_and(|r| !r.live(now_ms)) {
-            self.recent.pop_front();
-        }
-        let max = self.config.max_recent.max(1);
-        if self.recent.len() >= max {
+    /// Drops acknowledged and expired messages from the front; when
+    /// `len` more bytes would not fit, sweeps the whole list. Whether they
+    /// fit now.
+    fn make_room(&mut self, len: usize, now_ms: u64) -> bool {
+        self.sweep_front(now_ms);
+        let (max, max_bytes) = (self.config.max_recent.max(1), self.config.max_recent_bytes);
+        let fits = |core: &Self| {
+            core.recent.len() < max && core.recent_bytes.saturating_add(len) <= max_bytes
+        };
+        if !fits(self) {
             self.recent.retain(|r| r.live(now_ms));
+            self.recent_bytes = self.recent.iter().map(|r| r.bytes.len()).sum();
         }
-        while self.recent.len() >= max {
+        fits(self)
+    }
+
+    fn sweep_front(&mut self, now_ms: u64) {
+        while self.recent.front().is_some_and(|r| !r.live(now_ms)) {
             if let Some(r) = self.recent.pop_front() {
-                self.abandoned += 1;
-                tracing::warn!(
-                    seq = r.seq,
-                    recipient = %r.recipient,
-                    "signaling: {max} messages await acknowledgement; giving up the oldest"
-                );
+                self.recent_bytes = self.recent_bytes.saturating_sub(r.bytes.len());
             }
         }
     }
@@ -543,13 +577,16 @@ impl SignalCore {
     ///
     /// # Errors
     ///
-    /// [`EncodeError`] when the names or the payload do not fit an envelope.
+    /// [`SendError::Encode`] when the names or the payload do not fit an
+    /// envelope; [`SendError::Full`] when the outbox holds `max_recent`
+    /// unacknowledged messages or `max_recent_bytes` (nothing is sent, no
+    /// sequence number is used).
     pub fn send(
         &mut self,
         recipient: &str,
         payload: &[u8],
         now_ms: u64,
-    ) -> Result<MessageId, EncodeError> {
+    ) -> Result<MessageId, SendError> {
         let id = MessageId {
             sender: self.sender,
             seq: self.next_seq,
@@ -565,8 +602,15 @@ impl SignalCore {
             payload: payload.to_vec(),
         };
         let bytes = envelope.encode_with(self.config.max_envelope, self.config.key.as_ref())?;
+        if !self.make_room(bytes.len(), now_ms) {
+            self.refused += 1;
+            return Err(SendError::Full {
+                messages: self.recent.len(),
+                bytes: self.recent_bytes,
+            });
+        }
         self.next_seq += 1;
-        self.make_room(now_ms);
+        self.recent_bytes += bytes.len();
         let targets = self.targets(recipient, self.config.fanout.max(1), now_ms);
         let cap = self.cap_ms();
         let timeout = self.peer(recipient).ack_timeout_ms(cap);
@@ -737,9 +781,7 @@ impl SignalCore {
         if let Some(rtt) = sample {
             peer.sample(rtt);
         }
-        while self.recent.front().is_some_and(|r| !r.live(now_ms)) {
-            self.recent.pop_front();
-        }
+        self.sweep_front(now_ms);
     }
 
     /// A publish arrived from `broker`: the message for the application
@@ -974,6 +1016,50 @@ mod tests {
             b.handle_incoming(0, &forge(1_000, now + 4_000), t, now)
                 .is_ok(),
             "within the skew"
+        );
+    }
+
+    /// A full outbox refuses new messages (backpressure) instead of
+    /// dropping held ones; acknowledgements or expiry make room again.
+    #[test]
+    fn a_full_outbox_refuses_new_messages_and_drops_none() {
+        let t = Instant::now();
+        let config = SignalConfig {
+            max_recent: 3,
+            ..SignalConfig::default()
+        };
+        let mut a = SignalCore::new("a", 1, 1, config);
+        let mut b = SignalCore::new("b", 2, 1, config);
+        a.set_healthy(0, true, 0);
+        b.set_healthy(0, true, 0);
+        for i in 0..3u8 {
+            a.send("b", &[i], 0).unwrap();
+        }
+        assert_eq!(
+            a.send("b", b"fourth", 0),
+            Err(SendError::Full {
+                messages: 3,
+                bytes: a.recent_bytes()
+            })
+        );
+        assert_eq!(a.refused(), 1);
+        // The receiver gets the three and acknowledges them.
+        while let Some(p) = a.poll_publish(0, 1) {
+            b.handle_incoming(0, &p.bytes, t, 1).unwrap();
+        }
+        while let Some(p) = b.poll_publish(0, 2) {
+            assert_eq!(a.handle_incoming(0, &p.bytes, t, 2), Ok(None));
+        }
+        assert_eq!(a.unacked(3), 0);
+        let id = a.send("b", b"fourth", 3).unwrap();
+        assert_eq!(id.seq, 4, "a refused send uses no sequence number");
+        // Unacknowledged ones leave only by expiry.
+        a.send("b", b"5", 3).unwrap();
+        a.send("b", b"6", 3).unwrap();
+        assert!(a.send("b", b"7", 3).is_err());
+        assert!(
+            a.send("b", b"7", 3 + 30_001).is_ok(),
+            "expired ones make room"
         );
     }
 

@@ -7,8 +7,8 @@
 //! Brokers sit behind the small [`Broker`] trait, so the simulated backend
 //! can drive the same endpoint; [`Mqtt`] is the real one (rumqttc).
 
-use super::core::{Delivered, DropCounts, SignalConfig, SignalCore};
-use super::envelope::{EncodeError, MessageId};
+use super::core::{Delivered, DropCounts, SendError, SignalConfig, SignalCore};
+use super::envelope::MessageId;
 use crate::reconnect::{Backoff, Policy};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -244,9 +244,11 @@ impl Signal {
     ///
     /// # Errors
     ///
-    /// [`EncodeError`] when the names or the payload do not fit an envelope
-    /// of `SignalConfig::max_envelope` bytes.
-    pub fn send(&self, peer: &str, payload: &[u8]) -> Result<MessageId, EncodeError> {
+    /// [`SendError::Encode`] when the names or the payload do not fit an
+    /// envelope of `SignalConfig::max_envelope` bytes; [`SendError::Full`]
+    /// when `SignalConfig::max_recent` messages (or `max_recent_bytes`)
+    /// await acknowledgement — try again later, nothing was sent.
+    pub fn send(&self, peer: &str, payload: &[u8]) -> Result<MessageId, SendError> {
         let id = lock(&self.inner)
             .core
             .send(peer, payload, self.clock.now_ms())?;
@@ -267,10 +269,9 @@ impl Signal {
         lock(&self.inner).core.resends()
     }
 
-    /// Unacknowledged messages given up because `SignalConfig::max_recent`
-    /// newer ones were waiting.
-    pub fn abandoned(&self) -> u64 {
-        lock(&self.inner).core.abandoned()
+    /// Sends refused because the outbox was full.
+    pub fn refused(&self) -> u64 {
+        lock(&self.inner).core.refused()
     }
 
     /// The next message for this endpoint, each exactly once.

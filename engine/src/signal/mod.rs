@@ -22,7 +22,9 @@ pub mod link;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Delivered, DropCounts, Dropped, Publish, SignalConfig, SignalCore};
+pub use self::core::{
+    Delivered, DropCounts, Dropped, Publish, SendError, SignalConfig, SignalCore,
+};
 pub use self::link::{
     topic_for, Broker, BrokerConn, LinkConfig, Mqtt, MqttConn, Signal, MIN_KEEP_ALIVE,
 };

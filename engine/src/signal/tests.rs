@@ -341,7 +341,7 @@ proptest! {
         prop_assert_eq!(w.check_exactly_once(), Ok(()));
         prop_assert!(w.peak_recent <= 4096);
         prop_assert!(w.peak_acks <= config.max_pending_acks);
-        prop_assert_eq!(w.sender().abandoned(), 0);
+        prop_assert_eq!(w.sender().refused(), 0);
         // Acknowledged messages are swept: nothing is held at the end.
         prop_assert_eq!(w.sender().unacked(T0_MS + w.now), 0);
     }
@@ -372,7 +372,7 @@ fn a_flapping_broker_keeps_every_queue_bounded_and_loses_nothing() {
     assert!(w.peak_recent <= 256, "recent {}", w.peak_recent);
     assert!(w.peak_backlog <= 256, "backlog {}", w.peak_backlog);
     assert!(w.peak_acks <= 64, "acks {}", w.peak_acks);
-    assert_eq!(w.sender().abandoned(), 0);
+    assert_eq!(w.sender().refused(), 0);
 }
 
 /// A frozen broker (its connections look alive for 1.5 s) with a fanout of

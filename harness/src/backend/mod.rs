@@ -198,6 +198,30 @@ pub enum Action {
         /// Crashed (`true`) or restarted.
         down: bool,
     },
+    /// A signaling broker freezes (`frozen`, SIGSTOP) or thaws.
+    BrokerFreeze {
+        /// Which broker.
+        index: u8,
+        /// Frozen (`true`) or thawed.
+        frozen: bool,
+    },
+    /// Traffic between a peer (both if `None`) and a broker is dropped
+    /// (`blocked`) or flows again.
+    BrokerBlock {
+        /// Which broker.
+        index: u8,
+        /// Which peer.
+        host: Option<HostRole>,
+        /// Dropped (`true`) or flowing.
+        blocked: bool,
+    },
+    /// A hostile publisher sends `count` forgeries through a broker.
+    Forge {
+        /// Which broker.
+        index: u8,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// The scenario's faults as a time-ordered list of changes.
@@ -289,6 +313,49 @@ pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
                     index: *broker,
                     down: false,
                 }),
+            ),
+            Fault::BrokerFlap {
+                at,
+                broker,
+                count,
+                period,
+            } => {
+                for i in 0..*count {
+                    let start = at.0 + period.0 * i;
+                    let (index, half) = (*broker, period.0 / 2);
+                    out.push((start, Action::Broker { index, down: true }));
+                    out.push((start + half, Action::Broker { index, down: false }));
+                }
+                continue;
+            }
+            Fault::BrokerFreeze { broker, .. } => (
+                Action::BrokerFreeze {
+                    index: *broker,
+                    frozen: true,
+                },
+                Some(Action::BrokerFreeze {
+                    index: *broker,
+                    frozen: false,
+                }),
+            ),
+            Fault::BrokerBlock { broker, host, .. } => (
+                Action::BrokerBlock {
+                    index: *broker,
+                    host: *host,
+                    blocked: true,
+                },
+                Some(Action::BrokerBlock {
+                    index: *broker,
+                    host: *host,
+                    blocked: false,
+                }),
+            ),
+            Fault::ForgedPublish { broker, count, .. } => (
+                Action::Forge {
+                    index: *broker,
+                    count: *count,
+                },
+                None,
             ),
             Fault::RouteLoss { host, .. } => (
                 Action::RouteLoss {

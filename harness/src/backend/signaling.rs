@@ -3,11 +3,11 @@
 //! variant. The backends only supply brokers, hosts and faults.
 
 use super::Variant;
-use crate::scenario::Scenario;
+use crate::scenario::{Fault, Scenario};
 use crate::workload::programs::Net;
 use crate::workload::signaling::{self as programs, SignalingSpec};
 use crate::workload::Recorder;
-use netmend::signal::{Broker, LinkConfig, SignalConfig};
+use netmend::signal::{Broker, LinkConfig, SignalConfig, SignalKey};
 use netmend::Policy;
 use std::time::Duration;
 
@@ -32,6 +32,14 @@ pub fn plan(s: &Scenario, seed: u64) -> SignalingPlan {
     let config = SignalConfig {
         fanout: m.fanout.unwrap_or(usize::from(s.topology.brokers)),
         ttl: m.ttl.map_or(d.ttl, |t| t.0),
+        // The group key both peers were given (derived from the seed: the
+        // run replays exactly; the forger never learns it).
+        key: m.authenticated.then(|| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&seed.to_be_bytes());
+            k[8..16].copy_from_slice(b"groupkey");
+            SignalKey::from_bytes(k)
+        }),
         ..d
     };
     let l = LinkConfig::default();
@@ -54,6 +62,21 @@ pub fn plan(s: &Scenario, seed: u64) -> SignalingPlan {
         config,
         links: [link(seed), link(seed.wrapping_add(1))],
     }
+}
+
+/// The hostile publishers of `s`: for each broker, when and how many
+/// forgeries it publishes.
+pub fn attacks(s: &Scenario) -> Vec<(u8, Vec<(Duration, u32)>)> {
+    let mut out: Vec<(u8, Vec<(Duration, u32)>)> = Vec::new();
+    for f in &s.faults {
+        if let Fault::ForgedPublish { at, broker, count } = f {
+            match out.iter_mut().find(|(b, _)| b == broker) {
+                Some((_, list)) => list.push((at.0, *count)),
+                None => out.push((*broker, vec![(at.0, *count)])),
+            }
+        }
+    }
+    out
 }
 
 /// The receiving peer (on the server host): the naive single-broker

@@ -138,8 +138,11 @@ fn line(m: Option<&Measured>) -> String {
         ),
         _ => String::new(),
     };
+    let queue = m.queue.map_or(String::new(), |q| {
+        format!(", {} peak {} (bound {})", q.queue, q.peak, q.bound)
+    });
     format!(
-        "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s)",
+        "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}",
         m.delivered, m.expected, m.lost, m.duplicated, m.attempts
     )
 }

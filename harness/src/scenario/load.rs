@@ -1,6 +1,6 @@
 //! Reading scenario files, with errors that point into the file.
 
-use super::model::{Fault, PolicyKind, Scenario, WorkloadKind};
+use super::model::{PolicyKind, Scenario, WorkloadKind};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -193,16 +193,12 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
     }
     if s.workload.kind != WorkloadKind::Signaling {
         validate_bytes(s)?;
-        if let Some(i) = s
-            .faults
-            .iter()
-            .position(|f| matches!(f, Fault::BrokerDown { .. }))
-        {
+        if let Some(i) = s.faults.iter().position(|f| f.broker().is_some()) {
             return bad(
                 format!("faults[{i}].kind"),
                 "kind",
                 i + 1,
-                "a broker-down fault needs a signaling workload".into(),
+                format!("a {} fault needs a signaling workload", s.faults[i].kind()),
             );
         }
     }
@@ -390,19 +386,19 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
         );
     }
     for (i, f) in s.faults.iter().enumerate() {
-        let Fault::BrokerDown { broker, .. } = f else {
+        let Some(broker) = f.broker() else {
             return bad(
                 format!("faults[{i}].kind"),
                 "kind",
                 // The workload's `kind =` comes first.
                 i + 1,
                 format!(
-                    "a signaling workload takes broker-down faults only, not {}",
+                    "a signaling workload takes broker faults only, not {}",
                     f.kind()
                 ),
             );
         };
-        if *broker >= brokers {
+        if broker >= brokers {
             return bad(
                 format!("faults[{i}].broker"),
                 "broker",
@@ -540,7 +536,7 @@ baseline = ["loss"]
         assert_eq!(
             err(&SIGNALING.replace("kind = \"broker-down\"", "kind = \"blackhole\"")
                 .replace("broker = 1\n", "")),
-            "s.toml:14:1: faults[0].kind: a signaling workload takes broker-down faults only, not blackhole"
+            "s.toml:14:1: faults[0].kind: a signaling workload takes broker faults only, not blackhole"
         );
         assert_eq!(
             err(&SIGNALING.replace("messages = 10", "messages = 0")),

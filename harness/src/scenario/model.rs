@@ -329,6 +329,55 @@ pub enum Fault {
         /// How long until it restarts.
         duration: Option<Dur>,
     },
+    /// Broker `broker` crashes and restarts empty `count` times, one flap
+    /// every `period` (down for half of it).
+    BrokerFlap {
+        /// When the first crash happens.
+        at: Dur,
+        /// Which broker.
+        broker: u8,
+        /// Flaps.
+        count: u32,
+        /// Length of one flap.
+        period: Dur,
+    },
+    /// Broker `broker` freezes (SIGSTOP) for `duration`: its connections
+    /// stay open and look alive until a keepalive says otherwise, what it
+    /// is sent waits, and it delivers late when it thaws (SIGCONT).
+    BrokerFreeze {
+        /// When.
+        at: Dur,
+        /// Which broker.
+        broker: u8,
+        /// How long it stays frozen.
+        duration: Dur,
+    },
+    /// Traffic between `host` (or, without one, both peers) and broker
+    /// `broker` is dropped for `duration`, as by a firewall on the port:
+    /// nothing is refused, TCP retransmits into silence.
+    BrokerBlock {
+        /// When.
+        at: Dur,
+        /// Which broker.
+        broker: u8,
+        /// Which peer is cut off from it (both if none).
+        host: Option<HostRole>,
+        /// How long.
+        duration: Dur,
+    },
+    /// A hostile publisher on the receiver's topic, through broker
+    /// `broker`: it records what it sees there from the start, and at `at`
+    /// publishes `count` forgeries — replays of genuine envelopes, the real
+    /// sender's id with huge sequence numbers, foreign ids, altered bytes
+    /// and garbage.
+    ForgedPublish {
+        /// When it publishes.
+        at: Dur,
+        /// Through which broker.
+        broker: u8,
+        /// How many forgeries.
+        count: u32,
+    },
 }
 
 impl Fault {
@@ -347,14 +396,22 @@ impl Fault {
             | Fault::NicSwap { at, .. }
             | Fault::GatewayChange { at, .. }
             | Fault::LinkFlap { at, .. }
-            | Fault::BrokerDown { at, .. } => *at,
+            | Fault::BrokerDown { at, .. }
+            | Fault::BrokerFlap { at, .. }
+            | Fault::BrokerFreeze { at, .. }
+            | Fault::BrokerBlock { at, .. }
+            | Fault::ForgedPublish { at, .. } => *at,
         }
     }
 
     /// How long it lasts; `None` for instantaneous or open-ended faults.
     pub fn duration(&self) -> Option<Dur> {
         match self {
-            Fault::Reset { .. } | Fault::AddressChange { .. } => None,
+            Fault::Reset { .. } | Fault::AddressChange { .. } | Fault::ForgedPublish { .. } => None,
+            Fault::BrokerFreeze { duration, .. } | Fault::BrokerBlock { duration, .. } => {
+                Some(*duration)
+            }
+            Fault::BrokerFlap { count, period, .. } => Some(Dur(period.0 * *count)),
             Fault::Blackhole { duration, .. }
             | Fault::Partition { duration, .. }
             | Fault::LinkDown { duration, .. }
@@ -398,6 +455,22 @@ impl Fault {
             Fault::GatewayChange { .. } => "gateway-change",
             Fault::LinkFlap { .. } => "link-flap",
             Fault::BrokerDown { .. } => "broker-down",
+            Fault::BrokerFlap { .. } => "broker-flap",
+            Fault::BrokerFreeze { .. } => "broker-freeze",
+            Fault::BrokerBlock { .. } => "broker-block",
+            Fault::ForgedPublish { .. } => "forged-publish",
+        }
+    }
+
+    /// The broker a signaling fault acts on (`None` for path faults).
+    pub fn broker(&self) -> Option<u8> {
+        match self {
+            Fault::BrokerDown { broker, .. }
+            | Fault::BrokerFlap { broker, .. }
+            | Fault::BrokerFreeze { broker, .. }
+            | Fault::BrokerBlock { broker, .. }
+            | Fault::ForgedPublish { broker, .. } => Some(*broker),
+            _ => None,
         }
     }
 }
@@ -478,6 +551,10 @@ pub struct Mitigation {
     /// How long a message stays worth delivering (signaling).
     #[serde(default)]
     pub ttl: Option<Dur>,
+    /// Authenticate every envelope with a group key both peers share
+    /// (signaling): forgeries fail their MAC.
+    #[serde(default)]
+    pub authenticated: bool,
 }
 
 /// A failure symptom a run can show.
@@ -500,6 +577,11 @@ pub enum Symptom {
     Corruption,
     /// The client's session ended with an error.
     Error,
+    /// An engine queue went past the bound the engine states for it.
+    Overflow,
+    /// The 99th percentile of message latency exceeded
+    /// `latency_p99_within` (signaling).
+    Late,
 }
 
 impl Symptom {
@@ -514,6 +596,8 @@ impl Symptom {
             Symptom::Storm => "storm",
             Symptom::Corruption => "corruption",
             Symptom::Error => "error",
+            Symptom::Overflow => "overflow",
+            Symptom::Late => "late",
         }
     }
 }
@@ -531,6 +615,10 @@ pub struct Expect {
     /// At most this many connection attempts in the mitigated run.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Signaling: the 99th percentile of message latency must stay within
+    /// this (unchecked if absent).
+    #[serde(default)]
+    pub latency_p99_within: Option<Dur>,
     /// For `command`: the exit status the program must end with.
     #[serde(default)]
     pub exit: Option<i32>,
@@ -603,6 +691,14 @@ pub enum FaultKind {
     LinkFlap,
     /// See [`Fault::BrokerDown`].
     BrokerDown,
+    /// See [`Fault::BrokerFlap`].
+    BrokerFlap,
+    /// See [`Fault::BrokerFreeze`].
+    BrokerFreeze,
+    /// See [`Fault::BrokerBlock`].
+    BrokerBlock,
+    /// See [`Fault::ForgedPublish`].
+    ForgedPublish,
 }
 
 impl FaultKind {
@@ -622,6 +718,10 @@ impl FaultKind {
             FaultKind::GatewayChange => "gateway-change",
             FaultKind::LinkFlap => "link-flap",
             FaultKind::BrokerDown => "broker-down",
+            FaultKind::BrokerFlap => "broker-flap",
+            FaultKind::BrokerFreeze => "broker-freeze",
+            FaultKind::BrokerBlock => "broker-block",
+            FaultKind::ForgedPublish => "forged-publish",
         }
     }
 }
@@ -670,16 +770,29 @@ impl TryFrom<RawFault> for Fault {
         let takes = |field: &str| match field {
             "duration" => !matches!(
                 r.kind,
-                K::Reset | K::AddressChange | K::NicSwap | K::GatewayChange | K::LinkFlap
+                K::Reset
+                    | K::AddressChange
+                    | K::NicSwap
+                    | K::GatewayChange
+                    | K::LinkFlap
+                    | K::BrokerFlap
+                    | K::ForgedPublish
             ),
-            "broker" => r.kind == K::BrokerDown,
+            "broker" => matches!(
+                r.kind,
+                K::BrokerDown | K::BrokerFlap | K::BrokerFreeze | K::BrokerBlock | K::ForgedPublish
+            ),
             "routable_after" | "captive_for" => matches!(r.kind, K::NicSwap | K::GatewayChange),
-            "count" | "period" => r.kind == K::LinkFlap,
+            "count" => matches!(r.kind, K::LinkFlap | K::BrokerFlap | K::ForgedPublish),
+            "period" => matches!(r.kind, K::LinkFlap | K::BrokerFlap),
             "direction" => r.kind == K::Partition,
             "latency" | "jitter" => r.kind == K::Latency,
             "probability" => r.kind == K::Loss,
             "rate" => r.kind == K::Bandwidth,
-            "host" => matches!(r.kind, K::LinkDown | K::AddressChange | K::RouteLoss),
+            "host" => matches!(
+                r.kind,
+                K::LinkDown | K::AddressChange | K::RouteLoss | K::BrokerBlock
+            ),
             _ => false,
         };
         let given = [
@@ -782,7 +895,7 @@ impl TryFrom<RawFault> for Fault {
                     }
                 }
             }
-            K::LinkFlap => {
+            K::LinkFlap | K::BrokerFlap => {
                 let count = r.count.ok_or_else(|| need("count"))?;
                 let period = r.period.ok_or_else(|| need("period"))?;
                 if count == 0 || count > 100 {
@@ -791,10 +904,41 @@ impl TryFrom<RawFault> for Fault {
                 if period.0 < Duration::from_millis(2) {
                     return Err("`period` must be at least 2ms".into());
                 }
-                Fault::LinkFlap {
+                match r.broker {
+                    Some(broker) => Fault::BrokerFlap {
+                        at: r.at,
+                        broker,
+                        count,
+                        period,
+                    },
+                    None if r.kind == K::BrokerFlap => return Err(need("broker")),
+                    None => Fault::LinkFlap {
+                        at: r.at,
+                        count,
+                        period,
+                    },
+                }
+            }
+            K::BrokerFreeze => Fault::BrokerFreeze {
+                at: r.at,
+                broker: r.broker.ok_or_else(|| need("broker"))?,
+                duration: positive(r.duration)?,
+            },
+            K::BrokerBlock => Fault::BrokerBlock {
+                at: r.at,
+                broker: r.broker.ok_or_else(|| need("broker"))?,
+                host: r.host,
+                duration: positive(r.duration)?,
+            },
+            K::ForgedPublish => {
+                let count = r.count.ok_or_else(|| need("count"))?;
+                if count == 0 || count > 100_000 {
+                    return Err("`count` must be between 1 and 100000".into());
+                }
+                Fault::ForgedPublish {
                     at: r.at,
+                    broker: r.broker.ok_or_else(|| need("broker"))?,
                     count,
-                    period,
                 }
             }
             K::BrokerDown => Fault::BrokerDown {

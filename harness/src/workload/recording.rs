@@ -15,6 +15,19 @@ pub struct StreamLog {
     pub reads: Vec<(Duration, u64)>,
 }
 
+/// The largest length one engine queue reached in a run, against the bound
+/// the engine states for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QueuePeak {
+    /// Which queue ("outbox": messages a sender holds until acknowledged;
+    /// "sessions": sessions a server holds).
+    pub queue: &'static str,
+    /// Its largest length.
+    pub peak: u64,
+    /// Its stated bound.
+    pub bound: u64,
+}
+
 /// The raw record of one run, judged later by `check`.
 #[derive(Clone, Debug, Default)]
 pub struct Recording {
@@ -36,6 +49,8 @@ pub struct Recording {
     pub messages: MessageLog,
     /// The receiving side is online (signaling: the sender starts then).
     pub receiver_ready: bool,
+    /// The engine queue the scenario watches, if any.
+    pub queue: Option<QueuePeak>,
 }
 
 /// A shared handle the workload programs record into.
@@ -123,6 +138,17 @@ impl Recorder {
         seen.sort_unstable();
         seen.dedup();
         seen.len()
+    }
+
+    /// Queue `queue` (bound `bound`) holds `len` now.
+    pub fn queue_len(&self, queue: &'static str, len: u64, bound: u64) {
+        let mut r = self.lock();
+        let q = r.queue.get_or_insert(QueuePeak {
+            queue,
+            peak: 0,
+            bound,
+        });
+        q.peak = q.peak.max(len);
     }
 
     /// The receiving side is online.

@@ -10,7 +10,7 @@
 
 use super::programs::Net;
 use super::Recorder;
-use netmend::signal::{topic_for, Broker, BrokerConn, LinkConfig, Signal, SignalConfig};
+use netmend::signal::{topic_for, Broker, BrokerConn, LinkConfig, SendError, Signal, SignalConfig};
 use std::io;
 use std::time::Duration;
 
@@ -210,16 +210,122 @@ pub async fn mitigated_sender<N: Net, B: Broker>(
     rec: Recorder,
 ) {
     let signal = Signal::start(SENDER, brokers, config, link);
+    let bound = config.max_recent as u64;
+    let outbox = |signal: &Signal| rec.queue_len("outbox", signal.unacked() as u64, bound);
     let start = wait_for_receiver(&net, &rec).await;
     for n in 0..spec.messages {
         until(&net, start + spec.interval * n as u32).await;
         rec.message_sent(n, net.now());
-        if let Err(e) = signal.send(RECEIVER, &payload(n, spec.payload)) {
-            rec.client_failed(format!("send message {n}: {e}"));
-            return;
+        // A full outbox is backpressure: the application keeps the message
+        // and tries again (the wait counts in its latency).
+        loop {
+            match signal.send(RECEIVER, &payload(n, spec.payload)) {
+                Ok(_) => break,
+                Err(SendError::Full { .. }) => {
+                    outbox(&signal);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => {
+                    rec.client_failed(format!("send message {n}: {e}"));
+                    return;
+                }
+            }
+        }
+        outbox(&signal);
+    }
+    // Until everything arrived (or the settle time passed); the sender
+    // keeps resending meanwhile.
+    let give_up = net.now() + spec.settle;
+    while (rec.messages_delivered() as u64) < spec.messages && net.now() < give_up {
+        outbox(&signal);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rec.client_done(net.now());
+}
+
+/// A hostile publisher: subscribed to the receiver's topic on one broker
+/// from the start, it records the genuine envelopes it sees; at each
+/// `(at, count)` it publishes `count` forgeries on that topic, in turn:
+/// a replay of a recorded envelope, the real sender's id with a huge
+/// sequence number, a foreign sender id, a recorded envelope with one byte
+/// altered, and garbage. It knows no group key.
+pub async fn forger<N: Net, B: Broker>(net: N, mut broker: B, attacks: Vec<(Duration, u32)>) {
+    let client_id = "nm-forger";
+    let mut conn = loop {
+        match broker.connect(client_id, &topic_for(RECEIVER)).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for (at, count) in attacks {
+        // Record until it is time.
+        loop {
+            let now = net.now();
+            if now >= at {
+                break;
+            }
+            if let Ok(Ok(bytes)) = tokio::time::timeout(at - now, conn.recv()).await {
+                // Bounded: a forger keeps at most 1,024 envelopes.
+                if seen.len() < 1024 {
+                    seen.push(bytes);
+                }
+            }
+        }
+        for i in 0..count {
+            let forged = forgery(i, &seen);
+            if conn.publish(&topic_for(RECEIVER), forged).await.is_err() {
+                tracing::debug!("forger: broker lost");
+                return;
+            }
         }
     }
-    settle(&net, &spec, &rec).await;
+    // Stay connected: a client library may still hold what was published
+    // in its queue, and closing would drop it.
+    while conn.recv().await.is_ok() {}
+}
+
+/// Forgery `i` of the kinds [`forger`] cycles through.
+fn forgery(i: u32, seen: &[Vec<u8>]) -> Vec<u8> {
+    use netmend::signal::{Envelope, Kind, MessageId};
+    let pick = |k: u32| seen.get(k as usize % seen.len().max(1)).cloned();
+    // Fields of a recorded envelope (see the envelope format: magic,
+    // version, kind, sender, seq, sent_at_ms, …): the real sender's id, and
+    // a send time the receiver finds plausible.
+    let field = |range: std::ops::Range<usize>| {
+        pick(i).and_then(|e| {
+            e.get(range)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+        })
+    };
+    let (real_id, sent_at_ms) = (field(5..13), field(21..29).unwrap_or(0));
+    let forge = |sender: u64, seq: u64| {
+        Envelope {
+            kind: Kind::Message,
+            id: MessageId { sender, seq },
+            sent_at_ms,
+            ttl_ms: 30_000,
+            recipient: RECEIVER.into(),
+            from: SENDER.into(),
+            payload: payload(u64::MAX - u64::from(i), 32),
+        }
+        .encode(1 << 16)
+        .unwrap_or_default()
+    };
+    match i % 5 {
+        0 => pick(i).unwrap_or_else(|| b"replay".to_vec()),
+        1 => forge(real_id.unwrap_or(1), u64::MAX - u64::from(i)),
+        2 => forge(0xF0F0_0000 + u64::from(i), u64::from(i) + 1),
+        3 => {
+            let mut e = pick(i).unwrap_or_else(|| b"altered".to_vec());
+            if let Some(b) = e.last_mut() {
+                *b ^= 0x40;
+            }
+            e
+        }
+        _ => format!("garbage {i}").into_bytes(),
+    }
 }
 
 /// The engine's receiver: subscribed on every broker, each message handed

@@ -281,7 +281,10 @@ impl<'a> PathFaults<'a> {
             }
             // Broker processes belong to the signaling run, which applies
             // these itself; validation keeps them out of path schedules.
-            Action::Broker { .. } => Err(LabError::BadName(
+            Action::Broker { .. }
+            | Action::BrokerFreeze { .. }
+            | Action::BrokerBlock { .. }
+            | Action::Forge { .. } => Err(LabError::BadName(
                 "a broker fault outside a signaling run".into(),
             )),
             Action::RouteLoss { host, lost } => {

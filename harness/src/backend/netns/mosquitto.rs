@@ -1,6 +1,7 @@
 //! Real MQTT brokers in the lab: one `mosquitto` process per broker host
-//! namespace, from a generated config, killed and restarted as a
-//! scenario's broker faults say.
+//! namespace, from a generated config, killed and restarted, stopped and
+//! continued (SIGSTOP/SIGCONT), or cut off from peers by nftables rules
+//! in its namespace, as a scenario's broker faults say.
 
 use super::lab::Lab;
 use super::LabError;
@@ -18,6 +19,51 @@ struct Broker {
     addr: IpAddr,
     config: PathBuf,
     process: Option<Child>,
+    /// Stopped with SIGSTOP (a restart starts it running).
+    frozen: bool,
+    /// Peers whose traffic to it is dropped.
+    blocked: Vec<IpAddr>,
+}
+
+/// Name of the table each broker namespace's blocks live in.
+const BLOCK_TABLE: &str = "nm-broker";
+
+/// The nft script that drops all traffic between the broker's `port` and
+/// `peers` (both directions, so TCP retransmits into silence), replacing
+/// the table as a whole; with no peers it only removes the table.
+pub fn block_script(peers: &[IpAddr], port: u16) -> String {
+    let mut s = format!("table inet {BLOCK_TABLE}\ndelete table inet {BLOCK_TABLE}\n");
+    if peers.is_empty() {
+        return s;
+    }
+    let set = |v6: bool| -> Vec<String> {
+        peers
+            .iter()
+            .filter(|p| p.is_ipv6() == v6)
+            .map(|p| p.to_string())
+            .collect()
+    };
+    s.push_str(&format!("table inet {BLOCK_TABLE} {{\n"));
+    for (chain, hook, dir_peer, dir_port) in [
+        ("input", "input", "saddr", "dport"),
+        ("output", "output", "daddr", "sport"),
+    ] {
+        s.push_str(&format!(
+            "  chain {chain} {{\n    type filter hook {hook} priority 0; policy accept;\n"
+        ));
+        for (family, v6) in [("ip", false), ("ip6", true)] {
+            let addrs = set(v6);
+            if !addrs.is_empty() {
+                s.push_str(&format!(
+                    "    {family} {dir_peer} {{ {} }} tcp {dir_port} {port} drop\n",
+                    addrs.join(", ")
+                ));
+            }
+        }
+        s.push_str("  }\n");
+    }
+    s.push_str("}\n");
+    s
 }
 
 /// The lab's brokers. Dropping them kills every process still running.
@@ -95,6 +141,8 @@ impl Mosquittos {
                 addr: *addr,
                 config,
                 process: None,
+                frozen: false,
+                blocked: Vec::new(),
             });
         }
         for i in 0..out.brokers.len() {
@@ -123,17 +171,66 @@ impl Mosquittos {
             .map_err(|e| LabError::io(format!("start mosquitto in {}", b.node), e))?;
         tracing::debug!(broker = index, pid = child.id(), addr = %b.addr, "mosquitto started");
         b.process = Some(child);
+        b.frozen = false;
         Ok(())
+    }
+
+    fn broker(&mut self, index: usize) -> Result<&mut Broker, LabError> {
+        self.brokers
+            .get_mut(index)
+            .ok_or_else(|| LabError::BadName(format!("no broker {index}")))
+    }
+
+    /// Stops broker `index` (SIGSTOP: its sockets stay open, nothing is
+    /// answered) or lets it run again (SIGCONT). A broker that is down
+    /// stays down.
+    pub fn set_frozen(&mut self, index: usize, frozen: bool) -> Result<(), LabError> {
+        let b = self.broker(index)?;
+        let Some(child) = b.process.as_ref() else {
+            return Ok(());
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let signal = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(pid, signal)
+            .map_err(|e| LabError::io(format!("{signal} mosquitto"), e.into()))?;
+        b.frozen = frozen;
+        tracing::debug!(broker = index, frozen, "mosquitto signalled");
+        Ok(())
+    }
+
+    /// Drops (or lets through again) the traffic between broker `index`'s
+    /// port and `peers`, with nftables rules in the broker's namespace.
+    pub fn set_blocked(
+        &mut self,
+        lab: &Lab,
+        index: usize,
+        peers: &[IpAddr],
+        blocked: bool,
+        port: u16,
+    ) -> Result<(), LabError> {
+        let b = self.broker(index)?;
+        for p in peers {
+            b.blocked.retain(|q| q != p);
+            if blocked {
+                b.blocked.push(*p);
+            }
+        }
+        let script = block_script(&b.blocked, port);
+        let node = b.node.clone();
+        lab.exec(&node, &["nft", "-f", "-"], Some(script.as_bytes()))
+            .map(drop)
     }
 
     /// Crashes broker `index` (SIGKILL: no goodbye to its clients beyond
     /// what the kernel does for a dead process) or starts it again, empty.
     pub fn set_down(&mut self, lab: &Lab, index: usize, down: bool) -> Result<(), LabError> {
         if down {
-            let b = self
-                .brokers
-                .get_mut(index)
-                .ok_or_else(|| LabError::BadName(format!("no broker {index}")))?;
+            let b = self.broker(index)?;
+            b.frozen = false;
             if let Some(mut child) = b.process.take() {
                 let _ = child.kill();
                 child
@@ -157,6 +254,12 @@ impl Mosquittos {
     fn kill_all(&mut self) {
         for b in &mut self.brokers {
             if let Some(mut child) = b.process.take() {
+                if b.frozen {
+                    // A stopped process dies of SIGKILL too; continue it
+                    // anyway so nothing is left stopped if the kill fails.
+                    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+                }
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -205,5 +308,24 @@ mod tests {
         assert!(c.contains("persistence false\n"));
         let c6 = config("2001:db8:0:3::2".parse().expect("literal"), 1883);
         assert!(c6.starts_with("listener 1883 2001:db8:0:3::2\n"));
+    }
+
+    #[test]
+    fn block_rules_drop_both_directions_on_the_broker_port_only() {
+        let peers: Vec<IpAddr> = vec![
+            "198.18.1.2".parse().expect("literal"),
+            "2001:db8:0:1::2".parse().expect("literal"),
+        ];
+        let s = block_script(&peers, 1883);
+        assert!(s.starts_with("table inet nm-broker\ndelete table inet nm-broker\n"));
+        assert!(s.contains("ip saddr { 198.18.1.2 } tcp dport 1883 drop"));
+        assert!(s.contains("ip6 saddr { 2001:db8:0:1::2 } tcp dport 1883 drop"));
+        assert!(s.contains("ip daddr { 198.18.1.2 } tcp sport 1883 drop"));
+        assert!(s.contains("ip6 daddr { 2001:db8:0:1::2 } tcp sport 1883 drop"));
+        assert_eq!(
+            block_script(&[], 1883),
+            "table inet nm-broker\ndelete table inet nm-broker\n",
+            "unblocking removes the table"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! A signaling run on netns: the client (sender) and the server
 //! (receiver) each in their namespace, one real mosquitto per broker
 //! namespace, all hanging off the router; broker faults kill and restart
-//! the mosquitto processes.
+//! the mosquitto processes, stop and continue them, or drop their port's
+//! traffic to a peer. A hostile publisher runs in the client's namespace.
 
 use super::host::HostTask;
 use super::lab::{Lab, LabSpec};
@@ -9,7 +10,7 @@ use super::mosquitto::Mosquittos;
 use super::NetnsNet;
 use crate::backend::signaling;
 use crate::backend::{schedule, Action, BackendError, Variant};
-use crate::scenario::{IpVersion, Scenario};
+use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
 use netmend::signal::Mqtt;
@@ -83,6 +84,31 @@ pub async fn run_in_lab(
         ))
     })?;
 
+    let mut forgers = Vec::new();
+    for (index, attacks) in signaling::attacks(s) {
+        let Some((_, addr)) = broker_addrs.get(usize::from(index)) else {
+            continue;
+        };
+        let (broker, net) = (Mqtt::new(addr.to_string(), port), net.clone());
+        forgers.push(HostTask::spawn(
+            lab.namespace(&topo.client)?,
+            &format!("{}-forger{index}", topo.client),
+            move || Ok(crate::workload::signaling::forger(net, broker, attacks)),
+        )?);
+    }
+    let peers = |host: Option<HostRole>| -> Vec<IpAddr> {
+        let roles: &[&String] = match host {
+            Some(HostRole::Client) => &[&topo.client],
+            Some(HostRole::Server) => &[&topo.server],
+            None => &[&topo.client, &topo.server],
+        };
+        roles
+            .iter()
+            .filter_map(|h| lab.attachment(h).ok())
+            .flat_map(|a| [IpAddr::from(a.host_v4()), IpAddr::from(a.host_v6())])
+            .collect()
+    };
+
     let actions = schedule(s);
     let mut next = 0;
     let deadline = s.expect.deadline.0;
@@ -97,6 +123,24 @@ pub async fn run_in_lab(
                     tracing::debug!(broker = index, down, late = ?now - *at, "broker fault");
                     brokers.set_down(&lab, usize::from(*index), *down)?;
                 }
+                Action::BrokerFreeze { index, frozen } => {
+                    brokers.set_frozen(usize::from(*index), *frozen)?;
+                }
+                Action::BrokerBlock {
+                    index,
+                    host,
+                    blocked,
+                } => {
+                    brokers.set_blocked(
+                        &lab,
+                        usize::from(*index),
+                        &peers(*host),
+                        *blocked,
+                        port,
+                    )?;
+                }
+                // The forger tasks carry these out on their own schedule.
+                Action::Forge { .. } => {}
                 other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
             }
             next += 1;
@@ -112,6 +156,9 @@ pub async fn run_in_lab(
     let recording = rec.snapshot(start.elapsed());
     sender.stop()?;
     receiver.stop()?;
+    for f in forgers {
+        f.stop()?;
+    }
     brokers.stop();
     lab.teardown();
     Ok(recording)

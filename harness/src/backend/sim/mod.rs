@@ -259,7 +259,10 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
         | Action::AddressChange { .. }
         | Action::RouteLoss { .. }
         // Scenario validation keeps broker faults to signaling runs.
-        | Action::Broker { .. } => {
+        | Action::Broker { .. }
+        | Action::BrokerFreeze { .. }
+        | Action::BrokerBlock { .. }
+        | Action::Forge { .. } => {
             tracing::warn!(?action, "not expressible on sim; ignored");
         }
     }

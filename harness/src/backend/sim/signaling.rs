@@ -1,12 +1,16 @@
 //! A signaling run on sim: the client (sender), the server (receiver) and
 //! one turmoil host per broker; broker faults crash and restart those
-//! hosts.
+//! hosts. A frozen broker, or one whose port is blocked, is a host whose
+//! links hold their traffic (turmoil `hold`/`release`): nothing is
+//! refused or lost, it arrives when the freeze or block ends, as TCP's
+//! retransmissions deliver it after a real one. A hostile publisher runs
+//! on a host of its own.
 
 use super::broker::{self, SimBroker};
 use super::SimNet;
 use crate::backend::signaling;
 use crate::backend::{Action, BackendError, Variant};
-use crate::scenario::{IpVersion, Scenario};
+use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
 use std::sync::Arc;
@@ -60,11 +64,33 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         .await;
         Ok(())
     });
+    let attacks = signaling::attacks(s);
+    let forger = format!("{}-forger", topo.client);
+    for (index, attacks) in attacks {
+        let (net, broker) = (
+            net.clone(),
+            SimBroker {
+                host: topo.broker(index),
+                port,
+            },
+        );
+        sim.client(format!("{forger}{index}").as_str(), async move {
+            crate::workload::signaling::forger(net, broker, attacks).await;
+            Ok(())
+        });
+    }
     let sender_rec = rec.clone();
     sim.client(topo.client.as_str(), async move {
         signaling::sender(variant, net, sender_brokers, plan, sender_rec).await;
         Ok(())
     });
+    let peers = |host: Option<HostRole>| -> Vec<String> {
+        match host {
+            Some(HostRole::Client) => vec![topo.client.clone()],
+            Some(HostRole::Server) => vec![topo.server.clone()],
+            None => vec![topo.client.clone(), topo.server.clone()],
+        }
+    };
 
     super::drive(&mut sim, s, &rec, |sim, action| match action {
         Action::Broker { index, down } => {
@@ -75,6 +101,27 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
                 sim.bounce(host.as_str());
             }
         }
+        Action::BrokerFreeze { index, frozen } => {
+            hold(sim, &topo.broker(*index), &peers(None), *frozen);
+        }
+        Action::BrokerBlock {
+            index,
+            host,
+            blocked,
+        } => hold(sim, &topo.broker(*index), &peers(*host), *blocked),
+        // The forger hosts carry these out on their own schedule.
+        Action::Forge { .. } => {}
         other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
     })
+}
+
+/// Holds (or releases) the links between `broker` and each of `peers`.
+fn hold(sim: &turmoil::Sim<'_>, broker: &str, peers: &[String], on: bool) {
+    for peer in peers {
+        if on {
+            sim.hold(peer.as_str(), broker);
+        } else {
+            sim.release(peer.as_str(), broker);
+        }
+    }
 }
