@@ -30,7 +30,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["seed"], 7);
-    assert_eq!(v["summary"]["passed"], 11);
+    assert_eq!(v["summary"]["passed"], 12);
     assert_eq!(v["summary"]["failed"], 0);
     assert_eq!(v["summary"]["unsupported"], 1);
     let all = v["scenarios"].as_array().unwrap();
@@ -48,6 +48,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
             "gateway-change",
             "link-flap",
             "nic-swap",
+            "session-flood",
             "silent-path-loss",
             "tcp-reset"
         ]
@@ -143,7 +144,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     ]);
     // The extra report comes from the same run.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 11);
+    assert_eq!(v["summary"]["passed"], 12);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -154,7 +155,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 12);
+    assert_eq!(names.len(), 13);
     assert_eq!(names[4], "curl-under-reset");
     assert!(cases
         .iter()
@@ -162,7 +163,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[4].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("11 passed, 0 failed, 1 unsupported"));
+    assert!(stderr(&out).contains("12 passed, 0 failed, 1 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -257,7 +258,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "12 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "13 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));

@@ -34,6 +34,29 @@ fn shipped_scenarios_pass_on_netns_with_exact_delivery() {
     }
 }
 
+/// Issue 10: thousands of sessions opened and abandoned, and trickling
+/// handshakes, against a server without limits and one within them; the
+/// real client's stream is exact in both.
+#[test]
+fn session_flood_passes_on_netns_within_the_server_caps() {
+    if !netns_or_skip("session flood") {
+        return;
+    }
+    let l = load_file(&repo().join("scenarios/session-flood.toml")).unwrap();
+    let r = run_one(&l, BackendKind::Netns, 31);
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.reasons);
+    let (b, m) = (r.baseline.unwrap(), r.mitigated.unwrap());
+    let (bq, mq) = (b.queue.unwrap(), m.queue.unwrap());
+    assert!(bq.peak > bq.bound, "the server without limits held {bq:?}");
+    assert!(mq.peak <= mq.bound && mq.bound == 1000, "{mq:?}");
+    for run in [&b, &m] {
+        assert_eq!(
+            (run.lost, run.duplicated, run.delivered),
+            (0, 0, run.expected)
+        );
+    }
+}
+
 #[test]
 fn network_change_scenarios_pass_on_netns_with_exact_delivery() {
     if !netns_or_skip("network-change scenarios") {

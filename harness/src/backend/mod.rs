@@ -11,7 +11,7 @@ use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
 use netmend::gate::GateConfig;
 use netmend::monitor::Debounce;
-use netmend::session::Config;
+use netmend::session::{Config, Limits};
 use netmend::Policy;
 use serde::Serialize;
 use std::time::Duration;
@@ -93,6 +93,73 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         seed,
         follow,
     }
+}
+
+/// Which programs serve and use a stream scenario's variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Programs {
+    /// The engine's client (resumable session), else the naive one.
+    pub engine_client: bool,
+    /// The engine's server within these limits, else the naive TCP server.
+    pub engine_server: Option<Limits>,
+    /// Record the sessions the server holds against this bound.
+    pub watch_sessions: Option<u64>,
+}
+
+/// The programs of `s`'s `variant`. Usually the naive client and server
+/// against the engine's; a scenario with a session flood compares servers
+/// instead — the engine's without admission limits against the engine's
+/// within `[mitigation]`'s — with the engine's client in both.
+pub fn programs(s: &Scenario, variant: Variant) -> Programs {
+    let m = s.mitigation.clone().unwrap_or_default();
+    let mut limits = Limits::default();
+    limits.max_sessions = m.max_sessions.unwrap_or(limits.max_sessions);
+    limits.max_handshakes = m.max_handshakes.unwrap_or(limits.max_handshakes);
+    let flood = s
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::SessionFlood { .. }));
+    match (variant, flood) {
+        (Variant::Baseline, false) => Programs {
+            engine_client: false,
+            engine_server: None,
+            watch_sessions: None,
+        },
+        (Variant::Mitigated, false) => Programs {
+            engine_client: true,
+            engine_server: Some(limits),
+            watch_sessions: None,
+        },
+        (Variant::Baseline, true) => {
+            let mut unlimited = Limits::default();
+            unlimited.max_sessions = usize::MAX;
+            unlimited.max_handshakes = usize::MAX;
+            unlimited.max_per_source = usize::MAX;
+            unlimited.max_bytes_while_away = usize::MAX;
+            Programs {
+                engine_client: true,
+                engine_server: Some(unlimited),
+                watch_sessions: Some(limits.max_sessions as u64),
+            }
+        }
+        (Variant::Mitigated, true) => Programs {
+            engine_client: true,
+            engine_server: Some(limits),
+            watch_sessions: Some(limits.max_sessions as u64),
+        },
+    }
+}
+
+/// The session floods of `s`: when each starts, its hit-and-run clients
+/// and its trickling handshakes.
+pub fn floods(s: &Scenario) -> Vec<(Duration, u32, u32)> {
+    s.faults
+        .iter()
+        .filter_map(|f| match f {
+            Fault::SessionFlood { at, count, trickle } => Some((at.0, *count, *trickle)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Runs the command workload of `s` on `backend`.
@@ -357,6 +424,8 @@ pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
                 },
                 None,
             ),
+            // The flood program runs on its own schedule (see `floods`).
+            Fault::SessionFlood { .. } => continue,
             Fault::RouteLoss { host, .. } => (
                 Action::RouteLoss {
                     host: *host,

@@ -378,6 +378,21 @@ pub enum Fault {
         /// How many forgeries.
         count: u32,
     },
+    /// A flood against the session server, from `at`: `count` clients,
+    /// spread over one second, each opening a session and vanishing, and
+    /// `trickle` clients sending a handshake one byte every 200 ms. The
+    /// scenario's baseline is the engine's server without admission limits
+    /// (its client the engine's too); the mitigated run holds the limits of
+    /// `[mitigation]`, and the report shows the peak of sessions held
+    /// against `max_sessions`.
+    SessionFlood {
+        /// When it starts.
+        at: Dur,
+        /// Hit-and-run clients.
+        count: u32,
+        /// Trickling handshakes.
+        trickle: u32,
+    },
 }
 
 impl Fault {
@@ -400,14 +415,18 @@ impl Fault {
             | Fault::BrokerFlap { at, .. }
             | Fault::BrokerFreeze { at, .. }
             | Fault::BrokerBlock { at, .. }
-            | Fault::ForgedPublish { at, .. } => *at,
+            | Fault::ForgedPublish { at, .. }
+            | Fault::SessionFlood { at, .. } => *at,
         }
     }
 
     /// How long it lasts; `None` for instantaneous or open-ended faults.
     pub fn duration(&self) -> Option<Dur> {
         match self {
-            Fault::Reset { .. } | Fault::AddressChange { .. } | Fault::ForgedPublish { .. } => None,
+            Fault::Reset { .. }
+            | Fault::AddressChange { .. }
+            | Fault::ForgedPublish { .. }
+            | Fault::SessionFlood { .. } => None,
             Fault::BrokerFreeze { duration, .. } | Fault::BrokerBlock { duration, .. } => {
                 Some(*duration)
             }
@@ -459,6 +478,7 @@ impl Fault {
             Fault::BrokerFreeze { .. } => "broker-freeze",
             Fault::BrokerBlock { .. } => "broker-block",
             Fault::ForgedPublish { .. } => "forged-publish",
+            Fault::SessionFlood { .. } => "session-flood",
         }
     }
 
@@ -555,6 +575,12 @@ pub struct Mitigation {
     /// (signaling): forgeries fail their MAC.
     #[serde(default)]
     pub authenticated: bool,
+    /// Sessions the server holds at once (`netmend::session::Limits`).
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// Handshakes the server runs at once (`netmend::session::Limits`).
+    #[serde(default)]
+    pub max_handshakes: Option<usize>,
 }
 
 /// A failure symptom a run can show.
@@ -699,6 +725,8 @@ pub enum FaultKind {
     BrokerBlock,
     /// See [`Fault::ForgedPublish`].
     ForgedPublish,
+    /// See [`Fault::SessionFlood`].
+    SessionFlood,
 }
 
 impl FaultKind {
@@ -722,6 +750,7 @@ impl FaultKind {
             FaultKind::BrokerFreeze => "broker-freeze",
             FaultKind::BrokerBlock => "broker-block",
             FaultKind::ForgedPublish => "forged-publish",
+            FaultKind::SessionFlood => "session-flood",
         }
     }
 }
@@ -757,6 +786,8 @@ pub struct RawFault {
     period: Option<Dur>,
     #[serde(default)]
     broker: Option<u8>,
+    #[serde(default)]
+    trickle: Option<u32>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -777,13 +808,18 @@ impl TryFrom<RawFault> for Fault {
                     | K::LinkFlap
                     | K::BrokerFlap
                     | K::ForgedPublish
+                    | K::SessionFlood
             ),
             "broker" => matches!(
                 r.kind,
                 K::BrokerDown | K::BrokerFlap | K::BrokerFreeze | K::BrokerBlock | K::ForgedPublish
             ),
             "routable_after" | "captive_for" => matches!(r.kind, K::NicSwap | K::GatewayChange),
-            "count" => matches!(r.kind, K::LinkFlap | K::BrokerFlap | K::ForgedPublish),
+            "count" => matches!(
+                r.kind,
+                K::LinkFlap | K::BrokerFlap | K::ForgedPublish | K::SessionFlood
+            ),
+            "trickle" => r.kind == K::SessionFlood,
             "period" => matches!(r.kind, K::LinkFlap | K::BrokerFlap),
             "direction" => r.kind == K::Partition,
             "latency" | "jitter" => r.kind == K::Latency,
@@ -808,6 +844,7 @@ impl TryFrom<RawFault> for Fault {
             ("count", r.count.is_some()),
             ("period", r.period.is_some()),
             ("broker", r.broker.is_some()),
+            ("trickle", r.trickle.is_some()),
         ];
         if let Some((field, _)) = given.iter().find(|(f, set)| *set && !takes(f)) {
             return Err(format!("`{field}` does not apply to a {kind} fault"));
@@ -930,6 +967,21 @@ impl TryFrom<RawFault> for Fault {
                 host: r.host,
                 duration: positive(r.duration)?,
             },
+            K::SessionFlood => {
+                let count = r.count.ok_or_else(|| need("count"))?;
+                let trickle = r.trickle.unwrap_or(0);
+                if count > 100_000 || trickle > 10_000 {
+                    return Err(
+                        "a session flood takes at most 100000 clients and 10000 trickling ones"
+                            .into(),
+                    );
+                }
+                Fault::SessionFlood {
+                    at: r.at,
+                    count,
+                    trickle,
+                }
+            }
             K::ForgedPublish => {
                 let count = r.count.ok_or_else(|| need("count"))?;
                 if count == 0 || count > 100_000 {

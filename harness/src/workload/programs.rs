@@ -6,7 +6,7 @@ use super::pattern;
 use super::Recorder;
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
-use netmend::session::{Accepted, Acceptor, Config, SessionBuilder};
+use netmend::session::{Accepted, Acceptor, Config, Limits, SessionBuilder};
 use netmend::Policy;
 use std::future::Future;
 use std::io;
@@ -244,11 +244,22 @@ pub async fn mitigated_server<N: Net>(
     net: N,
     port: u16,
     config: Config,
+    limits: Limits,
+    watch_sessions: Option<u64>,
     rec: Recorder,
 ) -> io::Result<()> {
     let listener = net.bind(port).await?;
-    let acceptor =
-        Acceptor::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let acceptor = Acceptor::with_limits(config, limits)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Some(bound) = watch_sessions {
+        let (acceptor, rec) = (acceptor.clone(), rec.clone());
+        tokio::spawn(async move {
+            loop {
+                rec.queue_len("sessions", acceptor.session_count() as u64, bound);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
     loop {
         let stream = N::accept(&listener).await?;
         let (net, rec, acceptor) = (net.clone(), rec.clone(), acceptor.clone());
@@ -273,5 +284,61 @@ pub async fn mitigated_server<N: Net>(
                 Err(e) => tracing::debug!(error = %e, "handshake refused"),
             }
         });
+    }
+}
+
+/// A client's first frame, written by hand as a hostile client would:
+/// `NewSession` (type 0x02, 33 bytes: protocol version 2, an X25519 public
+/// key — the base point).
+fn new_session_frame() -> Vec<u8> {
+    let mut out = vec![0x02, 0, 0, 0, 33, 2, 9];
+    out.extend_from_slice(&[0; 31]);
+    out
+}
+
+/// A session flood against `host:port`: from each `(at, count, trickle)`,
+/// `count` clients spread over one second open a session and vanish, and
+/// `trickle` clients send a handshake one byte every 200 ms until the
+/// server gives up on them.
+pub async fn flood<N: Net>(net: N, host: String, port: u16, floods: Vec<(Duration, u32, u32)>) {
+    let mut tasks = Vec::new();
+    for (at, count, trickle) in floods {
+        let now = net.now();
+        if at > now {
+            tokio::time::sleep(at - now).await;
+        }
+        for _ in 0..trickle {
+            let (net, host) = (net.clone(), host.clone());
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut s) = net.connect(&host, port).await else {
+                    return;
+                };
+                for b in new_session_frame() {
+                    if s.write_all(&[b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }));
+        }
+        let gap = Duration::from_secs(1) / count.max(1);
+        for _ in 0..count {
+            let (net, host) = (net.clone(), host.clone());
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut s) = net.connect(&host, port).await else {
+                    return;
+                };
+                if s.write_all(&new_session_frame()).await.is_err() {
+                    return;
+                }
+                // Until the server answered (the session exists), then gone.
+                let mut answer = [0u8; 256];
+                let _ = tokio::time::timeout(Duration::from_millis(500), s.read(&mut answer)).await;
+            }));
+            tokio::time::sleep(gap).await;
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
     }
 }

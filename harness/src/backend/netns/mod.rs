@@ -306,12 +306,21 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         rec.clone(),
         net.clone(),
     );
+    let chosen = super::programs(s, variant);
     let server_task = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
         server_net.prebind(port).map(|()| async move {
-            let served = match variant {
-                Variant::Baseline => programs::baseline_server(server_net, port, server_rec).await,
-                Variant::Mitigated => {
-                    programs::mitigated_server(server_net, port, config, server_rec).await
+            let served = match chosen.engine_server {
+                None => programs::baseline_server(server_net, port, server_rec).await,
+                Some(limits) => {
+                    programs::mitigated_server(
+                        server_net,
+                        port,
+                        config,
+                        limits,
+                        chosen.watch_sessions,
+                        server_rec,
+                    )
+                    .await
                 }
             };
             if let Err(e) = served {
@@ -329,14 +338,24 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         connect_timeout: mitigation.config.connect_timeout,
         follow_changes: baseline_follows(s),
     };
+    let floods = super::floods(s);
+    let flood_task = if floods.is_empty() {
+        None
+    } else {
+        let (net, host) = (net.clone(), topo.server.clone());
+        Some(HostTask::spawn(
+            lab.namespace(&topo.client)?,
+            &format!("{}-flood", topo.client),
+            move || Ok(programs::flood(net, host, port, floods)),
+        )?)
+    };
     let (client_rec, client_net) = (rec.clone(), net.clone());
     let client_task = HostTask::spawn(lab.namespace(&topo.client)?, &topo.client, move || {
         Ok(async move {
-            match variant {
-                Variant::Baseline => programs::baseline_client(client_net, spec, client_rec).await,
-                Variant::Mitigated => {
-                    programs::mitigated_client(client_net, spec, mitigation, client_rec).await
-                }
+            if chosen.engine_client {
+                programs::mitigated_client(client_net, spec, mitigation, client_rec).await
+            } else {
+                programs::baseline_client(client_net, spec, client_rec).await
             }
         })
     })?;
@@ -356,6 +375,9 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     }
     let recording = rec.snapshot(start.elapsed());
     client_task.stop()?;
+    if let Some(flood) = flood_task {
+        flood.stop()?;
+    }
     server_task.stop()?;
     faults.stop()?;
     lab.teardown();

@@ -81,6 +81,9 @@ fn world<'a>(s: &Scenario, latency: Duration, seed: u64) -> turmoil::Sim<'a> {
             turmoil::IpVersion::V4
         })
         .rng_seed(seed)
+        // A host's TCP buffer (turmoil panics when a burst of connects
+        // overflows a listener's): room for a session flood's thousands.
+        .tcp_capacity(1 << 16)
         .build()
 }
 
@@ -108,12 +111,23 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         mitigation.config.clone(),
         net.clone(),
     );
+    let chosen = super::programs(s, variant);
     sim.host(topo.server.as_str(), move || {
         let (rec, config, net) = (server_rec.clone(), config.clone(), server_net.clone());
         async move {
-            match variant {
-                Variant::Baseline => programs::baseline_server(net, port, rec).await?,
-                Variant::Mitigated => programs::mitigated_server(net, port, config, rec).await?,
+            match chosen.engine_server {
+                None => programs::baseline_server(net, port, rec).await?,
+                Some(limits) => {
+                    programs::mitigated_server(
+                        net,
+                        port,
+                        config,
+                        limits,
+                        chosen.watch_sessions,
+                        rec,
+                    )
+                    .await?
+                }
             }
             Ok(())
         }
@@ -136,13 +150,20 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         connect_timeout: mitigation.config.connect_timeout,
         follow_changes: baseline_follows(s),
     };
+    let floods = super::floods(s);
+    if !floods.is_empty() {
+        let (net, host) = (net.clone(), topo.middlebox.clone());
+        sim.client(format!("{}-flood", topo.client).as_str(), async move {
+            programs::flood(net, host, port, floods).await;
+            Ok(())
+        });
+    }
     let client_rec = rec.clone();
     sim.client(topo.client.as_str(), async move {
-        match variant {
-            Variant::Baseline => programs::baseline_client(net, spec, client_rec).await,
-            Variant::Mitigated => {
-                programs::mitigated_client(net, spec, mitigation, client_rec).await
-            }
+        if chosen.engine_client {
+            programs::mitigated_client(net, spec, mitigation, client_rec).await
+        } else {
+            programs::baseline_client(net, spec, client_rec).await
         }
         Ok(())
     });
