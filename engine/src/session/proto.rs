@@ -954,7 +954,10 @@ impl SessionCore {
             return Ok(());
         }
         self.recv_offset = end;
-        if !self.discard_incoming {
+        if self.discard_incoming {
+            // Nobody reads: keep the window open so the peer can finish.
+            self.update_window(false);
+        } else {
             self.push_ready(payload);
         }
         let recv = self.recv_position();

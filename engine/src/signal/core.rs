@@ -202,7 +202,8 @@ pub struct DropCounts {
 }
 
 impl DropCounts {
-    fn count(&mut self, why: &Dropped) {
+    /// Counts one drop; returns how many of its kind so far.
+    fn count(&mut self, why: &Dropped) -> u64 {
         let n = match why {
             Dropped::Invalid(_) => &mut self.invalid,
             Dropped::NotForUs => &mut self.not_for_us,
@@ -211,6 +212,7 @@ impl DropCounts {
             Dropped::Implausible => &mut self.implausible,
         };
         *n += 1;
+        *n
     }
 }
 
@@ -801,7 +803,26 @@ impl SignalCore {
     ) -> Result<Option<Delivered>, Dropped> {
         let received = self.receive(broker, bytes, now, now_ms);
         if let Err(why) = &received {
-            self.dropped.count(why);
+            let n = self.dropped.count(why);
+            // Whoever can publish on the topic can send garbage as fast as
+            // it likes: a log line for each of the first eight of a kind,
+            // then at every power of two; the counters count them all.
+            if n <= 8 || n.is_power_of_two() {
+                match why {
+                    Dropped::Invalid(e) => tracing::warn!(
+                        broker,
+                        error = %e,
+                        dropped = n,
+                        "dropping a message on the signaling topic"
+                    ),
+                    Dropped::Implausible => tracing::warn!(
+                        broker,
+                        dropped = n,
+                        "dropping an implausible message (TTL, send time or sequence number)"
+                    ),
+                    _ => {}
+                }
+            }
         }
         received
     }
@@ -814,10 +835,7 @@ impl SignalCore {
         now_ms: u64,
     ) -> Result<Option<Delivered>, Dropped> {
         let e = Envelope::decode(bytes, self.config.max_envelope, self.config.key.as_ref())
-            .map_err(|e| {
-                tracing::warn!(broker, error = %e, "dropping a message on the signaling topic");
-                Dropped::Invalid(e)
-            })?;
+            .map_err(Dropped::Invalid)?;
         if e.recipient != self.me {
             return Err(Dropped::NotForUs);
         }
@@ -827,7 +845,7 @@ impl SignalCore {
         // its own, or a send time beyond the allowed skew, would let a
         // message (or a replay of it) live for ever.
         if u64::from(e.ttl_ms) > max_ttl_ms || e.sent_at_ms > now_ms.saturating_add(skew_ms) {
-            tracing::warn!(?e.id, ttl_ms = e.ttl_ms, sent_at_ms = e.sent_at_ms, "dropping an implausible message");
+            tracing::debug!(?e.id, ttl_ms = e.ttl_ms, sent_at_ms = e.sent_at_ms, "implausible TTL or send time");
             return Err(Dropped::Implausible);
         }
         if e.expired(now_ms, skew_ms) {
@@ -858,7 +876,7 @@ impl SignalCore {
             }
             Verdict::TooOld => Err(Dropped::Duplicate),
             Verdict::Implausible => {
-                tracing::warn!(?e.id, "dropping a message whose sequence number jumps too far");
+                tracing::debug!(?e.id, "sequence number jumps too far");
                 Err(Dropped::Implausible)
             }
         }
@@ -1017,6 +1035,42 @@ mod tests {
                 .is_ok(),
             "within the skew"
         );
+    }
+
+    /// A publisher flooding the topic with garbage is counted exactly but
+    /// logged only for the first eight and then at powers of two, so it
+    /// cannot flood the log.
+    #[test]
+    fn a_garbage_flood_is_counted_whole_and_logged_sparsely() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let t = Instant::now();
+        let mut b = SignalCore::new("b", 2, 1, SignalConfig::default());
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..1000u32 {
+                let _ = b.handle_incoming(0, &i.to_be_bytes(), t, 0);
+            }
+        });
+        assert_eq!(b.dropped().invalid, 1000);
+        let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        // 1..=8, then 16, 32, 64, 128, 256, 512.
+        assert_eq!(log.lines().count(), 14, "{log}");
+        assert!(log.lines().last().unwrap().contains("dropped=512"));
     }
 
     /// A full outbox refuses new messages (backpressure) instead of

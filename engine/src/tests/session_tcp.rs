@@ -265,6 +265,28 @@ async fn resume_at_a_server_that_never_issued_the_session_fails_typed() {
     );
 }
 
+/// A client end speaking the protocol by hand to `acceptor` over an
+/// in-memory pipe of `capacity` bytes: the server's challenge is read; the
+/// acceptor's result comes from the returned task.
+async fn challenged(
+    acceptor: &Acceptor,
+    capacity: usize,
+) -> (
+    tokio::io::DuplexStream,
+    tokio::task::JoinHandle<Result<Accepted, AcceptError>>,
+) {
+    let (mut client_end, server_end) = tokio::io::duplex(capacity);
+    let acc = acceptor.clone();
+    let accepted = tokio::spawn(async move { acc.accept(server_end).await });
+    let mut dec = Decoder::new(1024);
+    let mut buf = [0u8; 256];
+    while dec.next_frame().unwrap().is_none() {
+        let n = client_end.read(&mut buf).await.unwrap();
+        dec.feed(&buf[..n]);
+    }
+    (client_end, accepted)
+}
+
 #[tokio::test]
 async fn server_session_expires_when_its_client_never_comes_back() {
     let acceptor = Acceptor::new(Config {
@@ -272,16 +294,8 @@ async fn server_session_expires_when_its_client_never_comes_back() {
         ..Config::default()
     })
     .unwrap();
-    let (mut client_end, server_end) = tokio::io::duplex(4096);
-    let acc = acceptor.clone();
-    let accepted = tokio::spawn(async move { acc.accept(server_end).await });
     // Speak the protocol by hand: read the challenge, ask for a new session.
-    let mut dec = Decoder::new(1024);
-    let mut buf = [0u8; 256];
-    while dec.next_frame().unwrap().is_none() {
-        let n = client_end.read(&mut buf).await.unwrap();
-        dec.feed(&buf[..n]);
-    }
+    let (mut client_end, accepted) = challenged(&acceptor, 4096).await;
     client_end
         .write_all(&super::new_session_request())
         .await
@@ -321,15 +335,7 @@ async fn a_server_that_does_not_read_still_detects_a_vanished_client() {
         ..Config::default()
     };
     let acceptor = Acceptor::new(config).unwrap();
-    let (mut client_end, server_end) = tokio::io::duplex(2 << 20);
-    let acc = acceptor.clone();
-    let accepted = tokio::spawn(async move { acc.accept(server_end).await });
-    let mut dec = Decoder::new(1024);
-    let mut buf = [0u8; 256];
-    while dec.next_frame().unwrap().is_none() {
-        let n = client_end.read(&mut buf).await.unwrap();
-        dec.feed(&buf[..n]);
-    }
+    let (mut client_end, accepted) = challenged(&acceptor, 2 << 20).await;
     let mut wire = super::new_session_request();
     for offset in 0..INITIAL_WINDOW as u64 {
         Frame::Data {
