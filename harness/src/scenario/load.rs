@@ -167,6 +167,7 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             "must be non-empty and use only letters, digits, `-` and `_`".into(),
         );
     }
+    validate_hosts(s)?;
     let mut last = None;
     for (i, f) in s.faults.iter().enumerate() {
         if last.is_some_and(|l| f.at() < l) {
@@ -420,6 +421,55 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Host names become turmoil hosts and parts of namespace names: each must
+/// be a plain name, and no two hosts of the run — the three named ones, the
+/// brokers and the hosts the harness adds (`<client>-flood`,
+/// `<client>-forger<N>`) — may share one (the simulator refuses a second
+/// host of a name, and two namespaces would be one).
+fn validate_hosts(s: &Scenario) -> Result<(), Invalid> {
+    let t = &s.topology;
+    let named = [
+        ("topology.client", "client", &t.client),
+        ("topology.server", "server", &t.server),
+        ("topology.middlebox", "middlebox", &t.middlebox),
+    ];
+    for (field, key, name) in named {
+        let plain = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !plain || name.len() > 32 {
+            return Err((
+                field.into(),
+                key,
+                0,
+                format!("`{name}` must start with a letter, use only letters, digits and `-`, and have at most 32 characters"),
+            ));
+        }
+    }
+    let mut taken: Vec<(String, String)> = t
+        .broker_hosts()
+        .into_iter()
+        .map(|b| (b, "a broker".to_string()))
+        .collect();
+    taken.push((format!("{}-flood", t.client), "the flood host".into()));
+    taken.extend(
+        (0..t.brokers).map(|i| (format!("{}-forger{i}", t.client), "a forger host".into())),
+    );
+    for (field, key, name) in named {
+        if let Some((_, owner)) = taken.iter().find(|(n, _)| n == name) {
+            return Err((
+                field.into(),
+                key,
+                0,
+                format!(
+                    "`{name}` is already the name of {owner}; every host needs a name of its own"
+                ),
+            ));
+        }
+        taken.push((name.clone(), field.to_string()));
+    }
+    Ok(())
+}
+
 /// Finds `key =` (the `nth` occurrence, for array tables) in the text.
 fn locate(text: &str, key: &str, nth: usize) -> (usize, usize) {
     let mut seen = 0;
@@ -490,6 +540,24 @@ max_attempts = 5
             err(&text),
             "s.toml:8:1: topology.latensy: unknown field `latensy`, expected one of `client`, `server`, `middlebox`, `latency`, `port`, `ip`, `brokers`, `broker_port`"
         );
+    }
+
+    #[test]
+    fn every_host_needs_a_plain_name_of_its_own() {
+        let with =
+            |extra: &str| GOOD.replace("latency = \"2ms\"", &format!("latency = \"2ms\"\n{extra}"));
+        assert_eq!(
+            err(&with("client = \"server\"")),
+            // The clash is with `server`'s default name: no line to point at.
+            "s.toml:1:1: topology.server: `server` is already the name of topology.client; every host needs a name of its own"
+        );
+        assert_eq!(
+            err(&with("server = \"client-flood\"")),
+            "s.toml:8:1: topology.server: `client-flood` is already the name of the flood host; every host needs a name of its own"
+        );
+        assert!(err(&with("middlebox = \"a b\"")).contains("must start with a letter"));
+        assert!(err(&with("client = \"\"")).contains("must start with a letter"));
+        assert!(parse(Path::new("s.toml"), &with("client = \"laptop\"")).is_ok());
     }
 
     const SIGNALING: &str = r#"
