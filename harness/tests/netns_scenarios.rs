@@ -408,3 +408,42 @@ fn without_privileges_auto_falls_back_to_sim_and_netns_is_refused_with_a_reason(
         "{stderr}"
     );
 }
+
+/// Issue 11: a schedule denser than the lab can apply (2,000 resets 1 ms
+/// apart; each is an nftables transaction) is not run late in silence: the
+/// run stops as soon as a fault is more than the tolerance late, says so,
+/// and leaves nothing behind.
+#[test]
+fn a_schedule_the_lab_cannot_keep_up_with_is_reported_not_run_late() {
+    if !netns_or_skip("dense schedule") {
+        return;
+    }
+    let text = std::fs::read_to_string(repo().join("scenarios/tcp-reset.toml")).unwrap();
+    let mut faults = String::new();
+    for i in 0..2000 {
+        faults.push_str(&format!(
+            "[[faults]]\nkind = \"reset\"\nat = \"{}ms\"\n\n",
+            1000 + i
+        ));
+    }
+    let start = text.find("[[faults]]").unwrap();
+    let end = text.find("[mitigation]").unwrap();
+    let dense = format!("{}{faults}{}", &text[..start], &text[end..]);
+    let s = parse(&dense);
+    let t = Instant::now();
+    let r = run_one(&s, BackendKind::Netns, 3);
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert!(
+        r.reasons
+            .iter()
+            .all(|why| why.contains("fell behind its fault schedule")),
+        "{:?}",
+        r.reasons
+    );
+    assert_eq!(r.reasons.len(), 2, "both runs stopped: {:?}", r.reasons);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stopped early: {:?}",
+        t.elapsed()
+    );
+}

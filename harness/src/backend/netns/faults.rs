@@ -9,6 +9,7 @@ use super::{LabError, NetnsNet};
 use crate::backend::portal::{self, PORTAL_PORT};
 use crate::backend::Action;
 use crate::scenario::{Fault, HostRole, IpVersion, Scenario};
+use crate::workload::programs::Net;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -137,6 +138,8 @@ impl<'a> PathFaults<'a> {
                 break;
             }
             tracing::debug!(?action, ?at, late = ?now.saturating_sub(at), "fault");
+            // Measured again for each: applying the ones before took time.
+            super::on_time(&action, at, net.now().max(now))?;
             self.apply(&action, net).await?;
             self.next += 1;
         }

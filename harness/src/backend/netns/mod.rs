@@ -83,6 +83,42 @@ pub enum LabError {
     /// The machine lacks something the backend needs.
     #[error("{0}")]
     Unavailable(String),
+    /// The lab fell behind the fault schedule: a fault was due this long
+    /// ago when its turn came. The run is stopped; what it would show is
+    /// not the scenario's schedule.
+    #[error("the lab fell behind its fault schedule: {kind} due at {at:?} came {late:?} late (tolerance {FAULT_TOLERANCE:?})")]
+    Behind {
+        /// The fault.
+        kind: String,
+        /// When it was due.
+        at: std::time::Duration,
+        /// How late its turn came.
+        late: std::time::Duration,
+    },
+}
+
+/// How late a fault may be applied before the run is a broken lab rather
+/// than the scenario's schedule: well above what one `nft` transaction or
+/// process start takes on a loaded machine, well below the gaps the
+/// scenarios' faults rely on.
+pub const FAULT_TOLERANCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checks that an action due at `at` is applied at `now` within
+/// [`FAULT_TOLERANCE`].
+pub fn on_time(
+    kind: &dyn std::fmt::Debug,
+    at: std::time::Duration,
+    now: std::time::Duration,
+) -> Result<(), LabError> {
+    let late = now.saturating_sub(at);
+    if late > FAULT_TOLERANCE {
+        return Err(LabError::Behind {
+            kind: format!("{kind:?}"),
+            at,
+            late,
+        });
+    }
+    Ok(())
 }
 
 impl LabError {

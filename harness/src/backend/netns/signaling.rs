@@ -118,6 +118,8 @@ pub async fn run_in_lab(
             if *at > now {
                 break;
             }
+            // Measured again for each: applying the ones before took time.
+            super::on_time(action, *at, start.elapsed())?;
             match action {
                 Action::Broker { index, down } => {
                     tracing::debug!(broker = index, down, late = ?now - *at, "broker fault");
