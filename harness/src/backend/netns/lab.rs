@@ -419,7 +419,56 @@ impl Lab {
             .set(msg)
             .execute()
             .await
-            .map_err(netlink(format!("set {ifname} in {node} up={up}")))
+            .map_err(netlink(format!("set {ifname} in {node} up={up}")))?;
+        if up {
+            self.repin(node, ifname).await?;
+        }
+        Ok(())
+    }
+
+    /// Pins the IPv6 neighbours of both ends of the link `ifname` of `node`
+    /// again. A carrier loss turns the kernel's permanent entries into
+    /// incomplete ones, and without link-local addresses they never
+    /// resolve again (see [`Lab::pin_on_peer`]): after a `link-flap` or
+    /// `link-down` the path would stay dead for the rest of the run and the
+    /// report would blame the engine.
+    async fn repin(&self, node: &str, ifname: &str) -> Result<(), LabError> {
+        let Some(a) = self.attachments.iter().find(|a| {
+            (a.host == node && a.host_if == ifname)
+                || (node == self.router && a.router_if == ifname)
+        }) else {
+            return Ok(());
+        };
+        let ends = [
+            (
+                a.host.as_str(),
+                a.host_if.as_str(),
+                self.router.as_str(),
+                a.router_if.as_str(),
+            ),
+            (
+                self.router.as_str(),
+                a.router_if.as_str(),
+                a.host.as_str(),
+                a.host_if.as_str(),
+            ),
+        ];
+        for (owner, owner_if, peer, peer_if) in ends {
+            // A standby NIC not configured yet, or one a swap removed.
+            let Ok(owner_index) = self.link_index(owner, owner_if).await else {
+                continue;
+            };
+            if self.link_index(peer, peer_if).await.is_err() {
+                continue;
+            }
+            let mac = self.mac(owner, owner_if).await?;
+            for (index, ip) in self.addresses(owner).await? {
+                if index == owner_index && ip.is_ipv6() {
+                    self.pin_neighbour(peer, peer_if, ip, &mac).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Adds an address; refuses anything outside the lab's ranges.
