@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use netmend_harness::backend::{netns, BackendKind};
 use netmend_harness::report::{render_json, render_junit, Collector, Human};
+use netmend_harness::runner::RunEvent;
 use netmend_harness::{catalog, runner, scenario};
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,9 +18,52 @@ const EXIT_USAGE: u8 = 2;
 /// Interrupted (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: i32 = 130;
 
-/// On SIGINT or SIGTERM, remove every lab this process built, then exit:
-/// the runner may be blocked in the middle of a scenario, so the handler
-/// thread cleans up by name rather than waiting for it to unwind.
+/// Where an interrupted run writes the report of the scenarios it
+/// finished: the collected results so far and the documents asked for.
+struct PartialReport {
+    collector: Collector,
+    /// `--output` when `--format` is json or junit.
+    output: Option<(Format, PathBuf)>,
+    junit: Option<PathBuf>,
+    json: Option<PathBuf>,
+}
+
+static PARTIAL: std::sync::Mutex<Option<PartialReport>> = std::sync::Mutex::new(None);
+
+impl PartialReport {
+    /// Writes every document asked for, marked interrupted.
+    fn write(mut self) {
+        self.collector.interrupted = true;
+        let json = render_json(&self.collector);
+        let junit = render_junit(&self.collector).unwrap_or_default();
+        let mut targets: Vec<(PathBuf, &String)> = Vec::new();
+        if let Some((format, path)) = self.output {
+            targets.push((
+                path,
+                if format == Format::Json {
+                    &json
+                } else {
+                    &junit
+                },
+            ));
+        }
+        targets.extend(self.junit.map(|p| (p, &junit)));
+        targets.extend(self.json.map(|p| (p, &json)));
+        for (path, doc) in targets {
+            if let Err(e) = std::fs::write(&path, doc) {
+                eprintln!(
+                    "netmend: writing the report of the finished scenarios to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM, remove every lab this process built, write the
+/// report of the scenarios that finished, then exit: the runner may be
+/// blocked in the middle of a scenario, so the handler thread cleans up by
+/// name rather than waiting for it to unwind.
 fn install_interrupt_cleanup() -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -29,8 +73,13 @@ fn install_interrupt_cleanup() -> Result<(), String> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 let removed = netns::lab::remove_live_labs();
+                let partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let finished = partial.as_ref().map_or(0, |p| p.collector.results.len());
+                if let Some(p) = partial {
+                    p.write();
+                }
                 eprintln!(
-                    "netmend: interrupted (signal {signal}); removed {} lab namespace(s)",
+                    "netmend: interrupted (signal {signal}); removed {} lab namespace(s); report of the {finished} finished scenario(s) written",
                     removed.len()
                 );
                 std::process::exit(EXIT_INTERRUPTED);
@@ -231,10 +280,24 @@ fn execute(command: Command) -> Result<u8, String> {
             } else {
                 Human::new(Box::new(std::io::stderr()) as Box<dyn Write>)
             };
+            let partial_output = output
+                .clone()
+                .filter(|_| format != Format::Human)
+                .map(|p| (format, p));
             let summary = runner::run(&loaded, kind, reason, seed, &mut |ev| {
                 human.event(ev);
                 collector.event(ev);
+                if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {
+                    *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(PartialReport {
+                        collector: collector.clone(),
+                        output: partial_output.clone(),
+                        junit: junit.clone(),
+                        json: json.clone(),
+                    });
+                }
             });
+            // Finished: an interrupt from here on has nothing to add.
+            PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
             drop(human);
             let doc = match format {
                 Format::Human => None,

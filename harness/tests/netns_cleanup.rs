@@ -167,6 +167,50 @@ fn twenty_runs_leave_nothing_behind() {
         assert_eq!(lab_brokers_running(), 0, "after Ctrl-C in {scenario}");
     }
 
+    // Issue 11: an interrupted run still writes the report of the
+    // scenarios it finished (JSON and JUnit), marked interrupted.
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let child = netmend()
+        .args(["run", "--backend", "netns", "--format", "json", "--output"])
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .arg(scenarios.join("link-flap.toml"))
+        .arg(scenarios.join("silent-path-loss.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // They run in id order: link-flap takes about 16 s (two runs of 8 s),
+    // then silent-path-loss ~50 s.
+    std::thread::sleep(Duration::from_secs(25));
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("report of the 1 finished scenario(s) written"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["interrupted"], true);
+    assert_eq!(v["scenarios"].as_array().unwrap().len(), 1);
+    assert_eq!(v["scenarios"][0]["id"], "link-flap");
+    assert_eq!(v["summary"]["passed"], 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("link-flap") && !xml.contains("silent-path-loss"),
+        "{xml}"
+    );
+    assert_eq!(
+        leftovers(),
+        Vec::<String>::new(),
+        "after Ctrl-C with reports"
+    );
+
     // 21: SIGKILL cannot be caught: the namespaces, and the brokers in
     // them, stay until `netmend clean`.
     let mut child = run_in_background("broker-loss");

@@ -18,6 +18,10 @@ pub struct JsonReport<'a> {
     pub scenarios: &'a [ScenarioResult],
     /// Counts.
     pub summary: Summary,
+    /// Present (true) only when the run was interrupted: the scenarios are
+    /// those it finished.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Renders the collected run as pretty JSON (deterministic for a seed).
@@ -28,6 +32,7 @@ pub fn render_json(c: &Collector) -> String {
         backend: c.backend,
         scenarios: &c.results,
         summary: c.summary,
+        interrupted: c.interrupted,
     };
     // Serializing plain structs of strings and numbers cannot fail.
     let mut s = serde_json::to_string_pretty(&report).unwrap_or_default();

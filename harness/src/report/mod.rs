@@ -15,7 +15,7 @@ use crate::backend::BackendKind;
 use crate::runner::{RunEvent, ScenarioResult, Summary};
 
 /// Collects what the document reporters need.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Collector {
     /// Run seed.
     pub seed: u64,
@@ -23,8 +23,11 @@ pub struct Collector {
     pub backend: Option<BackendKind>,
     /// Results in run order.
     pub results: Vec<ScenarioResult>,
-    /// Final counts.
+    /// Final counts (counted as scenarios finish, so an interrupted run's
+    /// report has those of the scenarios it finished).
     pub summary: Summary,
+    /// The run was interrupted (SIGINT/SIGTERM) before it finished.
+    pub interrupted: bool,
 }
 
 impl Collector {
@@ -36,7 +39,15 @@ impl Collector {
                 self.backend = Some(*backend);
             }
             RunEvent::ScenarioStarted { .. } => {}
-            RunEvent::ScenarioFinished { result, .. } => self.results.push((**result).clone()),
+            RunEvent::ScenarioFinished { result, .. } => {
+                match result.verdict {
+                    crate::runner::Verdict::Pass => self.summary.passed += 1,
+                    crate::runner::Verdict::Fail => self.summary.failed += 1,
+                    crate::runner::Verdict::Unsupported => self.summary.unsupported += 1,
+                }
+                self.summary.virtual_ms += result.virtual_ms;
+                self.results.push((**result).clone());
+            }
             RunEvent::RunFinished { summary, .. } => self.summary = *summary,
         }
     }
