@@ -465,3 +465,56 @@ fn a_schedule_the_lab_cannot_keep_up_with_is_reported_not_run_late() {
         t.elapsed()
     );
 }
+
+/// Issue 11: a command's whole tree is the run's business. Its children
+/// (one in the background, one that left the process group with `setsid`)
+/// neither outlive the deadline nor keep the run going: the run ends at
+/// the deadline and no process of the command is left anywhere.
+#[test]
+fn a_command_tree_ends_at_the_deadline_and_leaves_nothing() {
+    if !netns_or_skip("command tree") {
+        return;
+    }
+    let s = parse(
+        r#"
+id = "tree"
+catalog = "tcp-reset"
+description = "children that would outlive the deadline"
+
+[topology]
+latency = "1ms"
+
+[workload]
+kind = "command"
+bytes = 1024
+command = ["sh", "-c", "sleep 47 & setsid sleep 48 & sleep 49"]
+
+[expect]
+exit = 0
+deadline = "3s"
+"#,
+    );
+    let t = Instant::now();
+    let r = run_one(&s, BackendKind::Netns, 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(r.command.as_ref().unwrap().timed_out);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| {
+            ["sleep 47", "sleep 48", "sleep 49"]
+                .iter()
+                .any(|s| c.trim() == *s)
+        })
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "the command's processes are gone"
+    );
+}

@@ -77,6 +77,10 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         port,
     );
     let mut cmd = lab.command(&topo.client, &argv[0])?;
+    // A process group of its own: at the deadline (and when it exits) the
+    // whole tree goes, so no grandchild keeps the output pipes — and the
+    // run — going.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -99,7 +103,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         }
         if now >= deadline {
             timed_out = true;
-            let _ = child.kill();
+            kill_group(&child);
             break child
                 .wait()
                 .map_err(|e| LabError::io("wait for the command", e))?;
@@ -107,6 +111,11 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         tokio::time::sleep(poll_interval(&faults, now)).await;
     };
     let duration_ms = began.elapsed().as_millis() as u64;
+    // What is left of its tree goes too: the group, then whatever else
+    // runs in the client's namespace (a `setsid` child), so no process
+    // keeps the output pipes — and the run — going.
+    kill_group(&child);
+    lab.namespace(&topo.client)?.kill_processes();
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     server.stop()?;
@@ -120,4 +129,11 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         stderr,
         duration_ms,
     })
+}
+
+/// SIGKILLs the process group the command leads (itself and every child
+/// that did not leave the group).
+fn kill_group(child: &std::process::Child) {
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
 }

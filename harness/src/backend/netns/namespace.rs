@@ -163,9 +163,23 @@ impl Namespace {
         self.file.as_raw_fd()
     }
 
-    /// Unmounts and removes the name. The kernel frees the namespace (and
-    /// every veth end and nftables table in it) once nothing holds it.
+    /// SIGKILLs every process inside but this one: the namespace, not the
+    /// process tree, says what belongs to the lab (a child that left its
+    /// process group with `setsid` is still in here).
+    pub fn kill_processes(&self) {
+        if let Ok(id) = identity(&self.file) {
+            kill_processes_in(id);
+        }
+    }
+
+    /// Kills every process still inside (a command's children, one that
+    /// left its process group with `setsid`), then unmounts and removes the
+    /// name. The kernel frees the namespace (and every veth end and
+    /// nftables table in it) once nothing holds it; a process left inside
+    /// would hold it in a namespace no name points to any more, out of
+    /// reach of `netmend clean`.
     pub fn delete(self) {
+        self.kill_processes();
         remove_mount(&Path::new(NETNS_DIR).join(&self.name));
     }
 }
