@@ -2,6 +2,7 @@
 //! or mitigated) of a scenario and returns the raw [`Recording`].
 
 pub mod netns;
+pub mod path;
 pub mod portal;
 pub mod signaling;
 pub mod sim;

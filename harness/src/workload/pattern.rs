@@ -185,9 +185,16 @@ mod tests {
             let total_len: u64 = d.pieces.iter().map(|p| p.len).sum();
             prop_assert_eq!(total_len + d.unattributed, bytes.len() as u64);
             prop_assert_eq!(d.unattributed, 0);
-            // Adjacent wanted pieces may merge only if contiguous, which the gap prevents.
-            let got: Vec<(u64, u64)> = d.pieces.iter().map(|p| (p.start, p.len)).collect();
-            prop_assert_eq!(got, want);
+            // The pieces rebuild the bytes exactly. Where the bytes at a
+            // boundary happen to match both pieces' streams (one chance in
+            // 256 per byte) no decoder can tell where one ends: the
+            // boundary may move by a few bytes, never more than a word.
+            let rebuilt: Vec<u8> = d.pieces.iter().flat_map(|p| stream(p.start, p.len)).collect();
+            prop_assert_eq!(&rebuilt, &bytes);
+            prop_assert_eq!(d.pieces.len(), want.len());
+            for (g, (start, len)) in d.pieces.iter().zip(&want) {
+                prop_assert!(g.start.abs_diff(*start) < 8 && g.len.abs_diff(*len) < 16, "{:?} vs {:?}", g, (start, len));
+            }
         }
     }
 }

@@ -107,14 +107,17 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
                 stream.write(&buf[..n]).await
             };
             let written = tokio::select! {
-                // Fixed order: simulations must replay exactly from their seed.
+                // Fixed order: simulations must replay exactly from their
+                // seed. A notification first: an event-driven program
+                // handles it when it arrives, not when its writes block
+                // (which a simulated socket's large buffer rarely does).
                 biased;
-                r = step => r,
                 () = next_change(&mut changes) => {
                     tracing::debug!(offset, "baseline: the network changed, reconnecting");
                     failed = true;
                     break;
                 }
+                r = step => r,
             };
             match written {
                 Ok(k) => {
@@ -143,11 +146,10 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
 /// The next change notification; never, without a monitor.
 async fn next_change(changes: &mut Option<Events>) {
     match changes {
-        Some(events) => {
-            if events.next().await.is_none() {
-                std::future::pending::<()>().await;
-            }
-        }
+        Some(events) => match events.next().await {
+            Some(event) => tracing::debug!(?event, "baseline: network event"),
+            None => std::future::pending::<()>().await,
+        },
         None => std::future::pending().await,
     }
 }

@@ -6,10 +6,11 @@
 //! frames: connect/connack, subscribe/suback, publish), enough to give the
 //! broker a real broker's failure behaviour on turmoil TCP: a connection
 //! counts only once acknowledged, messages go to the subscribers present
-//! when they arrive, and a crash (turmoil drops the host's software and
-//! with it its sockets, which the peers see close, as when a broker
-//! process is killed) loses every subscription and every message in
-//! flight. A restarted broker starts empty. MQTT's QoS and keepalive are
+//! when they arrive, and a crash loses every subscription and every
+//! message in flight. A crash is the broker *process* dying on a live host
+//! (see [`supervise`]), as on netns where mosquitto is killed: its
+//! connections close and a new connection is refused at once. A restarted
+//! broker starts empty. MQTT's QoS and keepalive are
 //! left out: a crash here always closes the connections, so no keepalive
 //! is needed to notice it.
 
@@ -21,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use turmoil::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use turmoil::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use turmoil::net::{TcpListener, TcpStream};
 
 const CONNECT: u8 = 1;
@@ -90,9 +93,29 @@ fn protocol_error(what: &str) -> io::Error {
 /// Subscribers by topic: each a connection's outgoing frame queue.
 type Subscriptions = Arc<Mutex<HashMap<String, Vec<(u64, UnboundedSender<Vec<u8>>)>>>>;
 
-/// The broker host's program: accepts connections on `port` until the
-/// host crashes.
-pub async fn serve(port: u16, v6: bool) -> io::Result<()> {
+/// The broker host's program: runs the broker process while `up` says
+/// so. A crash drops the process with its listener and every connection
+/// (the peers see them close; new connects are refused: nothing listens);
+/// a restart starts an empty one.
+///
+/// # Errors
+///
+/// The listener could not be bound.
+pub async fn supervise(port: u16, v6: bool, mut up: watch::Receiver<bool>) -> io::Result<()> {
+    loop {
+        if up.wait_for(|up| *up).await.is_err() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = serve(port, v6) => r?,
+            _ = up.wait_for(|up| !*up) => tracing::debug!(port, "broker process killed"),
+        }
+    }
+}
+
+/// One broker process: accepts connections on `port`. Dropping it drops
+/// every connection it serves.
+async fn serve(port: u16, v6: bool) -> io::Result<()> {
     let any: IpAddr = if v6 {
         Ipv6Addr::UNSPECIFIED.into()
     } else {
@@ -101,25 +124,42 @@ pub async fn serve(port: u16, v6: bool) -> io::Result<()> {
     let listener = TcpListener::bind((any, port)).await?;
     let subscriptions: Subscriptions = Arc::default();
     let mut next_id = 0u64;
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, _) = listener.accept().await?;
-        next_id += 1;
-        tokio::spawn(serve_connection(next_id, stream, subscriptions.clone()));
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                next_id += 1;
+                connections.spawn(serve_connection(next_id, stream, subscriptions.clone()));
+            }
+            Some(_) = connections.join_next() => {}
+        }
     }
 }
 
 async fn serve_connection(id: u64, stream: TcpStream, subscriptions: Subscriptions) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let (out_tx, mut out_rx) = unbounded_channel::<Vec<u8>>();
     // One writer per connection, so forwarded publishes and acks never
-    // interleave inside a frame.
-    let writing = tokio::spawn(async move {
+    // interleave inside a frame; part of this future, so a killed broker
+    // takes it along.
+    let writing = async move {
         while let Some(frame) = out_rx.recv().await {
             if writer.write_all(&frame).await.is_err() {
                 return;
             }
         }
-    });
+    };
+    tokio::join!(read_connection(id, reader, out_tx, subscriptions), writing);
+}
+
+/// The reading side of a broker connection: acts on the client's frames.
+async fn read_connection(
+    id: u64,
+    mut reader: OwnedReadHalf,
+    out_tx: UnboundedSender<Vec<u8>>,
+    subscriptions: Subscriptions,
+) {
     // Acks have empty bodies: encoding them cannot fail.
     let ack = |kind: u8| {
         if let Ok(frame) = encode_frame(kind, &[]) {
@@ -168,8 +208,6 @@ async fn serve_connection(id: u64, stream: TcpStream, subscriptions: Subscriptio
     {
         subs.retain(|(sub, _)| *sub != id);
     }
-    drop(out_tx);
-    let _ = writing.await;
 }
 
 /// A simulated broker, reached as `host:port` inside the simulation.

@@ -1,28 +1,30 @@
 //! The simulated backend: a turmoil world, deterministic by seed.
 //!
-//! Hosts: the client, the middlebox (a relay the harness controls, see
-//! [`relay`]) and the server. Faults act on the middlebox (reset, blackhole)
-//! or on turmoil's links (partition, latency). A signaling scenario runs
-//! its own world instead (see [`signaling`]): peers and broker hosts.
+//! Hosts: the client and the server, linked directly, and the middlebox,
+//! which only serves the captive portal. Path faults are packet rules: the
+//! [`router`] judges every segment a host sends by the scenario's
+//! [`PathState`](crate::backend::path::PathState), the same rules the netns
+//! router applies with nftables. A signaling scenario runs its own world
+//! instead (see [`signaling`]): peers and broker hosts.
 
 pub mod broker;
-pub mod relay;
+pub mod router;
 pub mod signaling;
 pub mod world;
 
+use super::path::Side;
 use super::{baseline_follows, mitigation_spec, schedule, Action, BackendError, Variant};
-use crate::scenario::{Direction, HostRole, IpVersion, Scenario, WorkloadKind};
+use crate::scenario::{IpVersion, Scenario, WorkloadKind};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
 use netmend::monitor::{Debounce, Injector, Monitor};
-use relay::PathMode;
+use router::{Router, SimStream};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
-use turmoil::net::{TcpListener, TcpStream};
+use turmoil::net::TcpListener;
 
 /// The [`Net`] of turmoil hosts.
 #[derive(Clone, Debug, Default)]
@@ -32,28 +34,82 @@ pub struct SimNet {
     /// Where a host's monitor leaves its injector, for the simulation to
     /// report the changes its faults make.
     pub injector: Arc<Mutex<Option<Injector>>>,
+    /// The path's router and this host's place on it.
+    pub place: Place,
+}
+
+/// Where a host sits on the simulated path.
+#[derive(Clone, Debug, Default)]
+pub struct Place {
+    /// The router every segment goes through.
+    pub router: Router,
+    /// This host's side.
+    pub side: Side,
+    /// The server's host name (connections to it cross the path).
+    pub server: String,
+    /// The host serving the router's captive portal.
+    pub portal: String,
+}
+
+impl SimNet {
+    /// The same network seen from a host on `side`.
+    pub fn on(&self, side: Side) -> SimNet {
+        let mut net = self.clone();
+        net.place.side = side;
+        net
+    }
+}
+
+/// A listening socket of a simulated host.
+pub struct SimListener {
+    inner: TcpListener,
+    place: Place,
+}
+
+impl std::fmt::Debug for SimListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimListener")
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Net for SimNet {
-    type Stream = TcpStream;
-    type Listener = TcpListener;
+    type Stream = SimStream;
+    type Listener = SimListener;
 
-    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        let addr = (host.to_string(), port);
-        async move { TcpStream::connect(addr).await }
+    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<SimStream>> + Send {
+        let (host, place) = (host.to_string(), self.place.clone());
+        async move {
+            let to = if host == place.server {
+                Side::Server
+            } else {
+                Side::Other
+            };
+            place
+                .router
+                .connect(place.side, (&host, port), to, &place.portal)
+                .await
+        }
     }
 
-    fn bind(&self, port: u16) -> impl Future<Output = io::Result<TcpListener>> + Send {
+    fn bind(&self, port: u16) -> impl Future<Output = io::Result<SimListener>> + Send {
         let any: IpAddr = if self.v6 {
             Ipv6Addr::UNSPECIFIED.into()
         } else {
             Ipv4Addr::UNSPECIFIED.into()
         };
-        TcpListener::bind((any, port))
+        let place = self.place.clone();
+        async move {
+            Ok(SimListener {
+                inner: TcpListener::bind((any, port)).await?,
+                place,
+            })
+        }
     }
 
-    async fn accept(l: &TcpListener) -> io::Result<TcpStream> {
-        l.accept().await.map(|(s, _)| s)
+    async fn accept(l: &SimListener) -> io::Result<SimStream> {
+        l.place.router.accept(&l.inner, l.place.side).await
     }
 
     fn now(&self) -> Duration {
@@ -95,21 +151,29 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     let topo = &s.topology;
     let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     let v6 = topo.ip == IpVersion::Ipv6;
-    let mut sim = world(s, topo.latency.0, seed);
+    // Client and server are linked directly: one link carries both hops of
+    // the routed path; the middlebox (the router's portal) is one hop away.
+    let mut sim = world(s, topo.latency.0 * 2, seed);
     let net = SimNet {
         v6,
         injector: Arc::default(),
+        place: Place {
+            router: Router::default(),
+            side: Side::Other,
+            server: topo.server.clone(),
+            portal: topo.middlebox.clone(),
+        },
     };
     let injector = net.injector.clone();
+    let router = net.place.router.clone();
     let rec = Recorder::new(bytes);
-    let (mode_tx, mode_rx) = watch::channel(PathMode::default());
     let mitigation = mitigation_spec(s, seed);
 
     let (server_rec, port, config, server_net) = (
         rec.clone(),
         topo.port,
         mitigation.config.clone(),
-        net.clone(),
+        net.on(Side::Server),
     );
     let chosen = super::programs(s, variant);
     sim.host(topo.server.as_str(), move || {
@@ -132,17 +196,19 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
             Ok(())
         }
     });
-    let server_name = topo.server.clone();
-    let relay_net = net.clone();
+    let portal_net = net.on(Side::Other);
     sim.host(topo.middlebox.as_str(), move || {
-        let (target, mode, net) = (server_name.clone(), mode_rx.clone(), relay_net.clone());
+        let net = portal_net.clone();
         async move {
-            relay::run(net, port, target, mode).await?;
-            Ok(())
+            let listener = net.bind(super::portal::PORTAL_PORT).await?;
+            loop {
+                let stream = SimNet::accept(&listener).await?;
+                tokio::spawn(super::portal::answer(stream));
+            }
         }
     });
     let spec = StreamSpec {
-        host: topo.middlebox.clone(),
+        host: topo.server.clone(),
         port,
         total: bytes,
         chunk,
@@ -152,25 +218,27 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     };
     let floods = super::floods(s);
     if !floods.is_empty() {
-        let (net, host) = (net.clone(), topo.middlebox.clone());
+        let (net, host) = (net.on(Side::Other), topo.server.clone());
         sim.client(format!("{}-flood", topo.client).as_str(), async move {
             programs::flood(net, host, port, floods).await;
             Ok(())
         });
     }
     let client_rec = rec.clone();
+    let client_net = net.on(Side::Client);
     sim.client(topo.client.as_str(), async move {
         if chosen.engine_client {
-            programs::mitigated_client(net, spec, mitigation, client_rec).await
+            programs::mitigated_client(client_net, spec, mitigation, client_rec).await
         } else {
-            programs::baseline_client(net, spec, client_rec).await
+            programs::baseline_client(client_net, spec, client_rec).await
         }
         Ok(())
     });
+    set_latency(&sim, &router, s, topo.latency.0);
 
     drive(&mut sim, s, &rec, |sim, action| {
         let injected = injector.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        apply(sim, s, &mode_tx, action);
+        apply(sim, s, &router, action);
         if let Some(injector) = injected {
             for change in world::changes(action) {
                 injector.send(change);
@@ -207,73 +275,27 @@ fn drive(
     }
 }
 
-fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, action: &Action) {
+/// Every link's latency: `per_hop` to the middlebox, twice that between
+/// client and server (two hops of the routed path).
+fn set_latency(sim: &turmoil::Sim<'_>, router: &Router, s: &Scenario, per_hop: Duration) {
+    router.set_latency(per_hop * 2, per_hop);
     let topo = &s.topology;
     let (client, mbox, server) = (
         topo.client.as_str(),
         topo.middlebox.as_str(),
         topo.server.as_str(),
     );
+    sim.set_link_latency(client, server, per_hop * 2);
+    sim.set_link_latency(client, mbox, per_hop);
+    sim.set_link_latency(mbox, server, per_hop);
+}
+
+fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, router: &Router, action: &Action) {
+    if router.apply(action) {
+        return;
+    }
     match action {
-        Action::Reset => mode.send_modify(|m| m.epoch += 1),
-        Action::Blackhole(on) => mode.send_modify(|m| m.blackhole = *on),
-        Action::Partition {
-            direction,
-            on: true,
-        } => match direction {
-            Direction::Both => sim.partition(client, mbox),
-            Direction::ClientToServer => sim.partition_oneway(client, mbox),
-            Direction::ServerToClient => sim.partition_oneway(mbox, client),
-        },
-        Action::Partition {
-            direction,
-            on: false,
-        } => match direction {
-            Direction::Both => sim.repair(client, mbox),
-            Direction::ClientToServer => sim.repair_oneway(client, mbox),
-            Direction::ServerToClient => sim.repair_oneway(mbox, client),
-        },
-        Action::Latency { per_hop, .. } => {
-            sim.set_link_latency(client, mbox, *per_hop);
-            sim.set_link_latency(mbox, server, *per_hop);
-        }
-        // turmoil has no carrier: a host whose link is down is cut off from
-        // the middlebox both ways (the scenario's sim note says so).
-        Action::LinkDown { host, down } => {
-            let h = match host {
-                HostRole::Client => client,
-                HostRole::Server => server,
-            };
-            if *down {
-                sim.partition(h, mbox);
-            } else {
-                sim.repair(h, mbox);
-            }
-        }
-        // The client moves to another network: the middlebox state of its
-        // flows is gone (parked forever), and with a delay the new path
-        // drops new flows too until it is routable.
-        Action::NicSwap { routable, captive } | Action::GatewayChange { routable, captive } => {
-            mode.send_modify(|m| {
-                m.forgotten += 1;
-                m.blackhole = !routable;
-                m.captive = *captive;
-            });
-        }
-        Action::Routable => mode.send_modify(|m| {
-            m.blackhole = false;
-            m.captive = false;
-        }),
-        // turmoil loses what a partition drops and never retransmits, so a
-        // flap holds the client's messages instead and delivers them when
-        // the carrier returns: what TCP's retransmission achieves for real.
-        Action::Carrier { lost } => {
-            if *lost {
-                sim.hold(client, mbox);
-            } else {
-                sim.release(client, mbox);
-            }
-        }
+        Action::Latency { per_hop, .. } => set_latency(sim, router, s, *per_hop),
         // `backend::unsupported` keeps scenarios with these faults off sim.
         Action::Loss(_)
         | Action::Bandwidth(_)
@@ -286,5 +308,7 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, mode: &watch::Sender<PathMode>, a
         | Action::Forge { .. } => {
             tracing::warn!(?action, "not expressible on sim; ignored");
         }
+        // Path actions: the router took them.
+        _ => {}
     }
 }

@@ -1,6 +1,7 @@
 //! A signaling run on sim: the client (sender), the server (receiver) and
-//! one turmoil host per broker; broker faults crash and restart those
-//! hosts. A frozen broker, or one whose port is blocked, is a host whose
+//! one turmoil host per broker; a broker crash kills the broker process
+//! on its host (its connections close, connects are refused until it
+//! restarts, empty). A frozen broker, or one whose port is blocked, is a host whose
 //! links hold their traffic (turmoil `hold`/`release`): nothing is
 //! refused or lost, it arrives when the freeze or block ends, as TCP's
 //! retransmissions deliver it after a real one. A hostile publisher runs
@@ -13,7 +14,6 @@ use crate::backend::{Action, BackendError, Variant};
 use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
-use std::sync::Arc;
 
 /// Runs one variant of the signaling scenario `s`.
 pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
@@ -25,14 +25,20 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     let mut sim = super::world(s, latency, seed);
     let net = SimNet {
         v6,
-        injector: Arc::default(),
+        ..SimNet::default()
     };
     let port = topo.broker_port;
     let hosts = topo.broker_hosts();
+    let mut processes = Vec::new();
     for host in &hosts {
-        sim.host(host.as_str(), move || async move {
-            broker::serve(port, v6).await?;
-            Ok(())
+        let (up, running) = tokio::sync::watch::channel(true);
+        processes.push(up);
+        sim.host(host.as_str(), move || {
+            let running = running.clone();
+            async move {
+                broker::supervise(port, v6, running).await?;
+                Ok(())
+            }
         });
     }
     let rec = Recorder::new(0);
@@ -94,11 +100,8 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
 
     super::drive(&mut sim, s, &rec, |sim, action| match action {
         Action::Broker { index, down } => {
-            let host = topo.broker(*index);
-            if *down {
-                sim.crash(host.as_str());
-            } else {
-                sim.bounce(host.as_str());
+            if let Some(up) = processes.get(usize::from(*index)) {
+                up.send_replace(!down);
             }
         }
         Action::BrokerFreeze { index, frozen } => {
