@@ -10,6 +10,7 @@ use netmend_harness::backend::netns::faults::{apply_rules, divert_to_queue, set_
 use netmend_harness::backend::netns::firewall::PathRules;
 use netmend_harness::backend::netns::host::HostTask;
 use netmend_harness::backend::netns::lab::{Lab, LabSpec};
+use netmend_harness::backend::Action;
 use netmend_harness::scenario::Direction;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -251,7 +252,7 @@ fn reset_makes_the_established_connection_fail_with_econnreset_over_ipv4_and_ipv
             _server,
             ..
         } = established(v6);
-        rules.reset();
+        rules.apply(&Action::Reset);
         apply(&rig, &rules);
         // Both ends are alive; the next segment draws a RST from the path.
         assert_eq!(
@@ -281,7 +282,7 @@ fn blackhole_stalls_silently_and_the_forgotten_flow_stays_dead_after_it_heals() 
         _server,
         ..
     } = established(false);
-    rules.set_blackhole(true);
+    rules.apply(&Action::Blackhole(true));
     apply(&rig, &rules);
     // No RST, no error: the read just never completes.
     assert_eq!(
@@ -289,7 +290,7 @@ fn blackhole_stalls_silently_and_the_forgotten_flow_stays_dead_after_it_heals() 
         Reply::TimedOut
     );
     assert_eq!(client.connect(rig.server_addr(false)), Reply::TimedOut);
-    rules.set_blackhole(false);
+    rules.apply(&Action::Blackhole(false));
     apply(&rig, &rules);
     assert!(
         seen.try_iter().next().is_none(),
@@ -319,7 +320,10 @@ fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
         ..
     } = established(false);
 
-    rules.set_partition(Some(Direction::ClientToServer));
+    rules.apply(&Action::Partition {
+        direction: Direction::ClientToServer,
+        on: true,
+    });
     apply(&rig, &rules);
     assert_eq!(
         client.echo(b"b", Duration::from_millis(600)),
@@ -327,7 +331,10 @@ fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
     );
     assert!(seen.try_iter().next().is_none(), "client-to-server is cut");
 
-    rules.set_partition(None);
+    rules.apply(&Action::Partition {
+        direction: Direction::Both,
+        on: false,
+    });
     apply(&rig, &rules);
     // TCP retransmits: "b" arrives and comes back once the path heals.
     assert_eq!(
@@ -336,7 +343,10 @@ fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
     );
 
     let _ = seen.try_iter().count();
-    rules.set_partition(Some(Direction::ServerToClient));
+    rules.apply(&Action::Partition {
+        direction: Direction::ServerToClient,
+        on: true,
+    });
     apply(&rig, &rules);
     assert_eq!(
         client.echo(b"c", Duration::from_millis(600)),
@@ -346,7 +356,10 @@ fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
         .recv_timeout(Duration::from_secs(1))
         .expect("client-to-server still carries");
     assert_eq!(got, b"c");
-    rules.set_partition(None);
+    rules.apply(&Action::Partition {
+        direction: Direction::Both,
+        on: false,
+    });
     apply(&rig, &rules);
     assert_eq!(
         client.call(Cmd::Read(1, Duration::from_secs(5))),

@@ -157,16 +157,8 @@ impl<'a> PathFaults<'a> {
     pub async fn apply(&mut self, action: &Action, net: &NetnsNet) -> Result<(), LabError> {
         let lab = self.lab;
         match action {
-            Action::Reset => {
-                self.rules.reset();
-                apply_rules(lab, &self.rules)
-            }
-            Action::Blackhole(on) => {
-                self.rules.set_blackhole(*on);
-                apply_rules(lab, &self.rules)
-            }
-            Action::Partition { direction, on } => {
-                self.rules.set_partition(on.then_some(*direction));
+            Action::Reset | Action::Blackhole(_) | Action::Partition { .. } | Action::Routable => {
+                self.rules.apply(action);
                 apply_rules(lab, &self.rules)
             }
             Action::Latency { per_hop, jitter } => {
@@ -228,7 +220,7 @@ impl<'a> PathFaults<'a> {
                 );
                 Ok(())
             }
-            Action::NicSwap { routable, captive } => {
+            Action::NicSwap { captive, .. } => {
                 let (name, old) = self.client.clone();
                 let new = lab
                     .attachments()
@@ -240,13 +232,11 @@ impl<'a> PathFaults<'a> {
                 // client can see the change, or a program that reacts at
                 // once would get its last bytes through on the old flow
                 // while `nft` is still starting (a race, not the fault).
-                self.rules.forget();
-                if !routable {
-                    self.rules.hold(Some(&new.router_if));
-                }
+                self.rules.set_client_network(&new.router_if);
                 if *captive {
-                    self.rules.captive(Some(self.portal_on(&new)));
+                    self.rules.set_portal(self.portal_on(&new));
                 }
+                self.rules.apply(action);
                 apply_rules(lab, &self.rules)?;
                 lab.configure_host_side(&new).await?;
                 lab.default_route_replace(&name, new.router_v4().into(), &new.host_if)
@@ -257,26 +247,19 @@ impl<'a> PathFaults<'a> {
                 self.client.1 = new;
                 Ok(())
             }
-            Action::GatewayChange { routable, captive } => {
+            Action::GatewayChange { captive, .. } => {
                 let (name, a) = self.client.clone();
                 let (gw4, gw6) = second_gateway(&a);
                 // As with a NIC swap: the old flows are gone before the
                 // client hears of the new gateway.
-                self.rules.forget();
-                if !routable {
-                    self.rules.hold(Some(&a.router_if));
-                }
+                self.rules.set_client_network(&a.router_if);
                 if *captive {
-                    self.rules.captive(Some(self.portal_on(&a)));
+                    self.rules.set_portal(self.portal_on(&a));
                 }
+                self.rules.apply(action);
                 apply_rules(lab, &self.rules)?;
                 lab.default_route_replace(&name, gw4, &a.host_if).await?;
                 lab.default_route_replace(&name, gw6, &a.host_if).await
-            }
-            Action::Routable => {
-                self.rules.hold(None);
-                self.rules.captive(None);
-                apply_rules(lab, &self.rules)
             }
             Action::Carrier { lost } => {
                 let router_if = self.client.1.router_if.clone();

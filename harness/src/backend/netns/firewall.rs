@@ -16,35 +16,26 @@
 //! while new flows pass. That is what a middlebox failure does to a real
 //! path, and it leaves both endpoints alive.
 
+use crate::backend::path::{Fate, PathState};
+use crate::backend::Action;
 use crate::scenario::Direction;
 use std::fmt::Write;
 
 /// Name of the router's table.
 pub const TABLE: &str = "nm-path";
 
-/// What happens to flows of an ended epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fate {
-    /// TCP segments get a reset back; anything else is dropped.
-    Reset,
-    /// Dropped without a word.
-    Forgotten,
-}
-
-/// The state of the path through the router.
+/// The state of the path through the router: the shared [`PathState`]
+/// (the sim backend judges segments by the same value) and where this lab
+/// applies it.
 #[derive(Clone, Debug)]
 pub struct PathRules {
     /// Interface of the router toward the client.
     client_if: String,
-    /// Mark given to new flows.
-    epoch: u32,
-    /// Fate of every ended epoch (index 0 is epoch 1).
-    ended: Vec<Fate>,
-    blackhole: bool,
-    partition: Option<Direction>,
-    /// An interface whose traffic is dropped (a network not routable yet).
-    held: Option<String>,
-    /// A captive portal intercepting new TCP flows to a port.
+    state: PathState,
+    /// The interface dropped while the state says the client's network is
+    /// held (not routable yet).
+    held_if: Option<String>,
+    /// Where the captive portal intercepts while the state says captive.
     portal: Option<Portal>,
 }
 
@@ -71,55 +62,27 @@ impl PathRules {
     pub fn new(client_if: &str) -> Self {
         PathRules {
             client_if: client_if.to_string(),
-            epoch: 1,
-            ended: Vec::new(),
-            blackhole: false,
-            partition: None,
-            held: None,
+            state: PathState::default(),
+            held_if: None,
             portal: None,
         }
     }
 
-    fn end_epoch(&mut self, fate: Fate) {
-        self.ended.push(fate);
-        self.epoch += 1;
+    /// Applies a path action to the state; `false` if it is none (links,
+    /// carrier and the rest are kernel operations, not rules).
+    pub fn apply(&mut self, action: &Action) -> bool {
+        self.state.apply(action)
     }
 
-    /// Resets every established flow; new ones pass.
-    pub fn reset(&mut self) {
-        self.end_epoch(Fate::Reset);
+    /// The client's network is now behind `interface` (a NIC swap): a held
+    /// network drops everything through it.
+    pub fn set_client_network(&mut self, interface: &str) {
+        self.held_if = Some(interface.to_string());
     }
 
-    /// Starts or ends a blackhole. Starting one drops everything and makes
-    /// the router forget the flows it carried, which stay dead afterwards.
-    pub fn set_blackhole(&mut self, on: bool) {
-        if on && !self.blackhole {
-            self.end_epoch(Fate::Forgotten);
-        }
-        self.blackhole = on;
-    }
-
-    /// The router loses the state of every flow it carries (the client is
-    /// now behind another gateway): they are dropped from now on, new flows
-    /// pass.
-    pub fn forget(&mut self) {
-        self.end_epoch(Fate::Forgotten);
-    }
-
-    /// Drops everything through `interface` (`None` lifts it): routes and
-    /// addresses look right, nothing gets through.
-    pub fn hold(&mut self, interface: Option<&str>) {
-        self.held = interface.map(str::to_string);
-    }
-
-    /// Starts (`Some`) or lifts (`None`) a captive portal.
-    pub fn captive(&mut self, portal: Option<Portal>) {
-        self.portal = portal;
-    }
-
-    /// Starts (`Some`) or heals (`None`) a partition of the client's link.
-    pub fn set_partition(&mut self, direction: Option<Direction>) {
-        self.partition = direction;
+    /// Where the captive portal intercepts when the state says captive.
+    pub fn set_portal(&mut self, portal: Portal) {
+        self.portal = Some(portal);
     }
 
     /// The nft script that makes the router behave like this.
@@ -136,7 +99,7 @@ impl PathRules {
             "    type filter hook forward priority -10; policy accept;"
         );
         let client = &self.client_if;
-        match self.partition {
+        match self.state.partition() {
             Some(Direction::Both) => {
                 let _ = writeln!(s, "    iifname \"{client}\" drop");
                 let _ = writeln!(s, "    oifname \"{client}\" drop");
@@ -149,14 +112,15 @@ impl PathRules {
             }
             None => {}
         }
-        if let Some(held) = &self.held {
+        if self.state.held() {
+            let held = self.held_if.as_ref().unwrap_or(&self.client_if);
             let _ = writeln!(s, "    iifname \"{held}\" drop");
             let _ = writeln!(s, "    oifname \"{held}\" drop");
         }
-        if self.blackhole {
+        if self.state.blackhole() {
             let _ = writeln!(s, "    drop");
         }
-        for (i, fate) in self.ended.iter().enumerate() {
+        for (i, fate) in self.state.ended().iter().enumerate() {
             let mark = i + 1;
             if *fate == Fate::Reset {
                 let _ = writeln!(
@@ -166,9 +130,9 @@ impl PathRules {
             }
             let _ = writeln!(s, "    ct mark {mark} drop");
         }
-        let _ = writeln!(s, "    ct state new ct mark set {}", self.epoch);
+        let _ = writeln!(s, "    ct state new ct mark set {}", self.state.epoch());
         let _ = writeln!(s, "  }}");
-        if let Some(p) = &self.portal {
+        if let Some(p) = self.portal.as_ref().filter(|_| self.state.captive()) {
             // Only new flows are redirected (NAT is decided on a flow's
             // first packet); lifting the portal leaves intercepted flows
             // with the portal, which closes them anyway.
@@ -201,7 +165,7 @@ mod tests {
     #[test]
     fn a_reset_rejects_old_flows_and_marks_new_ones_with_the_next_epoch() {
         let mut p = PathRules::new("nm-1-client");
-        p.reset();
+        p.apply(&Action::Reset);
         let s = p.script();
         assert!(s.contains("ct mark 1 meta l4proto tcp reject with tcp reset\n"));
         assert!(s.contains("ct state new ct mark set 2\n"));
@@ -211,9 +175,9 @@ mod tests {
     #[test]
     fn a_healed_blackhole_keeps_dropping_the_flows_it_forgot() {
         let mut p = PathRules::new("x");
-        p.set_blackhole(true);
+        p.apply(&Action::Blackhole(true));
         assert!(p.script().contains("    drop\n"));
-        p.set_blackhole(false);
+        p.apply(&Action::Blackhole(false));
         let s = p.script();
         assert!(!s.contains("    drop\n"));
         assert!(s.contains("ct mark 1 drop\n"));
@@ -222,26 +186,50 @@ mod tests {
     }
 
     #[test]
-    fn a_held_interface_drops_both_ways_and_forgetting_drops_old_flows_silently() {
+    fn a_held_network_drops_both_ways_and_forgetting_drops_old_flows_silently() {
         let mut p = PathRules::new("c0");
-        p.hold(Some("c1"));
-        p.forget();
+        p.set_client_network("c1");
+        p.apply(&Action::NicSwap {
+            routable: false,
+            captive: false,
+        });
         let s = p.script();
         assert!(s.contains("iifname \"c1\" drop\n") && s.contains("oifname \"c1\" drop\n"));
         assert!(s.contains("ct mark 1 drop\n") && !s.contains("reject"));
-        p.hold(None);
+        p.apply(&Action::Routable);
         assert!(!p.script().contains("c1"));
     }
 
     #[test]
     fn partitions_act_on_the_client_interface_by_direction() {
         let mut p = PathRules::new("c0");
-        p.set_partition(Some(Direction::ClientToServer));
+        let partition = |direction, on| Action::Partition { direction, on };
+        p.apply(&partition(Direction::ClientToServer, true));
         assert!(p.script().contains("iifname \"c0\" drop"));
         assert!(!p.script().contains("oifname"));
-        p.set_partition(Some(Direction::ServerToClient));
+        p.apply(&partition(Direction::ServerToClient, true));
         assert!(p.script().contains("oifname \"c0\" drop"));
-        p.set_partition(None);
+        p.apply(&partition(Direction::ServerToClient, false));
         assert!(!p.script().contains("ifname"));
+    }
+
+    #[test]
+    fn the_portal_intercepts_only_while_the_state_says_captive() {
+        let mut p = PathRules::new("c0");
+        p.set_portal(Portal {
+            iface: "c0".into(),
+            port: 7000,
+            to4: std::net::Ipv4Addr::new(198, 18, 1, 1),
+            to6: "2001:db8:0:1::1".parse().unwrap(),
+            portal_port: 8089,
+        });
+        assert!(!p.script().contains("dnat"));
+        p.apply(&Action::GatewayChange {
+            routable: true,
+            captive: true,
+        });
+        assert!(p.script().contains("dnat ip to 198.18.1.1:8089"));
+        p.apply(&Action::Routable);
+        assert!(!p.script().contains("dnat"));
     }
 }
