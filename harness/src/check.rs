@@ -237,6 +237,25 @@ fn outcome(symptoms: &[Symptom]) -> Outcome {
     }
 }
 
+/// When the path is whole again after a fault healed at `healed`: faults
+/// that overlap it (and those overlapping them) must heal too — delivery
+/// cannot resume while another fault still holds the path.
+fn whole_again(scenario: &Scenario, healed: Duration) -> Duration {
+    let mut end = healed;
+    loop {
+        let later = scenario
+            .faults
+            .iter()
+            .filter(|f| f.at().0 <= end && f.healed_at().0 > end)
+            .map(|f| f.healed_at().0)
+            .max();
+        match later {
+            Some(t) => end = t,
+            None => return end,
+        }
+    }
+}
+
 /// For each read of a stream, the highest stream offset end it delivered.
 fn read_offsets(d: &pattern::Decoded, reads: &[(Duration, u64)]) -> Vec<(Duration, u64)> {
     let mut out = Vec::with_capacity(reads.len());
@@ -293,8 +312,10 @@ fn coverage(pieces: &[Piece], total: u64) -> (u64, u64, u64) {
 }
 
 /// The worst recovery over all faults: from the moment the path works again
-/// until a byte the client wrote after that moment arrives (or, if the client
-/// had written everything by then, until the last byte arrives).
+/// (every overlapping fault healed) until a byte the client wrote after that
+/// moment arrives (or, if the client had written everything by then, until
+/// the last byte arrives). A fault followed by another before delivery
+/// resumed is judged by the later one's recovery.
 fn recovery(
     scenario: &Scenario,
     rec: &Recording,
@@ -302,7 +323,7 @@ fn recovery(
 ) -> Option<Duration> {
     let mut worst = Duration::ZERO;
     for fault in &scenario.faults {
-        let healed = fault.healed_at().0;
+        let healed = whole_again(scenario, fault.healed_at().0);
         let written = rec
             .writes
             .iter()
@@ -317,8 +338,19 @@ fn recovery(
         let got = arrivals
             .iter()
             .find(|&&(_, end)| end >= target)
-            .map(|&(t, _)| t.saturating_sub(healed))?;
-        worst = worst.max(got);
+            .map(|&(t, _)| t)?;
+        // A fault that breaks the path again before delivery resumed takes
+        // this one's recovery over: it is judged from its own heal.
+        let next = scenario
+            .faults
+            .iter()
+            .map(|f| f.at().0)
+            .filter(|&at| at > healed)
+            .min();
+        if next.is_some_and(|at| at < got) {
+            continue;
+        }
+        worst = worst.max(got.saturating_sub(healed));
     }
     Some(worst)
 }

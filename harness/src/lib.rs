@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bench;
 pub mod catalog;
 pub mod check;
+pub mod explore;
 pub mod report;
 pub mod runner;
 pub mod scenario;

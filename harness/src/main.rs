@@ -138,6 +138,30 @@ enum Command {
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
     },
+    /// Random fault schedules over scenarios, run with their engine policy on sim; violations are shrunk and saved.
+    Explore {
+        /// Scenario files or directories.
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        /// Schedules in total, spread evenly over the scenarios.
+        #[arg(long, default_value_t = 1000)]
+        schedules: u64,
+        /// Seed: the same seed draws the same schedules with the same results.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Most faults in one schedule.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+        max_faults: u32,
+        /// Write each shrunk violation here as a ready-to-run scenario file.
+        #[arg(long, value_name = "DIR")]
+        save: Option<PathBuf>,
+        /// Write the summary and every violation as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Measure netmend against its peers (needs root for netns benches).
     Bench {
         #[command(subcommand)]
@@ -239,6 +263,27 @@ fn main() -> ExitCode {
 /// Runs a command; `Err` is a usage or input error (exit 2).
 fn execute(command: Command) -> Result<u8, String> {
     match command {
+        Command::Explore {
+            paths,
+            schedules,
+            seed,
+            max_faults,
+            save,
+            json,
+            threads,
+        } => explore(
+            &paths,
+            netmend_harness::explore::Options {
+                schedules,
+                seed,
+                max_faults,
+                save,
+                threads: threads
+                    .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+                    .unwrap_or(1),
+            },
+            json,
+        ),
         Command::Run {
             paths,
             backend,
@@ -507,4 +552,97 @@ fn execute(command: Command) -> Result<u8, String> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `netmend explore`: progress on stderr, a summary on stdout, exit 1 on a
+/// violation.
+fn explore(
+    paths: &[PathBuf],
+    opts: netmend_harness::explore::Options,
+    json: Option<PathBuf>,
+) -> Result<u8, String> {
+    use netmend_harness::explore::{self, Base, Progress};
+    let loaded = scenario::load_all(paths).map_err(|e| e.to_string())?;
+    let (mut bases, mut skipped) = (Vec::new(), Vec::new());
+    for l in &loaded {
+        match Base::load(&l.path).map_err(|e| e.to_string())? {
+            Ok(base) => bases.push(base),
+            Err(why) => skipped.push((l.scenario.id.clone(), why)),
+        }
+    }
+    if bases.is_empty() {
+        return Err("no scenario here can be explored on sim".into());
+    }
+    for (id, why) in &skipped {
+        eprintln!("explore: skipping {id}: {why}");
+    }
+    let started = std::time::Instant::now();
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    let show = |p: Progress| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if p.done == p.total || last.elapsed() >= std::time::Duration::from_secs(2) {
+            *last = std::time::Instant::now();
+            let rate = p.done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "explore: {}/{} schedules, {rate:.0}/s, {} violation(s)",
+                p.done, p.total, p.violations
+            );
+        }
+    };
+    let summary = explore::explore(&bases, skipped, &opts, &show).map_err(|e| e.to_string())?;
+    for v in &summary.violations {
+        println!(
+            "VIOLATION {} schedule {} (seed {}): {}",
+            v.scenario, v.schedule, v.run_seed, v.why
+        );
+        println!("  drawn:  {}", describe(&v.faults));
+        println!("  shrunk: {} ({} runs)", describe(&v.shrunk), v.shrink_runs);
+        if let Some(path) = &v.saved {
+            println!(
+                "  saved:  {} — netmend run {} --backend sim --seed {}",
+                path.display(),
+                path.display(),
+                v.run_seed
+            );
+        }
+    }
+    println!(
+        "explored {} schedule(s) over {} scenario(s) in {:.1}s ({:.0} schedules/s), seed {}: {} violation(s)",
+        summary.schedules,
+        summary.scenarios.len(),
+        summary.seconds,
+        summary.per_second,
+        summary.seed,
+        summary.violations.len()
+    );
+    if let Some(path) = json {
+        let doc = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(if summary.violations.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// A schedule in one line: `reset@1200ms, blackhole@800ms+400ms`.
+fn describe(draws: &[netmend_harness::explore::draw::Draw]) -> String {
+    draws
+        .iter()
+        .map(|d| {
+            let kind = serde_json::to_value(d)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
+                .unwrap_or_default();
+            match d.duration() {
+                0 => format!("{kind}@{}ms", d.at()),
+                len => format!("{kind}@{}ms+{len}ms", d.at()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -93,6 +93,7 @@ pub fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
         policy,
         seed,
         follow,
+        planted_bug: m.planted_bug,
     }
 }
 

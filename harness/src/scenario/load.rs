@@ -274,6 +274,7 @@ fn validate_paired(s: &Scenario, kind: &str, policy: PolicyKind) -> Result<(), I
                 ("handshake_timeout", m.handshake_timeout.is_some()),
                 ("max_attempts", m.max_attempts.is_some()),
                 ("replay_buffer", m.replay_buffer.is_some()),
+                ("planted_bug", m.planted_bug.is_some()),
                 ("monitor", m.monitor),
                 ("debounce", m.debounce.is_some()),
                 ("probe_interval", m.probe_interval.is_some()),

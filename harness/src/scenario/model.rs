@@ -517,6 +517,15 @@ impl PolicyKind {
     }
 }
 
+/// A deliberate bug the harness's own tests plant in the mitigated client.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlantedBug {
+    /// After every odd-numbered resume the client skips one chunk of the
+    /// stream: a frame lost on some resumes.
+    LoseChunkOnResume,
+}
+
 /// The engine policy of the mitigated run and its parameters.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -547,6 +556,11 @@ pub struct Mitigation {
     /// Replay buffer size in bytes.
     #[serde(default)]
     pub replay_buffer: Option<usize>,
+    /// A deliberate bug in the mitigated client, for testing the harness
+    /// itself: `explore` must find it and shrink it. Never in a real
+    /// scenario.
+    #[serde(default)]
+    pub planted_bug: Option<PlantedBug>,
     /// Follow network changes (`netmend::monitor`) and reconnect through
     /// the routability gate. The baseline of such a scenario is the naive
     /// change-aware client: it drops its connection and reconnects in a

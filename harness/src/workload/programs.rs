@@ -4,6 +4,7 @@
 
 use super::pattern;
 use super::Recorder;
+use crate::scenario::PlantedBug;
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
 use netmend::session::{Accepted, Acceptor, Config, Limits, SessionBuilder};
@@ -186,6 +187,8 @@ pub struct MitigationSpec {
     /// Follow network changes through a monitor, reconnecting through the
     /// routability gate.
     pub follow: Option<(Debounce, GateConfig)>,
+    /// A deliberate bug (the harness's own tests of `explore`).
+    pub planted_bug: Option<PlantedBug>,
 }
 
 /// The mitigated client: the same writes through a resumable session.
@@ -217,12 +220,20 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
     };
     let mut buf = vec![0u8; spec.chunk];
     let mut offset = 0u64;
+    let mut resumes_seen = 0;
     let result: io::Result<()> = async {
         while offset < spec.total {
             pace(&net, &spec, offset).await;
             let n = (spec.total - offset).min(spec.chunk as u64) as usize;
             pattern::fill(offset, &mut buf[..n]);
-            session.write_all(&buf[..n]).await?;
+            let resumes = session.stats().protocol.resumes;
+            let skip = m.planted_bug == Some(PlantedBug::LoseChunkOnResume)
+                && resumes > resumes_seen
+                && resumes % 2 == 1;
+            resumes_seen = resumes;
+            if !skip {
+                session.write_all(&buf[..n]).await?;
+            }
             offset += n as u64;
             rec.wrote(net.now(), offset);
             rec.set_attempts(session.stats().connect_attempts);

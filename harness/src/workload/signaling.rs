@@ -250,13 +250,7 @@ pub async fn mitigated_sender<N: Net, B: Broker>(
 /// sequence number, a foreign sender id, a recorded envelope with one byte
 /// altered, and garbage. It knows no group key.
 pub async fn forger<N: Net, B: Broker>(net: N, mut broker: B, attacks: Vec<(Duration, u32)>) {
-    let client_id = "nm-forger";
-    let mut conn = loop {
-        match broker.connect(client_id, &topic_for(RECEIVER)).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let mut conn = forger_connect(&mut broker).await;
     let mut seen: Vec<Vec<u8>> = Vec::new();
     for (at, count) in attacks {
         // Record until it is time.
@@ -265,11 +259,13 @@ pub async fn forger<N: Net, B: Broker>(net: N, mut broker: B, attacks: Vec<(Dura
             if now >= at {
                 break;
             }
-            if let Ok(Ok(bytes)) = tokio::time::timeout(at - now, conn.recv()).await {
+            match tokio::time::timeout(at - now, conn.recv()).await {
                 // Bounded: a forger keeps at most 1,024 envelopes.
-                if seen.len() < 1024 {
-                    seen.push(bytes);
-                }
+                Ok(Ok(bytes)) if seen.len() < 1024 => seen.push(bytes),
+                Ok(Ok(_)) | Err(_) => {}
+                // The broker went away: connect again (a closed connection
+                // answers at once, so waiting on it would spin).
+                Ok(Err(_)) => conn = forger_connect(&mut broker).await,
             }
         }
         for i in 0..count {
@@ -283,6 +279,17 @@ pub async fn forger<N: Net, B: Broker>(net: N, mut broker: B, attacks: Vec<(Dura
     // Stay connected: a client library may still hold what was published
     // in its queue, and closing would drop it.
     while conn.recv().await.is_ok() {}
+}
+
+/// The forger's subscription to the receiver's topic, retried every
+/// 100 ms until the broker takes it.
+async fn forger_connect<B: Broker>(broker: &mut B) -> B::Conn {
+    loop {
+        match broker.connect("nm-forger", &topic_for(RECEIVER)).await {
+            Ok(c) => return c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Forgery `i` of the kinds [`forger`] cycles through.
