@@ -237,6 +237,17 @@ fn outcome(symptoms: &[Symptom]) -> Outcome {
     }
 }
 
+/// When the action scheduled at `scheduled` really took effect (a backend
+/// reports the ones that took time; on sim they act when due).
+fn in_effect(rec: &Recording, scheduled: Duration) -> Duration {
+    rec.applied
+        .iter()
+        .filter(|(s, _)| *s == scheduled)
+        .map(|(_, at)| *at)
+        .max()
+        .unwrap_or(scheduled)
+}
+
 /// When the path is whole again after a fault healed at `healed`: faults
 /// that overlap it (and those overlapping them) must heal too — delivery
 /// cannot resume while another fault still holds the path.
@@ -323,7 +334,7 @@ fn recovery(
 ) -> Option<Duration> {
     let mut worst = Duration::ZERO;
     for fault in &scenario.faults {
-        let healed = whole_again(scenario, fault.healed_at().0);
+        let healed = in_effect(rec, whole_again(scenario, fault.healed_at().0));
         let written = rec
             .writes
             .iter()

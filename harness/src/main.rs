@@ -161,6 +161,9 @@ enum Command {
         /// Worker threads (default: the machine's cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Stop at the first violation (the lowest schedule index that fails).
+        #[arg(long)]
+        first: bool,
     },
     /// Measure netmend against its peers (needs root for netns benches).
     Bench {
@@ -271,6 +274,7 @@ fn execute(command: Command) -> Result<u8, String> {
             save,
             json,
             threads,
+            first,
         } => explore(
             &paths,
             netmend_harness::explore::Options {
@@ -281,6 +285,7 @@ fn execute(command: Command) -> Result<u8, String> {
                 threads: threads
                     .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
                     .unwrap_or(1),
+                first,
             },
             json,
         ),
@@ -292,84 +297,7 @@ fn execute(command: Command) -> Result<u8, String> {
             output,
             junit,
             json,
-        } => {
-            let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
-            let (kind, reason) = match backend {
-                BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
-                BackendArg::Netns => {
-                    netns::probe().map_err(|why| format!("--backend netns: {why}"))?;
-                    (BackendKind::Netns, "requested".to_string())
-                }
-                BackendArg::Auto => match netns::probe() {
-                    Ok(()) => (
-                        BackendKind::Netns,
-                        "auto: network namespaces work here, using netns".to_string(),
-                    ),
-                    Err(why) => (BackendKind::Sim, format!("auto: {why}; using sim")),
-                },
-            };
-            if kind == BackendKind::Netns {
-                install_interrupt_cleanup()?;
-            }
-            let mut sink: Box<dyn Write> = match &output {
-                Some(p) => {
-                    Box::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?)
-                }
-                None => Box::new(std::io::stdout()),
-            };
-            let mut collector = Collector::default();
-            // Human output goes to the sink when it is the format, else
-            // progress goes to stderr so the document stays clean.
-            let mut human = if format == Format::Human {
-                Human::new(Box::new(&mut sink) as Box<dyn Write>)
-            } else {
-                Human::new(Box::new(std::io::stderr()) as Box<dyn Write>)
-            };
-            let partial_output = output
-                .clone()
-                .filter(|_| format != Format::Human)
-                .map(|p| (format, p));
-            let summary = runner::run(&loaded, kind, reason, seed, &mut |ev| {
-                human.event(ev);
-                collector.event(ev);
-                if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {
-                    *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(PartialReport {
-                        collector: collector.clone(),
-                        output: partial_output.clone(),
-                        junit: junit.clone(),
-                        json: json.clone(),
-                    });
-                }
-            });
-            // Finished: an interrupt from here on has nothing to add.
-            PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
-            drop(human);
-            let doc = match format {
-                Format::Human => None,
-                Format::Json => Some(render_json(&collector)),
-                Format::Junit => {
-                    Some(render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?)
-                }
-            };
-            if let Some(doc) = doc {
-                sink.write_all(doc.as_bytes())
-                    .and_then(|()| sink.flush())
-                    .map_err(|e| format!("writing the report: {e}"))?;
-            }
-            if let Some(path) = junit {
-                let doc = render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?;
-                std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if let Some(path) = json {
-                std::fs::write(&path, render_json(&collector))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            Ok(if summary.failed > 0 {
-                EXIT_FAILED
-            } else {
-                EXIT_OK
-            })
-        }
+        } => run_scenarios(paths, backend, seed, format, output, junit, json),
         Command::List { paths } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
             for l in loaded {
@@ -389,152 +317,7 @@ fn execute(command: Command) -> Result<u8, String> {
             println!("{} scenario(s) valid", loaded.len());
             Ok(EXIT_OK)
         }
-        Command::Bench {
-            what: BenchCommand::NetnsSetup { iterations },
-        } => {
-            if iterations == 0 {
-                return Err("--iterations must be at least 1".into());
-            }
-            netns::probe().map_err(|why| format!("bench netns-setup: {why}"))?;
-            install_interrupt_cleanup()?;
-            let (netlink, shell) =
-                netns::bench::run(iterations).map_err(|e| format!("bench netns-setup: {e}"))?;
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-            println!(
-                "setup + teardown of a 4-namespace lab, {iterations} rounds each, interleaved"
-            );
-            println!("{:<22} {:>10} {:>10} {:>10}", "", "median", "p90", "min");
-            for (name, f) in [("netmend (netlink)", &netlink), ("ip shell-outs", &shell)] {
-                println!(
-                    "{name:<22} {:>8.1}ms {:>8.1}ms {:>8.1}ms",
-                    ms(f.median),
-                    ms(f.p90),
-                    ms(f.min)
-                );
-            }
-            println!(
-                "netlink is {:.1}x faster (median)",
-                ms(shell.median) / ms(netlink.median).max(1e-9)
-            );
-            Ok(EXIT_OK)
-        }
-        Command::Bench {
-            what:
-                BenchCommand::Monitor {
-                    changes,
-                    spacing_ms,
-                },
-        } => {
-            if changes == 0 {
-                return Err("--changes must be at least 1".into());
-            }
-            netns::probe().map_err(|why| format!("bench monitor: {why}"))?;
-            install_interrupt_cleanup()?;
-            let figures = netns::bench::monitor_latency(
-                changes,
-                std::time::Duration::from_millis(spacing_ms),
-            )
-            .map_err(|e| format!("bench monitor: {e}"))?;
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-            println!("detection latency, kernel change -> report, {changes} address additions, {spacing_ms} ms apart");
-            println!(
-                "{:<18} {:>6} {:>10} {:>10} {:>10}",
-                "", "seen", "p50", "p99", "max"
-            );
-            for f in &figures {
-                println!(
-                    "{:<18} {:>6} {:>8.3}ms {:>8.3}ms {:>8.3}ms",
-                    f.watcher,
-                    f.seen,
-                    ms(f.p50),
-                    ms(f.p99),
-                    ms(f.max)
-                );
-            }
-            Ok(EXIT_OK)
-        }
-        Command::Bench {
-            what:
-                BenchCommand::Recovery {
-                    runs,
-                    scenario,
-                    routable_after,
-                },
-        } => {
-            if runs == 0 {
-                return Err("--runs must be at least 1".into());
-            }
-            let mut s = scenario::load_file(&scenario).map_err(|e| e.to_string())?;
-            if let Some(text) = routable_after {
-                let d = humantime::parse_duration(&text)
-                    .map_err(|e| format!("--routable-after {text}: {e}"))?;
-                netns::bench::stretch_outage(&mut s, d);
-            }
-            netns::probe().map_err(|why| format!("bench recovery: {why}"))?;
-            install_interrupt_cleanup()?;
-            let (gated, naive) =
-                netns::bench::recovery(&s, runs).map_err(|e| format!("bench recovery: {e}"))?;
-            println!(
-                "recovery after the path carries traffic again ({}), {runs} runs each, interleaved",
-                s.id
-            );
-            println!(
-                "{:<34} {:>12} {:>12} {:>12} {:>10} {:>10} {:>9}",
-                "", "resumed p50", "resumed max", "recovery p50", "min", "max", "attempts"
-            );
-            for f in [&gated, &naive] {
-                println!(
-                    "{:<34} {:>10}ms {:>10}ms {:>10}ms {:>8}ms {:>8}ms {:>9}",
-                    f.name,
-                    f.resumed_p50_ms,
-                    f.resumed_max_ms,
-                    f.p50_ms,
-                    f.min_ms,
-                    f.max_ms,
-                    f.attempts_p50
-                );
-            }
-            println!("resumed: path working again -> first byte delivered; recovery: -> first byte written after that delivered (behind the outage's backlog)");
-            Ok(EXIT_OK)
-        }
-        Command::Bench {
-            what:
-                BenchCommand::Signal {
-                    rounds,
-                    burst,
-                    count,
-                    rate,
-                },
-        } => {
-            if rounds == 0 || burst == 0 || count == 0 || rate == 0 {
-                return Err("--rounds, --burst, --count and --rate must be positive".into());
-            }
-            let (one, three) = netmend_harness::bench::signal::run(rounds, burst, count, rate)
-                .map_err(|e| format!("bench signal: {e}"))?;
-            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-            println!(
-                "signaling alice -> bob on mosquitto (loopback), {rounds} rounds each, interleaved"
-            );
-            println!(
-                "{:<20} {:>14} {:>10} {:>10}",
-                "", "burst msg/s", "p50", "p99"
-            );
-            for f in [&one, &three] {
-                println!(
-                    "{:<20} {:>14.0} {:>8.3}ms {:>8.3}ms",
-                    f.name,
-                    f.throughput,
-                    ms(f.p50),
-                    ms(f.p99)
-                );
-            }
-            println!(
-                "3 brokers: throughput {:.2} of 1 broker, p99 {:+.3} ms",
-                three.throughput / one.throughput,
-                ms(three.p99) - ms(one.p99)
-            );
-            Ok(EXIT_OK)
-        }
+        Command::Bench { what } => bench(what),
         Command::Clean => {
             let cleaned = netns::namespace::remove_orphans();
             for name in &cleaned.removed {
@@ -645,4 +428,229 @@ fn describe(draws: &[netmend_harness::explore::draw::Draw]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `netmend run`: every scenario, baseline and mitigated, on one backend.
+fn run_scenarios(
+    paths: Vec<PathBuf>,
+    backend: BackendArg,
+    seed: u64,
+    format: Format,
+    output: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    json: Option<PathBuf>,
+) -> Result<u8, String> {
+    let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+    let (kind, reason) = match backend {
+        BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
+        BackendArg::Netns => {
+            netns::probe().map_err(|why| format!("--backend netns: {why}"))?;
+            (BackendKind::Netns, "requested".to_string())
+        }
+        BackendArg::Auto => match netns::probe() {
+            Ok(()) => (
+                BackendKind::Netns,
+                "auto: network namespaces work here, using netns".to_string(),
+            ),
+            Err(why) => (BackendKind::Sim, format!("auto: {why}; using sim")),
+        },
+    };
+    if kind == BackendKind::Netns {
+        install_interrupt_cleanup()?;
+    }
+    let mut sink: Box<dyn Write> = match &output {
+        Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut collector = Collector::default();
+    // Human output goes to the sink when it is the format, else
+    // progress goes to stderr so the document stays clean.
+    let mut human = if format == Format::Human {
+        Human::new(Box::new(&mut sink) as Box<dyn Write>)
+    } else {
+        Human::new(Box::new(std::io::stderr()) as Box<dyn Write>)
+    };
+    let partial_output = output
+        .clone()
+        .filter(|_| format != Format::Human)
+        .map(|p| (format, p));
+    let summary = runner::run(&loaded, kind, reason, seed, &mut |ev| {
+        human.event(ev);
+        collector.event(ev);
+        if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {
+            *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(PartialReport {
+                collector: collector.clone(),
+                output: partial_output.clone(),
+                junit: junit.clone(),
+                json: json.clone(),
+            });
+        }
+    });
+    // Finished: an interrupt from here on has nothing to add.
+    PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(human);
+    let doc = match format {
+        Format::Human => None,
+        Format::Json => Some(render_json(&collector)),
+        Format::Junit => Some(render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?),
+    };
+    if let Some(doc) = doc {
+        sink.write_all(doc.as_bytes())
+            .and_then(|()| sink.flush())
+            .map_err(|e| format!("writing the report: {e}"))?;
+    }
+    if let Some(path) = junit {
+        let doc = render_junit(&collector).map_err(|e| format!("JUnit report: {e}"))?;
+        std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, render_json(&collector))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(if summary.failed > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// `netmend bench …`.
+fn bench(what: BenchCommand) -> Result<u8, String> {
+    match what {
+        BenchCommand::NetnsSetup { iterations } => {
+            if iterations == 0 {
+                return Err("--iterations must be at least 1".into());
+            }
+            netns::probe().map_err(|why| format!("bench netns-setup: {why}"))?;
+            install_interrupt_cleanup()?;
+            let (netlink, shell) =
+                netns::bench::run(iterations).map_err(|e| format!("bench netns-setup: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "setup + teardown of a 4-namespace lab, {iterations} rounds each, interleaved"
+            );
+            println!("{:<22} {:>10} {:>10} {:>10}", "", "median", "p90", "min");
+            for (name, f) in [("netmend (netlink)", &netlink), ("ip shell-outs", &shell)] {
+                println!(
+                    "{name:<22} {:>8.1}ms {:>8.1}ms {:>8.1}ms",
+                    ms(f.median),
+                    ms(f.p90),
+                    ms(f.min)
+                );
+            }
+            println!(
+                "netlink is {:.1}x faster (median)",
+                ms(shell.median) / ms(netlink.median).max(1e-9)
+            );
+            Ok(EXIT_OK)
+        }
+        BenchCommand::Monitor {
+            changes,
+            spacing_ms,
+        } => {
+            if changes == 0 {
+                return Err("--changes must be at least 1".into());
+            }
+            netns::probe().map_err(|why| format!("bench monitor: {why}"))?;
+            install_interrupt_cleanup()?;
+            let figures = netns::bench::monitor_latency(
+                changes,
+                std::time::Duration::from_millis(spacing_ms),
+            )
+            .map_err(|e| format!("bench monitor: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!("detection latency, kernel change -> report, {changes} address additions, {spacing_ms} ms apart");
+            println!(
+                "{:<18} {:>6} {:>10} {:>10} {:>10}",
+                "", "seen", "p50", "p99", "max"
+            );
+            for f in &figures {
+                println!(
+                    "{:<18} {:>6} {:>8.3}ms {:>8.3}ms {:>8.3}ms",
+                    f.watcher,
+                    f.seen,
+                    ms(f.p50),
+                    ms(f.p99),
+                    ms(f.max)
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        BenchCommand::Recovery {
+            runs,
+            scenario,
+            routable_after,
+        } => {
+            if runs == 0 {
+                return Err("--runs must be at least 1".into());
+            }
+            let mut s = scenario::load_file(&scenario).map_err(|e| e.to_string())?;
+            if let Some(text) = routable_after {
+                let d = humantime::parse_duration(&text)
+                    .map_err(|e| format!("--routable-after {text}: {e}"))?;
+                netns::bench::stretch_outage(&mut s, d);
+            }
+            netns::probe().map_err(|why| format!("bench recovery: {why}"))?;
+            install_interrupt_cleanup()?;
+            let (gated, naive) =
+                netns::bench::recovery(&s, runs).map_err(|e| format!("bench recovery: {e}"))?;
+            println!(
+                "recovery after the path carries traffic again ({}), {runs} runs each, interleaved",
+                s.id
+            );
+            println!(
+                "{:<34} {:>12} {:>12} {:>12} {:>10} {:>10} {:>9}",
+                "", "resumed p50", "resumed max", "recovery p50", "min", "max", "attempts"
+            );
+            for f in [&gated, &naive] {
+                println!(
+                    "{:<34} {:>10}ms {:>10}ms {:>10}ms {:>8}ms {:>8}ms {:>9}",
+                    f.name,
+                    f.resumed_p50_ms,
+                    f.resumed_max_ms,
+                    f.p50_ms,
+                    f.min_ms,
+                    f.max_ms,
+                    f.attempts_p50
+                );
+            }
+            println!("resumed: path working again -> first byte delivered; recovery: -> first byte written after that delivered (behind the outage's backlog)");
+            Ok(EXIT_OK)
+        }
+        BenchCommand::Signal {
+            rounds,
+            burst,
+            count,
+            rate,
+        } => {
+            if rounds == 0 || burst == 0 || count == 0 || rate == 0 {
+                return Err("--rounds, --burst, --count and --rate must be positive".into());
+            }
+            let (one, three) = netmend_harness::bench::signal::run(rounds, burst, count, rate)
+                .map_err(|e| format!("bench signal: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "signaling alice -> bob on mosquitto (loopback), {rounds} rounds each, interleaved"
+            );
+            println!(
+                "{:<20} {:>14} {:>10} {:>10}",
+                "", "burst msg/s", "p50", "p99"
+            );
+            for f in [&one, &three] {
+                println!(
+                    "{:<20} {:>14.0} {:>8.3}ms {:>8.3}ms",
+                    f.name,
+                    f.throughput,
+                    ms(f.p50),
+                    ms(f.p99)
+                );
+            }
+            println!(
+                "3 brokers: throughput {:.2} of 1 broker, p99 {:+.3} ms",
+                three.throughput / one.throughput,
+                ms(three.p99) - ms(one.p99)
+            );
+            Ok(EXIT_OK)
+        }
+    }
 }

@@ -211,6 +211,47 @@ fn twenty_runs_leave_nothing_behind() {
         "after Ctrl-C with reports"
     );
 
+    // Issue 11: SIGTERM at 20 moments spread over a run's start (lab being
+    // built, brokers starting, scenario under way, between variants) —
+    // one in five used to leave the namespace being made behind.
+    let mut moment: u64 = 0x9e37_79b9;
+    for i in 0..20 {
+        moment = moment
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let delay = Duration::from_millis(moment >> 33 & 0x7ff); // 0..2047 ms
+        let scenario = if i % 2 == 0 {
+            "tcp-reset"
+        } else {
+            "broker-loss"
+        };
+        let child = netmend()
+            .args(["run", "--backend", "netns"])
+            .arg(scenarios.join(format!("{scenario}.toml")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let out = child.wait_with_output().unwrap();
+        // Before the handler is installed (no lab exists yet) the signal
+        // ends the process; after, the handler cleans up and exits 130.
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.code() == Some(130) || out.status.signal() == Some(15),
+            "SIGTERM {i} after {delay:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            leftovers(),
+            Vec::<String>::new(),
+            "SIGTERM {i} after {delay:?} ({scenario})"
+        );
+        assert_eq!(lab_brokers_running(), 0, "SIGTERM {i} after {delay:?}");
+    }
+
     // 21: SIGKILL cannot be caught: the namespaces, and the brokers in
     // them, stay until `netmend clean`.
     let mut child = run_in_background("broker-loss");

@@ -8,8 +8,8 @@
 //! error, at most `expect.max_attempts` connection attempts per fault plus
 //! what its backoff allows during the fault (twice `⌈log2(max_backoff /
 //! initial_backoff)⌉ + 1 + ⌈duration / max_backoff⌉`, for jitter), and
-//! delivery resumes within `recovery_within + dead_after + connect_timeout
-//! + handshake_timeout + max_backoff` of the path being whole again after
+//! delivery resumes within `recovery_within + dead_after + connect_timeout +
+//! handshake_timeout + max_backoff` of the path being whole again after
 //! every fault (the scenario's own bound is for its own fault; a silent
 //! fault drawn here first has to be noticed, an attempt begun in the
 //! outage can run its full timeouts, then a backoff is waited).
@@ -324,6 +324,10 @@ fn shrink(
     (best, why, runs)
 }
 
+/// A violating schedule as a worker found it: scenario index, schedule
+/// index, its draws, its run seed, why.
+type Found = (usize, u64, Vec<Draw>, u64, (String, Option<Measured>));
+
 /// What `explore` is asked to do.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -337,6 +341,10 @@ pub struct Options {
     pub save: Option<PathBuf>,
     /// Worker threads.
     pub threads: usize,
+    /// Stop at the first violation: no schedule is started after one is
+    /// found, so the lowest violating index among those drawn is reported
+    /// (every lower index was started before and finishes).
+    pub first: bool,
 }
 
 /// Progress, as schedules finish.
@@ -393,8 +401,7 @@ pub fn explore(
         .collect();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let found: Mutex<Vec<(usize, u64, Vec<Draw>, u64, (String, Option<Measured>))>> =
-        Mutex::new(Vec::new());
+    let found: Mutex<Vec<Found>> = Mutex::new(Vec::new());
     let failed: Mutex<Option<ExploreError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.max(1) {
@@ -407,10 +414,15 @@ pub fn explore(
                 let seed = schedule_seed(opts.seed, base.id(), index);
                 let draws = draw::schedule(base.window, opts.max_faults, seed);
                 match judge(base, index, &draws, seed) {
-                    Ok(Some(v)) => found
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((b, index, draws, seed, v)),
+                    Ok(Some(v)) => {
+                        found
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((b, index, draws, seed, v));
+                        if opts.first {
+                            next.store(jobs.len(), Ordering::Relaxed);
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
@@ -433,6 +445,9 @@ pub fn explore(
     let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
     // Shrink in schedule order, whatever order the threads found them in.
     found.sort_by_key(|(b, index, ..)| (*b, *index));
+    if opts.first {
+        found.truncate(1);
+    }
     let mut violations = Vec::new();
     for (n, (b, index, draws, run_seed, v)) in found.into_iter().enumerate() {
         let base = &bases[b];
@@ -458,18 +473,19 @@ pub fn explore(
         });
     }
     let seconds = started.elapsed().as_secs_f64();
+    let ran = done.into_inner();
     let mut scenarios: Vec<(String, u64)> = bases.iter().map(|b| (b.id().to_string(), 0)).collect();
-    for (b, _) in &jobs {
+    for (b, _) in jobs.iter().take(ran) {
         scenarios[*b].1 += 1;
     }
     Ok(Summary {
         seed: opts.seed,
-        schedules: jobs.len() as u64,
+        schedules: ran as u64,
         scenarios,
         skipped,
         violations,
         seconds,
-        per_second: jobs.len() as f64 / seconds.max(1e-9),
+        per_second: ran as f64 / seconds.max(1e-9),
     })
 }
 

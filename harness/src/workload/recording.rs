@@ -49,6 +49,10 @@ pub struct Recording {
     pub messages: MessageLog,
     /// The receiving side is online (signaling: the sender starts then).
     pub receiver_ready: bool,
+    /// `(scheduled, in effect)` for each fault action a backend applied
+    /// later than scheduled (netns: kernel operations take time); the
+    /// checks measure recovery from when a heal really took effect.
+    pub applied: Vec<(Duration, Duration)>,
     /// The engine queue the scenario watches, if any.
     pub queue: Option<QueuePeak>,
 }
@@ -110,6 +114,11 @@ impl Recorder {
     /// The client finished at `t`.
     pub fn client_done(&self, t: Duration) {
         self.lock().client_done_at = Some(t);
+    }
+
+    /// The fault action scheduled at `scheduled` took effect at `at`.
+    pub fn fault_applied(&self, scheduled: Duration, at: Duration) {
+        self.lock().applied.push((scheduled, at));
     }
 
     /// Message `n` was sent at `t`.

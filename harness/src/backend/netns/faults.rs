@@ -131,8 +131,15 @@ impl<'a> PathFaults<'a> {
         }
     }
 
-    /// Applies every action due by `now` (time since the run started).
-    pub async fn apply_due(&mut self, now: Duration, net: &NetnsNet) -> Result<(), LabError> {
+    /// Applies every action due by `now` (time since the run started);
+    /// returns `(scheduled, in effect)` for each: when its kernel
+    /// operation had returned.
+    pub async fn apply_due(
+        &mut self,
+        now: Duration,
+        net: &NetnsNet,
+    ) -> Result<Vec<(Duration, Duration)>, LabError> {
+        let mut applied = Vec::new();
         while let Some((at, action)) = self.schedule.get(self.next).cloned() {
             if at > now {
                 break;
@@ -141,9 +148,10 @@ impl<'a> PathFaults<'a> {
             // Measured again for each: applying the ones before took time.
             super::on_time(&action, at, net.now().max(now))?;
             self.apply(&action, net).await?;
+            applied.push((at, net.now().max(now)));
             self.next += 1;
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// How long after `now` the next action is due (`None`: none left).

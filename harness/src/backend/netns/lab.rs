@@ -84,8 +84,10 @@ struct Node {
 static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
-/// Removes every lab of this process (the Ctrl-C path).
+/// Removes every lab of this process (the Ctrl-C path). No namespace is
+/// created from then on, and one being created is waited for.
 pub fn remove_live_labs() -> Vec<String> {
+    let _stopped = super::namespace::stop_creating();
     let prefixes = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
     prefixes
         .iter()

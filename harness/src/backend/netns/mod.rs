@@ -71,6 +71,9 @@ pub enum LabError {
     /// The harness was about to change the initial network namespace.
     #[error("refusing to change the initial network namespace")]
     InitialNamespace,
+    /// The run was interrupted: no namespace is created any more.
+    #[error("interrupted: no new namespace is created")]
+    Interrupted,
     /// An address outside 198.18.0.0/15 and 2001:db8::/32.
     #[error("{0} is outside the lab's ranges (198.18.0.0/15, 2001:db8::/32)")]
     ForeignAddress(IpAddr),
@@ -399,7 +402,9 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     let deadline = s.expect.deadline.0;
     loop {
         let now = start.elapsed();
-        faults.apply_due(now, &net).await?;
+        for (scheduled, at) in faults.apply_due(now, &net).await? {
+            rec.fault_applied(scheduled, at);
+        }
         if rec.is_client_done() || now >= deadline {
             break;
         }

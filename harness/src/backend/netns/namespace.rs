@@ -14,6 +14,23 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Namespace creation and the interrupt handler's sweep, one at a time: a
+/// creation under way finishes (its name on disk, so the sweep finds it)
+/// before the sweep reads the directory, and none starts after the sweep
+/// began (`true`). Without it a SIGTERM that arrived while a lab was being
+/// built left the namespace being made behind.
+static CREATION: Mutex<bool> = Mutex::new(false);
+
+/// Stops namespace creation for good (the process is being interrupted)
+/// and holds it stopped while the caller sweeps: the returned guard
+/// waits for a creation under way to finish first.
+pub fn stop_creating() -> MutexGuard<'static, bool> {
+    let mut gate = CREATION.lock().unwrap_or_else(|e| e.into_inner());
+    *gate = true;
+    gate
+}
 
 /// Where named namespaces live (as with `ip netns add`).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -61,6 +78,11 @@ impl Namespace {
         if !name.starts_with(PREFIX) || name.contains('/') || name.len() > 64 {
             return Err(LabError::BadName(name.to_string()));
         }
+        // Held until the namespace exists under its name (see CREATION).
+        let gate = CREATION.lock().unwrap_or_else(|e| e.into_inner());
+        if *gate {
+            return Err(LabError::Interrupted);
+        }
         std::fs::create_dir_all(NETNS_DIR)
             .map_err(|e| LabError::io(format!("create {NETNS_DIR}"), e))?;
         let path = Path::new(NETNS_DIR).join(name);
@@ -107,6 +129,7 @@ impl Namespace {
             name: name.to_string(),
             file,
         };
+        drop(gate);
         refuse_initial(&ns.file)?;
         Ok((ns, value))
     }

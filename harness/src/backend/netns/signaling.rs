@@ -145,6 +145,7 @@ pub async fn run_in_lab(
                 Action::Forge { .. } => {}
                 other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
             }
+            rec.fault_applied(*at, start.elapsed());
             next += 1;
         }
         if rec.is_client_done() || now >= deadline || sender.is_finished() {
