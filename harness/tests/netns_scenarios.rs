@@ -222,6 +222,29 @@ fn link_flap_passes_over_ipv6() {
     for m in [r.baseline.unwrap(), r.mitigated.unwrap()] {
         assert_eq!((m.delivered, m.lost), (m.expected, 0), "{m:?}");
     }
+    // Issue 11: carrier faults over IPv6, again and again — flaps, then the
+    // client's and the server's link down — and every byte arrives in
+    // both runs, ten times over (the lab never lost its path).
+    let s = parse(&stream_scenario(
+        "v6-carrier",
+        "ip = \"ipv6\"",
+        "[[faults]]\nkind = \"link-flap\"\nat = \"200ms\"\ncount = 3\nperiod = \"200ms\"\n\
+         [[faults]]\nkind = \"link-down\"\nat = \"900ms\"\nduration = \"300ms\"\nhost = \"client\"\n\
+         [[faults]]\nkind = \"link-down\"\nat = \"1400ms\"\nduration = \"300ms\"\nhost = \"server\"\n",
+        r#"["loss"]"#,
+        262144,
+    ));
+    for round in 0..10 {
+        for variant in [Variant::Baseline, Variant::Mitigated] {
+            let rec = backend::run(BackendKind::Netns, &s, variant, round).unwrap();
+            let m = check::judge(&s, &rec, None);
+            assert_eq!(
+                (m.delivered, m.lost, m.duplicated),
+                (262144, 0, 0),
+                "round {round}, {variant:?}: {m:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -571,4 +594,49 @@ deadline = "3s"
         Vec::<String>::new(),
         "the command's processes are gone"
     );
+}
+
+/// Issue 11: a lab that lost its path is reported as a broken lab (an
+/// error naming the lab), never as the engine failing to deliver.
+#[test]
+fn a_lab_that_lost_its_path_is_reported_as_broken() {
+    if !netns_or_skip("broken lab") {
+        return;
+    }
+    let _serial = serial();
+    let s = load_file(&repo().join("scenarios/tcp-reset.toml")).unwrap();
+    let rt = control_runtime();
+    rt.block_on(async {
+        let lab = Lab::build(&lab_spec(&s)).await.unwrap();
+        let (client, server) = (
+            lab.attachment(&s.topology.client).unwrap().clone(),
+            lab.attachment(&s.topology.server).unwrap().clone(),
+        );
+        let addresses: HashMap<String, std::net::IpAddr> = [
+            (s.topology.server.clone(), server.host_addr(false)),
+            (s.topology.client.clone(), client.host_addr(false)),
+        ]
+        .into();
+        let net = NetnsNet::new(addresses, Instant::now(), false);
+        netmend_harness::backend::netns::check_path(&lab, &s, &net)
+            .await
+            .expect("a whole lab passes its check");
+        lab.set_link_up(lab.router(), &client.router_if, false)
+            .await
+            .unwrap();
+        let err = netmend_harness::backend::netns::check_path(&lab, &s, &net)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, netmend_harness::backend::netns::LabError::Broken(_)),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("a broken lab, not an engine failure"));
+        lab.set_link_up(lab.router(), &client.router_if, true)
+            .await
+            .unwrap();
+        lab.teardown();
+    });
 }

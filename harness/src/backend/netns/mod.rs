@@ -71,6 +71,10 @@ pub enum LabError {
     /// The harness was about to change the initial network namespace.
     #[error("refusing to change the initial network namespace")]
     InitialNamespace,
+    /// The lab itself lost its path: after every fault healed, the client
+    /// could not reach the server. The run says nothing about the engine.
+    #[error("a broken lab, not an engine failure: {0}")]
+    Broken(String),
     /// The run was interrupted: no namespace is created any more.
     #[error("interrupted: no new namespace is created")]
     Interrupted,
@@ -421,6 +425,63 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     }
     server_task.stop()?;
     faults.stop()?;
+    // A lab that lost its path would have the engine blamed for it: once
+    // every fault has healed, a new connection must get through.
+    let elapsed = start.elapsed();
+    if s.faults.iter().all(|f| f.healed_at().0 <= elapsed) {
+        check_path(&lab, s, &net).await?;
+    }
     lab.teardown();
     Ok(recording)
+}
+
+/// Checks that the lab carries a new TCP connection from the client to
+/// the server's scenario port (its server has stopped; a listener stands in
+/// for it), within 3 s.
+///
+/// # Errors
+///
+/// [`LabError::Broken`] when it does not; the lab's own errors.
+pub async fn check_path(lab: &Lab, s: &Scenario, net: &NetnsNet) -> Result<(), LabError> {
+    let topo = &s.topology;
+    let (port, server_net, client_net) = (topo.port, net.clone(), net.clone());
+    let listener = HostTask::spawn(lab.namespace(&topo.server)?, "path-check", move || {
+        Ok(async move {
+            if let Ok(l) = server_net.bind(port).await {
+                while NetnsNet::accept(&l).await.is_ok() {}
+            }
+        })
+    })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = topo.server.clone();
+    let probe = HostTask::spawn(lab.namespace(&topo.client)?, "path-check", move || {
+        Ok(async move {
+            let give_up = tokio::time::Instant::now() + Duration::from_secs(3);
+            let reached = loop {
+                let attempt = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    client_net.connect(&server, port),
+                );
+                match attempt.await {
+                    Ok(Ok(_)) => break true,
+                    _ if tokio::time::Instant::now() >= give_up => break false,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            let _ = tx.send(reached);
+        })
+    })?;
+    let waited = Instant::now();
+    while !probe.is_finished() && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    probe.stop()?;
+    listener.stop()?;
+    match rx.try_recv() {
+        Ok(true) => Ok(()),
+        _ => Err(LabError::Broken(format!(
+            "after every fault healed, {} could not connect to {}:{port}",
+            topo.client, topo.server
+        ))),
+    }
 }
