@@ -2,7 +2,7 @@
 
 use crate::backend::{self, BackendKind, Variant};
 use crate::check::{self, Measured, Outcome};
-use crate::scenario::{Loaded, Scenario, Symptom, WorkloadKind};
+use crate::scenario::{Loaded, OutputExpectation, Scenario, Symptom, WorkloadKind};
 use crate::workload::command::CommandRun;
 use serde::Serialize;
 use std::time::Instant;
@@ -253,6 +253,18 @@ fn judge_command(s: &Scenario, backend: BackendKind, seed: u64, result: &mut Sce
                         format!(" (stderr: {last})")
                     }
                 ));
+            }
+            if s.expect.output == Some(OutputExpectation::Complete) {
+                match run.output {
+                    Some(o) if o.complete() => {}
+                    Some(o) => result.reasons.push(format!(
+                        "the command's output holds {} bytes, {} of them the stream in order; the server serves {}",
+                        o.bytes, o.intact, o.expected
+                    )),
+                    None => result
+                        .reasons
+                        .push("the command line writes no `{output}` to judge".into()),
+                }
             }
             result.command = Some(run);
         }

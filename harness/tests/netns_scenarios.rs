@@ -452,6 +452,52 @@ deadline = "20s"
     assert!(run.duration_ms >= 150, "{run:?}");
 }
 
+/// Issue 11: a command is judged by what it received, not only by its exit
+/// status — a download that gave up quietly and exited 0 fails, with how
+/// much of the stream it got; a complete one passes.
+#[test]
+fn a_command_is_judged_by_the_output_it_wrote() {
+    if !netns_or_skip("command output check") {
+        return;
+    }
+    let _serial = serial();
+    let scenario = |faults: &str| {
+        parse(&format!(
+            r#"
+id = "quiet-download"
+catalog = "t"
+description = "a download that swallows its error"
+[topology]
+latency = "2ms"
+[workload]
+kind = "command"
+bytes = 1048576
+rate = 524288
+command = ["sh", "-c", "curl -sS --keepalive-time 1 --max-time 10 -o {{output}} {{url}}; exit 0"]
+{faults}
+[expect]
+exit = 0
+output = "complete"
+deadline = "20s"
+"#
+        ))
+    };
+    let cut = scenario("[[faults]]\nkind = \"reset\"\nat = \"700ms\"\n");
+    let r = run_one(&cut, BackendKind::Netns, 1);
+    assert_eq!(r.verdict, Verdict::Fail, "exit 0 alone does not pass");
+    let o = r.command.as_ref().unwrap().output.unwrap();
+    assert_eq!(r.command.as_ref().unwrap().exit_code, Some(0));
+    assert!(o.bytes < o.expected && o.intact == o.bytes, "{o:?}");
+    assert!(
+        r.reasons[0].contains(&format!("holds {} bytes", o.bytes)),
+        "{:?}",
+        r.reasons
+    );
+    let whole = run_one(&scenario(""), BackendKind::Netns, 1);
+    assert_eq!(whole.verdict, Verdict::Pass, "{:?}", whole.reasons);
+    assert!(whole.command.unwrap().output.unwrap().complete());
+}
+
 #[test]
 fn without_privileges_auto_falls_back_to_sim_and_netns_is_refused_with_a_reason() {
     if !netns_or_skip("unprivileged fallback") {

@@ -218,6 +218,16 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
                     "a command workload needs `command = [\"program\", \"arg\", …]`".into(),
                 );
             }
+            if s.expect.output.is_some()
+                && !s.workload.command.iter().any(|a| a.contains("{output}"))
+            {
+                return bad(
+                    "expect.output".into(),
+                    "output",
+                    0,
+                    "judging the output needs the command to write it to `{output}`".into(),
+                );
+            }
             if s.expect.exit.is_none() {
                 return bad(
                     "expect.exit".into(),
@@ -302,6 +312,14 @@ fn validate_paired(s: &Scenario, kind: &str, policy: PolicyKind) -> Result<(), I
             "exit",
             0,
             "only a command workload has an exit status".into(),
+        );
+    }
+    if s.expect.output.is_some() {
+        return bad(
+            "expect.output".into(),
+            "output",
+            0,
+            "only a command workload writes an output to judge".into(),
         );
     }
     if s.expect.baseline.is_empty() {

@@ -517,6 +517,14 @@ impl PolicyKind {
     }
 }
 
+/// What a command's `{output}` file must hold.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputExpectation {
+    /// The whole served stream, exactly.
+    Complete,
+}
+
 /// A deliberate bug the harness's own tests plant in the mitigated client.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -662,6 +670,12 @@ pub struct Expect {
     /// For `command`: the exit status the program must end with.
     #[serde(default)]
     pub exit: Option<i32>,
+    /// For `command`: what the program must have written to `{output}`.
+    /// `"complete"`: exactly the stream the built-in server serves, every
+    /// byte once and in order — an exit status alone cannot tell a
+    /// download that gave up quietly from one that finished.
+    #[serde(default)]
+    pub output: Option<OutputExpectation>,
     /// Each run is cut off after this much (virtual) time.
     #[serde(default = "default_deadline")]
     pub deadline: Dur,

@@ -24,13 +24,57 @@ pub struct CommandRun {
     pub stderr: String,
     /// How long it ran, in ms.
     pub duration_ms: u64,
+    /// What it wrote to `{output}`, judged against the served stream (when
+    /// the command line has the placeholder).
+    pub output: Option<OutputCheck>,
+}
+
+/// A command's `{output}` file against the stream the server served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct OutputCheck {
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// The leading bytes that are the stream, in order (all of them when
+    /// the file is exactly the stream).
+    pub intact: u64,
+    /// Bytes the server serves.
+    pub expected: u64,
+}
+
+impl OutputCheck {
+    /// Judges `file` (what the command wrote) against `total` bytes of the
+    /// stream pattern.
+    pub fn of(file: &[u8], total: u64) -> OutputCheck {
+        let intact = file
+            .iter()
+            .enumerate()
+            .take_while(|&(i, b)| (i as u64) < total && *b == pattern::byte_at(i as u64))
+            .count() as u64;
+        OutputCheck {
+            bytes: file.len() as u64,
+            intact,
+            expected: total,
+        }
+    }
+
+    /// The file is exactly the stream.
+    pub fn complete(&self) -> bool {
+        self.bytes == self.expected && self.intact == self.expected
+    }
 }
 
 /// How much of each output stream a report keeps (the tail: errors come last).
 pub const OUTPUT_TAIL: usize = 4096;
 
-/// Fills `{server}`, `{client}`, `{port}` and `{url}` in each argument.
-pub fn fill_placeholders(argv: &[String], server: &str, client: &str, port: u16) -> Vec<String> {
+/// Fills `{server}`, `{client}`, `{port}`, `{url}` and `{output}` (a file
+/// the harness reads back after the run) in each argument.
+pub fn fill_placeholders(
+    argv: &[String],
+    server: &str,
+    client: &str,
+    port: u16,
+    output: &str,
+) -> Vec<String> {
     let host = if server.contains(':') {
         format!("[{server}]")
     } else {
@@ -43,6 +87,7 @@ pub fn fill_placeholders(argv: &[String], server: &str, client: &str, port: u16)
                 .replace("{server}", server)
                 .replace("{client}", client)
                 .replace("{port}", &port.to_string())
+                .replace("{output}", output)
         })
         .collect()
 }
@@ -139,23 +184,50 @@ mod tests {
 
     #[test]
     fn placeholders_fill_in_addresses_and_bracket_ipv6_in_urls() {
-        let argv: Vec<String> = ["curl", "{url}", "{server}:{port}", "from={client}"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let argv: Vec<String> = [
+            "curl",
+            "{url}",
+            "{server}:{port}",
+            "from={client}",
+            "-o{output}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(
-            fill_placeholders(&argv, "198.18.2.2", "198.18.1.2", 7000),
+            fill_placeholders(&argv, "198.18.2.2", "198.18.1.2", 7000, "/tmp/x/output"),
             [
                 "curl",
                 "http://198.18.2.2:7000/",
                 "198.18.2.2:7000",
-                "from=198.18.1.2"
+                "from=198.18.1.2",
+                "-o/tmp/x/output"
             ]
         );
         assert_eq!(
-            fill_placeholders(&argv[..2], "2001:db8:0:2::2", "x", 80)[1],
+            fill_placeholders(&argv[..2], "2001:db8:0:2::2", "x", 80, "")[1],
             "http://[2001:db8:0:2::2]:80/"
         );
+    }
+
+    #[test]
+    fn an_output_is_complete_only_when_it_is_exactly_the_stream() {
+        let mut stream = vec![0u8; 1000];
+        pattern::fill(0, &mut stream);
+        assert!(OutputCheck::of(&stream, 1000).complete());
+        let short = OutputCheck::of(&stream[..600], 1000);
+        assert_eq!(
+            (short.bytes, short.intact, short.complete()),
+            (600, 600, false)
+        );
+        let mut altered = stream.clone();
+        altered[300] ^= 1;
+        let a = OutputCheck::of(&altered, 1000);
+        assert_eq!((a.bytes, a.intact, a.complete()), (1000, 300, false));
+        let mut longer = stream.clone();
+        longer.extend_from_slice(&stream[..10]);
+        assert!(!OutputCheck::of(&longer, 1000).complete());
+        assert!(!OutputCheck::of(&[], 1000).complete());
     }
 
     #[test]

@@ -7,7 +7,9 @@ use super::lab::Lab;
 use super::{lab_spec, poll_interval, LabError, NetnsNet};
 use crate::backend::{schedule, BackendError};
 use crate::scenario::{IpVersion, Scenario};
-use crate::workload::command::{fill_placeholders, serve_http, CommandRun, OUTPUT_TAIL};
+use crate::workload::command::{
+    fill_placeholders, serve_http, CommandRun, OutputCheck, OUTPUT_TAIL,
+};
 use std::collections::HashMap;
 use std::io::Read;
 use std::process::Stdio;
@@ -70,11 +72,15 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         })
     })?;
 
+    // `{output}`: a file in a directory of this run's, read back after it.
+    let scratch = tempfile::tempdir().map_err(|e| LabError::io("a directory for {output}", e))?;
+    let output = scratch.path().join("output");
     let argv = fill_placeholders(
         &s.workload.command,
         &server_ip.to_string(),
         &client_ip.to_string(),
         port,
+        &output.to_string_lossy(),
     );
     let mut cmd = lab.command(&topo.client, &argv[0])?;
     // A process group of its own: at the deadline (and when it exits) the
@@ -121,6 +127,12 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
     server.stop()?;
     faults.stop()?;
     lab.teardown();
+    let wants_output = s.workload.command.iter().any(|a| a.contains("{output}"));
+    let output = wants_output.then(|| {
+        // A program that never created it wrote nothing.
+        let file = std::fs::read(&output).unwrap_or_default();
+        OutputCheck::of(&file, total)
+    });
     Ok(CommandRun {
         argv,
         exit_code: status.code(),
@@ -128,6 +140,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         stdout,
         stderr,
         duration_ms,
+        output,
     })
 }
 
