@@ -4,7 +4,7 @@
 use super::faults::{self, PathFaults};
 use super::host::HostTask;
 use super::lab::Lab;
-use super::{lab_spec, poll_interval, LabError, NetnsNet};
+use super::{control, lab_spec, LabError, NetnsNet};
 use crate::backend::{schedule, BackendError};
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::command::{
@@ -96,25 +96,21 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
         .spawn()
         .map_err(|e| LabError::io(format!("start `{}`", argv.join(" ")), e))?;
     let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let deadline = s.expect.deadline.0;
-    let mut timed_out = false;
-    let status = loop {
-        let now = start.elapsed();
-        faults.apply_due(now, &net).await?;
-        if let Some(status) = child
+    let exited = control(&mut faults, &net, s.expect.deadline.0, None, || {
+        child
             .try_wait()
-            .map_err(|e| LabError::io("wait for the command", e))?
-        {
-            break status;
-        }
-        if now >= deadline {
-            timed_out = true;
+            .map_err(|e| LabError::io("wait for the command", e))
+    })
+    .await?;
+    let timed_out = exited.is_none();
+    let status = match exited {
+        Some(status) => status,
+        None => {
             kill_group(&child);
-            break child
+            child
                 .wait()
-                .map_err(|e| LabError::io("wait for the command", e))?;
+                .map_err(|e| LabError::io("wait for the command", e))?
         }
-        tokio::time::sleep(poll_interval(&faults, now)).await;
     };
     let duration_ms = began.elapsed().as_millis() as u64;
     // What is left of its tree goes too: the group, then whatever else

@@ -295,11 +295,63 @@ impl Net for NetnsNet {
 
 /// How long the control loop may sleep: until the next fault, and never so
 /// long that the end of the workload goes unnoticed for more than 10 ms.
-pub(crate) fn poll_interval(faults: &PathFaults<'_>, now: Duration) -> Duration {
-    faults
-        .next_due(now)
-        .unwrap_or(Duration::MAX)
-        .min(Duration::from_millis(10))
+/// A time-ordered fault schedule a netns run works through: the path's
+/// ([`PathFaults`]) or the brokers' (the signaling run's).
+pub(crate) trait FaultSchedule {
+    /// Applies every action due by `now`; `(scheduled, in effect)` for each.
+    async fn apply_due(
+        &mut self,
+        now: Duration,
+        net: &NetnsNet,
+    ) -> Result<Vec<(Duration, Duration)>, LabError>;
+    /// How long after `now` the next action is due (`None`: none left).
+    fn next_due(&self, now: Duration) -> Option<Duration>;
+}
+
+impl FaultSchedule for PathFaults<'_> {
+    async fn apply_due(
+        &mut self,
+        now: Duration,
+        net: &NetnsNet,
+    ) -> Result<Vec<(Duration, Duration)>, LabError> {
+        PathFaults::apply_due(self, now, net).await
+    }
+
+    fn next_due(&self, now: Duration) -> Option<Duration> {
+        PathFaults::next_due(self, now)
+    }
+}
+
+/// The control loop of every netns run (stream, command, signaling): applies
+/// each fault when it is due and records when it took effect, until `over`
+/// returns the run's end (`Some`) or the deadline passes (`None`). It wakes
+/// for the next fault or every 10 ms, whichever comes first.
+pub(crate) async fn control<F: FaultSchedule, T>(
+    faults: &mut F,
+    net: &NetnsNet,
+    deadline: Duration,
+    rec: Option<&Recorder>,
+    mut over: impl FnMut() -> Result<Option<T>, LabError>,
+) -> Result<Option<T>, LabError> {
+    loop {
+        let now = net.now();
+        for (scheduled, at) in faults.apply_due(now, net).await? {
+            if let Some(rec) = rec {
+                rec.fault_applied(scheduled, at);
+            }
+        }
+        if let Some(end) = over()? {
+            return Ok(Some(end));
+        }
+        if now >= deadline {
+            return Ok(None);
+        }
+        let wait = faults
+            .next_due(now)
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_millis(10));
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// The scenario's lab: its router is the middlebox, client and server hang
@@ -403,21 +455,12 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         })
     })?;
 
-    let deadline = s.expect.deadline.0;
-    loop {
-        let now = start.elapsed();
-        for (scheduled, at) in faults.apply_due(now, &net).await? {
-            rec.fault_applied(scheduled, at);
-        }
-        if rec.is_client_done() || now >= deadline {
-            break;
-        }
-        if client_task.is_finished() {
-            // The client thread ended without finishing its work: it panicked.
-            break;
-        }
-        tokio::time::sleep(poll_interval(&faults, now)).await;
-    }
+    // Over when the client is done, or its thread ended without finishing
+    // its work (it panicked).
+    control(&mut faults, &net, s.expect.deadline.0, Some(&rec), || {
+        Ok((rec.is_client_done() || client_task.is_finished()).then_some(()))
+    })
+    .await?;
     let recording = rec.snapshot(start.elapsed());
     client_task.stop()?;
     if let Some(flood) = flood_task {

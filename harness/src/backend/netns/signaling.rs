@@ -7,10 +7,11 @@
 use super::host::HostTask;
 use super::lab::{Lab, LabSpec};
 use super::mosquitto::Mosquittos;
-use super::NetnsNet;
+use super::{control, FaultSchedule, LabError, NetnsNet};
 use crate::backend::signaling;
 use crate::backend::{schedule, Action, BackendError, Variant};
 use crate::scenario::{HostRole, IpVersion, Scenario};
+use crate::workload::programs::Net;
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
 use netmend::signal::Mqtt;
@@ -109,53 +110,18 @@ pub async fn run_in_lab(
             .collect()
     };
 
-    let actions = schedule(s);
-    let mut next = 0;
-    let deadline = s.expect.deadline.0;
-    loop {
-        let now = start.elapsed();
-        while let Some((at, action)) = actions.get(next) {
-            if *at > now {
-                break;
-            }
-            // Measured again for each: applying the ones before took time.
-            super::on_time(action, *at, start.elapsed())?;
-            match action {
-                Action::Broker { index, down } => {
-                    tracing::debug!(broker = index, down, late = ?now - *at, "broker fault");
-                    brokers.set_down(&lab, usize::from(*index), *down)?;
-                }
-                Action::BrokerFreeze { index, frozen } => {
-                    brokers.set_frozen(usize::from(*index), *frozen)?;
-                }
-                Action::BrokerBlock {
-                    index,
-                    host,
-                    blocked,
-                } => {
-                    brokers.set_blocked(
-                        &lab,
-                        usize::from(*index),
-                        &peers(*host),
-                        *blocked,
-                        port,
-                    )?;
-                }
-                // The forger tasks carry these out on their own schedule.
-                Action::Forge { .. } => {}
-                other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
-            }
-            rec.fault_applied(*at, start.elapsed());
-            next += 1;
-        }
-        if rec.is_client_done() || now >= deadline || sender.is_finished() {
-            break;
-        }
-        let until_next = actions
-            .get(next)
-            .map_or(Duration::MAX, |(at, _)| at.saturating_sub(now));
-        tokio::time::sleep(until_next.min(Duration::from_millis(10))).await;
-    }
+    let mut faults = BrokerFaults {
+        actions: schedule(s),
+        next: 0,
+        brokers: &mut brokers,
+        lab: &lab,
+        peers: &peers,
+        port,
+    };
+    control(&mut faults, &net, s.expect.deadline.0, Some(&rec), || {
+        Ok((rec.is_client_done() || sender.is_finished()).then_some(()))
+    })
+    .await?;
     let recording = rec.snapshot(start.elapsed());
     sender.stop()?;
     receiver.stop()?;
@@ -165,4 +131,68 @@ pub async fn run_in_lab(
     brokers.stop();
     lab.teardown();
     Ok(recording)
+}
+
+/// The broker faults of a signaling run, applied to its mosquittos.
+struct BrokerFaults<'a, P: Fn(Option<HostRole>) -> Vec<IpAddr>> {
+    actions: Vec<(Duration, Action)>,
+    /// Index of the next action due.
+    next: usize,
+    brokers: &'a mut Mosquittos,
+    lab: &'a Lab,
+    /// The addresses of a peer (both without one).
+    peers: &'a P,
+    port: u16,
+}
+
+impl<P: Fn(Option<HostRole>) -> Vec<IpAddr>> FaultSchedule for BrokerFaults<'_, P> {
+    async fn apply_due(
+        &mut self,
+        now: Duration,
+        net: &NetnsNet,
+    ) -> Result<Vec<(Duration, Duration)>, LabError> {
+        let mut applied = Vec::new();
+        while let Some((at, action)) = self.actions.get(self.next) {
+            if *at > now {
+                break;
+            }
+            // Measured again for each: applying the ones before took time.
+            super::on_time(action, *at, net.now())?;
+            match action {
+                Action::Broker { index, down } => {
+                    tracing::debug!(broker = index, down, late = ?now - *at, "broker fault");
+                    self.brokers
+                        .set_down(self.lab, usize::from(*index), *down)?;
+                }
+                Action::BrokerFreeze { index, frozen } => {
+                    self.brokers.set_frozen(usize::from(*index), *frozen)?;
+                }
+                Action::BrokerBlock {
+                    index,
+                    host,
+                    blocked,
+                } => {
+                    self.brokers.set_blocked(
+                        self.lab,
+                        usize::from(*index),
+                        &(self.peers)(*host),
+                        *blocked,
+                        self.port,
+                    )?;
+                }
+                // The forger tasks carry these out on their own schedule.
+                Action::Forge { .. } => {}
+                other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
+            }
+            applied.push((*at, net.now()));
+            self.next += 1;
+        }
+        Ok(applied)
+    }
+
+    fn next_due(&self, now: Duration) -> Option<Duration> {
+        self.actions
+            .get(self.next)
+            .map(|(at, _)| at.saturating_sub(now))
+    }
 }
