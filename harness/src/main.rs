@@ -523,8 +523,8 @@ fn bench(what: BenchCommand) -> Result<u8, String> {
             }
             netns::probe().map_err(|why| format!("bench netns-setup: {why}"))?;
             install_interrupt_cleanup()?;
-            let (netlink, shell) =
-                netns::bench::run(iterations).map_err(|e| format!("bench netns-setup: {e}"))?;
+            let (netlink, shell) = netmend_harness::bench::netns::run(iterations)
+                .map_err(|e| format!("bench netns-setup: {e}"))?;
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
             println!(
                 "setup + teardown of a 4-namespace lab, {iterations} rounds each, interleaved"
@@ -553,7 +553,7 @@ fn bench(what: BenchCommand) -> Result<u8, String> {
             }
             netns::probe().map_err(|why| format!("bench monitor: {why}"))?;
             install_interrupt_cleanup()?;
-            let figures = netns::bench::monitor_latency(
+            let figures = netmend_harness::bench::netns::monitor_latency(
                 changes,
                 std::time::Duration::from_millis(spacing_ms),
             )
@@ -588,12 +588,12 @@ fn bench(what: BenchCommand) -> Result<u8, String> {
             if let Some(text) = routable_after {
                 let d = humantime::parse_duration(&text)
                     .map_err(|e| format!("--routable-after {text}: {e}"))?;
-                netns::bench::stretch_outage(&mut s, d);
+                netmend_harness::bench::netns::stretch_outage(&mut s, d);
             }
             netns::probe().map_err(|why| format!("bench recovery: {why}"))?;
             install_interrupt_cleanup()?;
-            let (gated, naive) =
-                netns::bench::recovery(&s, runs).map_err(|e| format!("bench recovery: {e}"))?;
+            let (gated, naive) = netmend_harness::bench::netns::recovery(&s, runs)
+                .map_err(|e| format!("bench recovery: {e}"))?;
             println!(
                 "recovery after the path carries traffic again ({}), {runs} runs each, interleaved",
                 s.id

@@ -1,4 +1,6 @@
-//! Benchmarks that need no network namespace (`netmend bench …`); the
-//! netns ones live in `backend::netns::bench`.
+//! `netmend bench …`: the engine against its peers, measured on this
+//! machine. `netns`: lab setup, change detection and recovery, in network
+//! namespaces (root); `signal`: signaling over real mosquitto on loopback.
 
+pub mod netns;
 pub mod signal;

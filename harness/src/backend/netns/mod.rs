@@ -11,7 +11,6 @@
 //! are other programs, run as children that enter the namespace between
 //! fork and exec.
 
-pub mod bench;
 pub mod command;
 pub mod delay;
 pub mod faults;

@@ -1,8 +1,8 @@
 //! `netmend bench netns-setup`: building and tearing down a 4-namespace lab
 //! through netlink, side by side with the same lab built by `ip` commands.
 
-use super::lab::{Lab, LabSpec, LiveGuard};
-use super::LabError;
+use crate::backend::netns::lab::{Lab, LabSpec, LiveGuard};
+use crate::backend::netns::LabError;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -247,8 +247,10 @@ pub fn monitor_latency(changes: usize, spacing: Duration) -> Result<Vec<Latency>
     let (seen_tx, seen_rx) = mpsc::channel::<(&'static str, IpAddr, Instant)>();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let tx = seen_tx.clone();
-    let _watchers =
-        super::host::HostTask::spawn(lab.namespace("client")?, "watchers", move || {
+    let _watchers = crate::backend::netns::host::HostTask::spawn(
+        lab.namespace("client")?,
+        "watchers",
+        move || {
             Ok(async move {
                 let started: Result<(Monitor, Monitor), String> = async {
                     let native = Monitor::linux(Debounce::default())
@@ -289,7 +291,8 @@ pub fn monitor_latency(changes: usize, spacing: Duration) -> Result<Vec<Latency>
                 let _ = ready_tx.send(Ok(()));
                 std::future::pending::<()>().await;
             })
-        })?;
+        },
+    )?;
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .map_err(|_| LabError::Panicked("the watchers".into()))?
@@ -404,7 +407,7 @@ pub fn recovery(
     let mut naive_runs = Vec::new();
     for i in 0..runs {
         for (scenario, out) in [(s, &mut gated_runs), (&naive, &mut naive_runs)] {
-            let rec = super::run(scenario, Variant::Mitigated, i as u64)
+            let rec = crate::backend::netns::run(scenario, Variant::Mitigated, i as u64)
                 .map_err(|e| LabError::Unavailable(e.to_string()))?;
             let m = crate::check::judge(scenario, &rec, None);
             let recovery = m.recovery_ms.ok_or_else(|| {
