@@ -213,7 +213,7 @@ impl Router {
     ///
     /// turmoil hands the server its end before the client's `connect`
     /// returns, so the flow's epoch and opener are looked up when this end
-    /// first sends (see [`End::judge`]).
+    /// first sends.
     ///
     /// # Errors
     ///
