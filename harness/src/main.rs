@@ -246,14 +246,22 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `explore` runs thousands of simulations: the engine's warnings about
+    // the faults it draws (forgeries dropped, brokers lost) would bury its
+    // progress and verdicts. RUST_LOG still shows them.
+    let quiet = if matches!(cli.command, Command::Explore { .. }) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(quiet)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match execute(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(msg) => {
