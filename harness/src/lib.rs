@@ -11,6 +11,7 @@ pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod explore;
+pub mod fault;
 pub mod report;
 pub mod runner;
 pub mod scenario;

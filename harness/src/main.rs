@@ -421,17 +421,14 @@ fn explore(
 }
 
 /// A schedule in one line: `reset@1200ms, blackhole@800ms+400ms`.
-fn describe(draws: &[netmend_harness::explore::draw::Draw]) -> String {
-    draws
+fn describe(faults: &[netmend_harness::fault::Fault]) -> String {
+    faults
         .iter()
-        .map(|d| {
-            let kind = serde_json::to_value(d)
-                .ok()
-                .and_then(|v| v.get("kind").and_then(|k| k.as_str().map(str::to_string)))
-                .unwrap_or_default();
-            match d.duration() {
-                0 => format!("{kind}@{}ms", d.at()),
-                len => format!("{kind}@{}ms+{len}ms", d.at()),
+        .map(|f| {
+            let (kind, at) = (f.kind(), f.at().0.as_millis());
+            match f.duration().map(|d| d.0.as_millis()) {
+                None | Some(0) => format!("{kind}@{at}ms"),
+                Some(len) => format!("{kind}@{at}ms+{len}ms"),
             }
         })
         .collect::<Vec<_>>()

@@ -104,7 +104,7 @@ fn latency_fault_delays_delivery_without_loss() {
 mod packet_rules {
     use netmend_harness::backend::path::Side;
     use netmend_harness::backend::sim::{Place, SimNet};
-    use netmend_harness::backend::Action;
+    use netmend_harness::fault::Action;
     use netmend_harness::workload::programs::Net;
     use std::io::ErrorKind;
     use std::sync::atomic::{AtomicU32, Ordering};

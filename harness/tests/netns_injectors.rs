@@ -10,7 +10,7 @@ use netmend_harness::backend::netns::faults::{apply_rules, divert_to_queue, set_
 use netmend_harness::backend::netns::firewall::PathRules;
 use netmend_harness::backend::netns::host::HostTask;
 use netmend_harness::backend::netns::lab::{Lab, LabSpec};
-use netmend_harness::backend::Action;
+use netmend_harness::fault::Action;
 use netmend_harness::scenario::Direction;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -8,7 +8,7 @@ use netlink_packet_route::link::LinkAttribute;
 use netmend_harness::backend::netns::faults::PathFaults;
 use netmend_harness::backend::netns::lab::{is_lab_address, Lab};
 use netmend_harness::backend::netns::{lab_spec, NetnsNet};
-use netmend_harness::backend::{self, schedule, BackendKind, Variant};
+use netmend_harness::backend::{self, BackendKind, Variant};
 use netmend_harness::check;
 use netmend_harness::runner::{run_one, Verdict};
 use netmend_harness::scenario::load_file;
@@ -344,7 +344,7 @@ fn no_address_outside_the_lab_ranges_appears_in_any_namespace() {
             let mut lab = Lab::build(&lab_spec(&s)).await.unwrap();
             lab.add_link("client", false).await.unwrap();
             check_all(&lab).await;
-            let actions = schedule(&s);
+            let actions = s.schedule();
             let net = NetnsNet::new(HashMap::new(), Instant::now(), ip == "ipv6");
             let mut faults = PathFaults::new(&lab, &s, 1, actions.clone()).unwrap();
             for (at, _) in &actions {

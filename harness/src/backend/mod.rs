@@ -7,7 +7,8 @@ pub mod portal;
 pub mod signaling;
 pub mod sim;
 
-use crate::scenario::{Direction, Fault, HostRole, Scenario, WorkloadKind};
+use crate::fault::{Fault, SessionFlood};
+use crate::scenario::{Scenario, WorkloadKind};
 use crate::workload::programs::MitigationSpec;
 use crate::workload::Recording;
 use netmend::gate::GateConfig;
@@ -117,10 +118,7 @@ pub fn programs(s: &Scenario, variant: Variant) -> Programs {
     let mut limits = Limits::default();
     limits.max_sessions = m.max_sessions.unwrap_or(limits.max_sessions);
     limits.max_handshakes = m.max_handshakes.unwrap_or(limits.max_handshakes);
-    let flood = s
-        .faults
-        .iter()
-        .any(|f| matches!(f, Fault::SessionFlood { .. }));
+    let flood = s.faults.iter().any(|f| matches!(f, Fault::SessionFlood(_)));
     match (variant, flood) {
         (Variant::Baseline, false) => Programs {
             engine_client: false,
@@ -158,7 +156,9 @@ pub fn floods(s: &Scenario) -> Vec<(Duration, u32, u32)> {
     s.faults
         .iter()
         .filter_map(|f| match f {
-            Fault::SessionFlood { at, count, trickle } => Some((at.0, *count, *trickle)),
+            Fault::SessionFlood(SessionFlood { at, count, trickle }) => {
+                Some((at.0, *count, *trickle))
+            }
             _ => None,
         })
         .collect()
@@ -191,266 +191,6 @@ pub fn run(
     }
 }
 
-/// One change to the world at a point in time, as both backends apply it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    /// Reset every established flow.
-    Reset,
-    /// Start (`true`) or end a blackhole.
-    Blackhole(bool),
-    /// Start or heal a partition of the client's link.
-    Partition {
-        /// Which way.
-        direction: Direction,
-        /// Start (`true`) or heal.
-        on: bool,
-    },
-    /// Set the per-hop one-way latency and its spread.
-    Latency {
-        /// Latency of each hop.
-        per_hop: Duration,
-        /// Spread around it.
-        jitter: Duration,
-    },
-    /// Set the path's loss probability.
-    Loss(f64),
-    /// Limit the path to bytes per second, `None` for unlimited.
-    Bandwidth(Option<u64>),
-    /// Take a host's carrier away (`down`) or give it back.
-    LinkDown {
-        /// Whose link.
-        host: HostRole,
-        /// Down (`true`) or back up.
-        down: bool,
-    },
-    /// Give a host a new address on its link.
-    AddressChange {
-        /// Which host.
-        host: HostRole,
-    },
-    /// Remove (`lost`) or restore a host's default routes.
-    RouteLoss {
-        /// Which host.
-        host: HostRole,
-        /// Removed (`true`) or restored.
-        lost: bool,
-    },
-    /// Move the client's default route to its second NIC (new address)
-    /// and take the first away; `routable`: whether the new path carries
-    /// traffic yet; `captive`: whether its gateway intercepts TCP.
-    NicSwap {
-        /// Carries traffic at once.
-        routable: bool,
-        /// A captive portal answers every new TCP connection.
-        captive: bool,
-    },
-    /// Change the client's gateway on the same interface; the new gateway
-    /// knows none of the old flows.
-    GatewayChange {
-        /// Carries traffic at once.
-        routable: bool,
-        /// A captive portal answers every new TCP connection.
-        captive: bool,
-    },
-    /// The new path (after a swap or gateway change) carries traffic to the
-    /// real server (no more drops, no more portal).
-    Routable,
-    /// The client's carrier goes (`lost`) or comes back.
-    Carrier {
-        /// Gone (`true`) or back.
-        lost: bool,
-    },
-    /// A signaling broker crashes (`down`) or starts again, empty.
-    Broker {
-        /// Which broker.
-        index: u8,
-        /// Crashed (`true`) or restarted.
-        down: bool,
-    },
-    /// A signaling broker freezes (`frozen`, SIGSTOP) or thaws.
-    BrokerFreeze {
-        /// Which broker.
-        index: u8,
-        /// Frozen (`true`) or thawed.
-        frozen: bool,
-    },
-    /// Traffic between a peer (both if `None`) and a broker is dropped
-    /// (`blocked`) or flows again.
-    BrokerBlock {
-        /// Which broker.
-        index: u8,
-        /// Which peer.
-        host: Option<HostRole>,
-        /// Dropped (`true`) or flowing.
-        blocked: bool,
-    },
-    /// A hostile publisher sends `count` forgeries through a broker.
-    Forge {
-        /// Which broker.
-        index: u8,
-        /// How many.
-        count: u32,
-    },
-}
-
-/// The scenario's faults as a time-ordered list of changes.
-pub fn schedule(s: &Scenario) -> Vec<(Duration, Action)> {
-    let base = Action::Latency {
-        per_hop: s.topology.latency.0,
-        jitter: Duration::ZERO,
-    };
-    let mut out = Vec::new();
-    for f in &s.faults {
-        let (start, end) = match f {
-            Fault::Reset { .. } => (Action::Reset, None),
-            Fault::Blackhole { .. } => (Action::Blackhole(true), Some(Action::Blackhole(false))),
-            Fault::Partition { direction, .. } => (
-                Action::Partition {
-                    direction: *direction,
-                    on: true,
-                },
-                Some(Action::Partition {
-                    direction: *direction,
-                    on: false,
-                }),
-            ),
-            Fault::Latency {
-                latency, jitter, ..
-            } => (
-                Action::Latency {
-                    per_hop: latency.0,
-                    jitter: jitter.map(|j| j.0).unwrap_or_default(),
-                },
-                Some(base.clone()),
-            ),
-            Fault::Loss { probability, .. } => {
-                (Action::Loss(*probability), Some(Action::Loss(0.0)))
-            }
-            Fault::Bandwidth { rate, .. } => (
-                Action::Bandwidth(Some(*rate)),
-                Some(Action::Bandwidth(None)),
-            ),
-            Fault::LinkDown { host, .. } => (
-                Action::LinkDown {
-                    host: *host,
-                    down: true,
-                },
-                Some(Action::LinkDown {
-                    host: *host,
-                    down: false,
-                }),
-            ),
-            Fault::AddressChange { host, .. } => (Action::AddressChange { host: *host }, None),
-            Fault::NicSwap {
-                routable_after,
-                captive_for,
-                ..
-            } => (
-                Action::NicSwap {
-                    routable: routable_after.is_none_or(|d| d.0.is_zero()),
-                    captive: captive_for.is_some(),
-                },
-                Some(Action::Routable),
-            ),
-            Fault::GatewayChange {
-                routable_after,
-                captive_for,
-                ..
-            } => (
-                Action::GatewayChange {
-                    routable: routable_after.is_none_or(|d| d.0.is_zero()),
-                    captive: captive_for.is_some(),
-                },
-                Some(Action::Routable),
-            ),
-            Fault::LinkFlap {
-                at, count, period, ..
-            } => {
-                for i in 0..*count {
-                    let start = at.0 + period.0 * i;
-                    out.push((start, Action::Carrier { lost: true }));
-                    out.push((start + period.0 / 2, Action::Carrier { lost: false }));
-                }
-                continue;
-            }
-            Fault::BrokerDown { broker, .. } => (
-                Action::Broker {
-                    index: *broker,
-                    down: true,
-                },
-                Some(Action::Broker {
-                    index: *broker,
-                    down: false,
-                }),
-            ),
-            Fault::BrokerFlap {
-                at,
-                broker,
-                count,
-                period,
-            } => {
-                for i in 0..*count {
-                    let start = at.0 + period.0 * i;
-                    let (index, half) = (*broker, period.0 / 2);
-                    out.push((start, Action::Broker { index, down: true }));
-                    out.push((start + half, Action::Broker { index, down: false }));
-                }
-                continue;
-            }
-            Fault::BrokerFreeze { broker, .. } => (
-                Action::BrokerFreeze {
-                    index: *broker,
-                    frozen: true,
-                },
-                Some(Action::BrokerFreeze {
-                    index: *broker,
-                    frozen: false,
-                }),
-            ),
-            Fault::BrokerBlock { broker, host, .. } => (
-                Action::BrokerBlock {
-                    index: *broker,
-                    host: *host,
-                    blocked: true,
-                },
-                Some(Action::BrokerBlock {
-                    index: *broker,
-                    host: *host,
-                    blocked: false,
-                }),
-            ),
-            Fault::ForgedPublish { broker, count, .. } => (
-                Action::Forge {
-                    index: *broker,
-                    count: *count,
-                },
-                None,
-            ),
-            // The flood program runs on its own schedule (see `floods`).
-            Fault::SessionFlood { .. } => continue,
-            Fault::RouteLoss { host, .. } => (
-                Action::RouteLoss {
-                    host: *host,
-                    lost: true,
-                },
-                Some(Action::RouteLoss {
-                    host: *host,
-                    lost: false,
-                }),
-            ),
-        };
-        out.push((f.at().0, start));
-        if let (Some(d), Some(end)) = (f.duration(), end) {
-            if !d.0.is_zero() {
-                out.push((f.at().0 + d.0, end));
-            }
-        }
-    }
-    // Stable: simultaneous actions keep file order.
-    out.sort_by_key(|(t, _)| *t);
-    out
-}
-
 /// Why `backend` cannot run `s`, if it cannot: what the scenario file says,
 /// or a fault the backend has no way to make.
 pub fn unsupported(backend: BackendKind, s: &Scenario) -> Option<String> {
@@ -470,26 +210,9 @@ pub fn unsupported(backend: BackendKind, s: &Scenario) -> Option<String> {
                 .into(),
         );
     }
-    s.faults.iter().find_map(|f| match f {
-        Fault::Latency {
-            jitter: Some(j), ..
-        } if !j.0.is_zero() => Some(
-            "turmoil gives each link one latency; per-packet jitter needs the netns backend".into(),
-        ),
-        Fault::Loss { .. } => Some(
-            "turmoil's TCP has no retransmission, so random loss would break every stream; loss needs the netns backend".into(),
-        ),
-        Fault::Bandwidth { .. } => {
-            Some("turmoil models no link capacity; bandwidth limits need the netns backend".into())
-        }
-        Fault::AddressChange { .. } => {
-            Some("turmoil hosts have one fixed address; address changes need the netns backend".into())
-        }
-        Fault::RouteLoss { .. } => {
-            Some("turmoil has no routing table; route loss needs the netns backend".into())
-        }
-        _ => None,
-    })
+    s.schedule()
+        .iter()
+        .find_map(|(_, action)| sim::cannot(action).map(str::to_string))
 }
 
 /// How the naive client of `s` behaves: it follows change notifications

@@ -15,7 +15,7 @@
 //! silently dropped (blackhole, new gateway, new network: the middlebox
 //! lost their state), while new flows pass.
 
-use super::Action;
+use crate::fault::Action;
 use crate::scenario::{Direction, HostRole};
 
 /// What happens to the flows of an ended epoch.

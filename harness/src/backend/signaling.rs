@@ -3,7 +3,8 @@
 //! variant. The backends only supply brokers, hosts and faults.
 
 use super::Variant;
-use crate::scenario::{Fault, Scenario};
+use crate::fault::{Fault, ForgedPublish};
+use crate::scenario::Scenario;
 use crate::workload::programs::Net;
 use crate::workload::signaling::{self as programs, SignalingSpec};
 use crate::workload::Recorder;
@@ -69,7 +70,7 @@ pub fn plan(s: &Scenario, seed: u64) -> SignalingPlan {
 pub fn attacks(s: &Scenario) -> Vec<(u8, Vec<(Duration, u32)>)> {
     let mut out: Vec<(u8, Vec<(Duration, u32)>)> = Vec::new();
     for f in &s.faults {
-        if let Fault::ForgedPublish { at, broker, count } = f {
+        if let Fault::ForgedPublish(ForgedPublish { at, broker, count }) = f {
             match out.iter_mut().find(|(b, _)| b == broker) {
                 Some((_, list)) => list.push((at.0, *count)),
                 None => out.push((*broker, vec![(at.0, *count)])),

@@ -456,7 +456,8 @@ pub fn recovery(
 /// keep coming every (capped) interval while the path is dead, and the
 /// policy's limit holds with a monitor too.
 pub fn stretch_outage(s: &mut crate::scenario::Scenario, d: Duration) {
-    use crate::scenario::{Dur, Fault};
+    use crate::fault::{Fault, GatewayChange, NicSwap};
+    use crate::scenario::Dur;
     if let Some(m) = s.mitigation.as_mut() {
         let cap = m
             .max_probe_interval
@@ -466,8 +467,8 @@ pub fn stretch_outage(s: &mut crate::scenario::Scenario, d: Duration) {
         m.max_attempts = Some(m.max_attempts.unwrap_or(0).max(probes));
     }
     for f in &mut s.faults {
-        if let Fault::NicSwap { routable_after, .. } | Fault::GatewayChange { routable_after, .. } =
-            f
+        if let Fault::NicSwap(NicSwap { routable_after, .. })
+        | Fault::GatewayChange(GatewayChange { routable_after, .. }) = f
         {
             *routable_after = Some(Dur(d));
         }

@@ -1,10 +1,14 @@
-//! Random fault schedules: what `explore` draws, how a draw is written as a
-//! scenario's `[[faults]]` table, and the simpler draws a shrink tries.
+//! Random fault schedules: what `explore` draws, and the simpler faults a
+//! shrink tries. A draw is a [`Fault`] like any a scenario file holds, so
+//! it is written to a file, run and reported as one.
 
-use crate::scenario::{Direction, HostRole, Scenario, WorkloadKind};
+use crate::fault::{
+    Blackhole, BrokerBlock, BrokerDown, BrokerFreeze, Direction, Fault, GatewayChange, HostRole,
+    Latency, LinkDown, LinkFlap, NicSwap, Partition, Reset,
+};
+use crate::scenario::{Dur, Scenario, WorkloadKind};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use std::time::Duration;
 
 /// The shortest fault a draw or a shrink makes.
@@ -14,308 +18,55 @@ const MAX_DURATION_MS: u64 = 3_000;
 /// No fault before this: the workload has started.
 const FIRST_AT_MS: u64 = 200;
 
-/// One drawn fault.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Draw {
-    /// Every established flow reset.
-    Reset {
-        /// Start, ms.
-        at: u64,
-    },
-    /// Everything dropped; flows caught stay dead.
-    Blackhole {
-        /// Start, ms.
-        at: u64,
-        /// Length, ms.
-        duration: u64,
-    },
-    /// The client's link cut one or both ways; flows survive.
-    Partition {
-        /// Start, ms.
-        at: u64,
-        /// Length, ms.
-        duration: u64,
-        /// Which way.
-        direction: Direction,
-    },
-    /// Per-hop latency raised.
-    Latency {
-        /// Start, ms.
-        at: u64,
-        /// Length, ms.
-        duration: u64,
-        /// One-way latency per hop, ms.
-        latency: u64,
-    },
-    /// A host's link down.
-    LinkDown {
-        /// Start, ms.
-        at: u64,
-        /// Length, ms.
-        duration: u64,
-        /// Whose.
-        host: HostRole,
-    },
-    /// The client's carrier flaps.
-    LinkFlap {
-        /// Start, ms.
-        at: u64,
-        /// Flaps.
-        count: u32,
-        /// Period of one flap, ms.
-        period: u64,
-    },
-    /// The client moves to its second NIC (at most once per schedule: the
-    /// netns lab has one standby NIC).
-    NicSwap {
-        /// Start, ms.
-        at: u64,
-        /// Not routable for this long, ms (0: at once).
-        routable_after: u64,
-    },
-    /// The client's gateway changes (at most once per schedule).
-    GatewayChange {
-        /// Start, ms.
-        at: u64,
-        /// Not routable for this long, ms (0: at once).
-        routable_after: u64,
-    },
-    /// A broker crashes and restarts empty.
-    BrokerDown {
-        /// Start, ms.
-        at: u64,
-        /// Down for, ms.
-        duration: u64,
-        /// Which broker.
-        broker: u8,
-    },
-    /// A broker freezes.
-    BrokerFreeze {
-        /// Start, ms.
-        at: u64,
-        /// Frozen for, ms.
-        duration: u64,
-        /// Which broker.
-        broker: u8,
-    },
-    /// The traffic between the peers and a broker is dropped.
-    BrokerBlock {
-        /// Start, ms.
-        at: u64,
-        /// Blocked for, ms.
-        duration: u64,
-        /// Which broker.
-        broker: u8,
-    },
+fn ms(v: u64) -> Dur {
+    Dur(Duration::from_millis(v))
 }
 
-impl Draw {
-    /// When it starts, ms.
-    pub fn at(&self) -> u64 {
-        match *self {
-            Draw::Reset { at }
-            | Draw::Blackhole { at, .. }
-            | Draw::Partition { at, .. }
-            | Draw::Latency { at, .. }
-            | Draw::LinkDown { at, .. }
-            | Draw::LinkFlap { at, .. }
-            | Draw::NicSwap { at, .. }
-            | Draw::GatewayChange { at, .. }
-            | Draw::BrokerDown { at, .. }
-            | Draw::BrokerFreeze { at, .. }
-            | Draw::BrokerBlock { at, .. } => at,
-        }
-    }
+/// How long `f` lasts, ms (0 for an instant).
+pub fn length_ms(f: &Fault) -> u64 {
+    f.duration().map_or(0, |d| d.0.as_millis() as u64)
+}
 
-    fn at_mut(&mut self) -> &mut u64 {
-        match self {
-            Draw::Reset { at }
-            | Draw::Blackhole { at, .. }
-            | Draw::Partition { at, .. }
-            | Draw::Latency { at, .. }
-            | Draw::LinkDown { at, .. }
-            | Draw::LinkFlap { at, .. }
-            | Draw::NicSwap { at, .. }
-            | Draw::GatewayChange { at, .. }
-            | Draw::BrokerDown { at, .. }
-            | Draw::BrokerFreeze { at, .. }
-            | Draw::BrokerBlock { at, .. } => at,
+/// Simpler versions of `f`, simplest first: a fault of a simpler kind at
+/// the same time (a broker crash for a broker fault, a blackhole for a path
+/// or host fault, then a reset), then shorter, then earlier.
+pub fn simpler(f: &Fault) -> Vec<Fault> {
+    let at = f.at();
+    let floor = Duration::from_millis(MIN_DURATION_MS);
+    let mut out: Vec<Fault> = match f {
+        Fault::Reset(_) | Fault::BrokerDown(_) => Vec::new(),
+        Fault::Blackhole(_) => vec![Reset { at }.into()],
+        Fault::BrokerFreeze(BrokerFreeze {
+            broker, duration, ..
+        })
+        | Fault::BrokerBlock(BrokerBlock {
+            broker, duration, ..
+        }) => vec![BrokerDown {
+            at,
+            broker: *broker,
+            duration: Some(*duration),
         }
+        .into()],
+        _ => vec![
+            Blackhole {
+                at,
+                duration: Dur(f.duration().map_or(floor, |d| d.0.max(floor))),
+            }
+            .into(),
+            Reset { at }.into(),
+        ],
+    };
+    let mut shorter = f.clone();
+    shorter.halve(floor);
+    if shorter != *f {
+        out.push(shorter);
     }
-
-    /// How long it lasts, ms.
-    pub fn duration(&self) -> u64 {
-        match *self {
-            Draw::Reset { .. } => 0,
-            Draw::Blackhole { duration, .. }
-            | Draw::Partition { duration, .. }
-            | Draw::Latency { duration, .. }
-            | Draw::LinkDown { duration, .. }
-            | Draw::BrokerDown { duration, .. }
-            | Draw::BrokerFreeze { duration, .. }
-            | Draw::BrokerBlock { duration, .. } => duration,
-            Draw::LinkFlap { count, period, .. } => u64::from(count) * period,
-            Draw::NicSwap { routable_after, .. } | Draw::GatewayChange { routable_after, .. } => {
-                routable_after
-            }
-        }
+    let mut earlier = f.clone();
+    *earlier.at_mut() = ms(FIRST_AT_MS).max(Dur(at.0 / 2));
+    if earlier != *f {
+        out.push(earlier);
     }
-
-    /// How complicated a kind is: a shrink replaces a fault by a simpler
-    /// one (a reset is the simplest, an instant).
-    fn complexity(&self) -> u8 {
-        match self {
-            Draw::Reset { .. } => 0,
-            Draw::Blackhole { .. } | Draw::BrokerDown { .. } => 1,
-            Draw::Partition { .. } | Draw::BrokerBlock { .. } => 2,
-            Draw::LinkDown { .. } | Draw::BrokerFreeze { .. } => 3,
-            Draw::Latency { .. } => 4,
-            Draw::LinkFlap { .. } => 5,
-            Draw::GatewayChange { .. } => 6,
-            Draw::NicSwap { .. } => 7,
-        }
-    }
-
-    /// The `[[faults]]` table of this draw.
-    pub fn to_toml(&self) -> toml::Table {
-        let ms = |v: u64| toml::Value::String(format!("{v}ms"));
-        let mut t = toml::Table::new();
-        let kind = match self {
-            Draw::Reset { .. } => "reset",
-            Draw::Blackhole { .. } => "blackhole",
-            Draw::Partition { .. } => "partition",
-            Draw::Latency { .. } => "latency",
-            Draw::LinkDown { .. } => "link-down",
-            Draw::LinkFlap { .. } => "link-flap",
-            Draw::NicSwap { .. } => "nic-swap",
-            Draw::GatewayChange { .. } => "gateway-change",
-            Draw::BrokerDown { .. } => "broker-down",
-            Draw::BrokerFreeze { .. } => "broker-freeze",
-            Draw::BrokerBlock { .. } => "broker-block",
-        };
-        t.insert("kind".into(), kind.into());
-        t.insert("at".into(), ms(self.at()));
-        match *self {
-            Draw::Reset { .. } => {}
-            Draw::Blackhole { duration, .. } => {
-                t.insert("duration".into(), ms(duration));
-            }
-            Draw::Partition {
-                duration,
-                direction,
-                ..
-            } => {
-                t.insert("duration".into(), ms(duration));
-                let d = match direction {
-                    Direction::Both => "both",
-                    Direction::ClientToServer => "client-to-server",
-                    Direction::ServerToClient => "server-to-client",
-                };
-                t.insert("direction".into(), d.into());
-            }
-            Draw::Latency {
-                duration, latency, ..
-            } => {
-                t.insert("duration".into(), ms(duration));
-                t.insert("latency".into(), ms(latency));
-            }
-            Draw::LinkDown { duration, host, .. } => {
-                t.insert("duration".into(), ms(duration));
-                let h = match host {
-                    HostRole::Client => "client",
-                    HostRole::Server => "server",
-                };
-                t.insert("host".into(), h.into());
-            }
-            Draw::LinkFlap { count, period, .. } => {
-                t.insert("count".into(), i64::from(count).into());
-                t.insert("period".into(), ms(period));
-            }
-            Draw::NicSwap { routable_after, .. } | Draw::GatewayChange { routable_after, .. } => {
-                if routable_after > 0 {
-                    t.insert("routable_after".into(), ms(routable_after));
-                }
-            }
-            Draw::BrokerDown {
-                duration, broker, ..
-            }
-            | Draw::BrokerFreeze {
-                duration, broker, ..
-            }
-            | Draw::BrokerBlock {
-                duration, broker, ..
-            } => {
-                t.insert("duration".into(), ms(duration));
-                t.insert("broker".into(), i64::from(broker).into());
-            }
-        }
-        t
-    }
-
-    /// Simpler versions of this fault, simplest first: a reset at the same
-    /// time, then shorter, fewer flaps, earlier.
-    pub fn simpler(&self) -> Vec<Draw> {
-        let mut out = Vec::new();
-        let at = self.at();
-        if self.complexity() > 1 {
-            out.push(match self {
-                Draw::BrokerFreeze {
-                    duration, broker, ..
-                }
-                | Draw::BrokerBlock {
-                    duration, broker, ..
-                } => Draw::BrokerDown {
-                    at,
-                    duration: *duration,
-                    broker: *broker,
-                },
-                _ => Draw::Blackhole {
-                    at,
-                    duration: self.duration().max(MIN_DURATION_MS),
-                },
-            });
-        }
-        if self.complexity() > 0 && !self.is_broker() {
-            out.push(Draw::Reset { at });
-        }
-        let mut shorter = self.clone();
-        match &mut shorter {
-            Draw::Blackhole { duration, .. }
-            | Draw::Partition { duration, .. }
-            | Draw::Latency { duration, .. }
-            | Draw::LinkDown { duration, .. }
-            | Draw::BrokerDown { duration, .. }
-            | Draw::BrokerFreeze { duration, .. }
-            | Draw::BrokerBlock { duration, .. } => {
-                *duration = (*duration / 2).max(MIN_DURATION_MS);
-            }
-            Draw::LinkFlap { count, .. } => *count = (*count / 2).max(1),
-            Draw::NicSwap { routable_after, .. } | Draw::GatewayChange { routable_after, .. } => {
-                *routable_after /= 2;
-                if *routable_after < MIN_DURATION_MS {
-                    *routable_after = 0;
-                }
-            }
-            Draw::Reset { .. } => {}
-        }
-        if shorter != *self {
-            out.push(shorter);
-        }
-        let mut earlier = self.clone();
-        *earlier.at_mut() = FIRST_AT_MS.max(at / 2);
-        if earlier != *self {
-            out.push(earlier);
-        }
-        out
-    }
-
-    fn is_broker(&self) -> bool {
-        matches!(
-            self,
-            Draw::BrokerDown { .. } | Draw::BrokerFreeze { .. } | Draw::BrokerBlock { .. }
-        )
-    }
+    out
 }
 
 /// Where and how long faults may be drawn for one scenario.
@@ -364,7 +115,7 @@ impl Window {
 /// Draws one schedule of 1 ..= `max_faults` faults for a scenario of
 /// `window`, from `seed`. Signaling schedules leave one broker (drawn)
 /// untouched: the invariant is exactly-once delivery while one broker works.
-pub fn schedule(window: Window, max_faults: u32, seed: u64) -> Vec<Draw> {
+pub fn schedule(window: Window, max_faults: u32, seed: u64) -> Vec<Fault> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let n = rng.random_range(1..=max_faults.max(1));
     let mut left = window.total;
@@ -376,28 +127,32 @@ pub fn schedule(window: Window, max_faults: u32, seed: u64) -> Vec<Draw> {
     };
     let mut out = Vec::new();
     for _ in 0..n {
-        let at = rng.random_range(FIRST_AT_MS..=window.last_at);
+        let at = ms(rng.random_range(FIRST_AT_MS..=window.last_at));
         let mut duration =
             rng.random_range(MIN_DURATION_MS..=MAX_DURATION_MS.min(left.max(MIN_DURATION_MS)));
-        let draw = if window.brokers > 1 {
+        let fault: Fault = if window.brokers > 1 {
             let others: Vec<u8> = (0..window.brokers).filter(|b| *b != survivor).collect();
             let broker = others[rng.random_range(0..others.len())];
             match rng.random_range(0..3) {
-                0 => Draw::BrokerDown {
+                0 => BrokerDown {
                     at,
-                    duration,
                     broker,
-                },
-                1 => Draw::BrokerFreeze {
+                    duration: Some(ms(duration)),
+                }
+                .into(),
+                1 => BrokerFreeze {
                     at,
-                    duration,
                     broker,
-                },
-                _ => Draw::BrokerBlock {
+                    duration: ms(duration),
+                }
+                .into(),
+                _ => BrokerBlock {
                     at,
-                    duration,
                     broker,
-                },
+                    host: None,
+                    duration: ms(duration),
+                }
+                .into(),
             }
         } else if window.brokers == 1 {
             return Vec::new(); // one broker: nothing may fail
@@ -412,69 +167,91 @@ pub fn schedule(window: Window, max_faults: u32, seed: u64) -> Vec<Draw> {
             match rng.random_range(0..kinds) {
                 0 => {
                     duration = 0;
-                    Draw::Reset { at }
+                    Reset { at }.into()
                 }
-                1 => Draw::Blackhole { at, duration },
-                2 => Draw::Partition {
+                1 => Blackhole {
                     at,
-                    duration,
+                    duration: ms(duration),
+                }
+                .into(),
+                2 => Partition {
+                    at,
+                    duration: ms(duration),
                     direction: match rng.random_range(0..3) {
                         0 => Direction::Both,
                         1 => Direction::ClientToServer,
                         _ => Direction::ServerToClient,
                     },
-                },
-                3 => Draw::Latency {
+                }
+                .into(),
+                3 => Latency {
                     at,
-                    duration,
-                    latency: rng.random_range(10..=200),
-                },
-                4 => Draw::LinkDown {
+                    duration: Some(ms(duration)),
+                    latency: ms(rng.random_range(10..=200)),
+                    jitter: None,
+                }
+                .into(),
+                4 => LinkDown {
                     at,
-                    duration,
+                    duration: ms(duration),
                     host: if rng.random_bool(0.5) {
                         HostRole::Client
                     } else {
                         HostRole::Server
                     },
-                },
+                }
+                .into(),
                 5 => {
                     let count = rng.random_range(1..=5u32);
                     let period = rng.random_range(100..=400u64);
                     duration = u64::from(count) * period;
-                    Draw::LinkFlap { at, count, period }
+                    LinkFlap {
+                        at,
+                        count,
+                        period: ms(period),
+                    }
+                    .into()
                 }
                 k => {
                     moved = true;
                     let routable_after = if rng.random_bool(0.5) { 0 } else { duration };
                     duration = routable_after;
+                    let routable_after = (routable_after > 0).then(|| ms(routable_after));
                     if k == 6 {
-                        Draw::GatewayChange { at, routable_after }
+                        GatewayChange {
+                            at,
+                            routable_after,
+                            captive_for: None,
+                        }
+                        .into()
                     } else {
-                        Draw::NicSwap { at, routable_after }
+                        NicSwap {
+                            at,
+                            routable_after,
+                            captive_for: None,
+                        }
+                        .into()
                     }
                 }
             }
         };
         left = left.saturating_sub(duration);
-        out.push(draw);
+        out.push(fault);
         if left < MIN_DURATION_MS {
             break;
         }
     }
-    out.sort_by_key(Draw::at);
+    out.sort_by_key(Fault::at);
     out
 }
 
-/// When the last fault of `draws` heals.
-pub fn last_heal(draws: &[Draw]) -> Duration {
-    Duration::from_millis(
-        draws
-            .iter()
-            .map(|d| d.at() + d.duration())
-            .max()
-            .unwrap_or(0),
-    )
+/// When the last fault of `faults` heals.
+pub fn last_heal(faults: &[Fault]) -> Duration {
+    faults
+        .iter()
+        .map(|f| f.healed_at().0)
+        .max()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -505,12 +282,14 @@ mod tests {
             let s = schedule(window(), 4, seed);
             assert!(!s.is_empty() && s.len() <= 4);
             assert!(s.windows(2).all(|w| w[0].at() <= w[1].at()));
-            assert!(s.iter().all(|d| (FIRST_AT_MS..=4_000).contains(&d.at())));
-            let total: u64 = s.iter().map(Draw::duration).sum();
+            assert!(s
+                .iter()
+                .all(|d| (ms(FIRST_AT_MS)..=ms(4_000)).contains(&d.at())));
+            let total: u64 = s.iter().map(length_ms).sum();
             assert!(total <= 4_000 + MAX_DURATION_MS, "{s:?}");
             let moves = s
                 .iter()
-                .filter(|d| matches!(d, Draw::NicSwap { .. } | Draw::GatewayChange { .. }))
+                .filter(|d| matches!(d, Fault::NicSwap(_) | Fault::GatewayChange(_)))
                 .count();
             assert!(moves <= 1, "{s:?}");
         }
@@ -526,11 +305,9 @@ mod tests {
             let s = schedule(w, 4, seed);
             let hit: std::collections::HashSet<u8> = s
                 .iter()
-                .map(|d| match d {
-                    Draw::BrokerDown { broker, .. }
-                    | Draw::BrokerFreeze { broker, .. }
-                    | Draw::BrokerBlock { broker, .. } => *broker,
-                    other => panic!("a path fault in a signaling schedule: {other:?}"),
+                .map(|d| match d.broker() {
+                    Some(broker) => broker,
+                    None => panic!("a path fault in a signaling schedule: {d:?}"),
                 })
                 .collect();
             assert!(hit.len() <= 2, "{s:?}");
@@ -538,30 +315,63 @@ mod tests {
     }
 
     #[test]
-    fn simpler_draws_are_simpler_or_shorter_or_earlier() {
-        let d = Draw::NicSwap {
-            at: 3_000,
-            routable_after: 2_000,
-        };
-        let s = d.simpler();
+    fn simpler_faults_are_simpler_or_shorter_or_earlier() {
+        let swap = Fault::from(NicSwap {
+            at: ms(3_000),
+            routable_after: Some(ms(2_000)),
+            captive_for: None,
+        });
         assert_eq!(
-            s,
+            simpler(&swap),
             vec![
-                Draw::Blackhole {
-                    at: 3_000,
-                    duration: 2_000
-                },
-                Draw::Reset { at: 3_000 },
-                Draw::NicSwap {
-                    at: 3_000,
-                    routable_after: 1_000
-                },
-                Draw::NicSwap {
-                    at: 1_500,
-                    routable_after: 2_000
-                },
+                Blackhole {
+                    at: ms(3_000),
+                    duration: ms(2_000)
+                }
+                .into(),
+                Reset { at: ms(3_000) }.into(),
+                NicSwap {
+                    at: ms(3_000),
+                    routable_after: Some(ms(1_000)),
+                    captive_for: None,
+                }
+                .into(),
+                NicSwap {
+                    at: ms(1_500),
+                    routable_after: Some(ms(2_000)),
+                    captive_for: None,
+                }
+                .into(),
             ]
         );
-        assert!(Draw::Reset { at: 200 }.simpler().is_empty());
+        let freeze = Fault::from(BrokerFreeze {
+            at: ms(400),
+            broker: 1,
+            duration: ms(150),
+        });
+        assert_eq!(
+            simpler(&freeze),
+            vec![
+                BrokerDown {
+                    at: ms(400),
+                    broker: 1,
+                    duration: Some(ms(150)),
+                }
+                .into(),
+                BrokerFreeze {
+                    at: ms(400),
+                    broker: 1,
+                    duration: ms(100),
+                }
+                .into(),
+                BrokerFreeze {
+                    at: ms(200),
+                    broker: 1,
+                    duration: ms(150),
+                }
+                .into(),
+            ]
+        );
+        assert!(simpler(&Reset { at: ms(200) }.into()).is_empty());
     }
 }

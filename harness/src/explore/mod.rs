@@ -21,8 +21,9 @@ pub mod draw;
 
 use crate::backend::{self, BackendKind, Variant};
 use crate::check::{self, Measured, Outcome};
+use crate::fault::Fault;
 use crate::scenario::{self, Scenario, WorkloadKind};
-use draw::{Draw, Window};
+use draw::Window;
 use netmend::session::Config;
 use netmend::Policy;
 use serde::Serialize;
@@ -124,7 +125,7 @@ impl Base {
     }
 
     /// The attempt bound of a schedule (see the module doc).
-    fn attempts(&self, draws: &[Draw]) -> i64 {
+    fn attempts(&self, draws: &[Fault]) -> i64 {
         let m = self.scenario.mitigation.clone().unwrap_or_default();
         let p = Policy::default();
         let initial = m
@@ -137,7 +138,7 @@ impl Base {
         let draws_or_one = if draws.is_empty() { 1 } else { draws.len() };
         let mut total = per_fault * draws_or_one as i64;
         for d in draws {
-            let during = (d.duration() as f64 / max.as_millis().max(1) as f64).ceil() as i64;
+            let during = (draw::length_ms(d) as f64 / max.as_millis().max(1) as f64).ceil() as i64;
             total += 2 * (doublings + 1 + during);
         }
         total
@@ -147,7 +148,11 @@ impl Base {
     /// replaced by `draws` (attacks that are part of the workload — floods,
     /// forgeries — kept), the attempt bound per fault and the explored
     /// recovery bound.
-    pub fn text(&self, index: u64, draws: &[Draw]) -> String {
+    ///
+    /// # Errors
+    ///
+    /// A drawn fault has no TOML form (never for the kinds drawn).
+    pub fn text(&self, index: u64, draws: &[Fault]) -> Result<String, ExploreError> {
         let mut t = self.table.clone();
         let kept: Vec<toml::Value> = t
             .get("faults")
@@ -166,7 +171,15 @@ impl Base {
             })
             .unwrap_or_default();
         let mut faults = kept;
-        faults.extend(draws.iter().map(|d| toml::Value::Table(d.to_toml())));
+        let invalid = |why: String| ExploreError::Invalid {
+            id: self.scenario.id.clone(),
+            index,
+            why,
+        };
+        for d in draws {
+            let table = d.to_toml().map_err(|e| invalid(e.to_string()))?;
+            faults.push(toml::Value::Table(table));
+        }
         // Time order, as the loader wants it (stable: ties keep file order).
         let at = |f: &toml::Value| {
             f.get("at")
@@ -194,7 +207,7 @@ impl Base {
                 format!("{}ms", self.bound().as_millis()).into(),
             );
         }
-        toml::to_string(&t).unwrap_or_default()
+        toml::to_string(&t).map_err(|e| invalid(e.to_string()))
     }
 }
 
@@ -208,9 +221,9 @@ pub struct Violation {
     /// The seed its simulation ran with (`netmend run --seed`).
     pub run_seed: u64,
     /// The drawn faults.
-    pub faults: Vec<Draw>,
+    pub faults: Vec<Fault>,
     /// The shrunk faults (still violating).
-    pub shrunk: Vec<Draw>,
+    pub shrunk: Vec<Fault>,
     /// Runs the shrink took.
     pub shrink_runs: usize,
     /// What the shrunk schedule's run showed.
@@ -246,7 +259,7 @@ pub fn schedule_seed(seed: u64, scenario: &str, index: u64) -> u64 {
 pub fn judge(
     base: &Base,
     index: u64,
-    draws: &[Draw],
+    draws: &[Fault],
     run_seed: u64,
 ) -> Result<Option<(String, Option<Measured>)>, ExploreError> {
     tracing::debug!(
@@ -256,7 +269,7 @@ pub fn judge(
         ?draws,
         "explore: schedule"
     );
-    let text = base.text(index, draws);
+    let text = base.text(index, draws)?;
     let s =
         scenario::parse(Path::new("explore.toml"), &text).map_err(|e| ExploreError::Invalid {
             id: base.id().to_string(),
@@ -284,15 +297,15 @@ pub fn judge(
 fn shrink(
     base: &Base,
     index: u64,
-    draws: &[Draw],
+    draws: &[Fault],
     run_seed: u64,
     found: (String, Option<Measured>),
-) -> (Vec<Draw>, (String, Option<Measured>), usize) {
+) -> (Vec<Fault>, (String, Option<Measured>), usize) {
     let mut best = draws.to_vec();
     let mut why = found;
     let mut runs = 0;
     'outer: loop {
-        let mut candidates: Vec<Vec<Draw>> = Vec::new();
+        let mut candidates: Vec<Vec<Fault>> = Vec::new();
         for i in 0..best.len() {
             if best.len() > 1 {
                 let mut fewer = best.clone();
@@ -301,10 +314,10 @@ fn shrink(
             }
         }
         for i in 0..best.len() {
-            for simpler in best[i].simpler() {
+            for simpler in draw::simpler(&best[i]) {
                 let mut c = best.clone();
                 c[i] = simpler;
-                c.sort_by_key(Draw::at);
+                c.sort_by_key(Fault::at);
                 candidates.push(c);
             }
         }
@@ -326,7 +339,7 @@ fn shrink(
 
 /// A violating schedule as a worker found it: scenario index, schedule
 /// index, its draws, its run seed, why.
-type Found = (usize, u64, Vec<Draw>, u64, (String, Option<Measured>));
+type Found = (usize, u64, Vec<Fault>, u64, (String, Option<Measured>));
 
 /// What `explore` is asked to do.
 #[derive(Clone, Debug)]
@@ -495,7 +508,7 @@ fn save(
     dir: &Path,
     base: &Base,
     index: u64,
-    draws: &[Draw],
+    draws: &[Fault],
     run_seed: u64,
 ) -> Result<PathBuf, ExploreError> {
     let path = dir.join(format!("{}-explore-{index}.toml", base.id()));
@@ -505,7 +518,7 @@ fn save(
          # (it runs on netns too: --backend netns)\n\n{}",
         base.path.display(),
         path.display(),
-        base.text(index, draws)
+        base.text(index, draws)?
     );
     let write = |why: String| ExploreError::Read {
         path: path.clone(),

@@ -5,7 +5,7 @@ use super::faults::{self, PathFaults};
 use super::host::HostTask;
 use super::lab::Lab;
 use super::{control, lab_spec, LabError, NetnsNet};
-use crate::backend::{schedule, BackendError};
+use crate::backend::BackendError;
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::command::{
     fill_placeholders, serve_http, CommandRun, OutputCheck, OUTPUT_TAIL,
@@ -54,7 +54,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
     let v6 = topo.ip == IpVersion::Ipv6;
     let server_ip = lab.attachment(&topo.server)?.host_addr(v6);
     let client_ip = lab.attachment(&topo.client)?.host_addr(v6);
-    let mut faults = PathFaults::new(&lab, s, seed, schedule(s))?;
+    let mut faults = PathFaults::new(&lab, s, seed, s.schedule())?;
     let addresses: HashMap<String, _> = [
         (topo.server.clone(), server_ip),
         (topo.client.clone(), client_ip),

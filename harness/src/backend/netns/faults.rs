@@ -7,7 +7,7 @@ use super::host::HostTask;
 use super::lab::{Attachment, Lab};
 use super::{LabError, NetnsNet};
 use crate::backend::portal::{self, PORTAL_PORT};
-use crate::backend::Action;
+use crate::fault::Action;
 use crate::scenario::{Fault, HostRole, IpVersion, Scenario};
 use crate::workload::programs::Net;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -325,12 +325,12 @@ pub fn second_gateway(a: &Attachment) -> (IpAddr, IpAddr) {
 /// (gateway change).
 pub async fn prepare(lab: &mut Lab, s: &Scenario) -> Result<(), LabError> {
     let client = s.topology.client.as_str();
-    if s.faults.iter().any(|f| matches!(f, Fault::NicSwap { .. })) {
+    if s.faults.iter().any(|f| matches!(f, Fault::NicSwap(_))) {
         lab.add_link(client, true).await?;
     }
     if s.faults
         .iter()
-        .any(|f| matches!(f, Fault::GatewayChange { .. }))
+        .any(|f| matches!(f, Fault::GatewayChange(_)))
     {
         let a = lab.attachment(client)?.clone();
         let (gw4, gw6) = second_gateway(&a);

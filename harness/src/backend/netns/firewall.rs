@@ -17,7 +17,7 @@
 //! path, and it leaves both endpoints alive.
 
 use crate::backend::path::{Fate, PathState};
-use crate::backend::Action;
+use crate::fault::Action;
 use crate::scenario::Direction;
 use std::fmt::Write;
 

@@ -21,7 +21,7 @@ pub mod mosquitto;
 pub mod namespace;
 pub mod signaling;
 
-use super::{baseline_follows, mitigation_spec, schedule, BackendError, Variant};
+use super::{baseline_follows, mitigation_spec, BackendError, Variant};
 use crate::scenario::{IpVersion, Scenario, WorkloadKind};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
@@ -383,7 +383,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
 
-    let mut faults = PathFaults::new(&lab, s, seed, schedule(s))?;
+    let mut faults = PathFaults::new(&lab, s, seed, s.schedule())?;
     let addresses: HashMap<String, IpAddr> = [
         (topo.server.clone(), server.host_addr(v6)),
         (topo.client.clone(), client.host_addr(v6)),

@@ -9,7 +9,8 @@ use super::lab::{Lab, LabSpec};
 use super::mosquitto::Mosquittos;
 use super::{control, FaultSchedule, LabError, NetnsNet};
 use crate::backend::signaling;
-use crate::backend::{schedule, Action, BackendError, Variant};
+use crate::backend::{BackendError, Variant};
+use crate::fault::Action;
 use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::programs::Net;
 use crate::workload::signaling::Counted;
@@ -111,7 +112,7 @@ pub async fn run_in_lab(
     };
 
     let mut faults = BrokerFaults {
-        actions: schedule(s),
+        actions: s.schedule(),
         next: 0,
         brokers: &mut brokers,
         lab: &lab,

@@ -13,7 +13,8 @@ pub mod signaling;
 pub mod world;
 
 use super::path::Side;
-use super::{baseline_follows, mitigation_spec, schedule, Action, BackendError, Variant};
+use super::{baseline_follows, mitigation_spec, BackendError, Variant};
+use crate::fault::Action;
 use crate::scenario::{IpVersion, Scenario, WorkloadKind};
 use crate::workload::programs::{self, Net, StreamSpec};
 use crate::workload::{Recorder, Recording};
@@ -256,7 +257,7 @@ fn drive(
     rec: &Recorder,
     mut apply: impl FnMut(&mut turmoil::Sim<'_>, &Action),
 ) -> Result<Recording, BackendError> {
-    let actions = schedule(s);
+    let actions = s.schedule();
     let mut next = 0;
     loop {
         let finished = sim.step().map_err(|e| BackendError::Sim(e.to_string()))?;
@@ -296,19 +297,31 @@ fn apply(sim: &turmoil::Sim<'_>, s: &Scenario, router: &Router, action: &Action)
     }
     match action {
         Action::Latency { per_hop, .. } => set_latency(sim, router, s, *per_hop),
-        // `backend::unsupported` keeps scenarios with these faults off sim.
-        Action::Loss(_)
-        | Action::Bandwidth(_)
-        | Action::AddressChange { .. }
-        | Action::RouteLoss { .. }
-        // Scenario validation keeps broker faults to signaling runs.
-        | Action::Broker { .. }
-        | Action::BrokerFreeze { .. }
-        | Action::BrokerBlock { .. }
-        | Action::Forge { .. } => {
-            tracing::warn!(?action, "not expressible on sim; ignored");
+        // `cannot` keeps scenarios with these changes off sim, and scenario
+        // validation keeps broker changes to signaling runs.
+        _ => tracing::warn!(?action, "not expressible on sim; ignored"),
+    }
+}
+
+/// Why the simulated network cannot make `action`, if it cannot: the one
+/// place that says what sim lacks (`backend::unsupported` reports it).
+pub fn cannot(action: &Action) -> Option<&'static str> {
+    match action {
+        Action::Latency { jitter, .. } if !jitter.is_zero() => Some(
+            "turmoil gives each link one latency; per-packet jitter needs the netns backend",
+        ),
+        Action::Loss(p) if *p > 0.0 => Some(
+            "the simulated path drops segments by rule only, not at random; random loss needs the netns backend",
+        ),
+        Action::Bandwidth(Some(_)) => {
+            Some("turmoil models no link capacity; bandwidth limits need the netns backend")
         }
-        // Path actions: the router took them.
-        _ => {}
+        Action::AddressChange { .. } => Some(
+            "turmoil hosts have one fixed address; address changes need the netns backend",
+        ),
+        Action::RouteLoss { lost: true, .. } => {
+            Some("turmoil has no routing table; route loss needs the netns backend")
+        }
+        _ => None,
     }
 }

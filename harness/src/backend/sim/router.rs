@@ -34,7 +34,7 @@
 
 use crate::backend::path::{PathState, Segment, Side, Verdict};
 use crate::backend::portal::PORTAL_PORT;
-use crate::backend::Action;
+use crate::fault::Action;
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;

@@ -10,7 +10,8 @@
 use super::broker::{self, SimBroker};
 use super::SimNet;
 use crate::backend::signaling;
-use crate::backend::{Action, BackendError, Variant};
+use crate::backend::{BackendError, Variant};
+use crate::fault::Action;
 use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};

@@ -10,7 +10,7 @@
 //! down and loses its addresses before it is removed — a program that
 //! reacts to every notification reacts as often on both backends.
 
-use crate::backend::Action;
+use crate::fault::Action;
 use netmend::monitor::{Address, Change, DefaultRoute, Family, Interface, Snapshot};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

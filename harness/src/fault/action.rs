@@ -1,0 +1,108 @@
+//! The changes a fault makes to the world: the vocabulary both backends
+//! implement, each change once (`backend::path` and `backend::sim` for the
+//! simulated network, `backend::netns::faults` for the real one).
+
+use super::{Direction, HostRole};
+use std::time::Duration;
+
+/// One change to the world at a point in time, as both backends apply it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Reset every established flow.
+    Reset,
+    /// Start (`true`) or end a blackhole.
+    Blackhole(bool),
+    /// Start or heal a partition of the client's link.
+    Partition {
+        /// Which way.
+        direction: Direction,
+        /// Start (`true`) or heal.
+        on: bool,
+    },
+    /// Set the per-hop one-way latency and its spread.
+    Latency {
+        /// Latency of each hop.
+        per_hop: Duration,
+        /// Spread around it.
+        jitter: Duration,
+    },
+    /// Set the path's loss probability.
+    Loss(f64),
+    /// Limit the path to bytes per second, `None` for unlimited.
+    Bandwidth(Option<u64>),
+    /// Take a host's carrier away (`down`) or give it back.
+    LinkDown {
+        /// Whose link.
+        host: HostRole,
+        /// Down (`true`) or back up.
+        down: bool,
+    },
+    /// Give a host a new address on its link.
+    AddressChange {
+        /// Which host.
+        host: HostRole,
+    },
+    /// Remove (`lost`) or restore a host's default routes.
+    RouteLoss {
+        /// Which host.
+        host: HostRole,
+        /// Removed (`true`) or restored.
+        lost: bool,
+    },
+    /// Move the client's default route to its second NIC (new address)
+    /// and take the first away; `routable`: whether the new path carries
+    /// traffic yet; `captive`: whether its gateway intercepts TCP.
+    NicSwap {
+        /// Carries traffic at once.
+        routable: bool,
+        /// A captive portal answers every new TCP connection.
+        captive: bool,
+    },
+    /// Change the client's gateway on the same interface; the new gateway
+    /// knows none of the old flows.
+    GatewayChange {
+        /// Carries traffic at once.
+        routable: bool,
+        /// A captive portal answers every new TCP connection.
+        captive: bool,
+    },
+    /// The new path (after a swap or gateway change) carries traffic to the
+    /// real server (no more drops, no more portal).
+    Routable,
+    /// The client's carrier goes (`lost`) or comes back.
+    Carrier {
+        /// Gone (`true`) or back.
+        lost: bool,
+    },
+    /// A signaling broker crashes (`down`) or starts again, empty.
+    Broker {
+        /// Which broker.
+        index: u8,
+        /// Crashed (`true`) or restarted.
+        down: bool,
+    },
+    /// A signaling broker freezes (`frozen`, SIGSTOP) or thaws.
+    BrokerFreeze {
+        /// Which broker.
+        index: u8,
+        /// Frozen (`true`) or thawed.
+        frozen: bool,
+    },
+    /// Traffic between a peer (both if `None`) and a broker is dropped
+    /// (`blocked`) or flows again.
+    BrokerBlock {
+        /// Which broker.
+        index: u8,
+        /// Which peer.
+        host: Option<HostRole>,
+        /// Dropped (`true`) or flowing.
+        blocked: bool,
+    },
+    /// A hostile publisher sends `count` forgeries through a broker.
+    Forge {
+        /// Which broker.
+        index: u8,
+        /// How many.
+        count: u32,
+    },
+}

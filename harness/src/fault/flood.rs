@@ -1,0 +1,52 @@
+//! A hostile crowd against the session server.
+
+use super::{Kind, Normal, Raw, Spec, Step};
+use crate::scenario::Dur;
+use serde::Serialize;
+
+/// A flood against the session server, from `at`: `count` clients, spread
+/// over one second, each opening a session and vanishing, and `trickle`
+/// clients sending a handshake one byte every 200 ms. The scenario's
+/// baseline is the engine's server without admission limits (its client
+/// the engine's too); the mitigated run holds the limits of
+/// `[mitigation]`, and the report shows the peak of sessions held against
+/// `max_sessions`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionFlood {
+    /// When it starts.
+    pub at: Dur,
+    /// Hit-and-run clients.
+    pub count: u32,
+    /// Trickling handshakes.
+    pub trickle: u32,
+}
+
+impl Kind for SessionFlood {
+    const NAME: &'static str = "session-flood";
+    const FIELDS: &'static [&'static str] = &["count", "trickle"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        let count = r.need("count", r.count)?;
+        let trickle = r.trickle.unwrap_or(0);
+        if count > 100_000 || trickle > 10_000 {
+            return Err(
+                "a session flood takes at most 100000 clients and 10000 trickling ones".into(),
+            );
+        }
+        Ok(SessionFlood {
+            at: r.at,
+            count,
+            trickle,
+        })
+    }
+}
+
+impl Spec for SessionFlood {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    /// None: the flood is a program of its own, started by the backend at
+    /// `at` (see `backend::floods`), not a change to the path.
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+}

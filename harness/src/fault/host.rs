@@ -1,0 +1,297 @@
+//! Faults of one host's link, address and routes, and of the client's
+//! move to another network.
+
+use super::{halved, Action, HostRole, Kind, Normal, Raw, Spec, Step};
+use crate::scenario::Dur;
+use serde::Serialize;
+use std::time::Duration;
+
+/// The host loses carrier on its link for `duration` (the far end of its
+/// cable goes down), then gets it back.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkDown {
+    /// When.
+    pub at: Dur,
+    /// For how long.
+    pub duration: Dur,
+    /// Whose link.
+    pub host: HostRole,
+}
+
+impl Kind for LinkDown {
+    const NAME: &'static str = "link-down";
+    const FIELDS: &'static [&'static str] = &["duration", "host"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(LinkDown {
+            at: r.at,
+            duration: r.positive_duration()?,
+            host: r.host.unwrap_or_default(),
+        })
+    }
+}
+
+impl Spec for LinkDown {
+    fn duration(&self) -> Option<Dur> {
+        Some(self.duration)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        let host = self.host;
+        vec![Step::lasting(
+            self.at,
+            Some(self.duration),
+            Action::LinkDown { host, down: true },
+            Action::LinkDown { host, down: false },
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = halved(self.duration, floor);
+    }
+}
+
+/// The host's address is replaced by another one on the same link (a DHCP
+/// renumbering): connections bound to the old address are dead.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AddressChange {
+    /// When.
+    pub at: Dur,
+    /// Which host.
+    pub host: HostRole,
+}
+
+impl Kind for AddressChange {
+    const NAME: &'static str = "address-change";
+    const FIELDS: &'static [&'static str] = &["host"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(AddressChange {
+            at: r.at,
+            host: r.host.unwrap_or_default(),
+        })
+    }
+}
+
+impl Spec for AddressChange {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::once(
+            self.at,
+            Action::AddressChange { host: self.host },
+        )]
+    }
+}
+
+/// The host's default routes disappear for `duration`, then come back.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteLoss {
+    /// When.
+    pub at: Dur,
+    /// For how long.
+    pub duration: Dur,
+    /// Which host.
+    pub host: HostRole,
+}
+
+impl Kind for RouteLoss {
+    const NAME: &'static str = "route-loss";
+    const FIELDS: &'static [&'static str] = &["duration", "host"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(RouteLoss {
+            at: r.at,
+            duration: r.positive_duration()?,
+            host: r.host.unwrap_or_default(),
+        })
+    }
+}
+
+impl Spec for RouteLoss {
+    fn duration(&self) -> Option<Dur> {
+        Some(self.duration)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        let host = self.host;
+        vec![Step::lasting(
+            self.at,
+            Some(self.duration),
+            Action::RouteLoss { host, lost: true },
+            Action::RouteLoss { host, lost: false },
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = halved(self.duration, floor);
+    }
+}
+
+/// The client's default route moves from its first NIC to a second one
+/// with a new address, and the first NIC goes away (Wi-Fi to Ethernet, a
+/// new access network). With `routable_after`, addresses and routes are
+/// right at once but traffic over the new NIC is dropped for that long (a
+/// network that needs seconds before it carries traffic).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NicSwap {
+    /// When.
+    pub at: Dur,
+    /// How long the new path drops traffic after the swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routable_after: Option<Dur>,
+    /// How long the new network's gateway intercepts TCP after the swap: a
+    /// captive portal accepts every connection, answers with an HTTP
+    /// redirect and closes it; then the real server is reachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captive_for: Option<Dur>,
+}
+
+impl Kind for NicSwap {
+    const NAME: &'static str = "nic-swap";
+    const FIELDS: &'static [&'static str] = &["routable_after", "captive_for"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        let (routable_after, captive_for) = new_network(r)?;
+        Ok(NicSwap {
+            at: r.at,
+            routable_after,
+            captive_for,
+        })
+    }
+}
+
+impl Spec for NicSwap {
+    fn duration(&self) -> Option<Dur> {
+        self.routable_after.or(self.captive_for)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        let (routable, captive) = arrival(self.routable_after, self.captive_for);
+        vec![Step::lasting(
+            self.at,
+            self.duration(),
+            Action::NicSwap { routable, captive },
+            Action::Routable,
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        halve_arrival(&mut self.routable_after, &mut self.captive_for, floor);
+    }
+}
+
+/// The client's default gateway changes on the same interface (router
+/// failover, a DHCP renewal naming another router); the new gateway has no
+/// state for flows the old one carried.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatewayChange {
+    /// When.
+    pub at: Dur,
+    /// How long the new gateway drops traffic after the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routable_after: Option<Dur>,
+    /// How long the new gateway intercepts TCP (see [`NicSwap`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captive_for: Option<Dur>,
+}
+
+impl Kind for GatewayChange {
+    const NAME: &'static str = "gateway-change";
+    const FIELDS: &'static [&'static str] = &["routable_after", "captive_for"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        let (routable_after, captive_for) = new_network(r)?;
+        Ok(GatewayChange {
+            at: r.at,
+            routable_after,
+            captive_for,
+        })
+    }
+}
+
+impl Spec for GatewayChange {
+    fn duration(&self) -> Option<Dur> {
+        self.routable_after.or(self.captive_for)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        let (routable, captive) = arrival(self.routable_after, self.captive_for);
+        vec![Step::lasting(
+            self.at,
+            self.duration(),
+            Action::GatewayChange { routable, captive },
+            Action::Routable,
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        halve_arrival(&mut self.routable_after, &mut self.captive_for, floor);
+    }
+}
+
+/// `routable_after` and `captive_for` of a move to a new network: one of
+/// them at most, a portal for a positive time.
+fn new_network(r: &Raw) -> Result<(Option<Dur>, Option<Dur>), String> {
+    if r.routable_after.is_some() && r.captive_for.is_some() {
+        return Err(format!(
+            "a {} fault takes `routable_after` or `captive_for`, not both",
+            r.kind()
+        ));
+    }
+    if r.captive_for.is_some_and(|d| d.0.is_zero()) {
+        return Err("`captive_for` must be positive".into());
+    }
+    Ok((r.routable_after, r.captive_for))
+}
+
+/// What the new network is like when the client arrives: carries traffic
+/// at once, and whether a portal answers.
+fn arrival(routable_after: Option<Dur>, captive_for: Option<Dur>) -> (bool, bool) {
+    (
+        routable_after.is_none_or(|d| d.0.is_zero()),
+        captive_for.is_some(),
+    )
+}
+
+/// Halves how long a new network withholds traffic; under `floor` it
+/// carries traffic at once.
+fn halve_arrival(routable_after: &mut Option<Dur>, captive_for: &mut Option<Dur>, floor: Duration) {
+    for wait in [routable_after, captive_for] {
+        *wait = wait.map(|d| Dur(d.0 / 2)).filter(|d| d.0 >= floor);
+    }
+}
+
+/// The client's carrier drops and returns `count` times, one flap every
+/// `period` (down for half of it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkFlap {
+    /// When the first flap starts.
+    pub at: Dur,
+    /// Flaps.
+    pub count: u32,
+    /// Length of one flap.
+    pub period: Dur,
+}
+
+impl Kind for LinkFlap {
+    const NAME: &'static str = "link-flap";
+    const FIELDS: &'static [&'static str] = &["count", "period"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        let (count, period) = r.flaps()?;
+        Ok(LinkFlap {
+            at: r.at,
+            count,
+            period,
+        })
+    }
+}
+
+impl Spec for LinkFlap {
+    fn duration(&self) -> Option<Dur> {
+        Some(Dur(self.period.0 * self.count))
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        (0..self.count)
+            .map(|i| {
+                Step::lasting(
+                    Dur(self.at.0 + self.period.0 * i),
+                    Some(Dur(self.period.0 / 2)),
+                    Action::Carrier { lost: true },
+                    Action::Carrier { lost: false },
+                )
+            })
+            .collect()
+    }
+    fn halve(&mut self, _: Duration) {
+        self.count = (self.count / 2).max(1);
+    }
+}

@@ -1,0 +1,265 @@
+//! Faults of the path at the middlebox: what happens to the packets
+//! between client and server.
+
+use super::{halved, Action, Direction, Kind, Normal, Raw, Spec, Step};
+use crate::scenario::Dur;
+use serde::Serialize;
+use std::time::Duration;
+
+/// The middlebox resets every established connection; both endpoints stay
+/// alive and new connections work at once. On sim both ends get their RST
+/// at once; on netns the router answers each later segment of an old flow
+/// with a RST to its sender, so a side that only receives hears of it when
+/// it next sends (an ACK, a keepalive probe).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reset {
+    /// When.
+    pub at: Dur,
+}
+
+impl Kind for Reset {
+    const NAME: &'static str = "reset";
+    const FIELDS: &'static [&'static str] = &[];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(Reset { at: r.at })
+    }
+}
+
+impl Spec for Reset {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::once(self.at, Action::Reset)]
+    }
+}
+
+/// The middlebox silently drops everything for `duration` and forgets the
+/// flows it carried: no RST, old connections stay half-open forever, new
+/// connections work once it heals.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Blackhole {
+    /// When.
+    pub at: Dur,
+    /// For how long.
+    pub duration: Dur,
+}
+
+impl Kind for Blackhole {
+    const NAME: &'static str = "blackhole";
+    const FIELDS: &'static [&'static str] = &["duration"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(Blackhole {
+            at: r.at,
+            duration: r.positive_duration()?,
+        })
+    }
+}
+
+impl Spec for Blackhole {
+    fn duration(&self) -> Option<Dur> {
+        Some(self.duration)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            Some(self.duration),
+            Action::Blackhole(true),
+            Action::Blackhole(false),
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = halved(self.duration, floor);
+    }
+}
+
+/// The client's link to the middlebox loses every packet for `duration`
+/// (one way or both), then carries traffic again.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Partition {
+    /// When.
+    pub at: Dur,
+    /// For how long.
+    pub duration: Dur,
+    /// Which way.
+    pub direction: Direction,
+}
+
+impl Kind for Partition {
+    const NAME: &'static str = "partition";
+    const FIELDS: &'static [&'static str] = &["duration", "direction"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(Partition {
+            at: r.at,
+            duration: r.positive_duration()?,
+            direction: r.direction.unwrap_or_default(),
+        })
+    }
+}
+
+impl Spec for Partition {
+    fn duration(&self) -> Option<Dur> {
+        Some(self.duration)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        let direction = self.direction;
+        vec![Step::lasting(
+            self.at,
+            Some(self.duration),
+            Action::Partition {
+                direction,
+                on: true,
+            },
+            Action::Partition {
+                direction,
+                on: false,
+            },
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = halved(self.duration, floor);
+    }
+}
+
+/// Every hop's one-way latency becomes `latency`, each packet's drawn from
+/// `latency ± jitter` (for `duration`, or until the end).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Latency {
+    /// When.
+    pub at: Dur,
+    /// New one-way latency per hop.
+    pub latency: Dur,
+    /// Spread around `latency`; zero when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Dur>,
+    /// For how long; absent means until the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+}
+
+impl Kind for Latency {
+    const NAME: &'static str = "latency";
+    const FIELDS: &'static [&'static str] = &["latency", "jitter", "duration"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(Latency {
+            at: r.at,
+            latency: r.need("latency", r.latency)?,
+            jitter: r.jitter,
+            duration: r.open_ended_duration()?,
+        })
+    }
+}
+
+impl Spec for Latency {
+    fn duration(&self) -> Option<Dur> {
+        self.duration
+    }
+    fn steps(&self, normal: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            self.duration,
+            Action::Latency {
+                per_hop: self.latency.0,
+                jitter: self.jitter.map(|j| j.0).unwrap_or_default(),
+            },
+            Action::Latency {
+                per_hop: normal.latency,
+                jitter: Duration::ZERO,
+            },
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = self.duration.map(|d| halved(d, floor));
+    }
+}
+
+/// The path drops each packet with probability `probability`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Loss {
+    /// When.
+    pub at: Dur,
+    /// Share of packets dropped, 0 to 1.
+    pub probability: f64,
+    /// For how long; absent means until the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+}
+
+impl Kind for Loss {
+    const NAME: &'static str = "loss";
+    const FIELDS: &'static [&'static str] = &["probability", "duration"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        let probability = r.need("probability", r.probability)?;
+        if !(0.0..=1.0).contains(&probability) {
+            return Err("`probability` must be between 0 and 1".into());
+        }
+        Ok(Loss {
+            at: r.at,
+            probability,
+            duration: r.open_ended_duration()?,
+        })
+    }
+}
+
+impl Spec for Loss {
+    fn duration(&self) -> Option<Dur> {
+        self.duration
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            self.duration,
+            Action::Loss(self.probability),
+            Action::Loss(0.0),
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = self.duration.map(|d| halved(d, floor));
+    }
+}
+
+/// The path carries at most `rate` bytes per second each way (a token
+/// bucket at the middlebox).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bandwidth {
+    /// When.
+    pub at: Dur,
+    /// Bytes per second.
+    pub rate: u64,
+    /// For how long; absent means until the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+}
+
+impl Kind for Bandwidth {
+    const NAME: &'static str = "bandwidth";
+    const FIELDS: &'static [&'static str] = &["rate", "duration"];
+    fn read(r: &Raw) -> Result<Self, String> {
+        let rate = r.need("rate", r.rate)?;
+        if rate < 1024 {
+            return Err("`rate` must be at least 1024 bytes per second".into());
+        }
+        Ok(Bandwidth {
+            at: r.at,
+            rate,
+            duration: r.open_ended_duration()?,
+        })
+    }
+}
+
+impl Spec for Bandwidth {
+    fn duration(&self) -> Option<Dur> {
+        self.duration
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            self.duration,
+            Action::Bandwidth(Some(self.rate)),
+            Action::Bandwidth(None),
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = self.duration.map(|d| halved(d, floor));
+    }
+}
