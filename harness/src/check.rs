@@ -1,6 +1,6 @@
 //! Checkers: turn a run's [`Recording`] into measured figures and symptoms.
 
-use crate::scenario::{Scenario, Symptom, WorkloadKind};
+use crate::scenario::{Scenario, Symptom};
 use crate::workload::messages::{self, MessageLog};
 use crate::workload::pattern::{self, Piece};
 use crate::workload::QueuePeak;
@@ -59,11 +59,8 @@ pub struct Measured {
     pub queue: Option<QueuePeak>,
 }
 
-/// Judges one run of `scenario`.
-pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
-    if scenario.workload.kind == WorkloadKind::Signaling {
-        return judge_messages(scenario, rec, max_attempts);
-    }
+/// Judges one run of the stream scenario `scenario`.
+pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
     let total = rec.total;
     let mut pieces: Vec<Piece> = Vec::new();
     let mut corrupted = 0;
@@ -113,11 +110,11 @@ pub fn judge(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) ->
     }
 }
 
-/// Judges a signaling run. Delivery order is reported (`reordered`) but
+/// Judges one run of the signaling scenario `scenario`. Delivery order is reported (`reordered`) but
 /// is no symptom: the engine hands messages over in arrival order, and a
 /// copy through a faster broker may overtake (each carries its sequence
 /// number for applications that need send order).
-fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
+pub fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
     let f = messages::judge(&rec.messages);
     let recovery = message_recovery(scenario, &rec.messages);
     let mut symptoms = symptoms(

@@ -1,9 +1,11 @@
 //! Runs scenarios and emits [`RunEvent`]s; reporters are built from those alone.
 
-use crate::backend::{self, BackendKind, Variant};
+use crate::backend::{self, BackendError, BackendKind};
 use crate::check::{self, Measured, Outcome};
-use crate::scenario::{Loaded, OutputExpectation, Scenario, Symptom, WorkloadKind};
+use crate::plan::{CommandPlan, Plan, Variant};
+use crate::scenario::{Loaded, OutputExpectation, Scenario, Symptom};
 use crate::workload::command::CommandRun;
+use crate::workload::Recording;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -176,26 +178,34 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         command: None,
         virtual_ms: 0,
     };
-    if let Some(why) = backend::unsupported(backend, s) {
+    let plan = Plan::of(s, seed);
+    if let Some(why) = backend::unsupported(backend, s, &plan) {
         result.verdict = Verdict::Unsupported;
         result.unsupported = Some(why);
         return result;
     }
-    if s.workload.kind == WorkloadKind::Command {
-        judge_command(s, backend, seed, &mut result);
+    if let Plan::Command(command) = &plan {
+        judge_command(s, backend, command, seed, &mut result);
         return result;
     }
     for variant in [Variant::Baseline, Variant::Mitigated] {
-        let (max_attempts, slot) = match variant {
-            // The baseline is judged against the same attempt bound, so a
-            // naive client's reconnect storm shows as `storm`.
-            Variant::Baseline => (Some(s.expect.max_attempts), &mut result.baseline),
-            Variant::Mitigated => (Some(s.expect.max_attempts), &mut result.mitigated),
-        };
-        match backend::run(backend, s, variant, seed) {
-            Ok(rec) => {
+        // The baseline is judged against the same attempt bound, so a naive
+        // client's reconnect storm shows as `storm`.
+        match measure_plan(
+            backend,
+            s,
+            &plan,
+            variant,
+            seed,
+            Some(s.expect.max_attempts),
+        ) {
+            Ok((rec, measured)) => {
                 result.virtual_ms += rec.elapsed.as_millis() as u64;
-                *slot = Some(check::judge(s, &rec, max_attempts));
+                let slot = match variant {
+                    Variant::Baseline => &mut result.baseline,
+                    Variant::Mitigated => &mut result.mitigated,
+                };
+                *slot = Some(measured);
             }
             Err(e) => result.reasons.push(format!("{variant:?} run broke: {e}")),
         }
@@ -229,10 +239,58 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
     result
 }
 
+/// Runs one variant of the stream or signaling scenario `s` on `backend`
+/// and judges it against `max_attempts`: what the runner does for each
+/// half of a scenario, for tests, `explore` and benchmarks to call alone.
+///
+/// # Errors
+///
+/// The world could not be built or broke; a command scenario, which runs
+/// once and not as variants.
+pub fn measure(
+    backend: BackendKind,
+    s: &Scenario,
+    variant: Variant,
+    seed: u64,
+    max_attempts: Option<u32>,
+) -> Result<(Recording, Measured), BackendError> {
+    measure_plan(backend, s, &Plan::of(s, seed), variant, seed, max_attempts)
+}
+
+fn measure_plan(
+    backend: BackendKind,
+    s: &Scenario,
+    plan: &Plan,
+    variant: Variant,
+    seed: u64,
+    max_attempts: Option<u32>,
+) -> Result<(Recording, Measured), BackendError> {
+    match plan {
+        Plan::Stream(p) => backend::run_stream(backend, s, p, variant, seed).map(|rec| {
+            let m = check::judge_stream(s, &rec, max_attempts);
+            (rec, m)
+        }),
+        Plan::Signaling(p) => backend::run_signaling(backend, s, p, variant, seed).map(|rec| {
+            let m = check::judge_messages(s, &rec, max_attempts);
+            (rec, m)
+        }),
+        Plan::Command(_) => Err(BackendError::NoSuchRun(format!(
+            "{} is a command scenario: it runs once, not as baseline and mitigated",
+            s.id
+        ))),
+    }
+}
+
 /// A command workload runs once (the user's program is its own policy);
 /// it passes when the program ends with the exit status the scenario names.
-fn judge_command(s: &Scenario, backend: BackendKind, seed: u64, result: &mut ScenarioResult) {
-    match backend::run_command(backend, s, seed) {
+fn judge_command(
+    s: &Scenario,
+    backend: BackendKind,
+    plan: &CommandPlan,
+    seed: u64,
+    result: &mut ScenarioResult,
+) {
+    match backend::run_command(backend, s, plan, seed) {
         Ok(run) => {
             result.virtual_ms = run.duration_ms;
             if run.timed_out {

@@ -2,11 +2,10 @@
 //! reference each other consistently.
 
 use netmend_harness::{catalog, scenario};
-use std::path::{Path, PathBuf};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+
+use common::repo;
 
 #[test]
 fn catalog_readme_is_the_rendered_catalog() {

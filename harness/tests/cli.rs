@@ -1,20 +1,11 @@
 //! The `netmend` binary as users and CI call it: exit codes, reports, errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn netmend(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netmend"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("binary runs")
-}
+use common::{netmend, repo};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -3,20 +3,11 @@
 //! same schedules and results; the real engine survives what it draws.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn netmend(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netmend"))
-        .args(args)
-        .current_dir(repo())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("binary runs")
-}
+use common::{netmend, repo};
 
 fn text(o: &Output) -> String {
     format!(

@@ -1,8 +1,8 @@
 //! Every simulated fault kind has a real effect, and the engine survives it.
 
-use netmend_harness::backend::{self, BackendKind, Variant};
-use netmend_harness::check;
-use netmend_harness::runner::{run_one, Verdict};
+use netmend_harness::backend::BackendKind;
+use netmend_harness::plan::Variant;
+use netmend_harness::runner::{self, run_one, Verdict};
 use netmend_harness::scenario::{parse, Symptom};
 use std::path::Path;
 
@@ -47,11 +47,9 @@ fn a_healed_partition_loses_nothing_and_the_session_replaces_its_silent_transpor
         "[[faults]]\nkind = \"partition\"\nat = \"500ms\"\nduration = \"3s\"\n",
         r#"["loss"]"#,
     );
-    let b = backend::run(BackendKind::Sim, &s, Variant::Baseline, 3).unwrap();
-    let b = check::judge(&s, &b, None);
+    let (_, b) = runner::measure(BackendKind::Sim, &s, Variant::Baseline, 3, None).unwrap();
     assert_eq!((b.delivered, b.lost, b.attempts), (524288, 0, 1), "{b:?}");
-    let m = backend::run(BackendKind::Sim, &s, Variant::Mitigated, 3).unwrap();
-    let m = check::judge(&s, &m, Some(12));
+    let (_, m) = runner::measure(BackendKind::Sim, &s, Variant::Mitigated, 3, Some(12)).unwrap();
     assert_eq!((m.delivered, m.lost, m.duplicated), (524288, 0, 0), "{m:?}");
     assert!(m.attempts >= 2, "the dead transport was replaced: {m:?}");
 }
@@ -83,8 +81,7 @@ fn latency_fault_delays_delivery_without_loss() {
     assert!(!b.symptoms.contains(&Symptom::Loss));
     // …but the path really got slower: the stream takes longer than unpaced
     // delivery at the base latency would.
-    let rec = backend::run(BackendKind::Sim, &s, Variant::Mitigated, 5).unwrap();
-    let m = check::judge(&s, &rec, Some(12));
+    let (rec, m) = runner::measure(BackendKind::Sim, &s, Variant::Mitigated, 5, Some(12)).unwrap();
     assert_eq!((m.lost, m.duplicated), (0, 0));
     let first_after = rec.streams[0]
         .reads

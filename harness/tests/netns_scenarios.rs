@@ -8,9 +8,10 @@ use netlink_packet_route::link::LinkAttribute;
 use netmend_harness::backend::netns::faults::PathFaults;
 use netmend_harness::backend::netns::lab::{is_lab_address, Lab};
 use netmend_harness::backend::netns::{lab_spec, NetnsNet};
-use netmend_harness::backend::{self, BackendKind, Variant};
+use netmend_harness::backend::BackendKind;
 use netmend_harness::check;
-use netmend_harness::runner::{run_one, Verdict};
+use netmend_harness::plan::Variant;
+use netmend_harness::runner::{self, run_one, Verdict};
 use netmend_harness::scenario::load_file;
 use std::collections::HashMap;
 use std::path::Path;
@@ -164,8 +165,7 @@ fn signaling_scenarios_pass_on_netns_with_real_mosquitto() {
     let text = std::fs::read_to_string(repo().join("scenarios/broker-loss.toml")).unwrap();
     let text = text.replacen("[topology]\n", "[topology]\nip = \"ipv6\"\n", 1);
     let s = parse(&text);
-    let rec = backend::run(BackendKind::Netns, &s, Variant::Mitigated, 5).unwrap();
-    let m = check::judge(&s, &rec, None);
+    let (_, m) = runner::measure(BackendKind::Netns, &s, Variant::Mitigated, 5, None).unwrap();
     assert_eq!(
         (m.unit, m.delivered, m.lost, m.duplicated, m.corrupted),
         ("messages", 400, 0, 0, 0),
@@ -236,8 +236,7 @@ fn link_flap_passes_over_ipv6() {
     ));
     for round in 0..10 {
         for variant in [Variant::Baseline, Variant::Mitigated] {
-            let rec = backend::run(BackendKind::Netns, &s, variant, round).unwrap();
-            let m = check::judge(&s, &rec, None);
+            let (_, m) = runner::measure(BackendKind::Netns, &s, variant, round, None).unwrap();
             assert_eq!(
                 (m.delivered, m.lost, m.duplicated),
                 (262144, 0, 0),
@@ -310,8 +309,7 @@ fn the_session_survives_every_kernel_fault_in_one_run() {
         r#"["loss"]"#,
         1 << 20,
     ));
-    let rec = backend::run(BackendKind::Netns, &s, Variant::Mitigated, 3).unwrap();
-    let m = check::judge(&s, &rec, None);
+    let (_, m) = runner::measure(BackendKind::Netns, &s, Variant::Mitigated, 3, None).unwrap();
     assert_eq!(
         (m.delivered, m.lost, m.duplicated, m.corrupted),
         (1 << 20, 0, 0, 0),

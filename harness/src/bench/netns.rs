@@ -396,7 +396,8 @@ pub fn recovery(
     s: &crate::scenario::Scenario,
     runs: usize,
 ) -> Result<(Recovery, Recovery), LabError> {
-    use crate::backend::Variant;
+    use crate::backend::BackendKind;
+    use crate::plan::Variant;
     let mut naive = s.clone();
     if let Some(m) = naive.mitigation.as_mut() {
         m.monitor = false;
@@ -407,9 +408,14 @@ pub fn recovery(
     let mut naive_runs = Vec::new();
     for i in 0..runs {
         for (scenario, out) in [(s, &mut gated_runs), (&naive, &mut naive_runs)] {
-            let rec = crate::backend::netns::run(scenario, Variant::Mitigated, i as u64)
-                .map_err(|e| LabError::Unavailable(e.to_string()))?;
-            let m = crate::check::judge(scenario, &rec, None);
+            let (rec, m) = crate::runner::measure(
+                BackendKind::Netns,
+                scenario,
+                Variant::Mitigated,
+                i as u64,
+                None,
+            )
+            .map_err(|e| LabError::Unavailable(e.to_string()))?;
             let recovery = m.recovery_ms.ok_or_else(|| {
                 LabError::Unavailable(format!("a run of {} never recovered", scenario.id))
             })?;

@@ -6,7 +6,8 @@ use crate::fault::{
     Blackhole, BrokerBlock, BrokerDown, BrokerFreeze, Direction, Fault, GatewayChange, HostRole,
     Latency, LinkDown, LinkFlap, NicSwap, Partition, Reset,
 };
-use crate::scenario::{Dur, Scenario, WorkloadKind};
+use crate::plan::Plan;
+use crate::scenario::{Dur, Scenario};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
@@ -88,25 +89,24 @@ impl Window {
     /// The window of `s`: faults start while its workload runs (at most
     /// the first third of its deadline) and last at most a sixth of the
     /// deadline together, so the path is whole long before the deadline.
-    pub fn of(s: &Scenario) -> Window {
+    pub fn of(s: &Scenario, plan: &Plan) -> Window {
         let deadline = s.expect.deadline.0.as_millis() as u64;
-        let active = match s.workload.kind {
-            WorkloadKind::Signaling => {
-                s.workload.interval.0.as_millis() as u64 * s.workload.messages
-            }
-            _ => match s.workload.rate {
-                Some(rate) if rate > 0 => s.workload.bytes.saturating_mul(1000) / rate,
-                _ => 2_000,
-            },
+        let paced = |bytes: u64, rate: Option<u64>| match rate {
+            Some(rate) if rate > 0 => bytes.saturating_mul(1000) / rate,
+            _ => 2_000,
+        };
+        let (active, brokers) = match plan {
+            Plan::Signaling(p) => (
+                p.spec.interval.as_millis() as u64 * p.spec.messages,
+                s.topology.brokers,
+            ),
+            Plan::Stream(p) => (paced(p.spec.total, p.spec.rate), 0),
+            Plan::Command(p) => (paced(p.bytes, p.rate), 0),
         };
         Window {
             last_at: active.clamp(FIRST_AT_MS + 100, deadline / 3),
             total: (deadline / 6).max(MIN_DURATION_MS),
-            brokers: if s.workload.kind == WorkloadKind::Signaling {
-                s.topology.brokers
-            } else {
-                0
-            },
+            brokers,
             monitor: s.mitigation.as_ref().is_some_and(|m| m.monitor),
         }
     }

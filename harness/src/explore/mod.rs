@@ -19,10 +19,12 @@
 
 pub mod draw;
 
-use crate::backend::{self, BackendKind, Variant};
-use crate::check::{self, Measured, Outcome};
+use crate::backend::{self, BackendKind};
+use crate::check::{Measured, Outcome};
 use crate::fault::Fault;
-use crate::scenario::{self, Scenario, WorkloadKind};
+use crate::plan::{Plan, Variant};
+use crate::runner;
+use crate::scenario::{self, Scenario};
 use draw::Window;
 use netmend::session::Config;
 use netmend::Policy;
@@ -45,6 +47,7 @@ pub struct Base {
     pub path: PathBuf,
     table: toml::Table,
     scenario: Scenario,
+    plan: Plan,
     window: Window,
 }
 
@@ -86,10 +89,9 @@ impl Base {
         };
         let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
         let scenario = scenario::parse(path, &text).map_err(|e| read(e.to_string()))?;
-        if scenario.workload.kind == WorkloadKind::Command {
-            return Ok(Err("a command workload runs on netns only".into()));
-        }
-        if let Some(why) = backend::unsupported(BackendKind::Sim, &scenario) {
+        // The plan's kind and engine tunables; its seed only jitters.
+        let plan = Plan::of(&scenario, 0);
+        if let Some(why) = backend::unsupported(BackendKind::Sim, &scenario, &plan) {
             return Ok(Err(why));
         }
         let table: toml::Table = text
@@ -97,7 +99,8 @@ impl Base {
             .map_err(|e: toml::de::Error| read(e.to_string()))?;
         Ok(Ok(Base {
             path: path.to_path_buf(),
-            window: Window::of(&scenario),
+            window: Window::of(&scenario, &plan),
+            plan,
             table,
             scenario,
         }))
@@ -113,9 +116,9 @@ impl Base {
         let s = &self.scenario;
         let m = s.mitigation.clone().unwrap_or_default();
         let (c, p) = (Config::default(), Policy::default());
-        let waits = match s.workload.kind {
-            WorkloadKind::Signaling => netmend::signal::SignalConfig::default().ack_timeout,
-            _ => {
+        let waits = match &self.plan {
+            Plan::Signaling(p) => p.config.ack_timeout,
+            Plan::Stream(_) | Plan::Command(_) => {
                 m.dead_after.map_or(c.dead_after, |d| d.0)
                     + m.connect_timeout.map_or(c.connect_timeout, |d| d.0)
                     + m.handshake_timeout.map_or(c.handshake_timeout, |d| d.0)
@@ -276,16 +279,19 @@ pub fn judge(
             index,
             why: e.to_string(),
         })?;
-    match backend::run(BackendKind::Sim, &s, Variant::Mitigated, run_seed) {
+    let max_attempts = Some(s.expect.max_attempts);
+    match runner::measure(
+        BackendKind::Sim,
+        &s,
+        Variant::Mitigated,
+        run_seed,
+        max_attempts,
+    ) {
         Err(e) => Ok(Some((format!("the run broke: {e}"), None))),
-        Ok(rec) => {
-            let m = check::judge(&s, &rec, Some(s.expect.max_attempts));
-            if m.outcome == Outcome::Passed {
-                Ok(None)
-            } else {
-                let names: Vec<&str> = m.symptoms.iter().map(|x| x.name()).collect();
-                Ok(Some((names.join(", "), Some(m))))
-            }
+        Ok((_, m)) if m.outcome == Outcome::Passed => Ok(None),
+        Ok((_, m)) => {
+            let names: Vec<&str> = m.symptoms.iter().map(|x| x.name()).collect();
+            Ok(Some((names.join(", "), Some(m))))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A hostile crowd against the session server.
 
 use super::{Kind, Normal, Raw, Spec, Step};
-use crate::scenario::Dur;
+use crate::duration::Dur;
 use serde::Serialize;
 
 /// A flood against the session server, from `at`: `count` clients, spread

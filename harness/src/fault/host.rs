@@ -2,7 +2,7 @@
 //! move to another network.
 
 use super::{halved, Action, HostRole, Kind, Normal, Raw, Spec, Step};
-use crate::scenario::Dur;
+use crate::duration::Dur;
 use serde::Serialize;
 use std::time::Duration;
 

@@ -28,7 +28,7 @@ pub use host::{AddressChange, GatewayChange, LinkDown, LinkFlap, NicSwap, RouteL
 pub use path::{Bandwidth, Blackhole, Latency, Loss, Partition, Reset};
 pub use raw::Raw;
 
-use crate::scenario::Dur;
+use crate::duration::Dur;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! between client and server.
 
 use super::{halved, Action, Direction, Kind, Normal, Raw, Spec, Step};
-use crate::scenario::Dur;
+use crate::duration::Dur;
 use serde::Serialize;
 use std::time::Duration;
 

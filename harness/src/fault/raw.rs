@@ -4,7 +4,7 @@
 //! the given fields against the kind's and lets the kind read them.
 
 use super::{Direction, Fault, HostRole, KINDS, NAMES};
-use crate::scenario::Dur;
+use crate::duration::Dur;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 

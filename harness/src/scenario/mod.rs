@@ -1,10 +1,11 @@
-//! Scenario files: the model ([`Scenario`]), durations, and the loader.
+//! Scenario files: the model ([`Scenario`]) and the loader. The faults a
+//! scenario schedules are [`crate::fault`]'s, its durations
+//! [`crate::duration`]'s; both are named here too, as a file spells them.
 
-pub mod duration;
 mod load;
 mod model;
 
+pub use crate::duration::Dur;
 pub use crate::fault::{Direction, Fault, HostRole};
-pub use duration::Dur;
 pub use load::{load_all, load_file, parse, LoadError, Loaded};
 pub use model::*;

@@ -1,6 +1,6 @@
 //! What a scenario file says. Every struct refuses unknown fields.
 
-use super::duration::Dur;
+use crate::duration::Dur;
 use crate::fault::{Action, Fault, Normal};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

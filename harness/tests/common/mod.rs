@@ -1,5 +1,25 @@
-//! Shared by the tests that need the real kernel.
+//! Shared by the integration tests: the repository, the `netmend` binary
+//! as users call it, and what the tests that need the real kernel share.
 #![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the `netmend` binary in the repository's root, without the
+/// caller's `RUST_LOG`.
+pub fn netmend(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netmend"))
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs")
+}
 
 use netmend_harness::backend::netns;
 

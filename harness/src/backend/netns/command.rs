@@ -6,6 +6,7 @@ use super::host::HostTask;
 use super::lab::Lab;
 use super::{control, lab_spec, LabError, NetnsNet};
 use crate::backend::BackendError;
+use crate::plan::CommandPlan;
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::command::{
     fill_placeholders, serve_http, CommandRun, OutputCheck, OUTPUT_TAIL,
@@ -15,13 +16,15 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Instant;
 
-/// Runs `s`'s command under its faults and reports what it did.
-pub fn run(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BackendError::Netns(format!("control runtime: {e}")))?;
-    runtime.block_on(run_in_lab(s, seed))
+/// Runs the command of `s`, planned as `plan`, under its faults and
+/// reports what it did.
+///
+/// # Errors
+///
+/// The lab could not be built, changed or torn down, or the command could
+/// not be started.
+pub fn run(s: &Scenario, plan: &CommandPlan, seed: u64) -> Result<CommandRun, BackendError> {
+    super::block_on(run_in_lab(s, plan, seed))
 }
 
 /// Keeps the last [`OUTPUT_TAIL`] bytes a pipe delivers; draining on a
@@ -47,7 +50,11 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
     })
 }
 
-async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError> {
+async fn run_in_lab(
+    s: &Scenario,
+    plan: &CommandPlan,
+    seed: u64,
+) -> Result<CommandRun, BackendError> {
     let topo = &s.topology;
     let mut lab = Lab::build(&lab_spec(s)).await?;
     faults::prepare(&mut lab, s).await?;
@@ -62,8 +69,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
     .into();
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);
-    let (port, total, rate, server_net) =
-        (topo.port, s.workload.bytes, s.workload.rate, net.clone());
+    let (port, total, rate, server_net) = (topo.port, plan.bytes, plan.rate, net.clone());
     let server = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
         server_net.prebind(port).map(|()| async move {
             if let Err(e) = serve_http(server_net, port, total, rate).await {
@@ -76,7 +82,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
     let scratch = tempfile::tempdir().map_err(|e| LabError::io("a directory for {output}", e))?;
     let output = scratch.path().join("output");
     let argv = fill_placeholders(
-        &s.workload.command,
+        &plan.argv,
         &server_ip.to_string(),
         &client_ip.to_string(),
         port,
@@ -123,8 +129,7 @@ async fn run_in_lab(s: &Scenario, seed: u64) -> Result<CommandRun, BackendError>
     server.stop()?;
     faults.stop()?;
     lab.teardown();
-    let wants_output = s.workload.command.iter().any(|a| a.contains("{output}"));
-    let output = wants_output.then(|| {
+    let output = plan.writes_output.then(|| {
         // A program that never created it wrote nothing.
         let file = std::fs::read(&output).unwrap_or_default();
         OutputCheck::of(&file, total)

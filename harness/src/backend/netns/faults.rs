@@ -8,7 +8,7 @@ use super::lab::{Attachment, Lab};
 use super::{LabError, NetnsNet};
 use crate::backend::portal::{self, PORTAL_PORT};
 use crate::fault::Action;
-use crate::scenario::{Fault, HostRole, IpVersion, Scenario};
+use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::programs::Net;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -325,13 +325,12 @@ pub fn second_gateway(a: &Attachment) -> (IpAddr, IpAddr) {
 /// (gateway change).
 pub async fn prepare(lab: &mut Lab, s: &Scenario) -> Result<(), LabError> {
     let client = s.topology.client.as_str();
-    if s.faults.iter().any(|f| matches!(f, Fault::NicSwap(_))) {
+    let actions = s.schedule();
+    let needs = |want: fn(&Action) -> bool| actions.iter().any(|(_, a)| want(a));
+    if needs(|a| matches!(a, Action::NicSwap { .. })) {
         lab.add_link(client, true).await?;
     }
-    if s.faults
-        .iter()
-        .any(|f| matches!(f, Fault::GatewayChange(_)))
-    {
+    if needs(|a| matches!(a, Action::GatewayChange { .. })) {
         let a = lab.attachment(client)?.clone();
         let (gw4, gw6) = second_gateway(&a);
         let router = lab.router().to_string();

@@ -21,9 +21,10 @@ pub mod mosquitto;
 pub mod namespace;
 pub mod signaling;
 
-use super::{baseline_follows, mitigation_spec, BackendError, Variant};
-use crate::scenario::{IpVersion, Scenario, WorkloadKind};
-use crate::workload::programs::{self, Net, StreamSpec};
+use super::BackendError;
+use crate::plan::{SignalingPlan, StreamPlan, Variant};
+use crate::scenario::{IpVersion, Scenario};
+use crate::workload::programs::{self, Net};
 use crate::workload::{Recorder, Recording};
 use faults::PathFaults;
 use host::HostTask;
@@ -362,20 +363,51 @@ pub fn lab_spec(s: &Scenario) -> LabSpec {
     }
 }
 
-/// Runs one variant of `s` in a fresh lab and returns what it recorded.
-pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Runs `run` on a control runtime of its own (the lab's hosts run on
+/// threads of theirs).
+fn block_on<T>(run: impl Future<Output = Result<T, BackendError>>) -> Result<T, BackendError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| BackendError::Netns(format!("control runtime: {e}")))?;
-    if s.workload.kind == WorkloadKind::Signaling {
-        runtime.block_on(signaling::run_in_lab(s, variant, seed))
-    } else {
-        runtime.block_on(run_in_lab(s, variant, seed))
-    }
+        .map_err(|e| BackendError::Netns(format!("control runtime: {e}")))?
+        .block_on(run)
 }
 
-async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
+/// Runs one variant of the stream scenario `s`, planned as `plan`, in a
+/// fresh lab and returns what it recorded.
+///
+/// # Errors
+///
+/// The lab could not be built, changed or torn down, or lost its path.
+pub fn run_stream(
+    s: &Scenario,
+    plan: &StreamPlan,
+    variant: Variant,
+    seed: u64,
+) -> Result<Recording, BackendError> {
+    block_on(run_in_lab(s, plan, variant, seed))
+}
+
+/// Runs one variant of the signaling scenario `s`, planned as `plan`, in
+/// a fresh lab and returns what it recorded.
+///
+/// # Errors
+///
+/// The lab or its brokers could not be started, changed or torn down.
+pub fn run_signaling(
+    s: &Scenario,
+    plan: &SignalingPlan,
+    variant: Variant,
+) -> Result<Recording, BackendError> {
+    block_on(signaling::run_in_lab(s, plan, variant))
+}
+
+async fn run_in_lab(
+    s: &Scenario,
+    plan: &StreamPlan,
+    variant: Variant,
+    seed: u64,
+) -> Result<Recording, BackendError> {
     let topo = &s.topology;
     let mut lab = Lab::build(&lab_spec(s)).await?;
     faults::prepare(&mut lab, s).await?;
@@ -389,8 +421,8 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         (topo.client.clone(), client.host_addr(v6)),
     ]
     .into();
-    let rec = Recorder::new(s.workload.bytes);
-    let mitigation = mitigation_spec(s, seed);
+    let rec = Recorder::new(plan.spec.total);
+    let mitigation = plan.mitigation.clone();
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);
 
@@ -400,7 +432,7 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         rec.clone(),
         net.clone(),
     );
-    let chosen = super::programs(s, variant);
+    let chosen = plan.programs(variant);
     let server_task = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
         server_net.prebind(port).map(|()| async move {
             let served = match chosen.engine_server {
@@ -423,16 +455,8 @@ async fn run_in_lab(s: &Scenario, variant: Variant, seed: u64) -> Result<Recordi
         })
     })?;
 
-    let spec = StreamSpec {
-        host: topo.server.clone(),
-        port,
-        total: s.workload.bytes,
-        chunk: s.workload.chunk,
-        rate: s.workload.rate,
-        connect_timeout: mitigation.config.connect_timeout,
-        follow_changes: baseline_follows(s),
-    };
-    let floods = super::floods(s);
+    let spec = plan.spec.clone();
+    let floods = plan.floods.clone();
     let flood_task = if floods.is_empty() {
         None
     } else {

@@ -9,8 +9,9 @@ use super::lab::{Lab, LabSpec};
 use super::mosquitto::Mosquittos;
 use super::{control, FaultSchedule, LabError, NetnsNet};
 use crate::backend::signaling;
-use crate::backend::{BackendError, Variant};
+use crate::backend::BackendError;
 use crate::fault::Action;
+use crate::plan::{SignalingPlan, Variant};
 use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::programs::Net;
 use crate::workload::signaling::Counted;
@@ -31,11 +32,12 @@ pub fn lab_spec(s: &Scenario) -> LabSpec {
     }
 }
 
-/// Runs one variant of the signaling scenario `s` in a fresh lab.
+/// Runs one variant of the signaling scenario `s`, planned as `plan`, in
+/// a fresh lab.
 pub async fn run_in_lab(
     s: &Scenario,
+    plan: &SignalingPlan,
     variant: Variant,
-    seed: u64,
 ) -> Result<Recording, BackendError> {
     let topo = &s.topology;
     let v6 = topo.ip == IpVersion::Ipv6;
@@ -54,7 +56,7 @@ pub async fn run_in_lab(
     let mut brokers = Mosquittos::start(&lab, &broker_addrs, port)?;
 
     let rec = Recorder::new(0);
-    let plan = signaling::plan(s, seed);
+    let (attacks, plan) = (plan.attacks.clone(), plan.clone());
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);
     let mqtt = |rec: &Recorder| -> Vec<Counted<Mqtt>> {
@@ -87,7 +89,7 @@ pub async fn run_in_lab(
     })?;
 
     let mut forgers = Vec::new();
-    for (index, attacks) in signaling::attacks(s) {
+    for (index, attacks) in attacks {
         let Some((_, addr)) = broker_addrs.get(usize::from(index)) else {
             continue;
         };

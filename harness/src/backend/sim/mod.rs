@@ -13,10 +13,11 @@ pub mod signaling;
 pub mod world;
 
 use super::path::Side;
-use super::{baseline_follows, mitigation_spec, BackendError, Variant};
+use super::BackendError;
 use crate::fault::Action;
-use crate::scenario::{IpVersion, Scenario, WorkloadKind};
-use crate::workload::programs::{self, Net, StreamSpec};
+use crate::plan::{StreamPlan, Variant};
+use crate::scenario::{IpVersion, Scenario};
+use crate::workload::programs::{self, Net};
 use crate::workload::{Recorder, Recording};
 use netmend::monitor::{Debounce, Injector, Monitor};
 use router::{Router, SimStream};
@@ -144,13 +145,19 @@ fn world<'a>(s: &Scenario, latency: Duration, seed: u64) -> turmoil::Sim<'a> {
         .build()
 }
 
-/// Runs one variant of `s` and returns what it recorded.
-pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
-    if s.workload.kind == WorkloadKind::Signaling {
-        return signaling::run(s, variant, seed);
-    }
+/// Runs one variant of the stream scenario `s`, planned as `plan`, and
+/// returns what it recorded.
+///
+/// # Errors
+///
+/// The simulation broke (a host panicked, virtual time ran out).
+pub fn run_stream(
+    s: &Scenario,
+    plan: &StreamPlan,
+    variant: Variant,
+    seed: u64,
+) -> Result<Recording, BackendError> {
     let topo = &s.topology;
-    let (bytes, chunk, rate) = (s.workload.bytes, s.workload.chunk, s.workload.rate);
     let v6 = topo.ip == IpVersion::Ipv6;
     // Client and server are linked directly: one link carries both hops of
     // the routed path; the middlebox (the router's portal) is one hop away.
@@ -167,8 +174,8 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
     };
     let injector = net.injector.clone();
     let router = net.place.router.clone();
-    let rec = Recorder::new(bytes);
-    let mitigation = mitigation_spec(s, seed);
+    let rec = Recorder::new(plan.spec.total);
+    let mitigation = plan.mitigation.clone();
 
     let (server_rec, port, config, server_net) = (
         rec.clone(),
@@ -176,7 +183,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         mitigation.config.clone(),
         net.on(Side::Server),
     );
-    let chosen = super::programs(s, variant);
+    let chosen = plan.programs(variant);
     sim.host(topo.server.as_str(), move || {
         let (rec, config, net) = (server_rec.clone(), config.clone(), server_net.clone());
         async move {
@@ -208,16 +215,8 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
             }
         }
     });
-    let spec = StreamSpec {
-        host: topo.server.clone(),
-        port,
-        total: bytes,
-        chunk,
-        rate,
-        connect_timeout: mitigation.config.connect_timeout,
-        follow_changes: baseline_follows(s),
-    };
-    let floods = super::floods(s);
+    let spec = plan.spec.clone();
+    let floods = plan.floods.clone();
     if !floods.is_empty() {
         let (net, host) = (net.on(Side::Other), topo.server.clone());
         sim.client(format!("{}-flood", topo.client).as_str(), async move {
@@ -311,7 +310,7 @@ pub fn cannot(action: &Action) -> Option<&'static str> {
             "turmoil gives each link one latency; per-packet jitter needs the netns backend",
         ),
         Action::Loss(p) if *p > 0.0 => Some(
-            "the simulated path drops segments by rule only, not at random; random loss needs the netns backend",
+            "the simulated TCP retransmits on timeouts only (no fast retransmit), so random loss would not play out as on a real path; loss needs the netns backend",
         ),
         Action::Bandwidth(Some(_)) => {
             Some("turmoil models no link capacity; bandwidth limits need the netns backend")

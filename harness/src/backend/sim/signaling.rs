@@ -10,14 +10,24 @@
 use super::broker::{self, SimBroker};
 use super::SimNet;
 use crate::backend::signaling;
-use crate::backend::{BackendError, Variant};
+use crate::backend::BackendError;
 use crate::fault::Action;
+use crate::plan::{SignalingPlan, Variant};
 use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
 
-/// Runs one variant of the signaling scenario `s`.
-pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, BackendError> {
+/// Runs one variant of the signaling scenario `s`, planned as `plan`.
+///
+/// # Errors
+///
+/// The simulation broke (a host panicked, virtual time ran out).
+pub fn run(
+    s: &Scenario,
+    plan: &SignalingPlan,
+    variant: Variant,
+    seed: u64,
+) -> Result<Recording, BackendError> {
     let topo = &s.topology;
     let v6 = topo.ip == IpVersion::Ipv6;
     // Peers reach a broker through a router on netns (two hops); turmoil
@@ -43,7 +53,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         });
     }
     let rec = Recorder::new(0);
-    let plan = signaling::plan(s, seed);
+    let plan = plan.clone();
     let brokers = |rec: &Recorder| -> Vec<Counted<SimBroker>> {
         hosts
             .iter()
@@ -71,7 +81,7 @@ pub fn run(s: &Scenario, variant: Variant, seed: u64) -> Result<Recording, Backe
         .await;
         Ok(())
     });
-    let attacks = signaling::attacks(s);
+    let attacks = plan.attacks.clone();
     let forger = format!("{}-forger", topo.client);
     for (index, attacks) in attacks {
         let (net, broker) = (

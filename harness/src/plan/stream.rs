@@ -1,0 +1,186 @@
+//! The plan of a stream scenario: the bytes the client sends, the engine's
+//! tunables, the programs each variant runs, and the floods against the
+//! server.
+
+use super::Variant;
+use crate::fault::{Fault, SessionFlood};
+use crate::scenario::Scenario;
+use crate::workload::programs::{MitigationSpec, StreamSpec};
+use netmend::gate::GateConfig;
+use netmend::monitor::Debounce;
+use netmend::session::{Config, Limits};
+use netmend::Policy;
+use std::time::Duration;
+
+/// Everything a stream run needs besides its world.
+#[derive(Clone, Debug)]
+pub struct StreamPlan {
+    /// What the client sends, to which host and port.
+    pub spec: StreamSpec,
+    /// The engine's tunables (mitigated programs).
+    pub mitigation: MitigationSpec,
+    /// The session floods against the server: when each starts, its
+    /// hit-and-run clients and its trickling handshakes.
+    pub floods: Vec<(Duration, u32, u32)>,
+    baseline: Programs,
+    mitigated: Programs,
+}
+
+impl StreamPlan {
+    /// The plan of `s`, its engine jittered by `seed`.
+    pub fn of(s: &Scenario, seed: u64) -> StreamPlan {
+        let mitigation = mitigation_spec(s, seed);
+        StreamPlan {
+            spec: StreamSpec {
+                host: s.topology.server.clone(),
+                port: s.topology.port,
+                total: s.workload.bytes,
+                chunk: s.workload.chunk,
+                rate: s.workload.rate,
+                connect_timeout: mitigation.config.connect_timeout,
+                follow_changes: baseline_follows(s),
+            },
+            mitigation,
+            floods: floods(s),
+            baseline: programs(s, Variant::Baseline),
+            mitigated: programs(s, Variant::Mitigated),
+        }
+    }
+
+    /// The programs of `variant`.
+    pub fn programs(&self, variant: Variant) -> Programs {
+        match variant {
+            Variant::Baseline => self.baseline,
+            Variant::Mitigated => self.mitigated,
+        }
+    }
+}
+
+/// The engine parameters the scenario's mitigation section asks for.
+fn mitigation_spec(s: &Scenario, seed: u64) -> MitigationSpec {
+    // The only policy so far is the resumable session; a command scenario
+    // has none and never uses this.
+    let m = s.mitigation.clone().unwrap_or_default();
+    let (keepalive_interval, dead_after, handshake_timeout, connect_timeout) = (
+        m.keepalive_interval,
+        m.dead_after,
+        m.handshake_timeout,
+        m.connect_timeout,
+    );
+    let (initial_backoff, max_backoff, max_attempts, replay_buffer) = (
+        m.initial_backoff,
+        m.max_backoff,
+        m.max_attempts,
+        m.replay_buffer,
+    );
+    let d = Config::default();
+    let mut config = d.clone();
+    config.keepalive_interval = keepalive_interval.map_or(d.keepalive_interval, |v| v.0);
+    config.dead_after = dead_after.map_or(d.dead_after, |v| v.0);
+    config.handshake_timeout = handshake_timeout.map_or(d.handshake_timeout, |v| v.0);
+    config.connect_timeout = connect_timeout.map_or(d.connect_timeout, |v| v.0);
+    config.replay_capacity = replay_buffer.unwrap_or(d.replay_capacity);
+    let p = Policy::default();
+    let mut policy = p.clone();
+    policy.initial_delay = initial_backoff.map_or(p.initial_delay, |v| v.0);
+    policy.max_delay = max_backoff.map_or(p.max_delay, |v| v.0);
+    policy.max_attempts = max_attempts.or(p.max_attempts);
+    policy.max_outage = Some(s.expect.deadline.0);
+    let follow = follow_spec(s);
+    MitigationSpec {
+        config,
+        policy,
+        seed,
+        follow,
+        planted_bug: m.planted_bug,
+    }
+}
+
+/// Which programs serve and use a stream scenario's variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Programs {
+    /// The engine's client (resumable session), else the naive one.
+    pub engine_client: bool,
+    /// The engine's server within these limits, else the naive TCP server.
+    pub engine_server: Option<Limits>,
+    /// Record the sessions the server holds against this bound.
+    pub watch_sessions: Option<u64>,
+}
+
+/// The programs of `s`'s `variant`. Usually the naive client and server
+/// against the engine's; a scenario with a session flood compares servers
+/// instead — the engine's without admission limits against the engine's
+/// within `[mitigation]`'s — with the engine's client in both.
+fn programs(s: &Scenario, variant: Variant) -> Programs {
+    let m = s.mitigation.clone().unwrap_or_default();
+    let mut limits = Limits::default();
+    limits.max_sessions = m.max_sessions.unwrap_or(limits.max_sessions);
+    limits.max_handshakes = m.max_handshakes.unwrap_or(limits.max_handshakes);
+    let flood = s.faults.iter().any(|f| matches!(f, Fault::SessionFlood(_)));
+    match (variant, flood) {
+        (Variant::Baseline, false) => Programs {
+            engine_client: false,
+            engine_server: None,
+            watch_sessions: None,
+        },
+        (Variant::Mitigated, false) => Programs {
+            engine_client: true,
+            engine_server: Some(limits),
+            watch_sessions: None,
+        },
+        (Variant::Baseline, true) => {
+            let mut unlimited = Limits::default();
+            unlimited.max_sessions = usize::MAX;
+            unlimited.max_handshakes = usize::MAX;
+            unlimited.max_per_source = usize::MAX;
+            unlimited.max_bytes_while_away = usize::MAX;
+            Programs {
+                engine_client: true,
+                engine_server: Some(unlimited),
+                watch_sessions: Some(limits.max_sessions as u64),
+            }
+        }
+        (Variant::Mitigated, true) => Programs {
+            engine_client: true,
+            engine_server: Some(limits),
+            watch_sessions: Some(limits.max_sessions as u64),
+        },
+    }
+}
+
+/// The session floods of `s`: when each starts, its hit-and-run clients
+/// and its trickling handshakes.
+fn floods(s: &Scenario) -> Vec<(Duration, u32, u32)> {
+    s.faults
+        .iter()
+        .filter_map(|f| match f {
+            Fault::SessionFlood(SessionFlood { at, count, trickle }) => {
+                Some((at.0, *count, *trickle))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How the naive client of `s` behaves: it follows change notifications
+/// when the scenario's engine policy does.
+fn baseline_follows(s: &Scenario) -> Option<Debounce> {
+    follow_spec(s).map(|(d, _)| d)
+}
+
+/// The monitor debounce and gate of a scenario whose policy follows
+/// network changes (`monitor = true`).
+fn follow_spec(s: &Scenario) -> Option<(Debounce, GateConfig)> {
+    let m = s.mitigation.as_ref().filter(|m| m.monitor)?;
+    let debounce = Debounce {
+        quiet: m.debounce.map_or(Debounce::default().quiet, |d| d.0),
+        ..Debounce::default()
+    };
+    let g = GateConfig::default();
+    let mut gate = g;
+    gate.probe_interval = m.probe_interval.map_or(g.probe_interval, |d| d.0);
+    gate.max_probe_interval = m.max_probe_interval.map_or(g.max_probe_interval, |d| d.0);
+    gate.probe_timeout = m.probe_timeout.map_or(g.probe_timeout, |d| d.0);
+    gate.deadline = s.expect.deadline.0;
+    Some((debounce, gate))
+}
