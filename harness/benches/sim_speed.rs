@@ -24,7 +24,13 @@ fn main() {
     let mut virtual_s = 0.0;
     for seed in 0..ROUNDS {
         let start = Instant::now();
-        let summary = runner::run(&loaded, BackendKind::Sim, "bench".into(), seed, &mut |_| {});
+        let summary = runner::run(
+            &loaded,
+            BackendKind::Sim,
+            "bench".into(),
+            runner::Options::once(seed),
+            &mut |_| {},
+        );
         let wall = start.elapsed().as_secs_f64();
         assert_eq!(summary.failed, 0, "suite must pass while benchmarked");
         virtual_s = summary.virtual_ms as f64 / 1000.0;

@@ -59,6 +59,40 @@ pub struct Measured {
     pub queue: Option<QueuePeak>,
 }
 
+impl Measured {
+    /// One line of what the run showed: outcome and symptoms, delivery,
+    /// recovery, latency, attempts, the watched queue.
+    pub fn describe(&self) -> String {
+        let m = self;
+        let outcome = match m.outcome {
+            Outcome::Passed => "passed".to_string(),
+            Outcome::Failed => {
+                let names: Vec<String> = m.symptoms.iter().map(|x| x.name().to_string()).collect();
+                format!("failed ({})", names.join(", "))
+            }
+        };
+        let recovery = m.recovery_ms.map_or("never recovered".to_string(), |r| {
+            format!("recovered in {r} ms")
+        });
+        let unit = if m.unit == "messages" { "msgs" } else { "B" };
+        let latency = match (m.latency_p50_us, m.latency_p99_us) {
+            (Some(p50), Some(p99)) => format!(
+                ", latency p50 {:.1} ms p99 {:.1} ms",
+                p50 as f64 / 1000.0,
+                p99 as f64 / 1000.0
+            ),
+            _ => String::new(),
+        };
+        let queue = m.queue.map_or(String::new(), |q| {
+            format!(", {} peak {} (bound {})", q.queue, q.peak, q.bound)
+        });
+        format!(
+            "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}",
+            m.delivered, m.expected, m.lost, m.duplicated, m.attempts
+        )
+    }
+}
+
 /// Judges one run of the stream scenario `scenario`.
 pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
     let total = rec.total;

@@ -33,6 +33,20 @@ impl Serialize for Dur {
     }
 }
 
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration: \"250ms\", \"1.5s\", \"2m 30s\"",
+            "pattern": "^\\s*[0-9]"
+        })
+    }
+}
+
 /// Parses `"250ms"`, `"1.5s"`, `"2m 30s"`; decimal seconds are allowed
 /// because scenario authors write them.
 pub fn parse(s: &str) -> Result<Duration, String> {

@@ -20,4 +20,5 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod select;
 pub mod workload;

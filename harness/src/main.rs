@@ -4,9 +4,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use netmend_harness::backend::{netns, BackendKind};
 use netmend_harness::report::{render_json, render_junit, Collector, Human};
 use netmend_harness::runner::RunEvent;
+use netmend_harness::scenario::template::{self, Template};
+use netmend_harness::select::{Partition, Pattern, Selection};
 use netmend_harness::{catalog, runner, scenario};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Every scenario passed (or there was nothing to do).
@@ -125,12 +127,28 @@ enum Command {
         /// Also write a JSON report here (from the same run).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Run each scenario N times in a row (repeat r seeded with seed + r - 1)
+        /// and report the flaky ones.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: u32,
+        /// Stop at the first scenario that fails.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Exit 1 when a scenario is unsupported on the backend (a CI job
+        /// meant to run everything on netns must not pass having skipped).
+        #[arg(long)]
+        fail_on_unsupported: bool,
     },
-    /// List scenarios.
+    /// List scenarios (those a `run` with the same selection would take).
     List {
         /// Scenario files or directories.
         #[arg(default_value = "scenarios")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// Validate scenario files without running them.
     Check {
@@ -170,6 +188,24 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Write a new commented scenario and its catalog entry, ready to edit.
+    New {
+        /// Its id (letters, digits, `-`, `_`): the file names too.
+        id: String,
+        /// The workload to start from.
+        #[arg(long, value_enum, default_value_t = Template::Stream)]
+        from: Template,
+        /// Where the scenario file goes.
+        #[arg(long, value_name = "DIR", default_value = "scenarios")]
+        scenarios: PathBuf,
+        /// Where the catalog entry goes.
+        #[arg(long, value_name = "DIR", default_value = "catalog")]
+        catalog: PathBuf,
+    },
+    /// List the kinds of fault a scenario can schedule: fields, what each does, where it runs.
+    Faults,
+    /// Print the JSON Schema of scenario files (also in scenarios/scenario.schema.json).
+    Schema,
     /// Remove namespaces left by netmend runs that were killed (`nm-*` under /run/netns whose run is gone).
     Clean,
     /// Print the failure catalog as Markdown.
@@ -178,6 +214,43 @@ enum Command {
         #[arg(long, default_value = "catalog")]
         dir: PathBuf,
     },
+}
+
+/// Which scenarios a command takes.
+#[derive(clap::Args)]
+struct SelectArgs {
+    /// Only scenarios whose id matches (an id or a glob: `broker-*`); repeatable.
+    #[arg(long, value_name = "ID|GLOB")]
+    only: Vec<Pattern>,
+    /// Leave out scenarios whose id matches; repeatable.
+    #[arg(long, value_name = "ID|GLOB")]
+    skip: Vec<Pattern>,
+    /// Only scenarios with this tag (`tags = [...]` in the file); repeatable.
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Only shard k of n, by a hash of each id (for a CI matrix: every
+    /// scenario falls into exactly one shard).
+    #[arg(long, value_name = "k/n")]
+    partition: Option<Partition>,
+}
+
+impl SelectArgs {
+    /// The loaded scenarios this selection takes.
+    fn apply(self, loaded: Vec<scenario::Loaded>) -> Result<Vec<scenario::Loaded>, String> {
+        let selection = Selection {
+            only: self.only,
+            skip: self.skip,
+            tags: self.tag,
+            partition: self.partition,
+        };
+        if selection.names_something() && !loaded.iter().any(|l| selection.chosen(&l.scenario)) {
+            return Err("no scenario matches --only/--tag (see `netmend list`)".into());
+        }
+        Ok(loaded
+            .into_iter()
+            .filter(|l| selection.keeps(&l.scenario))
+            .collect())
+    }
 }
 
 #[derive(Subcommand)]
@@ -305,10 +378,35 @@ fn execute(command: Command) -> Result<u8, String> {
             output,
             junit,
             json,
-        } => run_scenarios(paths, backend, seed, format, output, junit, json),
-        Command::List { paths } => {
+            select,
+            repeat,
+            fail_fast,
+            fail_on_unsupported,
+        } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
-            for l in loaded {
+            let loaded = select.apply(loaded)?;
+            let opts = runner::Options {
+                seed,
+                repeat,
+                fail_fast,
+            };
+            let summary = run_scenarios(&loaded, backend, opts, format, output, junit, json)?;
+            if fail_on_unsupported && summary.unsupported > 0 {
+                eprintln!(
+                    "netmend: {} scenario(s) unsupported on this backend, and --fail-on-unsupported",
+                    summary.unsupported
+                );
+                return Ok(EXIT_FAILED);
+            }
+            Ok(if summary.failed + summary.errors > 0 {
+                EXIT_FAILED
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::List { paths, select } => {
+            let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+            for l in select.apply(loaded)? {
                 let faults: Vec<&str> = l.scenario.faults.iter().map(|f| f.kind()).collect();
                 println!(
                     "{:<22} {:<20} [{}] {}",
@@ -326,6 +424,20 @@ fn execute(command: Command) -> Result<u8, String> {
             Ok(EXIT_OK)
         }
         Command::Bench { what } => bench(what),
+        Command::New {
+            id,
+            from,
+            scenarios,
+            catalog,
+        } => new_scenario(&id, from, &scenarios, &catalog),
+        Command::Schema => {
+            print!("{}", scenario::schema());
+            Ok(EXIT_OK)
+        }
+        Command::Faults => {
+            print!("{}", faults_table());
+            Ok(EXIT_OK)
+        }
         Command::Clean => {
             let cleaned = netns::namespace::remove_orphans();
             for name in &cleaned.removed {
@@ -408,9 +520,7 @@ fn explore(
     );
     if let Some(path) = json {
         let doc = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
+        create_parent(&path)?;
         std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(if summary.violations.is_empty() {
@@ -435,17 +545,17 @@ fn describe(faults: &[netmend_harness::fault::Fault]) -> String {
         .join(", ")
 }
 
-/// `netmend run`: every scenario, baseline and mitigated, on one backend.
+/// `netmend run`: the selected scenarios, baseline and mitigated, on one
+/// backend; the reports asked for written, the counts returned.
 fn run_scenarios(
-    paths: Vec<PathBuf>,
+    loaded: &[scenario::Loaded],
     backend: BackendArg,
-    seed: u64,
+    opts: runner::Options,
     format: Format,
     output: Option<PathBuf>,
     junit: Option<PathBuf>,
     json: Option<PathBuf>,
-) -> Result<u8, String> {
-    let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+) -> Result<runner::Summary, String> {
     let (kind, reason) = match backend {
         BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
         BackendArg::Netns => {
@@ -463,6 +573,12 @@ fn run_scenarios(
     if kind == BackendKind::Netns {
         install_interrupt_cleanup()?;
     }
+    // Report files go where they are asked to, directories made first (a
+    // fresh checkout has no target/netmend/): a bad path fails before the
+    // run, not after it.
+    for path in [&output, &junit, &json].into_iter().flatten() {
+        create_parent(path)?;
+    }
     let mut sink: Box<dyn Write> = match &output {
         Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => Box::new(std::io::stdout()),
@@ -479,7 +595,7 @@ fn run_scenarios(
         .clone()
         .filter(|_| format != Format::Human)
         .map(|p| (format, p));
-    let summary = runner::run(&loaded, kind, reason, seed, &mut |ev| {
+    let summary = runner::run(loaded, kind, reason, opts, &mut |ev| {
         human.event(ev);
         collector.event(ev);
         if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {
@@ -512,11 +628,81 @@ fn run_scenarios(
         std::fs::write(&path, render_json(&collector))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(if summary.failed > 0 {
-        EXIT_FAILED
-    } else {
-        EXIT_OK
-    })
+    Ok(summary)
+}
+
+/// `netmend new`: the scaffold of `id` written, nothing overwritten.
+fn new_scenario(id: &str, from: Template, scenarios: &Path, catalog: &Path) -> Result<u8, String> {
+    if !template::valid_id(id) {
+        return Err(format!(
+            "`{id}` cannot be a scenario id: use letters, digits, `-` and `_`"
+        ));
+    }
+    let (scenario_text, entry_text) = template::scaffold(id, from);
+    let targets = [
+        (scenarios.join(format!("{id}.toml")), scenario_text),
+        (catalog.join(format!("{id}.toml")), entry_text),
+    ];
+    if let Some((path, _)) = targets.iter().find(|(p, _)| p.exists()) {
+        return Err(format!("{} exists; not overwritten", path.display()));
+    }
+    for (path, text) in &targets {
+        create_parent(path)?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "next: edit both, then `netmend check {}` and `netmend run {} --backend sim`",
+        targets[0].0.display(),
+        targets[0].0.display()
+    );
+    Ok(EXIT_OK)
+}
+
+/// `netmend faults`: every kind, its fields, what it does, and whether the
+/// simulated network makes it (netns makes every one).
+fn faults_table() -> String {
+    use netmend_harness::backend::sim;
+    use netmend_harness::fault::{Normal, KINDS};
+    let normal = Normal {
+        latency: std::time::Duration::from_millis(1),
+    };
+    let mut out = format!(
+        "{:<16} {:<34} {:<5} {}\n",
+        "kind", "fields", "sim", "what it does"
+    );
+    let mut gaps = Vec::new();
+    for k in KINDS {
+        let example = (k.example)();
+        let gap = example
+            .steps(&normal)
+            .iter()
+            .find_map(|step| sim::cannot(&step.apply));
+        let fields = if k.fields.is_empty() {
+            "-".to_string()
+        } else {
+            k.fields.join(", ")
+        };
+        let sim = if gap.is_some() { "no" } else { "yes" };
+        out.push_str(&format!(
+            "{:<16} {fields:<34} {sim:<5} {}\n",
+            k.name, k.summary
+        ));
+        gaps.extend(gap.map(|why| format!("{}: {why}", k.name)));
+    }
+    out.push_str("\nEvery kind runs on netns. Not on sim:\n");
+    for gap in gaps {
+        out.push_str(&format!("  {gap}\n"));
+    }
+    out
+}
+
+/// Creates the directory `path` goes into.
+fn create_parent(path: &Path) -> Result<(), String> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display())),
+        None => Ok(()),
+    }
 }
 
 /// `netmend bench …`.

@@ -19,6 +19,9 @@ pub enum Verdict {
     Fail,
     /// The backend cannot express this scenario (reason in `unsupported`).
     Unsupported,
+    /// A run could not be carried out — the simulation or the lab broke
+    /// (the reasons say how): no judgement of the engine either way.
+    Error,
 }
 
 /// Everything known about one scenario after it ran.
@@ -51,6 +54,10 @@ pub struct ScenarioResult {
     /// Virtual time both runs took, in ms (sim); wall time is kept out of
     /// the report so that the same seed gives identical output.
     pub virtual_ms: u64,
+    /// Which repeat of the scenario this is, from 1 (`run --repeat N`;
+    /// absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<u32>,
 }
 
 /// The contract between the runner and every reporter.
@@ -66,6 +73,8 @@ pub enum RunEvent {
         backend_reason: String,
         /// Scenario ids, in run order.
         scenarios: Vec<String>,
+        /// Runs of each scenario.
+        repeat: u32,
     },
     /// A scenario begins.
     ScenarioStarted {
@@ -99,6 +108,52 @@ pub struct Summary {
     pub unsupported: usize,
     /// Virtual time simulated over the whole run, in ms.
     pub virtual_ms: u64,
+    /// Scenarios whose run could not be carried out.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors: usize,
+    /// Scenario runs left out after a failure (`--fail-fast`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub not_run: usize,
+}
+
+impl Summary {
+    /// Counts one finished scenario run.
+    pub fn count(&mut self, result: &ScenarioResult) {
+        match result.verdict {
+            Verdict::Pass => self.passed += 1,
+            Verdict::Fail => self.failed += 1,
+            Verdict::Unsupported => self.unsupported += 1,
+            Verdict::Error => self.errors += 1,
+        }
+        self.virtual_ms += result.virtual_ms;
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// How a run goes through its scenarios.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Run seed: each scenario's runs are seeded from it and the id.
+    pub seed: u64,
+    /// Runs of each scenario (at least 1), repeat `r` with run seed
+    /// `seed + r - 1`.
+    pub repeat: u32,
+    /// Stop at the first scenario that fails.
+    pub fail_fast: bool,
+}
+
+impl Options {
+    /// One run of each scenario with `seed`, not stopping at a failure.
+    pub fn once(seed: u64) -> Options {
+        Options {
+            seed,
+            repeat: 1,
+            fail_fast: false,
+        }
+    }
 }
 
 /// Seed of one scenario: the run seed mixed with the id (FNV-1a), so adding
@@ -121,38 +176,52 @@ pub fn scenario_seed(run_seed: u64, id: &str) -> u64 {
     (h ^ run_seed) & ((1 << 53) - 1)
 }
 
-/// Runs every scenario on `backend`, reporting through `emit`.
+/// Runs every scenario on `backend` (`opts.repeat` times each, in a row),
+/// reporting through `emit`.
 pub fn run(
     scenarios: &[Loaded],
     backend: BackendKind,
     backend_reason: String,
-    seed: u64,
+    opts: Options,
     emit: &mut dyn FnMut(&RunEvent),
 ) -> Summary {
     let start = Instant::now();
+    let repeat = opts.repeat.max(1);
     emit(&RunEvent::RunStarted {
-        seed,
+        seed: opts.seed,
         backend,
         backend_reason,
         scenarios: scenarios.iter().map(|l| l.scenario.id.clone()).collect(),
+        repeat,
     });
     let mut summary = Summary::default();
-    for l in scenarios {
-        emit(&RunEvent::ScenarioStarted {
-            id: l.scenario.id.clone(),
-        });
-        let t = Instant::now();
-        let result = run_one(&l.scenario, backend, scenario_seed(seed, &l.scenario.id));
-        match result.verdict {
-            Verdict::Pass => summary.passed += 1,
-            Verdict::Fail => summary.failed += 1,
-            Verdict::Unsupported => summary.unsupported += 1,
+    let total = scenarios.len() * repeat as usize;
+    let mut done = 0;
+    'scenarios: for l in scenarios {
+        for r in 0..repeat {
+            emit(&RunEvent::ScenarioStarted {
+                id: l.scenario.id.clone(),
+            });
+            let t = Instant::now();
+            let run_seed = opts.seed.wrapping_add(u64::from(r));
+            let mut result = run_one(
+                &l.scenario,
+                backend,
+                scenario_seed(run_seed, &l.scenario.id),
+            );
+            result.repeat = (repeat > 1).then_some(r + 1);
+            done += 1;
+            summary.count(&result);
+            let failed = matches!(result.verdict, Verdict::Fail | Verdict::Error);
+            emit(&RunEvent::ScenarioFinished {
+                result: Box::new(result),
+                wall: t.elapsed(),
+            });
+            if failed && opts.fail_fast {
+                summary.not_run = total - done;
+                break 'scenarios;
+            }
         }
-        summary.virtual_ms += result.virtual_ms;
-        emit(&RunEvent::ScenarioFinished {
-            result: Box::new(result),
-            wall: t.elapsed(),
-        });
     }
     emit(&RunEvent::RunFinished {
         summary,
@@ -177,6 +246,7 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         expected_exit: s.expect.exit,
         command: None,
         virtual_ms: 0,
+        repeat: None,
     };
     let plan = Plan::of(s, seed);
     if let Some(why) = backend::unsupported(backend, s, &plan) {
@@ -188,6 +258,7 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         judge_command(s, backend, command, seed, &mut result);
         return result;
     }
+    let mut broke = false;
     for variant in [Variant::Baseline, Variant::Mitigated] {
         // The baseline is judged against the same attempt bound, so a naive
         // client's reconnect storm shows as `storm`.
@@ -207,7 +278,10 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
                 };
                 *slot = Some(measured);
             }
-            Err(e) => result.reasons.push(format!("{variant:?} run broke: {e}")),
+            Err(e) => {
+                broke = true;
+                result.reasons.push(format!("{variant:?} run broke: {e}"));
+            }
         }
     }
     if let Some(b) = &result.baseline {
@@ -233,9 +307,13 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
                 .push(format!("mitigated run failed: {}", names.join(", ")));
         }
     }
-    if result.reasons.is_empty() {
-        result.verdict = Verdict::Pass;
-    }
+    result.verdict = if broke {
+        Verdict::Error
+    } else if result.reasons.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
     result
 }
 
@@ -326,7 +404,11 @@ fn judge_command(
             }
             result.command = Some(run);
         }
-        Err(e) => result.reasons.push(format!("the command run broke: {e}")),
+        Err(e) => {
+            result.reasons.push(format!("the command run broke: {e}"));
+            result.verdict = Verdict::Error;
+            return;
+        }
     }
     if result.reasons.is_empty() {
         result.verdict = Verdict::Pass;

@@ -120,8 +120,9 @@ fn same_seed_gives_byte_identical_json() {
 #[test]
 fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("report.xml");
-    let json = dir.path().join("report.json");
+    // Into directories nobody made yet, as on a fresh checkout.
+    let file = dir.path().join("target/netmend/report.xml");
+    let json = dir.path().join("elsewhere/report.json");
     let out = netmend(&[
         "run",
         "--backend",
@@ -176,22 +177,22 @@ fn malformed_scenarios_exit_2_naming_file_line_col_and_field() {
         (
             "bad-toml.toml",
             tcp_reset_with("[workload]", "[workload"),
-            ":14:10: (document): ",
+            ":15:10: (document): ",
         ),
         (
             "unknown.toml",
             tcp_reset_with("chunk = 4096", "chunk = 4096\nburst = 3"),
-            ":18:1: workload.burst: unknown field `burst`",
+            ":19:1: workload.burst: unknown field `burst`",
         ),
         (
             "wrong-type.toml",
             tcp_reset_with("bytes = 1048576", "bytes = \"a lot\""),
-            ":16:9: workload.bytes: invalid type: string \"a lot\", expected u64",
+            ":17:9: workload.bytes: invalid type: string \"a lot\", expected u64",
         ),
         (
             "bad-duration.toml",
             tcp_reset_with("at = \"1s\"", "at = \"soon\""),
-            ":22:6: faults[0].at: invalid duration `soon`",
+            ":23:6: faults[0].at: invalid duration `soon`",
         ),
     ];
     for (name, text, want) in cases {
@@ -253,4 +254,235 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
+}
+
+/// The ids `netmend list` prints for `args`.
+fn listed(args: &[&str]) -> Vec<String> {
+    let mut all = vec!["list"];
+    all.extend_from_slice(args);
+    let out = netmend(&all);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn only_skip_and_tag_select_by_id_glob_and_tag() {
+    assert_eq!(listed(&["--only", "tcp-reset"]), ["tcp-reset"]);
+    assert_eq!(
+        listed(&["--only", "broker-*"]),
+        ["broker-flap", "broker-freeze-restart", "broker-loss"]
+    );
+    assert_eq!(
+        listed(&["--only", "broker-*", "--skip", "broker-f*"]),
+        ["broker-loss"]
+    );
+    assert_eq!(
+        listed(&["--tag", "adversary"]),
+        ["forged-signal", "session-flood"]
+    );
+    assert_eq!(
+        listed(&["--tag", "path", "--only", "*-reset"]),
+        ["curl-under-reset", "tcp-reset"]
+    );
+    // A selection that names nothing is a typo, not an empty success.
+    let out = netmend(&["run", "--backend", "sim", "--only", "no-such-*"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no scenario matches"),
+        "{}",
+        stderr(&out)
+    );
+    let out = netmend(&["list", "--only", "broker-["]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a valid id or glob"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
+    let all = listed(&[]);
+    assert_eq!(all.len(), 13);
+    for n in 1..=5 {
+        let mut union: Vec<String> = Vec::new();
+        for k in 1..=n {
+            union.extend(listed(&["--partition", &format!("{k}/{n}")]));
+        }
+        union.sort();
+        let mut expected = all.clone();
+        expected.sort();
+        assert_eq!(union, expected, "the {n} shards together");
+    }
+    for bad in ["0/3", "4/3", "x"] {
+        let out = netmend(&["run", "--backend", "sim", "--partition", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}
+
+#[test]
+fn repeat_runs_each_scenario_with_its_own_seed_and_fail_fast_stops_at_a_failure() {
+    let out = netmend(&[
+        "run",
+        "--backend",
+        "sim",
+        "--only",
+        "tcp-reset",
+        "--repeat",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = v["scenarios"].as_array().unwrap();
+    let repeats: Vec<u64> = runs.iter().map(|r| r["repeat"].as_u64().unwrap()).collect();
+    assert_eq!(repeats, [1, 2, 3]);
+    let seeds: std::collections::HashSet<u64> =
+        runs.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds.len(), 3, "each repeat its own seed");
+    assert_eq!(v["summary"]["passed"], 3);
+    assert!(v.get("flaky").is_none(), "nothing flaky: {v}");
+
+    // Two scenarios, the first failing: --fail-fast runs no more.
+    let dir = tempfile::tempdir().unwrap();
+    write_scenario(
+        dir.path(),
+        "a.toml",
+        &tcp_reset_with("baseline = [\"loss\"]", "baseline = [\"duplication\"]").replacen(
+            "id = \"tcp-reset\"",
+            "id = \"a-fails\"",
+            1,
+        ),
+    );
+    write_scenario(
+        dir.path(),
+        "b.toml",
+        &tcp_reset_with("id = \"tcp-reset\"", "id = \"b-passes\""),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--backend", "sim", "--format", "json"];
+        args.extend_from_slice(extra);
+        args.push(dir.path().to_str().unwrap());
+        let out = netmend(&args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    let (code, v) = run(&["--fail-fast"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["scenarios"].as_array().unwrap().len(), 1);
+    assert_eq!(v["summary"]["not_run"], 1);
+    let (code, v) = run(&[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["scenarios"].as_array().unwrap().len(), 2);
+    assert!(v["summary"].get("not_run").is_none());
+}
+
+#[test]
+fn fail_on_unsupported_turns_a_skipped_scenario_into_a_failed_run() {
+    let args = [
+        "run",
+        "--backend",
+        "sim",
+        "--only",
+        "curl-under-reset",
+        "--format",
+        "json",
+    ];
+    let out = netmend(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "unsupported alone is no failure"
+    );
+    let mut strict = args.to_vec();
+    strict.push("--fail-on-unsupported");
+    let out = netmend(&strict);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("1 scenario(s) unsupported on this backend"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn faults_lists_every_kind_with_its_fields_and_where_it_runs() {
+    let out = netmend(&["faults"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let row = |kind: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(kind))
+            .unwrap_or_else(|| panic!("no row for {kind}: {text}"))
+            .to_string()
+    };
+    assert!(row("reset").contains(" yes "), "{}", row("reset"));
+    assert!(row("partition").contains("duration, direction"));
+    assert!(row("loss").contains(" no "), "{}", row("loss"));
+    assert!(row("route-loss").contains(" no "));
+    assert!(row("broker-freeze").contains("broker, duration"));
+    assert!(
+        text.contains("route-loss: turmoil has no routing table"),
+        "{text}"
+    );
+    // Every kind the loader knows, once.
+    let kinds = text.lines().skip(1).take_while(|l| !l.is_empty()).count();
+    assert_eq!(kinds, 18, "{text}");
+}
+
+#[test]
+fn new_writes_a_scenario_and_its_entry_that_check_takes_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scenarios, catalog) = (dir.path().join("s"), dir.path().join("c"));
+    for (id, from) in [
+        ("my-stream", "stream"),
+        ("my-signals", "signaling"),
+        ("my-program", "command"),
+    ] {
+        let out = netmend(&[
+            "new",
+            id,
+            "--from",
+            from,
+            "--scenarios",
+            scenarios.to_str().unwrap(),
+            "--catalog",
+            catalog.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(scenarios.join(format!("{id}.toml")).is_file());
+    }
+    let out = netmend(&["check", scenarios.to_str().unwrap()]);
+    assert_eq!(stdout(&out), "3 scenario(s) valid\n", "{}", stderr(&out));
+    let entries = netmend_harness::catalog::load(&catalog).unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries
+        .iter()
+        .all(|e| e.scenarios == [e.id.clone()] && e.id.starts_with("my-")));
+    // The stream and signaling scaffolds are working scenarios as written:
+    // their baselines fail as they say and their policies hold.
+    let out = netmend(&["run", "--backend", "sim", scenarios.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("2 passed, 0 failed, 1 unsupported"),
+        "{}",
+        stdout(&out)
+    );
+    // Nothing is overwritten; a bad id is refused.
+    let again = netmend(&[
+        "new",
+        "my-stream",
+        "--scenarios",
+        scenarios.to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("exists; not overwritten"));
+    assert_eq!(netmend(&["new", "no spaces"]).status.code(), Some(2));
 }

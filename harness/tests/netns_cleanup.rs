@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{control_runtime, lab_brokers_running, netns_or_skip, parse, stream_scenario};
+use common::{control_runtime, lab_brokers_running, parse, require_netns, stream_scenario};
 use netmend_harness::backend::netns::host::HostTask;
 use netmend_harness::backend::netns::lab::{Lab, LabSpec};
 use netmend_harness::backend::netns::namespace;
@@ -84,10 +84,9 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn twenty_runs_leave_nothing_behind() {
-    if !netns_or_skip("cleanup") {
-        return;
-    }
+    require_netns("cleanup");
     assert_eq!(
         leftovers(),
         Vec::<String>::new(),

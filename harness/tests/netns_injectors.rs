@@ -1,10 +1,10 @@
 //! Every fault injector of the netns backend has its real effect on a real
-//! socket. Needs root; skips visibly without it (fails under
-//! `NETMEND_REQUIRE_NETNS=1`).
+//! socket. Needs root: `#[ignore]`d, run with `--include-ignored` (and
+//! failing there when the kernel's tools are missing).
 
 mod common;
 
-use common::{control_runtime, netns_or_skip};
+use common::{control_runtime, require_netns};
 use netmend_harness::backend::netns::delay::{DelayQueue, Impairment};
 use netmend_harness::backend::netns::faults::{apply_rules, divert_to_queue, set_bandwidth};
 use netmend_harness::backend::netns::firewall::PathRules;
@@ -240,10 +240,9 @@ fn established(v6: bool) -> Established {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn reset_makes_the_established_connection_fail_with_econnreset_over_ipv4_and_ipv6() {
-    if !netns_or_skip("reset") {
-        return;
-    }
+    require_netns("reset");
     for v6 in [false, true] {
         let Established {
             client,
@@ -270,10 +269,9 @@ fn reset_makes_the_established_connection_fail_with_econnreset_over_ipv4_and_ipv
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn blackhole_stalls_silently_and_the_forgotten_flow_stays_dead_after_it_heals() {
-    if !netns_or_skip("blackhole") {
-        return;
-    }
+    require_netns("blackhole");
     let Established {
         client,
         seen,
@@ -307,10 +305,9 @@ fn blackhole_stalls_silently_and_the_forgotten_flow_stays_dead_after_it_heals() 
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
-    if !netns_or_skip("partition") {
-        return;
-    }
+    require_netns("partition");
     let Established {
         client,
         seen,
@@ -368,10 +365,9 @@ fn one_way_partitions_drop_exactly_one_direction_and_tcp_recovers_after() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn link_down_takes_the_carrier_and_marks_the_default_route_linkdown() {
-    if !netns_or_skip("link-down") {
-        return;
-    }
+    require_netns("link-down");
     let rig = Rig::new();
     let router_if = rig.client_router_if();
     let default_linkdown = |rig: &Rig| {
@@ -411,10 +407,9 @@ fn link_down_takes_the_carrier_and_marks_the_default_route_linkdown() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn address_add_remove_and_replace_change_the_source_the_server_sees() {
-    if !netns_or_skip("address") {
-        return;
-    }
+    require_netns("address");
     let rig = Rig::new();
     let (_server, seen) = echo_server(&rig, false);
     let a = rig.lab.attachment("client").unwrap().clone();
@@ -468,10 +463,9 @@ fn address_add_remove_and_replace_change_the_source_the_server_sees() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn default_route_remove_gateway_change_and_interface_change() {
-    if !netns_or_skip("default-route") {
-        return;
-    }
+    require_netns("default-route");
     let mut rig = Rig::new();
     let (_server, seen) = echo_server(&rig, false);
     let client = Client::start(&rig);
@@ -515,10 +509,9 @@ fn default_route_remove_gateway_change_and_interface_change() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn bandwidth_limit_holds_a_bulk_transfer_to_the_configured_rate() {
-    if !netns_or_skip("bandwidth") {
-        return;
-    }
+    require_netns("bandwidth");
     let rig = Rig::new();
     let (_server, seen) = echo_server(&rig, false);
     let server_side = rig.lab.attachment("server").unwrap().router_if.clone();
@@ -563,10 +556,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn latency_and_jitter_come_from_the_user_space_delay_queue() {
-    if !netns_or_skip("latency") {
-        return;
-    }
+    require_netns("latency");
     let rig = Rig::new();
     let (_server, _seen) = echo_server(&rig, false);
     let client = Client::start(&rig);
@@ -608,10 +600,9 @@ fn latency_and_jitter_come_from_the_user_space_delay_queue() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn loss_drops_the_configured_share_of_datagrams() {
-    if !netns_or_skip("loss") {
-        return;
-    }
+    require_netns("loss");
     let rig = Rig::new();
     let q = DelayQueue::start(
         rig.lab.namespace("router").unwrap(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{control_runtime, netns_or_skip};
+use common::{control_runtime, require_netns};
 use netmend::monitor::{diff, Debounce, Event, Family, Monitor, Snapshot};
 use netmend_harness::backend::netns::host::HostTask;
 use netmend_harness::backend::netns::lab::{Attachment, Lab, LabSpec};
@@ -100,10 +100,9 @@ fn lab_with_two_nics(rt: &tokio::runtime::Runtime) -> (Lab, Attachment, Attachme
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn two_hundred_random_changes_are_each_reported_and_the_snapshot_stays_the_kernels() {
-    if !netns_or_skip("monitor random changes") {
-        return;
-    }
+    require_netns("monitor random changes");
     let rt = control_runtime();
     let (lab, nic0, nic1) = lab_with_two_nics(&rt);
     let watched = watch(&lab, None);
@@ -190,10 +189,9 @@ fn two_hundred_random_changes_are_each_reported_and_the_snapshot_stays_the_kerne
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn carrier_loss_and_a_same_interface_gateway_change_are_reported() {
-    if !netns_or_skip("monitor carrier and gateway") {
-        return;
-    }
+    require_netns("monitor carrier and gateway");
     let rt = control_runtime();
     let (lab, nic0, _nic1) = lab_with_two_nics(&rt);
     let watched = watch(&lab, None);
@@ -247,10 +245,9 @@ fn carrier_loss_and_a_same_interface_gateway_change_are_reported() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn an_overflowing_socket_is_resynced_from_a_fresh_dump() {
-    if !netns_or_skip("monitor overflow") {
-        return;
-    }
+    require_netns("monitor overflow");
     let rt = control_runtime();
     let (lab, nic0, _) = lab_with_two_nics(&rt);
     // The smallest buffer the kernel allows: a burst must overflow it.
@@ -278,10 +275,9 @@ fn an_overflowing_socket_is_resynced_from_a_fresh_dump() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn the_portable_polling_source_sees_what_the_kernel_has_and_follows_a_default_change() {
-    if !netns_or_skip("portable polling source") {
-        return;
-    }
+    require_netns("portable polling source");
     let rt = control_runtime();
     let (lab, _nic0, nic1) = lab_with_two_nics(&rt);
     let (tx, rx) = mpsc::channel();
@@ -410,10 +406,9 @@ fn snapshot_defaults(s: &Snapshot, family: Family) -> std::collections::BTreeSet
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn multipath_defaults_are_in_the_snapshot_through_add_append_replace_and_delete() {
-    if !netns_or_skip("monitor multipath") {
-        return;
-    }
+    require_netns("monitor multipath");
     let rt = control_runtime();
     let (lab, nic0, nic1) = lab_with_two_nics(&rt);
     let watched = watch(&lab, None);
@@ -520,10 +515,9 @@ fn kernel_choice(lab: &Lab, v6: bool) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn routes_that_lost_carrier_are_chosen_as_the_kernel_chooses_under_both_sysctl_values() {
-    if !netns_or_skip("monitor linkdown") {
-        return;
-    }
+    require_netns("monitor linkdown");
     let mut checks = 0;
     for ignore in ["0", "1"] {
         let rt = control_runtime();

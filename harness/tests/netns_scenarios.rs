@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{control_runtime, lab_brokers_running, netns_or_skip, parse, stream_scenario};
+use common::{control_runtime, lab_brokers_running, parse, require_netns, stream_scenario};
 use netlink_packet_route::link::LinkAttribute;
 use netmend_harness::backend::netns::faults::PathFaults;
 use netmend_harness::backend::netns::lab::{is_lab_address, Lab};
@@ -36,10 +36,9 @@ fn repo() -> &'static Path {
 /// delivery. (Signaling scenarios and the session flood are compared here
 /// too; their own tests below check what is particular to them.)
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn shipped_scenarios_agree_across_backends() {
-    if !netns_or_skip("backends agree") {
-        return;
-    }
+    require_netns("backends agree");
     let _serial = serial();
     let mut names: Vec<String> = std::fs::read_dir(repo().join("scenarios"))
         .unwrap()
@@ -98,10 +97,9 @@ fn shipped_scenarios_agree_across_backends() {
 /// handshakes, against a server without limits and one within them; the
 /// real client's stream is exact in both.
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn session_flood_passes_on_netns_within_the_server_caps() {
-    if !netns_or_skip("session flood") {
-        return;
-    }
+    require_netns("session flood");
     let _serial = serial();
     let l = load_file(&repo().join("scenarios/session-flood.toml")).unwrap();
     let r = run_one(&l, BackendKind::Netns, 31);
@@ -119,10 +117,9 @@ fn session_flood_passes_on_netns_within_the_server_caps() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn signaling_scenarios_pass_on_netns_with_real_mosquitto() {
-    if !netns_or_skip("broker loss") {
-        return;
-    }
+    require_netns("broker loss");
     let _serial = serial();
     let b = shipped_scenario_passes("broker-loss", 17);
     assert_eq!(b.unit, "messages");
@@ -210,10 +207,9 @@ fn shipped_scenario_passes(name: &str, seed: u64) -> check::Measured {
 /// resolved; both clients stalled at 393,216 bytes and the report blamed
 /// the engine). Neighbours are pinned again when a link comes back.
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn link_flap_passes_over_ipv6() {
-    if !netns_or_skip("ipv6 link flap") {
-        return;
-    }
+    require_netns("ipv6 link flap");
     let _serial = serial();
     let text = std::fs::read_to_string(repo().join("scenarios/link-flap.toml")).unwrap();
     let text = text.replacen("[topology]\n", "[topology]\nip = \"ipv6\"\n", 1);
@@ -247,10 +243,9 @@ fn link_flap_passes_over_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn tcp_reset_passes_over_ipv6() {
-    if !netns_or_skip("ipv6") {
-        return;
-    }
+    require_netns("ipv6");
     let _serial = serial();
     let text = std::fs::read_to_string(repo().join("scenarios/tcp-reset.toml")).unwrap();
     let text = text.replacen("[topology]\n", "[topology]\nip = \"ipv6\"\n", 1);
@@ -297,10 +292,9 @@ host = "server"
 "#;
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn the_session_survives_every_kernel_fault_in_one_run() {
-    if !netns_or_skip("every fault") {
-        return;
-    }
+    require_netns("every fault");
     let _serial = serial();
     let s = parse(&stream_scenario(
         "all",
@@ -324,10 +318,9 @@ fn the_session_survives_every_kernel_fault_in_one_run() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn no_address_outside_the_lab_ranges_appears_in_any_namespace() {
-    if !netns_or_skip("address safety") {
-        return;
-    }
+    require_netns("address safety");
     let _serial = serial();
     for ip in ["ipv4", "ipv6"] {
         let s = parse(&stream_scenario(
@@ -389,10 +382,9 @@ fn netmend(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn curl_under_a_reset_is_reported_with_its_exit_status_and_auto_picks_netns() {
-    if !netns_or_skip("command workload") {
-        return;
-    }
+    require_netns("command workload");
     let _serial = serial();
     // No --backend: auto picks netns here and says so.
     let out = netmend(&["run", "--format", "json", "scenarios/curl-under-reset.toml"]);
@@ -416,10 +408,9 @@ fn curl_under_a_reset_is_reported_with_its_exit_status_and_auto_picks_netns() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn a_command_that_survives_its_fault_passes_with_its_output_captured() {
-    if !netns_or_skip("command output") {
-        return;
-    }
+    require_netns("command output");
     let _serial = serial();
     let s = parse(
         r#"
@@ -454,10 +445,9 @@ deadline = "20s"
 /// status — a download that gave up quietly and exited 0 fails, with how
 /// much of the stream it got; a complete one passes.
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn a_command_is_judged_by_the_output_it_wrote() {
-    if !netns_or_skip("command output check") {
-        return;
-    }
+    require_netns("command output check");
     let _serial = serial();
     let scenario = |faults: &str| {
         parse(&format!(
@@ -497,10 +487,9 @@ deadline = "20s"
 }
 
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn without_privileges_auto_falls_back_to_sim_and_netns_is_refused_with_a_reason() {
-    if !netns_or_skip("unprivileged fallback") {
-        return;
-    }
+    require_netns("unprivileged fallback");
     let _serial = serial();
     // Run a copy of the binary as `nobody`, from a directory it can read.
     use std::os::unix::fs::PermissionsExt;
@@ -551,10 +540,9 @@ fn without_privileges_auto_falls_back_to_sim_and_netns_is_refused_with_a_reason(
 /// run stops as soon as a fault is more than the tolerance late, says so,
 /// and leaves nothing behind.
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn a_schedule_the_lab_cannot_keep_up_with_is_reported_not_run_late() {
-    if !netns_or_skip("dense schedule") {
-        return;
-    }
+    require_netns("dense schedule");
     let _serial = serial();
     let text = std::fs::read_to_string(repo().join("scenarios/tcp-reset.toml")).unwrap();
     let mut faults = String::new();
@@ -591,10 +579,9 @@ fn a_schedule_the_lab_cannot_keep_up_with_is_reported_not_run_late() {
 /// neither outlive the deadline nor keep the run going: the run ends at
 /// the deadline and no process of the command is left anywhere.
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn a_command_tree_ends_at_the_deadline_and_leaves_nothing() {
-    if !netns_or_skip("command tree") {
-        return;
-    }
+    require_netns("command tree");
     let _serial = serial();
     let s = parse(
         r#"
@@ -643,10 +630,9 @@ deadline = "3s"
 /// Issue 11: a lab that lost its path is reported as a broken lab (an
 /// error naming the lab), never as the engine failing to deliver.
 #[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn a_lab_that_lost_its_path_is_reported_as_broken() {
-    if !netns_or_skip("broken lab") {
-        return;
-    }
+    require_netns("broken lab");
     let _serial = serial();
     let s = load_file(&repo().join("scenarios/tcp-reset.toml")).unwrap();
     let rt = control_runtime();
@@ -683,4 +669,60 @@ fn a_lab_that_lost_its_path_is_reported_as_broken() {
             .unwrap();
         lab.teardown();
     });
+}
+
+/// Issue 12: a machine with the kernel's tools but no mosquitto reports
+/// the signaling scenarios unsupported on netns, saying how to install
+/// it, and a command scenario whose program is missing likewise — never a
+/// broken run.
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
+fn a_missing_broker_or_program_makes_its_scenarios_unsupported_with_the_install_hint() {
+    require_netns("missing tools");
+    // A PATH with the kernel's tools only.
+    let tools = tempfile::tempdir().unwrap();
+    for tool in ["nft", "iptables", "tc"] {
+        let real = which_tool(tool);
+        std::os::unix::fs::symlink(&real, tools.path().join(tool)).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netmend"))
+        .current_dir(repo())
+        .env("PATH", tools.path())
+        .args([
+            "run",
+            "--backend",
+            "netns",
+            "--format",
+            "json",
+            "scenarios/broker-loss.toml",
+            "scenarios/curl-under-reset.toml",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "unsupported is no failure: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = |i: usize| {
+        let s = &v["scenarios"][i];
+        assert_eq!(s["verdict"], "unsupported", "{s}");
+        s["unsupported"].as_str().unwrap().to_string()
+    };
+    assert!(why(0).contains("apt-get install mosquitto"), "{}", why(0));
+    assert!(why(1).contains("`curl` is not installed"), "{}", why(1));
+}
+
+/// The absolute path of `tool` on this machine's PATH.
+fn which_tool(tool: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "{tool} is not installed");
+    path
 }

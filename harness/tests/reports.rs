@@ -24,7 +24,7 @@ fn human_and_json_reports_snapshot() {
             &loaded,
             BackendKind::Sim,
             "requested".into(),
-            1,
+            runner::Options::once(1),
             &mut |ev| {
                 human.event(ev);
                 collector.event(ev);

@@ -107,8 +107,9 @@ pub fn run_command(
 }
 
 /// Why `backend` cannot run `s` (planned as `plan`), if it cannot: what
-/// the scenario file says, a kind of run it cannot carry, or a change to
-/// the world it has no way to make.
+/// the scenario file says, a kind of run it cannot carry, a change to the
+/// world it has no way to make, or a tool the run needs that this machine
+/// lacks (with how to install it).
 pub fn unsupported(backend: BackendKind, s: &Scenario, plan: &Plan) -> Option<String> {
     let note = match backend {
         BackendKind::Sim => s.backends.sim.as_ref(),
@@ -118,7 +119,7 @@ pub fn unsupported(backend: BackendKind, s: &Scenario, plan: &Plan) -> Option<St
         return Some(why);
     }
     if backend == BackendKind::Netns {
-        return None;
+        return netns::missing_tool(plan);
     }
     plan.sim_gap().map(str::to_string).or_else(|| {
         s.schedule()

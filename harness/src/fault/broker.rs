@@ -1,8 +1,9 @@
 //! Faults of the signaling brokers: crashes, freezes, a firewall on their
 //! port, and a hostile publisher.
 
-use super::{halved, Action, HostRole, Kind, Normal, Raw, Spec, Step};
+use super::{halved, ms, Action, HostRole, Kind, Normal, Raw, Spec, Step};
 use crate::duration::Dur;
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use std::time::Duration;
 /// connection, subscription and message in flight (a real broker with
 /// persistence off). After `duration` it starts again, empty; without one
 /// it stays down.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BrokerDown {
     /// When.
     pub at: Dur,
@@ -24,6 +26,14 @@ pub struct BrokerDown {
 impl Kind for BrokerDown {
     const NAME: &'static str = "broker-down";
     const FIELDS: &'static [&'static str] = &["broker", "duration"];
+    const SUMMARY: &'static str = "a signaling broker crashes and restarts empty";
+    fn example() -> Self {
+        BrokerDown {
+            at: ms(1_000),
+            broker: 0,
+            duration: Some(ms(2_000)),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(BrokerDown {
             at: r.at,
@@ -56,7 +66,8 @@ impl Spec for BrokerDown {
 
 /// Broker `broker` crashes and restarts empty `count` times, one flap every
 /// `period` (down for half of it).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BrokerFlap {
     /// When the first crash happens.
     pub at: Dur,
@@ -71,6 +82,15 @@ pub struct BrokerFlap {
 impl Kind for BrokerFlap {
     const NAME: &'static str = "broker-flap";
     const FIELDS: &'static [&'static str] = &["broker", "count", "period"];
+    const SUMMARY: &'static str = "a broker crashes and restarts, again and again";
+    fn example() -> Self {
+        BrokerFlap {
+            at: ms(1_000),
+            broker: 0,
+            count: 3,
+            period: ms(1_000),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let (count, period) = r.flaps()?;
         Ok(BrokerFlap {
@@ -110,7 +130,8 @@ impl Spec for BrokerFlap {
 /// Broker `broker` freezes (SIGSTOP) for `duration`: its connections stay
 /// open and look alive until a keepalive says otherwise, what it is sent
 /// waits, and it delivers late when it thaws (SIGCONT).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BrokerFreeze {
     /// When.
     pub at: Dur,
@@ -123,6 +144,14 @@ pub struct BrokerFreeze {
 impl Kind for BrokerFreeze {
     const NAME: &'static str = "broker-freeze";
     const FIELDS: &'static [&'static str] = &["broker", "duration"];
+    const SUMMARY: &'static str = "a broker freezes (SIGSTOP), then thaws and delivers late";
+    fn example() -> Self {
+        BrokerFreeze {
+            at: ms(1_000),
+            broker: 0,
+            duration: ms(2_000),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(BrokerFreeze {
             at: r.at,
@@ -162,7 +191,8 @@ impl Spec for BrokerFreeze {
 /// Traffic between `host` (or, without one, both peers) and broker
 /// `broker` is dropped for `duration`, as by a firewall on the port:
 /// nothing is refused, TCP retransmits into silence.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BrokerBlock {
     /// When.
     pub at: Dur,
@@ -178,6 +208,15 @@ pub struct BrokerBlock {
 impl Kind for BrokerBlock {
     const NAME: &'static str = "broker-block";
     const FIELDS: &'static [&'static str] = &["broker", "host", "duration"];
+    const SUMMARY: &'static str = "traffic to a broker's port is dropped, as by a firewall";
+    fn example() -> Self {
+        BrokerBlock {
+            at: ms(1_000),
+            broker: 0,
+            host: None,
+            duration: ms(2_000),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(BrokerBlock {
             at: r.at,
@@ -221,7 +260,8 @@ impl Spec for BrokerBlock {
 /// it records what it sees there from the start, and at `at` publishes
 /// `count` forgeries — replays of genuine envelopes, the real sender's id
 /// with huge sequence numbers, foreign ids, altered bytes and garbage.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ForgedPublish {
     /// When it publishes.
     pub at: Dur,
@@ -234,6 +274,14 @@ pub struct ForgedPublish {
 impl Kind for ForgedPublish {
     const NAME: &'static str = "forged-publish";
     const FIELDS: &'static [&'static str] = &["broker", "count"];
+    const SUMMARY: &'static str = "a hostile publisher sends forgeries through a broker";
+    fn example() -> Self {
+        ForgedPublish {
+            at: ms(1_000),
+            broker: 0,
+            count: 10,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let count = r.need("count", r.count)?;
         if count == 0 || count > 100_000 {

@@ -1,7 +1,8 @@
 //! A hostile crowd against the session server.
 
-use super::{Kind, Normal, Raw, Spec, Step};
+use super::{ms, Kind, Normal, Raw, Spec, Step};
 use crate::duration::Dur;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// A flood against the session server, from `at`: `count` clients, spread
@@ -11,19 +12,29 @@ use serde::Serialize;
 /// the engine's too); the mitigated run holds the limits of
 /// `[mitigation]`, and the report shows the peak of sessions held against
 /// `max_sessions`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SessionFlood {
     /// When it starts.
     pub at: Dur,
     /// Hit-and-run clients.
     pub count: u32,
-    /// Trickling handshakes.
+    /// Trickling handshakes (none when absent).
+    #[serde(default)]
     pub trickle: u32,
 }
 
 impl Kind for SessionFlood {
     const NAME: &'static str = "session-flood";
     const FIELDS: &'static [&'static str] = &["count", "trickle"];
+    const SUMMARY: &'static str = "hit-and-run clients and trickling handshakes flood the server";
+    fn example() -> Self {
+        SessionFlood {
+            at: ms(1_000),
+            count: 1_000,
+            trickle: 10,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let count = r.need("count", r.count)?;
         let trickle = r.trickle.unwrap_or(0);

@@ -1,26 +1,37 @@
 //! Faults of one host's link, address and routes, and of the client's
 //! move to another network.
 
-use super::{halved, Action, HostRole, Kind, Normal, Raw, Spec, Step};
+use super::{halved, ms, Action, HostRole, Kind, Normal, Raw, Spec, Step};
 use crate::duration::Dur;
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::time::Duration;
 
 /// The host loses carrier on its link for `duration` (the far end of its
 /// cable goes down), then gets it back.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LinkDown {
     /// When.
     pub at: Dur,
     /// For how long.
     pub duration: Dur,
-    /// Whose link.
+    /// Whose link. (the client when absent)
+    #[serde(default)]
     pub host: HostRole,
 }
 
 impl Kind for LinkDown {
     const NAME: &'static str = "link-down";
     const FIELDS: &'static [&'static str] = &["duration", "host"];
+    const SUMMARY: &'static str = "a host's link loses carrier, then gets it back";
+    fn example() -> Self {
+        LinkDown {
+            at: ms(1_000),
+            duration: ms(2_000),
+            host: HostRole::Client,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(LinkDown {
             at: r.at,
@@ -50,17 +61,26 @@ impl Spec for LinkDown {
 
 /// The host's address is replaced by another one on the same link (a DHCP
 /// renumbering): connections bound to the old address are dead.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddressChange {
     /// When.
     pub at: Dur,
-    /// Which host.
+    /// Which host. (the client when absent)
+    #[serde(default)]
     pub host: HostRole,
 }
 
 impl Kind for AddressChange {
     const NAME: &'static str = "address-change";
     const FIELDS: &'static [&'static str] = &["host"];
+    const SUMMARY: &'static str = "a host is renumbered on the same link";
+    fn example() -> Self {
+        AddressChange {
+            at: ms(1_000),
+            host: HostRole::Client,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(AddressChange {
             at: r.at,
@@ -82,19 +102,29 @@ impl Spec for AddressChange {
 }
 
 /// The host's default routes disappear for `duration`, then come back.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RouteLoss {
     /// When.
     pub at: Dur,
     /// For how long.
     pub duration: Dur,
-    /// Which host.
+    /// Which host. (the client when absent)
+    #[serde(default)]
     pub host: HostRole,
 }
 
 impl Kind for RouteLoss {
     const NAME: &'static str = "route-loss";
     const FIELDS: &'static [&'static str] = &["duration", "host"];
+    const SUMMARY: &'static str = "a host's default routes disappear, then come back";
+    fn example() -> Self {
+        RouteLoss {
+            at: ms(1_000),
+            duration: ms(2_000),
+            host: HostRole::Client,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(RouteLoss {
             at: r.at,
@@ -127,7 +157,8 @@ impl Spec for RouteLoss {
 /// new access network). With `routable_after`, addresses and routes are
 /// right at once but traffic over the new NIC is dropped for that long (a
 /// network that needs seconds before it carries traffic).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NicSwap {
     /// When.
     pub at: Dur,
@@ -144,6 +175,14 @@ pub struct NicSwap {
 impl Kind for NicSwap {
     const NAME: &'static str = "nic-swap";
     const FIELDS: &'static [&'static str] = &["routable_after", "captive_for"];
+    const SUMMARY: &'static str = "the client moves to a second NIC with a new address";
+    fn example() -> Self {
+        NicSwap {
+            at: ms(1_000),
+            routable_after: Some(ms(1_500)),
+            captive_for: None,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let (routable_after, captive_for) = new_network(r)?;
         Ok(NicSwap {
@@ -175,7 +214,8 @@ impl Spec for NicSwap {
 /// The client's default gateway changes on the same interface (router
 /// failover, a DHCP renewal naming another router); the new gateway has no
 /// state for flows the old one carried.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayChange {
     /// When.
     pub at: Dur,
@@ -190,6 +230,14 @@ pub struct GatewayChange {
 impl Kind for GatewayChange {
     const NAME: &'static str = "gateway-change";
     const FIELDS: &'static [&'static str] = &["routable_after", "captive_for"];
+    const SUMMARY: &'static str = "the client's gateway changes; the new one knows no old flow";
+    fn example() -> Self {
+        GatewayChange {
+            at: ms(1_000),
+            routable_after: None,
+            captive_for: None,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let (routable_after, captive_for) = new_network(r)?;
         Ok(GatewayChange {
@@ -252,7 +300,8 @@ fn halve_arrival(routable_after: &mut Option<Dur>, captive_for: &mut Option<Dur>
 
 /// The client's carrier drops and returns `count` times, one flap every
 /// `period` (down for half of it).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LinkFlap {
     /// When the first flap starts.
     pub at: Dur,
@@ -265,6 +314,14 @@ pub struct LinkFlap {
 impl Kind for LinkFlap {
     const NAME: &'static str = "link-flap";
     const FIELDS: &'static [&'static str] = &["count", "period"];
+    const SUMMARY: &'static str = "the client's carrier drops and returns, again and again";
+    fn example() -> Self {
+        LinkFlap {
+            at: ms(1_000),
+            count: 3,
+            period: ms(400),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let (count, period) = r.flaps()?;
         Ok(LinkFlap {

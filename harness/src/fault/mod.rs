@@ -29,11 +29,12 @@ pub use path::{Bandwidth, Blackhole, Latency, Loss, Partition, Reset};
 pub use raw::Raw;
 
 use crate::duration::Dur;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 
 /// A host of the scenario's topology, for faults that act on one host.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HostRole {
     /// The client.
@@ -44,7 +45,7 @@ pub enum HostRole {
 }
 
 /// Which traffic a path fault hits.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// Both directions.
@@ -127,6 +128,11 @@ pub trait Kind: Spec + Sized {
     const NAME: &'static str;
     /// The fields it takes besides `kind` and `at`; any other is an error.
     const FIELDS: &'static [&'static str];
+    /// What it does, in a few words (`netmend faults`).
+    const SUMMARY: &'static str;
+    /// A typical one, every field it needs set (`netmend faults`, `netmend
+    /// new`, the tests).
+    fn example() -> Self;
     /// Reads it from the flat form, whose given fields are all in
     /// [`Kind::FIELDS`] (checked before).
     ///
@@ -136,10 +142,16 @@ pub trait Kind: Spec + Sized {
     fn read(raw: &Raw) -> Result<Self, String>;
 }
 
-/// One kind in the table the reader looks names up in.
-struct Entry {
-    name: &'static str,
-    fields: &'static [&'static str],
+/// One kind of fault, as the reader and `netmend faults` see it.
+pub struct Entry {
+    /// Its name in files.
+    pub name: &'static str,
+    /// The fields it takes besides `kind` and `at`.
+    pub fields: &'static [&'static str],
+    /// What it does, in a few words.
+    pub summary: &'static str,
+    /// A typical one.
+    pub example: fn() -> Fault,
     read: fn(&Raw) -> Result<Fault, String>,
 }
 
@@ -149,11 +161,12 @@ macro_rules! kinds {
     ($($kind:ident),* $(,)?) => {
         /// One scheduled fault: a value of one of the kinds. Written as a
         /// `[[faults]]` table with `kind = "…"` and the kind's fields.
-        #[derive(Clone, Debug, PartialEq, Serialize)]
+        #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
         #[serde(tag = "kind", rename_all = "kebab-case")]
         pub enum Fault {
+            // Each variant is documented by its struct, whose description
+            // the JSON Schema of scenario files takes.
             $(
-                #[doc = concat!("See [`", stringify!($kind), "`].")]
                 $kind($kind),
             )*
         }
@@ -201,11 +214,13 @@ macro_rules! kinds {
             }
         )*
 
-        /// Every kind, as the reader looks them up.
-        const KINDS: &[Entry] = &[
+        /// Every kind of fault, in the order of the list.
+        pub const KINDS: &[Entry] = &[
             $(Entry {
                 name: <$kind as Kind>::NAME,
                 fields: <$kind as Kind>::FIELDS,
+                summary: <$kind as Kind>::SUMMARY,
+                example: || Fault::$kind(<$kind as Kind>::example()),
                 read: |raw| <$kind as Kind>::read(raw).map(Fault::$kind),
             },)*
         ];
@@ -282,7 +297,12 @@ impl<'de> Deserialize<'de> for Fault {
     }
 }
 
-/// Halves an optional duration, not below `floor`.
+/// `v` milliseconds.
+fn ms(v: u64) -> Dur {
+    Dur(Duration::from_millis(v))
+}
+
+/// Halves a duration, not below `floor`.
 fn halved(d: Dur, floor: Duration) -> Dur {
     Dur((d.0 / 2).max(floor))
 }
@@ -291,125 +311,42 @@ fn halved(d: Dur, floor: Duration) -> Dur {
 mod tests {
     use super::*;
 
-    fn ms(v: u64) -> Dur {
-        Dur(Duration::from_millis(v))
-    }
-
-    /// One fault of every kind, with every field it takes set.
+    /// One fault of every kind, and the optional fields the examples
+    /// leave out.
     fn one_of_each() -> Vec<Fault> {
-        vec![
-            Reset { at: ms(1) }.into(),
-            Blackhole {
-                at: ms(1),
-                duration: ms(2),
-            }
-            .into(),
-            Partition {
-                at: ms(1),
-                duration: ms(2),
-                direction: Direction::ServerToClient,
-            }
-            .into(),
+        let mut all: Vec<Fault> = KINDS.iter().map(|k| (k.example)()).collect();
+        all.push(
             Latency {
                 at: ms(1),
                 latency: ms(40),
                 jitter: Some(ms(5)),
-                duration: Some(ms(2)),
-            }
-            .into(),
-            Loss {
-                at: ms(1),
-                probability: 0.25,
-                duration: Some(ms(2)),
-            }
-            .into(),
-            Bandwidth {
-                at: ms(1),
-                rate: 4096,
                 duration: None,
             }
             .into(),
-            LinkDown {
-                at: ms(1),
-                duration: ms(2),
-                host: HostRole::Server,
-            }
-            .into(),
-            AddressChange {
-                at: ms(1),
-                host: HostRole::Client,
-            }
-            .into(),
-            RouteLoss {
-                at: ms(1),
-                duration: ms(2),
-                host: HostRole::Client,
-            }
-            .into(),
-            NicSwap {
-                at: ms(1),
-                routable_after: Some(ms(2)),
-                captive_for: None,
-            }
-            .into(),
+        );
+        all.push(
             GatewayChange {
                 at: ms(1),
                 routable_after: None,
                 captive_for: Some(ms(3)),
             }
             .into(),
-            LinkFlap {
-                at: ms(1),
-                count: 3,
-                period: ms(10),
-            }
-            .into(),
-            BrokerDown {
-                at: ms(1),
-                broker: 1,
-                duration: Some(ms(2)),
-            }
-            .into(),
-            BrokerFlap {
-                at: ms(1),
-                broker: 0,
-                count: 2,
-                period: ms(10),
-            }
-            .into(),
-            BrokerFreeze {
-                at: ms(1),
-                broker: 2,
-                duration: ms(2),
-            }
-            .into(),
+        );
+        all.push(
             BrokerBlock {
                 at: ms(1),
-                broker: 0,
+                broker: 2,
                 host: Some(HostRole::Server),
                 duration: ms(2),
             }
             .into(),
-            ForgedPublish {
-                at: ms(1),
-                broker: 0,
-                count: 7,
-            }
-            .into(),
-            SessionFlood {
-                at: ms(1),
-                count: 10,
-                trickle: 2,
-            }
-            .into(),
-        ]
+        );
+        all
     }
 
     #[test]
     fn every_kind_is_written_as_it_is_read() {
-        let all = one_of_each();
-        assert_eq!(all.len(), NAMES.len(), "one test value per kind");
-        for f in all {
+        for f in one_of_each() {
             let table = f.to_toml().unwrap();
             assert_eq!(table["kind"].as_str(), Some(f.kind()));
             let back: Fault = table.clone().try_into().unwrap();

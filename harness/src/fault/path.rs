@@ -1,8 +1,9 @@
 //! Faults of the path at the middlebox: what happens to the packets
 //! between client and server.
 
-use super::{halved, Action, Direction, Kind, Normal, Raw, Spec, Step};
+use super::{halved, ms, Action, Direction, Kind, Normal, Raw, Spec, Step};
 use crate::duration::Dur;
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use std::time::Duration;
 /// at once; on netns the router answers each later segment of an old flow
 /// with a RST to its sender, so a side that only receives hears of it when
 /// it next sends (an ACK, a keepalive probe).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Reset {
     /// When.
     pub at: Dur,
@@ -20,6 +22,10 @@ pub struct Reset {
 impl Kind for Reset {
     const NAME: &'static str = "reset";
     const FIELDS: &'static [&'static str] = &[];
+    const SUMMARY: &'static str = "the middlebox resets every established connection";
+    fn example() -> Self {
+        Reset { at: ms(1_000) }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(Reset { at: r.at })
     }
@@ -37,7 +43,8 @@ impl Spec for Reset {
 /// The middlebox silently drops everything for `duration` and forgets the
 /// flows it carried: no RST, old connections stay half-open forever, new
 /// connections work once it heals.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Blackhole {
     /// When.
     pub at: Dur,
@@ -48,6 +55,14 @@ pub struct Blackhole {
 impl Kind for Blackhole {
     const NAME: &'static str = "blackhole";
     const FIELDS: &'static [&'static str] = &["duration"];
+    const SUMMARY: &'static str =
+        "everything is dropped for a while; the flows it caught stay dead";
+    fn example() -> Self {
+        Blackhole {
+            at: ms(1_000),
+            duration: ms(2_000),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(Blackhole {
             at: r.at,
@@ -75,19 +90,30 @@ impl Spec for Blackhole {
 
 /// The client's link to the middlebox loses every packet for `duration`
 /// (one way or both), then carries traffic again.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Partition {
     /// When.
     pub at: Dur,
     /// For how long.
     pub duration: Dur,
-    /// Which way.
+    /// Which way (both when absent).
+    #[serde(default)]
     pub direction: Direction,
 }
 
 impl Kind for Partition {
     const NAME: &'static str = "partition";
     const FIELDS: &'static [&'static str] = &["duration", "direction"];
+    const SUMMARY: &'static str =
+        "the client's link drops every packet, one way or both, then heals";
+    fn example() -> Self {
+        Partition {
+            at: ms(1_000),
+            duration: ms(2_000),
+            direction: Direction::Both,
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(Partition {
             at: r.at,
@@ -123,7 +149,8 @@ impl Spec for Partition {
 
 /// Every hop's one-way latency becomes `latency`, each packet's drawn from
 /// `latency ± jitter` (for `duration`, or until the end).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Latency {
     /// When.
     pub at: Dur,
@@ -140,6 +167,15 @@ pub struct Latency {
 impl Kind for Latency {
     const NAME: &'static str = "latency";
     const FIELDS: &'static [&'static str] = &["latency", "jitter", "duration"];
+    const SUMMARY: &'static str = "every hop gets slower (with jitter on netns)";
+    fn example() -> Self {
+        Latency {
+            at: ms(1_000),
+            latency: ms(200),
+            jitter: None,
+            duration: Some(ms(2_000)),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(Latency {
             at: r.at,
@@ -174,7 +210,8 @@ impl Spec for Latency {
 }
 
 /// The path drops each packet with probability `probability`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Loss {
     /// When.
     pub at: Dur,
@@ -188,6 +225,14 @@ pub struct Loss {
 impl Kind for Loss {
     const NAME: &'static str = "loss";
     const FIELDS: &'static [&'static str] = &["probability", "duration"];
+    const SUMMARY: &'static str = "the path drops a share of packets at random";
+    fn example() -> Self {
+        Loss {
+            at: ms(1_000),
+            probability: 0.05,
+            duration: Some(ms(2_000)),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let probability = r.need("probability", r.probability)?;
         if !(0.0..=1.0).contains(&probability) {
@@ -220,7 +265,8 @@ impl Spec for Loss {
 
 /// The path carries at most `rate` bytes per second each way (a token
 /// bucket at the middlebox).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Bandwidth {
     /// When.
     pub at: Dur,
@@ -234,6 +280,14 @@ pub struct Bandwidth {
 impl Kind for Bandwidth {
     const NAME: &'static str = "bandwidth";
     const FIELDS: &'static [&'static str] = &["rate", "duration"];
+    const SUMMARY: &'static str = "the path carries at most so many bytes per second";
+    fn example() -> Self {
+        Bandwidth {
+            at: ms(1_000),
+            rate: 65_536,
+            duration: Some(ms(2_000)),
+        }
+    }
     fn read(r: &Raw) -> Result<Self, String> {
         let rate = r.need("rate", r.rate)?;
         if rate < 1024 {

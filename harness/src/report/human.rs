@@ -1,7 +1,7 @@
 //! One line per scenario, for people.
 
 use crate::backend::BackendKind;
-use crate::check::{Measured, Outcome};
+use crate::check::Measured;
 use crate::runner::{RunEvent, Verdict};
 use std::io::Write;
 
@@ -13,6 +13,11 @@ pub struct Human<W: Write> {
     /// Set by `RunStarted`: on sim, run time is virtual and worth comparing
     /// with wall time; on netns the two are the same.
     simulated: bool,
+    /// `(id, verdict)` of each repeated run, for the flakiness summary.
+    repeats: Vec<(String, Verdict)>,
+    /// Width of the id column: the longest id of the run (and its repeat
+    /// number), so long ids do not push the columns out of line.
+    width: usize,
 }
 
 impl<W: Write> Human<W> {
@@ -22,6 +27,8 @@ impl<W: Write> Human<W> {
             out,
             show_wall: true,
             simulated: true,
+            repeats: Vec::new(),
+            width: 22,
         }
     }
 
@@ -38,8 +45,16 @@ impl<W: Write> Human<W> {
                 backend,
                 backend_reason,
                 scenarios,
+                repeat,
             } => {
                 self.simulated = *backend == BackendKind::Sim;
+                let suffix = if *repeat > 1 {
+                    format!(" #{repeat}").len()
+                } else {
+                    0
+                };
+                let longest = scenarios.iter().map(String::len).max().unwrap_or(0);
+                self.width = self.width.max(longest + suffix + 1);
                 writeln!(
                     self.out,
                     "netmend: {} scenario(s), backend {backend} ({backend_reason}), seed {seed}",
@@ -52,8 +67,16 @@ impl<W: Write> Human<W> {
                     Verdict::Pass => "PASS",
                     Verdict::Fail => "FAIL",
                     Verdict::Unsupported => "SKIP",
+                    Verdict::Error => "ERR",
                 };
-                write!(self.out, "{tag:<5}{:<22}", result.id)?;
+                let id = match result.repeat {
+                    Some(r) => {
+                        self.repeats.push((result.id.clone(), result.verdict));
+                        format!("{} #{r}", result.id)
+                    }
+                    None => result.id.clone(),
+                };
+                write!(self.out, "{tag:<5}{id:<width$}", width = self.width)?;
                 if let Some(why) = &result.unsupported {
                     writeln!(self.out, "unsupported on {}: {why}", result.backend)?;
                     return Ok(());
@@ -69,8 +92,12 @@ impl<W: Write> Human<W> {
                         run.duration_ms
                     )?;
                 } else {
-                    write!(self.out, "baseline {}", line(result.baseline.as_ref()))?;
-                    write!(self.out, " | mitigated {}", line(result.mitigated.as_ref()))?;
+                    write!(self.out, "baseline {}", describe(result.baseline.as_ref()))?;
+                    write!(
+                        self.out,
+                        " | mitigated {}",
+                        describe(result.mitigated.as_ref())
+                    )?;
                 }
                 if self.show_wall && !self.simulated {
                     write!(self.out, "  [{:.2}s]", wall.as_secs_f64())?;
@@ -94,8 +121,18 @@ impl<W: Write> Human<W> {
                     "{} passed, {} failed",
                     summary.passed, summary.failed
                 )?;
+                if summary.errors > 0 {
+                    write!(self.out, ", {} broken run(s)", summary.errors)?;
+                }
                 if summary.unsupported > 0 {
                     write!(self.out, ", {} unsupported", summary.unsupported)?;
+                }
+                if summary.not_run > 0 {
+                    write!(
+                        self.out,
+                        ", {} not run (--fail-fast stopped at the first failure)",
+                        summary.not_run
+                    )?;
                 }
                 if self.show_wall && !self.simulated {
                     write!(self.out, " ({:.1}s)", wall.as_secs_f64())?;
@@ -109,40 +146,23 @@ impl<W: Write> Human<W> {
                         summary.virtual_ms as f64 / 1000.0 / secs
                     )?;
                 }
-                writeln!(self.out)
+                writeln!(self.out)?;
+                let runs = self.repeats.iter().map(|(id, v)| (id.as_str(), *v));
+                for f in super::flaky(runs) {
+                    writeln!(
+                        self.out,
+                        "FLAKY {}: passed {} of {} repeats",
+                        f.id,
+                        f.passed,
+                        f.passed + f.failed
+                    )?;
+                }
+                Ok(())
             }
         }
     }
 }
 
-fn line(m: Option<&Measured>) -> String {
-    let Some(m) = m else {
-        return "did not run".into();
-    };
-    let outcome = match m.outcome {
-        Outcome::Passed => "passed".to_string(),
-        Outcome::Failed => {
-            let names: Vec<String> = m.symptoms.iter().map(|x| x.name().to_string()).collect();
-            format!("failed ({})", names.join(", "))
-        }
-    };
-    let recovery = m.recovery_ms.map_or("never recovered".to_string(), |r| {
-        format!("recovered in {r} ms")
-    });
-    let unit = if m.unit == "messages" { "msgs" } else { "B" };
-    let latency = match (m.latency_p50_us, m.latency_p99_us) {
-        (Some(p50), Some(p99)) => format!(
-            ", latency p50 {:.1} ms p99 {:.1} ms",
-            p50 as f64 / 1000.0,
-            p99 as f64 / 1000.0
-        ),
-        _ => String::new(),
-    };
-    let queue = m.queue.map_or(String::new(), |q| {
-        format!(", {} peak {} (bound {})", q.queue, q.peak, q.bound)
-    });
-    format!(
-        "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}",
-        m.delivered, m.expected, m.lost, m.duplicated, m.attempts
-    )
+fn describe(m: Option<&Measured>) -> String {
+    m.map_or_else(|| "did not run".to_string(), Measured::describe)
 }

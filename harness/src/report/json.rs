@@ -1,6 +1,6 @@
 //! The JSON report. Its fields are a public contract (see the README).
 
-use super::Collector;
+use super::{flaky, repeated, Collector, Flaky};
 use crate::backend::BackendKind;
 use crate::runner::{ScenarioResult, Summary};
 use serde::Serialize;
@@ -18,6 +18,10 @@ pub struct JsonReport<'a> {
     pub scenarios: &'a [ScenarioResult],
     /// Counts.
     pub summary: Summary,
+    /// Scenarios that passed in some repeats and failed in others (`run
+    /// --repeat N`; absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flaky: Vec<Flaky>,
     /// Present (true) only when the run was interrupted: the scenarios are
     /// those it finished.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -32,6 +36,7 @@ pub fn render_json(c: &Collector) -> String {
         backend: c.backend,
         scenarios: &c.results,
         summary: c.summary,
+        flaky: flaky(repeated(&c.results)),
         interrupted: c.interrupted,
     };
     // Serializing plain structs of strings and numbers cannot fail.

@@ -12,7 +12,53 @@ pub use json::{render_json, JsonReport};
 pub use junit::render_junit;
 
 use crate::backend::BackendKind;
-use crate::runner::{RunEvent, ScenarioResult, Summary};
+use crate::runner::{RunEvent, ScenarioResult, Summary, Verdict};
+use serde::Serialize;
+
+/// A scenario that both passed and failed over the repeats of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Flaky {
+    /// Its id.
+    pub id: String,
+    /// Repeats that passed.
+    pub passed: u32,
+    /// Repeats that failed.
+    pub failed: u32,
+}
+
+/// The flaky scenarios among repeated runs, given as `(id, verdict)` in
+/// run order (`run --repeat N`).
+pub fn flaky<'a>(runs: impl IntoIterator<Item = (&'a str, Verdict)>) -> Vec<Flaky> {
+    let mut out: Vec<Flaky> = Vec::new();
+    for (id, verdict) in runs {
+        let i = match out.iter().position(|f| f.id == id) {
+            Some(i) => i,
+            None => {
+                out.push(Flaky {
+                    id: id.to_string(),
+                    passed: 0,
+                    failed: 0,
+                });
+                out.len() - 1
+            }
+        };
+        match verdict {
+            Verdict::Pass => out[i].passed += 1,
+            Verdict::Fail => out[i].failed += 1,
+            Verdict::Unsupported | Verdict::Error => {}
+        }
+    }
+    out.retain(|f| f.passed > 0 && f.failed > 0);
+    out
+}
+
+/// The repeated runs among `results`, for [`flaky`].
+fn repeated(results: &[ScenarioResult]) -> impl Iterator<Item = (&str, Verdict)> {
+    results
+        .iter()
+        .filter(|r| r.repeat.is_some())
+        .map(|r| (r.id.as_str(), r.verdict))
+}
 
 /// Collects what the document reporters need.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +69,9 @@ pub struct Collector {
     pub backend: Option<BackendKind>,
     /// Results in run order.
     pub results: Vec<ScenarioResult>,
+    /// The wall time of each, in the same order (JUnit's `time`; kept out
+    /// of the JSON report, which a seed makes byte-identical).
+    pub walls: Vec<std::time::Duration>,
     /// Final counts (counted as scenarios finish, so an interrupted run's
     /// report has those of the scenarios it finished).
     pub summary: Summary,
@@ -39,16 +88,40 @@ impl Collector {
                 self.backend = Some(*backend);
             }
             RunEvent::ScenarioStarted { .. } => {}
-            RunEvent::ScenarioFinished { result, .. } => {
-                match result.verdict {
-                    crate::runner::Verdict::Pass => self.summary.passed += 1,
-                    crate::runner::Verdict::Fail => self.summary.failed += 1,
-                    crate::runner::Verdict::Unsupported => self.summary.unsupported += 1,
-                }
-                self.summary.virtual_ms += result.virtual_ms;
+            RunEvent::ScenarioFinished { result, wall } => {
+                self.summary.count(result);
                 self.results.push((**result).clone());
+                self.walls.push(*wall);
             }
             RunEvent::RunFinished { summary, .. } => self.summary = *summary,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_is_flaky_when_its_repeats_both_passed_and_failed() {
+        use Verdict::{Fail, Pass, Unsupported};
+        let runs = [
+            ("steady", Pass),
+            ("wobbly", Pass),
+            ("steady", Pass),
+            ("wobbly", Fail),
+            ("broken", Fail),
+            ("wobbly", Pass),
+            ("broken", Fail),
+            ("elsewhere", Unsupported),
+        ];
+        assert_eq!(
+            flaky(runs),
+            vec![Flaky {
+                id: "wobbly".into(),
+                passed: 2,
+                failed: 1
+            }]
+        );
     }
 }

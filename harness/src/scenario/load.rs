@@ -167,6 +167,22 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             "must be non-empty and use only letters, digits, `-` and `_`".into(),
         );
     }
+    for (i, tag) in s.tags.iter().enumerate() {
+        let well_formed = tag.len() <= 32
+            && tag.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !well_formed {
+            return bad(
+                format!("tags[{i}]"),
+                "tags",
+                0,
+                "a tag is 1 to 32 lowercase letters, digits and `-`, starting with a letter or digit"
+                    .into(),
+            );
+        }
+    }
     validate_hosts(s)?;
     let mut last = None;
     for (i, f) in s.faults.iter().enumerate() {

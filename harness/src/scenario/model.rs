@@ -2,11 +2,12 @@
 
 use crate::duration::Dur;
 use crate::fault::{Action, Fault, Normal};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// One failure case: topology, workload, fault schedule, mitigation, expectations.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Unique id, also the file stem by convention.
@@ -15,6 +16,9 @@ pub struct Scenario {
     pub catalog: String,
     /// One sentence for humans.
     pub description: String,
+    /// Labels to select scenarios by (`netmend run --tag path`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Hosts and the path between them.
     pub topology: Topology,
     /// What the application does.
@@ -52,7 +56,7 @@ impl Scenario {
 }
 
 /// Client and server joined by one path through a middlebox, where faults act.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// Host name of the client.
@@ -96,7 +100,7 @@ impl Topology {
 }
 
 /// Address family of a scenario's path.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IpVersion {
     /// IPv4 (198.18.0.0/15 on netns).
@@ -126,7 +130,7 @@ fn default_broker_port() -> u16 {
 }
 
 /// Kinds of workload.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WorkloadKind {
     /// The client sends `bytes` bytes in which every 8-byte word encodes its
@@ -144,7 +148,7 @@ pub enum WorkloadKind {
 }
 
 /// What the application does.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// The workload kind (`stream` or `command`).
@@ -186,7 +190,7 @@ fn default_payload() -> usize {
 }
 
 /// Engine policies a scenario can pair with its failure.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
     /// `netmend::session`: resume the byte stream on a new transport.
@@ -208,7 +212,7 @@ impl PolicyKind {
 }
 
 /// What a command's `{output}` file must hold.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputExpectation {
     /// The whole served stream, exactly.
@@ -216,7 +220,7 @@ pub enum OutputExpectation {
 }
 
 /// A deliberate bug the harness's own tests plant in the mitigated client.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlantedBug {
     /// After every odd-numbered resume the client skips one chunk of the
@@ -225,7 +229,7 @@ pub enum PlantedBug {
 }
 
 /// The engine policy of the mitigated run and its parameters.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mitigation {
     /// Which policy.
@@ -296,7 +300,9 @@ pub struct Mitigation {
 }
 
 /// A failure symptom a run can show.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Symptom {
     /// Bytes never arrived.
@@ -341,7 +347,7 @@ impl Symptom {
 }
 
 /// Expectations.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Symptoms the naive baseline must show (all of them; stream only).
@@ -382,7 +388,7 @@ fn default_deadline() -> Dur {
 }
 
 /// Per-backend notes.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backends {
     /// How the simulated backend models the faults.
@@ -394,7 +400,7 @@ pub struct Backends {
 }
 
 /// What one backend does with the scenario.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendNote {
     /// How the faults are made on this backend.

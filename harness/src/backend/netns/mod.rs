@@ -22,7 +22,7 @@ pub mod namespace;
 pub mod signaling;
 
 use super::BackendError;
-use crate::plan::{SignalingPlan, StreamPlan, Variant};
+use crate::plan::{Plan, SignalingPlan, StreamPlan, Variant};
 use crate::scenario::{IpVersion, Scenario};
 use crate::workload::programs::{self, Net};
 use crate::workload::{Recorder, Recording};
@@ -169,6 +169,22 @@ pub fn probe() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What `plan` needs on this machine beyond what [`probe`] checks, if it
+/// is missing, with how to install it: `mosquitto` for the brokers of a
+/// signaling run, the program of a command run.
+pub fn missing_tool(plan: &Plan) -> Option<String> {
+    match plan {
+        Plan::Stream(_) => None,
+        Plan::Signaling(_) => mosquitto::available().err().map(|e| e.to_string()),
+        Plan::Command(command) => {
+            let program = command.argv.first()?;
+            which::which(program).err().map(|_| {
+                format!("`{program}` is not installed here (not found on PATH); the command workload runs it")
+            })
+        }
+    }
 }
 
 /// The [`Net`] of a lab host: real tokio sockets, created on the host's
