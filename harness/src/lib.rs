@@ -16,6 +16,7 @@ pub mod check;
 pub mod duration;
 pub mod explore;
 pub mod fault;
+pub mod hash;
 pub mod plan;
 pub mod report;
 pub mod runner;

@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use netmend_harness::backend::{netns, BackendKind};
-use netmend_harness::report::{render_json, render_junit, Collector, Human};
+use netmend_harness::report::{
+    render_json, render_junit, Collector, Human, Progress, ProgressMode,
+};
 use netmend_harness::runner::RunEvent;
 use netmend_harness::scenario::template::{self, Template};
 use netmend_harness::select::{Partition, Pattern, Selection};
@@ -141,6 +143,10 @@ enum Command {
         /// meant to run everything on netns must not pass having skipped).
         #[arg(long)]
         fail_on_unsupported: bool,
+        /// No progress on stderr, and only the scenarios that did not pass
+        /// in the human report.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List scenarios (those a `run` with the same selection would take).
     List {
@@ -382,6 +388,7 @@ fn execute(command: Command) -> Result<u8, String> {
             repeat,
             fail_fast,
             fail_on_unsupported,
+            quiet,
         } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
             let loaded = select.apply(loaded)?;
@@ -390,7 +397,14 @@ fn execute(command: Command) -> Result<u8, String> {
                 repeat,
                 fail_fast,
             };
-            let summary = run_scenarios(&loaded, backend, opts, format, output, junit, json)?;
+            let reports = Reports {
+                format,
+                output,
+                junit,
+                json,
+                quiet,
+            };
+            let summary = run_scenarios(&loaded, backend, opts, reports)?;
             if fail_on_unsupported && summary.unsupported > 0 {
                 eprintln!(
                     "netmend: {} scenario(s) unsupported on this backend, and --fail-on-unsupported",
@@ -545,17 +559,30 @@ fn describe(faults: &[netmend_harness::fault::Fault]) -> String {
         .join(", ")
 }
 
+/// What `run` reports, where, and how much.
+struct Reports {
+    format: Format,
+    output: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    json: Option<PathBuf>,
+    quiet: bool,
+}
+
 /// `netmend run`: the selected scenarios, baseline and mitigated, on one
 /// backend; the reports asked for written, the counts returned.
 fn run_scenarios(
     loaded: &[scenario::Loaded],
     backend: BackendArg,
     opts: runner::Options,
-    format: Format,
-    output: Option<PathBuf>,
-    junit: Option<PathBuf>,
-    json: Option<PathBuf>,
+    reports: Reports,
 ) -> Result<runner::Summary, String> {
+    let Reports {
+        format,
+        output,
+        junit,
+        json,
+        quiet,
+    } = reports;
     let (kind, reason) = match backend {
         BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
         BackendArg::Netns => {
@@ -591,11 +618,15 @@ fn run_scenarios(
     } else {
         Human::new(Box::new(std::io::stderr()) as Box<dyn Write>)
     };
+    human.quiet = quiet;
+    let mut progress = Progress::new(ProgressMode::detect(quiet));
     let partial_output = output
         .clone()
         .filter(|_| format != Format::Human)
         .map(|p| (format, p));
     let summary = runner::run(loaded, kind, reason, opts, &mut |ev| {
+        // Progress first: its live line is gone before a result is printed.
+        progress.event(ev);
         human.event(ev);
         collector.event(ev);
         if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {

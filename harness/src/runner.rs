@@ -5,7 +5,7 @@ use crate::check::{self, Measured, Outcome};
 use crate::plan::{CommandPlan, Plan, Variant};
 use crate::scenario::{Loaded, OutputExpectation, Scenario, Symptom};
 use crate::workload::command::CommandRun;
-use crate::workload::Recording;
+use crate::workload::{Recording, Tap};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -80,6 +80,15 @@ pub enum RunEvent {
     ScenarioStarted {
         /// Its id.
         id: String,
+    },
+    /// A scenario's next phase begins (progress displays only).
+    Phase {
+        /// The scenario.
+        id: String,
+        /// What it runs now.
+        phase: Phase,
+        /// How far it has got, read while it runs (not for commands).
+        live: Option<Live>,
     },
     /// A scenario ended.
     ScenarioFinished {
@@ -168,12 +177,7 @@ impl Options {
 /// assert!(scenario_seed(u64::MAX, "x") < 1 << 53);
 /// ```
 pub fn scenario_seed(run_seed: u64, id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h ^ run_seed) & ((1 << 53) - 1)
+    (crate::hash::fnv1a(id.bytes()) ^ run_seed) & ((1 << 53) - 1)
 }
 
 /// Runs every scenario on `backend` (`opts.repeat` times each, in a row),
@@ -204,10 +208,18 @@ pub fn run(
             });
             let t = Instant::now();
             let run_seed = opts.seed.wrapping_add(u64::from(r));
-            let mut result = run_one(
+            let id = l.scenario.id.clone();
+            let mut result = run_watched(
                 &l.scenario,
                 backend,
                 scenario_seed(run_seed, &l.scenario.id),
+                &mut |phase, live| {
+                    emit(&RunEvent::Phase {
+                        id: id.clone(),
+                        phase,
+                        live,
+                    })
+                },
             );
             result.repeat = (repeat > 1).then_some(r + 1);
             done += 1;
@@ -232,6 +244,50 @@ pub fn run(
 
 /// Runs the baseline and the mitigated variant of one scenario and judges both.
 pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult {
+    run_watched(s, backend, seed, &mut |_, _| {})
+}
+
+/// What a scenario is running now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The naive program (with its world's setup).
+    Baseline,
+    /// The engine's policy (with its world's setup).
+    Mitigated,
+    /// The user's command.
+    Command,
+}
+
+impl Phase {
+    /// The name shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Baseline => "baseline",
+            Phase::Mitigated => "mitigated",
+            Phase::Command => "command",
+        }
+    }
+}
+
+/// How far a running phase has got: what it has received so far, of how
+/// much, in which unit.
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// Received so far (read while the run goes).
+    pub received: Tap,
+    /// What the run is to deliver.
+    pub total: u64,
+    /// `"B"` or `"msgs"`.
+    pub unit: &'static str,
+}
+
+/// [`run_one`], telling `watch` as each phase begins.
+fn run_watched(
+    s: &Scenario,
+    backend: BackendKind,
+    seed: u64,
+    watch: &mut dyn FnMut(Phase, Option<Live>),
+) -> ScenarioResult {
     let mut result = ScenarioResult {
         id: s.id.clone(),
         catalog: s.catalog.clone(),
@@ -255,11 +311,35 @@ pub fn run_one(s: &Scenario, backend: BackendKind, seed: u64) -> ScenarioResult 
         return result;
     }
     if let Plan::Command(command) = &plan {
+        watch(Phase::Command, None);
         judge_command(s, backend, command, seed, &mut result);
         return result;
     }
     let mut broke = false;
     for variant in [Variant::Baseline, Variant::Mitigated] {
+        let live = match &plan {
+            Plan::Stream(p) => Some(Live {
+                received: p.received.clone(),
+                total: p.spec.total,
+                unit: "B",
+            }),
+            Plan::Signaling(p) => Some(Live {
+                received: p.received.clone(),
+                total: p.spec.messages,
+                unit: "msgs",
+            }),
+            Plan::Command(_) => None,
+        };
+        if let Some(live) = &live {
+            live.received.reset();
+        }
+        watch(
+            match variant {
+                Variant::Baseline => Phase::Baseline,
+                Variant::Mitigated => Phase::Mitigated,
+            },
+            live,
+        );
         // The baseline is judged against the same attempt bound, so a naive
         // client's reconnect storm shows as `storm`.
         match measure_plan(

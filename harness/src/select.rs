@@ -88,12 +88,7 @@ impl Partition {
     /// id (FNV-1a, stable across versions and machines), so adding a
     /// scenario moves no other between shards.
     pub fn holds(&self, id: &str) -> bool {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in id.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h % u64::from(self.count) == u64::from(self.index - 1)
+        crate::hash::fnv1a(id.bytes()) % u64::from(self.count) == u64::from(self.index - 1)
     }
 }
 

@@ -486,3 +486,63 @@ fn new_writes_a_scenario_and_its_entry_that_check_takes_as_written() {
     assert!(stderr(&again).contains("exists; not overwritten"));
     assert_eq!(netmend(&["new", "no spaces"]).status.code(), Some(2));
 }
+
+#[test]
+fn progress_is_a_plain_line_per_phase_off_a_terminal_and_quiet_silences_it() {
+    let out = netmend(&["run", "--backend", "sim", "--only", "tcp-reset"]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("tcp-reset: baseline run"), "{err}");
+    assert!(err.contains("tcp-reset: mitigated run"), "{err}");
+    assert!(stdout(&out).contains("PASS tcp-reset"));
+
+    let out = netmend(&["run", "--backend", "sim", "--only", "tcp-*", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stderr(&out).contains(" run"), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("PASS"), "only what did not pass: {text}");
+    assert!(text.contains("1 passed, 0 failed"), "{text}");
+}
+
+/// Runs `netmend args` under a pseudo-terminal (util-linux `script`), with
+/// `env` set; what the terminal showed.
+fn on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_netmend").to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .current_dir(repo())
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("script(1) from util-linux");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn on_a_terminal_a_live_line_shows_the_phase_and_what_arrived_and_no_color_holds() {
+    let shown = on_a_terminal(&["run", "--backend", "sim", "--only", "tcp-reset"], &[]);
+    assert!(shown.contains("tcp-reset"), "{shown}");
+    assert!(shown.contains("mitigated"), "{shown}");
+    assert!(shown.contains("of 1048576 B"), "the bytes so far: {shown}");
+    assert!(
+        shown.contains("\u{1b}[36m"),
+        "a coloured spinner: {shown:?}"
+    );
+    assert!(shown.contains("PASS tcp-reset"), "{shown}");
+    let plain = on_a_terminal(
+        &["run", "--backend", "sim", "--only", "tcp-reset"],
+        &[("NO_COLOR", "1")],
+    );
+    assert!(plain.contains("of 1048576 B"), "{plain}");
+    assert!(!plain.contains("\u{1b}[36m"), "NO_COLOR: {plain:?}");
+}

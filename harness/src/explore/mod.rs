@@ -240,17 +240,12 @@ pub struct Violation {
 /// The seed of schedule `index` of `scenario` in an exploration seeded
 /// with `seed` (FNV-1a over the three; stable across versions and runs).
 pub fn schedule_seed(seed: u64, scenario: &str, index: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = seed
-        .to_le_bytes()
-        .into_iter()
-        .chain(scenario.bytes())
-        .chain(index.to_le_bytes());
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::hash::fnv1a(
+        seed.to_le_bytes()
+            .into_iter()
+            .chain(scenario.bytes())
+            .chain(index.to_le_bytes()),
+    )
 }
 
 /// Runs schedule `draws` of `base` on sim with `run_seed`; `Some(reason,

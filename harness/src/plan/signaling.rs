@@ -4,6 +4,7 @@
 use crate::fault::{Fault, ForgedPublish};
 use crate::scenario::Scenario;
 use crate::workload::signaling::SignalingSpec;
+use crate::workload::Tap;
 use netmend::signal::{LinkConfig, SignalConfig, SignalKey};
 use netmend::Policy;
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub struct SignalingPlan {
     /// The hostile publishers: for each broker, when and how many
     /// forgeries it publishes.
     pub attacks: Vec<(u8, Vec<(Duration, u32)>)>,
+    /// Messages the receiver has taken so far in the current run (a
+    /// progress display reads it; the runner zeroes it before each run).
+    pub received: Tap,
 }
 
 impl SignalingPlan {
@@ -63,6 +67,7 @@ impl SignalingPlan {
             config,
             links: [link(seed), link(seed.wrapping_add(1))],
             attacks: attacks(s),
+            received: Tap::default(),
         }
     }
 }

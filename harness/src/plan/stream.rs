@@ -6,6 +6,7 @@ use super::Variant;
 use crate::fault::{Fault, SessionFlood};
 use crate::scenario::Scenario;
 use crate::workload::programs::{MitigationSpec, StreamSpec};
+use crate::workload::Tap;
 use netmend::gate::GateConfig;
 use netmend::monitor::Debounce;
 use netmend::session::{Config, Limits};
@@ -22,6 +23,9 @@ pub struct StreamPlan {
     /// The session floods against the server: when each starts, its
     /// hit-and-run clients and its trickling handshakes.
     pub floods: Vec<(Duration, u32, u32)>,
+    /// Bytes the server has received so far in the current run (a
+    /// progress display reads it; the runner zeroes it before each run).
+    pub received: Tap,
     baseline: Programs,
     mitigated: Programs,
 }
@@ -42,6 +46,7 @@ impl StreamPlan {
             },
             mitigation,
             floods: floods(s),
+            received: Tap::default(),
             baseline: programs(s, Variant::Baseline),
             mitigated: programs(s, Variant::Mitigated),
         }

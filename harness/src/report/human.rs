@@ -10,6 +10,8 @@ pub struct Human<W: Write> {
     out: W,
     /// Show wall times (off in snapshot tests, where they would vary).
     pub show_wall: bool,
+    /// Only what did not pass, and the summary (`--quiet`).
+    pub quiet: bool,
     /// Set by `RunStarted`: on sim, run time is virtual and worth comparing
     /// with wall time; on netns the two are the same.
     simulated: bool,
@@ -26,6 +28,7 @@ impl<W: Write> Human<W> {
         Self {
             out,
             show_wall: true,
+            quiet: false,
             simulated: true,
             repeats: Vec::new(),
             width: 22,
@@ -61,8 +64,11 @@ impl<W: Write> Human<W> {
                     scenarios.len()
                 )
             }
-            RunEvent::ScenarioStarted { .. } => Ok(()),
+            RunEvent::ScenarioStarted { .. } | RunEvent::Phase { .. } => Ok(()),
             RunEvent::ScenarioFinished { result, wall } => {
+                if self.quiet && matches!(result.verdict, Verdict::Pass | Verdict::Unsupported) {
+                    return Ok(());
+                }
                 let tag = match result.verdict {
                     Verdict::Pass => "PASS",
                     Verdict::Fail => "FAIL",

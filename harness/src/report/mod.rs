@@ -1,15 +1,18 @@
 //! Reporters: each is built from [`RunEvent`]s alone.
 //!
-//! The human reporter prints as the run goes; the JSON and JUnit reporters
-//! collect results and render a document at the end.
+//! The human reporter prints as the run goes, the progress display shows
+//! signs of life on stderr; the JSON and JUnit reporters collect results and
+//! render a document at the end.
 
 mod human;
 mod json;
 mod junit;
+mod progress;
 
 pub use human::Human;
 pub use json::{render_json, JsonReport};
 pub use junit::render_junit;
+pub use progress::{Mode as ProgressMode, Progress};
 
 use crate::backend::BackendKind;
 use crate::runner::{RunEvent, ScenarioResult, Summary, Verdict};
@@ -87,7 +90,7 @@ impl Collector {
                 self.seed = *seed;
                 self.backend = Some(*backend);
             }
-            RunEvent::ScenarioStarted { .. } => {}
+            RunEvent::ScenarioStarted { .. } | RunEvent::Phase { .. } => {}
             RunEvent::ScenarioFinished { result, wall } => {
                 self.summary.count(result);
                 self.results.push((**result).clone());

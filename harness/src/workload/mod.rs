@@ -10,4 +10,4 @@ pub mod programs;
 mod recording;
 pub mod signaling;
 
-pub use recording::{QueuePeak, Recorder, Recording, StreamLog};
+pub use recording::{QueuePeak, Recorder, Recording, StreamLog, Tap};

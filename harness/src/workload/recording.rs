@@ -2,6 +2,7 @@
 //! stream, or the messages of a signaling run.
 
 use super::messages::MessageLog;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -59,19 +60,53 @@ pub struct Recording {
 
 /// A shared handle the workload programs record into.
 #[derive(Clone, Debug, Default)]
-pub struct Recorder(Arc<Mutex<Recording>>);
+pub struct Recorder {
+    record: Arc<Mutex<Recording>>,
+    received: Tap,
+}
+
+/// A live count of what a run has received so far — bytes of a stream (a
+/// duplicate counts again), messages of a signaling run — for a progress
+/// display to read while the run goes. The judged record is [`Recording`].
+#[derive(Clone, Debug, Default)]
+pub struct Tap(Arc<AtomicU64>);
+
+impl Tap {
+    /// Received so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Back to zero, for the next run.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
 
 impl Recorder {
     /// A recorder for a stream of `total` bytes.
     pub fn new(total: u64) -> Self {
-        Self(Arc::new(Mutex::new(Recording {
-            total,
-            ..Recording::default()
-        })))
+        Self::tapped(total, Tap::default())
+    }
+
+    /// A recorder for a stream of `total` bytes (0 for messages) that also
+    /// counts what is received on `received`.
+    pub fn tapped(total: u64, received: Tap) -> Self {
+        Self {
+            record: Arc::new(Mutex::new(Recording {
+                total,
+                ..Recording::default()
+            })),
+            received,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Recording> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Opens a server-side stream; returns its index.
@@ -83,6 +118,7 @@ impl Recorder {
 
     /// Appends bytes read on stream `idx` at time `t`.
     pub fn received(&self, idx: usize, t: Duration, bytes: &[u8]) {
+        self.received.add(bytes.len() as u64);
         let mut r = self.lock();
         if let Some(s) = r.streams.get_mut(idx) {
             s.bytes.extend_from_slice(bytes);
@@ -128,6 +164,7 @@ impl Recorder {
 
     /// Message `n` reached the receiving application at `t`.
     pub fn message_received(&self, n: u64, t: Duration) {
+        self.received.add(1);
         self.lock().messages.received.push((n, t));
     }
 

@@ -437,7 +437,7 @@ async fn run_in_lab(
         (topo.client.clone(), client.host_addr(v6)),
     ]
     .into();
-    let rec = Recorder::new(plan.spec.total);
+    let rec = Recorder::tapped(plan.spec.total, plan.received.clone());
     let mitigation = plan.mitigation.clone();
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);

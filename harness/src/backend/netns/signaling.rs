@@ -55,7 +55,7 @@ pub async fn run_in_lab(
     let port = topo.broker_port;
     let mut brokers = Mosquittos::start(&lab, &broker_addrs, port)?;
 
-    let rec = Recorder::new(0);
+    let rec = Recorder::tapped(0, plan.received.clone());
     let (attacks, plan) = (plan.attacks.clone(), plan.clone());
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);

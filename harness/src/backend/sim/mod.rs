@@ -174,7 +174,7 @@ pub fn run_stream(
     };
     let injector = net.injector.clone();
     let router = net.place.router.clone();
-    let rec = Recorder::new(plan.spec.total);
+    let rec = Recorder::tapped(plan.spec.total, plan.received.clone());
     let mitigation = plan.mitigation.clone();
 
     let (server_rec, port, config, server_net) = (

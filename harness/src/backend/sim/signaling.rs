@@ -52,7 +52,7 @@ pub fn run(
             }
         });
     }
-    let rec = Recorder::new(0);
+    let rec = Recorder::tapped(0, plan.received.clone());
     let plan = plan.clone();
     let brokers = |rec: &Recorder| -> Vec<Counted<SimBroker>> {
         hosts
