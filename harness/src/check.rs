@@ -93,8 +93,81 @@ impl Measured {
     }
 }
 
+/// What one run looked like over time, for a timeline to draw: how much
+/// had arrived when, the client's connection attempts, what its stack
+/// reported, and the recovery interval the judgement measured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// `(time, delivered so far)` — the highest stream offset delivered in
+    /// order of arrival, or distinct messages — at most [`TRACE_POINTS`]
+    /// points, thinned evenly over the run (the last point of each slice
+    /// kept, so the curve's steps stay where they were).
+    pub delivered: Vec<(Duration, u64)>,
+    /// When each connection attempt began.
+    pub attempts: Vec<Duration>,
+    /// `(time, what)` the client's stack reported.
+    pub events: Vec<(Duration, String)>,
+    /// `(scheduled, in effect)` for fault actions that took effect late.
+    pub applied: Vec<(Duration, Duration)>,
+    /// The worst recovery interval `(path whole again, delivery resumed)`;
+    /// `None` if delivery never resumed, and for a run without faults.
+    pub recovery: Option<(Duration, Duration)>,
+    /// How long the run lasted.
+    pub elapsed: Duration,
+}
+
+/// Points a [`Trace`]'s delivery curve keeps at most.
+pub const TRACE_POINTS: usize = 2000;
+
+impl Trace {
+    fn of(
+        rec: &Recording,
+        delivered: Vec<(Duration, u64)>,
+        recovery: Option<(Duration, Duration)>,
+    ) -> Trace {
+        Trace {
+            delivered: thin(delivered, rec.elapsed, TRACE_POINTS),
+            attempts: rec.attempts.clone(),
+            events: rec.events.clone(),
+            applied: rec.applied.clone(),
+            recovery: recovery.filter(|(from, to)| !(from.is_zero() && to.is_zero())),
+            elapsed: rec.elapsed,
+        }
+    }
+}
+
+/// At most `max` points of a time series, one per equal slice of
+/// `0..=elapsed`: the last point of each slice.
+fn thin(points: Vec<(Duration, u64)>, elapsed: Duration, max: usize) -> Vec<(Duration, u64)> {
+    if points.len() <= max {
+        return points;
+    }
+    let span = elapsed
+        .max(points.last().map_or(Duration::ZERO, |p| p.0))
+        .as_nanos()
+        .max(1);
+    let slice = |t: Duration| (t.as_nanos() * (max as u128 - 1) / span) as usize;
+    let mut out: Vec<(Duration, u64)> = Vec::with_capacity(max);
+    for p in points {
+        match out.last_mut() {
+            Some(last) if slice(last.0) == slice(p.0) => *last = p,
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
 /// Judges one run of the stream scenario `scenario`.
 pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
+    judge_stream_traced(scenario, rec, max_attempts).0
+}
+
+/// [`judge_stream`], with the run's [`Trace`].
+pub fn judge_stream_traced(
+    scenario: &Scenario,
+    rec: &Recording,
+    max_attempts: Option<u32>,
+) -> (Measured, Trace) {
     let total = rec.total;
     let mut pieces: Vec<Piece> = Vec::new();
     let mut corrupted = 0;
@@ -110,8 +183,16 @@ pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u
 
     let (delivered, duplicated, reordered) = coverage(&pieces, total);
     let lost = total - delivered;
-    let recovery = recovery(scenario, rec, &arrivals);
+    let interval = recovery(scenario, rec, &arrivals);
+    let recovery = interval.map(|(from, to)| to.saturating_sub(from));
     let recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    let progress = arrivals
+        .iter()
+        .scan(0u64, |high, &(t, end)| {
+            *high = (*high).max(end);
+            Some((t, *high))
+        })
+        .collect();
 
     let symptoms = symptoms(
         scenario,
@@ -125,7 +206,7 @@ pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u
         recovery,
         max_attempts,
     );
-    Measured {
+    let measured = Measured {
         outcome: outcome(&symptoms),
         unit: "bytes",
         expected: total,
@@ -135,13 +216,15 @@ pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u
         reordered,
         corrupted,
         recovery_ms,
-        attempts: rec.attempts,
+        attempts: attempts(rec),
         symptoms,
         error: rec.client_error.clone(),
         latency_p50_us: None,
         latency_p99_us: None,
         queue: rec.queue,
-    }
+    };
+    let trace = Trace::of(rec, progress, interval);
+    (measured, trace)
 }
 
 /// Judges one run of the signaling scenario `scenario`. Delivery order is reported (`reordered`) but
@@ -149,8 +232,18 @@ pub fn judge_stream(scenario: &Scenario, rec: &Recording, max_attempts: Option<u
 /// copy through a faster broker may overtake (each carries its sequence
 /// number for applications that need send order).
 pub fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option<u32>) -> Measured {
+    judge_messages_traced(scenario, rec, max_attempts).0
+}
+
+/// [`judge_messages`], with the run's [`Trace`].
+pub fn judge_messages_traced(
+    scenario: &Scenario,
+    rec: &Recording,
+    max_attempts: Option<u32>,
+) -> (Measured, Trace) {
     let f = messages::judge(&rec.messages);
-    let recovery = message_recovery(scenario, &rec.messages);
+    let interval = message_recovery(scenario, &rec.messages);
+    let recovery = interval.map(|(from, to)| to.saturating_sub(from));
     let mut symptoms = symptoms(
         scenario,
         rec,
@@ -171,7 +264,7 @@ pub fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option
     if late {
         symptoms.push(Symptom::Late);
     }
-    Measured {
+    let measured = Measured {
         outcome: outcome(&symptoms),
         unit: "messages",
         expected: f.expected,
@@ -181,22 +274,44 @@ pub fn judge_messages(scenario: &Scenario, rec: &Recording, max_attempts: Option
         reordered: f.reordered,
         corrupted: f.unknown,
         recovery_ms: recovery.map(|d| d.as_millis() as u64),
-        attempts: rec.attempts,
+        attempts: attempts(rec),
         symptoms,
         error: rec.client_error.clone(),
         latency_p50_us: f.latency_p50_us,
         latency_p99_us: f.latency_p99_us,
         queue: rec.queue,
-    }
+    };
+    let trace = Trace::of(rec, messages_over_time(&rec.messages), interval);
+    (measured, trace)
 }
 
-/// The worst recovery over all faults of a signaling run: from the fault
+/// Distinct messages of the run delivered, after each delivery.
+fn messages_over_time(log: &MessageLog) -> Vec<(Duration, u64)> {
+    let sent = log.sent.len() as u64;
+    let mut arrivals: Vec<(Duration, u64)> = log
+        .received
+        .iter()
+        .filter(|(n, _)| *n < sent)
+        .map(|&(n, t)| (t, n))
+        .collect();
+    arrivals.sort_unstable();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(arrivals.len());
+    for (t, n) in arrivals {
+        if seen.insert(n) {
+            out.push((t, seen.len() as u64));
+        }
+    }
+    out
+}
+
+/// The worst recovery interval over all faults of a signaling run: from the fault
 /// until the first message sent after it is delivered (a broker crash
 /// needs no repair for delivery to go on). `None` if messages were sent
 /// after a fault and none of them arrived.
-fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<Duration> {
+fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<(Duration, Duration)> {
     let sent_at: std::collections::HashMap<u64, Duration> = log.sent.iter().copied().collect();
-    let mut worst = Duration::ZERO;
+    let mut worst = (Duration::ZERO, Duration::ZERO);
     for fault in &scenario.faults {
         let at = fault.at().0;
         if !log.sent.iter().any(|&(_, t)| t >= at) {
@@ -208,9 +323,18 @@ fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<Duration> {
             .filter(|(n, _)| sent_at.get(n).is_some_and(|&t| t >= at))
             .map(|&(_, t)| t)
             .min()?;
-        worst = worst.max(first.saturating_sub(at));
+        worst = longer(worst, (at, first));
     }
     Some(worst)
+}
+
+/// The longer of two recovery intervals `(from, to)` (the first if equal).
+fn longer(a: (Duration, Duration), b: (Duration, Duration)) -> (Duration, Duration) {
+    if b.1.saturating_sub(b.0) > a.1.saturating_sub(a.0) {
+        b
+    } else {
+        a
+    }
 }
 
 /// What went wrong in a run, in the unit of its workload.
@@ -245,7 +369,7 @@ fn symptoms(
         Some(r) if r > scenario.expect.recovery_within.0 => out.push(Symptom::SlowRecovery),
         Some(_) => {}
     }
-    if max_attempts.is_some_and(|m| rec.attempts > m) {
+    if max_attempts.is_some_and(|m| attempts(rec) > m) {
         out.push(Symptom::Storm);
     }
     if c.corrupted > 0 {
@@ -258,6 +382,11 @@ fn symptoms(
         out.push(Symptom::Overflow);
     }
     out
+}
+
+/// Connection attempts of a run.
+fn attempts(rec: &Recording) -> u32 {
+    u32::try_from(rec.attempts.len()).unwrap_or(u32::MAX)
 }
 
 fn outcome(symptoms: &[Symptom]) -> Outcome {
@@ -353,7 +482,7 @@ fn coverage(pieces: &[Piece], total: u64) -> (u64, u64, u64) {
     (delivered, dup, reordered)
 }
 
-/// The worst recovery over all faults: from the moment the path works again
+/// The worst recovery interval over all faults: from the moment the path works again
 /// (every overlapping fault healed) until a byte the client wrote after that
 /// moment arrives (or, if the client had written everything by then, until
 /// the last byte arrives). A fault followed by another before delivery
@@ -362,8 +491,8 @@ fn recovery(
     scenario: &Scenario,
     rec: &Recording,
     arrivals: &[(Duration, u64)],
-) -> Option<Duration> {
-    let mut worst = Duration::ZERO;
+) -> Option<(Duration, Duration)> {
+    let mut worst = (Duration::ZERO, Duration::ZERO);
     for fault in &scenario.faults {
         let healed = in_effect(rec, whole_again(scenario, fault.healed_at().0));
         let written = rec
@@ -392,7 +521,7 @@ fn recovery(
         if next.is_some_and(|at| at < got) {
             continue;
         }
-        worst = worst.max(got.saturating_sub(healed));
+        worst = longer(worst, (healed, got));
     }
     Some(worst)
 }
@@ -400,6 +529,20 @@ fn recovery(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thinning_keeps_at_most_max_points_and_the_last_of_each_slice() {
+        let ms = Duration::from_millis;
+        let points: Vec<(Duration, u64)> = (0..10_000).map(|i| (ms(i), i)).collect();
+        let thinned = thin(points.clone(), ms(10_000), 100);
+        assert!(thinned.len() <= 100, "{}", thinned.len());
+        assert_eq!(thinned.last(), points.last(), "the final value stays");
+        assert!(thinned
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        // Few points: untouched.
+        assert_eq!(thin(points[..5].to_vec(), ms(10_000), 100), points[..5]);
+    }
 
     #[test]
     fn coverage_counts_loss_duplication_and_reordering() {

@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use netmend_harness::backend::{netns, BackendKind};
 use netmend_harness::report::{
-    render_json, render_junit, Collector, Human, Progress, ProgressMode,
+    render_json, render_junit, timeline_path, write_timeline, Collector, Human, Progress,
+    ProgressMode,
 };
 use netmend_harness::runner::RunEvent;
 use netmend_harness::scenario::template::{self, Template};
@@ -129,6 +130,10 @@ enum Command {
         /// Also write a JSON report here (from the same run).
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Write one timeline per scenario run into this directory
+        /// (ID.svg: faults, delivery over time, attempts, events, recovery).
+        #[arg(long, value_name = "DIR")]
+        timeline: Option<PathBuf>,
         #[command(flatten)]
         select: SelectArgs,
         /// Run each scenario N times in a row (repeat r seeded with seed + r - 1)
@@ -384,6 +389,7 @@ fn execute(command: Command) -> Result<u8, String> {
             output,
             junit,
             json,
+            timeline,
             select,
             repeat,
             fail_fast,
@@ -402,6 +408,7 @@ fn execute(command: Command) -> Result<u8, String> {
                 output,
                 junit,
                 json,
+                timeline,
                 quiet,
             };
             let summary = run_scenarios(&loaded, backend, opts, reports)?;
@@ -565,6 +572,7 @@ struct Reports {
     output: Option<PathBuf>,
     junit: Option<PathBuf>,
     json: Option<PathBuf>,
+    timeline: Option<PathBuf>,
     quiet: bool,
 }
 
@@ -581,6 +589,7 @@ fn run_scenarios(
         output,
         junit,
         json,
+        timeline,
         quiet,
     } = reports;
     let (kind, reason) = match backend {
@@ -606,6 +615,11 @@ fn run_scenarios(
     for path in [&output, &junit, &json].into_iter().flatten() {
         create_parent(path)?;
     }
+    if let Some(dir) = &timeline {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // The first timeline that could not be written; the run goes on.
+    let mut timeline_error: Option<String> = None;
     let mut sink: Box<dyn Write> = match &output {
         Some(p) => Box::new(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
         None => Box::new(std::io::stdout()),
@@ -629,6 +643,13 @@ fn run_scenarios(
         progress.event(ev);
         human.event(ev);
         collector.event(ev);
+        if let (Some(dir), RunEvent::ScenarioFinished { result, .. }) = (&timeline, ev) {
+            if let Err(e) = write_timeline(dir, result) {
+                timeline_error.get_or_insert_with(|| {
+                    format!("{}: {e}", timeline_path(dir, result).display())
+                });
+            }
+        }
         if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {
             *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(PartialReport {
                 collector: collector.clone(),
@@ -658,6 +679,9 @@ fn run_scenarios(
     if let Some(path) = json {
         std::fs::write(&path, render_json(&collector))
             .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(e) = timeline_error {
+        return Err(format!("writing a timeline: {e}"));
     }
     Ok(summary)
 }

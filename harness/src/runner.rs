@@ -1,13 +1,13 @@
 //! Runs scenarios and emits [`RunEvent`]s; reporters are built from those alone.
 
 use crate::backend::{self, BackendError, BackendKind};
-use crate::check::{self, Measured, Outcome};
+use crate::check::{self, Measured, Outcome, Trace};
 use crate::plan::{CommandPlan, Plan, Variant};
 use crate::scenario::{Loaded, OutputExpectation, Scenario, Symptom};
 use crate::workload::command::CommandRun;
 use crate::workload::{Recording, Tap};
 use serde::Serialize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Final judgement of one scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +58,44 @@ pub struct ScenarioResult {
     /// absent without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat: Option<u32>,
+    /// What the runs looked like over time (`run --timeline`); kept out of
+    /// the JSON report, which holds the judged figures.
+    #[serde(skip)]
+    pub traces: Box<Traces>,
+}
+
+/// The schedule of a scenario and what each of its runs looked like over
+/// time: what a timeline draws.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traces {
+    /// Each fault: its kind and when it holds, `(kind, from, to)`.
+    pub faults: Vec<(&'static str, Duration, Duration)>,
+    /// Each change the faults make to the world, when scheduled.
+    pub actions: Vec<(Duration, String)>,
+    /// The naive run.
+    pub baseline: Option<Trace>,
+    /// The engine run.
+    pub mitigated: Option<Trace>,
+}
+
+impl Traces {
+    /// The schedule of `s`, no run yet.
+    pub fn of(s: &Scenario) -> Traces {
+        Traces {
+            faults: s
+                .faults
+                .iter()
+                .map(|f| (f.kind(), f.at().0, f.healed_at().0))
+                .collect(),
+            actions: s
+                .schedule()
+                .into_iter()
+                .map(|(t, a)| (t, a.to_string()))
+                .collect(),
+            baseline: None,
+            mitigated: None,
+        }
+    }
 }
 
 /// The contract between the runner and every reporter.
@@ -303,6 +341,7 @@ fn run_watched(
         command: None,
         virtual_ms: 0,
         repeat: None,
+        traces: Box::new(Traces::of(s)),
     };
     let plan = Plan::of(s, seed);
     if let Some(why) = backend::unsupported(backend, s, &plan) {
@@ -350,13 +389,14 @@ fn run_watched(
             seed,
             Some(s.expect.max_attempts),
         ) {
-            Ok((rec, measured)) => {
+            Ok((rec, measured, trace)) => {
                 result.virtual_ms += rec.elapsed.as_millis() as u64;
-                let slot = match variant {
-                    Variant::Baseline => &mut result.baseline,
-                    Variant::Mitigated => &mut result.mitigated,
+                let (slot, traced) = match variant {
+                    Variant::Baseline => (&mut result.baseline, &mut result.traces.baseline),
+                    Variant::Mitigated => (&mut result.mitigated, &mut result.traces.mitigated),
                 };
                 *slot = Some(measured);
+                *traced = Some(trace);
             }
             Err(e) => {
                 broke = true;
@@ -413,6 +453,7 @@ pub fn measure(
     max_attempts: Option<u32>,
 ) -> Result<(Recording, Measured), BackendError> {
     measure_plan(backend, s, &Plan::of(s, seed), variant, seed, max_attempts)
+        .map(|(rec, measured, _)| (rec, measured))
 }
 
 fn measure_plan(
@@ -422,15 +463,15 @@ fn measure_plan(
     variant: Variant,
     seed: u64,
     max_attempts: Option<u32>,
-) -> Result<(Recording, Measured), BackendError> {
+) -> Result<(Recording, Measured, Trace), BackendError> {
     match plan {
         Plan::Stream(p) => backend::run_stream(backend, s, p, variant, seed).map(|rec| {
-            let m = check::judge_stream(s, &rec, max_attempts);
-            (rec, m)
+            let (m, t) = check::judge_stream_traced(s, &rec, max_attempts);
+            (rec, m, t)
         }),
         Plan::Signaling(p) => backend::run_signaling(backend, s, p, variant, seed).map(|rec| {
-            let m = check::judge_messages(s, &rec, max_attempts);
-            (rec, m)
+            let (m, t) = check::judge_messages_traced(s, &rec, max_attempts);
+            (rec, m, t)
         }),
         Plan::Command(_) => Err(BackendError::NoSuchRun(format!(
             "{} is a command scenario: it runs once, not as baseline and mitigated",

@@ -106,3 +106,84 @@ pub enum Action {
         count: u32,
     },
 }
+
+impl std::fmt::Display for Action {
+    /// What the change does, in a few words (a timeline's marks).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = |h: &HostRole| match h {
+            HostRole::Client => "client",
+            HostRole::Server => "server",
+        };
+        let new_path = |kind: &str, routable: bool, captive: bool| {
+            let state = match (routable, captive) {
+                (true, _) => "",
+                (false, true) => " (captive portal)",
+                (false, false) => " (not routable yet)",
+            };
+            format!("{kind}{state}")
+        };
+        match self {
+            Action::Reset => write!(f, "flows reset"),
+            Action::Blackhole(true) => write!(f, "blackhole"),
+            Action::Blackhole(false) => write!(f, "blackhole healed"),
+            Action::Partition { direction, on } => {
+                let way = match direction {
+                    Direction::Both => "both ways",
+                    Direction::ClientToServer => "client to server",
+                    Direction::ServerToClient => "server to client",
+                };
+                let state = if *on { "" } else { " healed" };
+                write!(f, "partition {way}{state}")
+            }
+            Action::Latency { per_hop, jitter } => write!(
+                f,
+                "latency {} ms ± {} ms per hop",
+                per_hop.as_millis(),
+                jitter.as_millis()
+            ),
+            Action::Loss(p) => write!(f, "loss {:.0} %", p * 100.0),
+            Action::Bandwidth(Some(rate)) => write!(f, "bandwidth {rate} B/s"),
+            Action::Bandwidth(None) => write!(f, "bandwidth unlimited"),
+            Action::LinkDown { host: h, down } => {
+                write!(f, "{} link {}", host(h), if *down { "down" } else { "up" })
+            }
+            Action::AddressChange { host: h } => write!(f, "{} renumbered", host(h)),
+            Action::RouteLoss { host: h, lost } => write!(
+                f,
+                "{} default route {}",
+                host(h),
+                if *lost { "lost" } else { "back" }
+            ),
+            Action::NicSwap { routable, captive } => {
+                f.write_str(&new_path("NIC swap", *routable, *captive))
+            }
+            Action::GatewayChange { routable, captive } => {
+                f.write_str(&new_path("gateway change", *routable, *captive))
+            }
+            Action::Routable => write!(f, "new path routable"),
+            Action::Carrier { lost } => {
+                write!(f, "carrier {}", if *lost { "lost" } else { "back" })
+            }
+            Action::Broker { index, down } => write!(
+                f,
+                "broker {index} {}",
+                if *down { "crashed" } else { "restarted" }
+            ),
+            Action::BrokerFreeze { index, frozen } => write!(
+                f,
+                "broker {index} {}",
+                if *frozen { "frozen" } else { "thawed" }
+            ),
+            Action::BrokerBlock {
+                index,
+                host: h,
+                blocked,
+            } => {
+                let peer = h.as_ref().map_or("peers", host);
+                let state = if *blocked { "blocked" } else { "unblocked" };
+                write!(f, "broker {index} {state} for {peer}")
+            }
+            Action::Forge { index, count } => write!(f, "{count} forgeries via broker {index}"),
+        }
+    }
+}

@@ -134,6 +134,7 @@ mod tests {
             command: None,
             virtual_ms: 1500,
             repeat: None,
+            traces: Box::default(),
         }
     }
 

@@ -2,17 +2,20 @@
 //!
 //! The human reporter prints as the run goes, the progress display shows
 //! signs of life on stderr; the JSON and JUnit reporters collect results and
-//! render a document at the end.
+//! render a document at the end; the timeline writes one drawing per
+//! scenario run as it finishes.
 
 mod human;
 mod json;
 mod junit;
 mod progress;
+mod timeline;
 
 pub use human::Human;
 pub use json::{render_json, JsonReport};
 pub use junit::render_junit;
 pub use progress::{Mode as ProgressMode, Progress};
+pub use timeline::{render_timeline, timeline_path, write_timeline};
 
 use crate::backend::BackendKind;
 use crate::runner::{RunEvent, ScenarioResult, Summary, Verdict};

@@ -7,7 +7,7 @@ use super::Recorder;
 use crate::scenario::PlantedBug;
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
-use netmend::session::{Accepted, Acceptor, Config, Limits, SessionBuilder};
+use netmend::session::{Accepted, Acceptor, Config, Limits, SessionBuilder, SessionEvent};
 use netmend::Policy;
 use std::future::Future;
 use std::io;
@@ -83,7 +83,7 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     };
     let mut changes = monitor.as_ref().map(Monitor::events);
     loop {
-        rec.attempt();
+        rec.attempt(net.now());
         let connected =
             tokio::time::timeout(spec.connect_timeout, net.connect(&spec.host, spec.port)).await;
         let mut stream = match connected {
@@ -113,7 +113,7 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
                 // handles it when it arrives, not when its writes block
                 // (which a simulated socket's large buffer rarely does).
                 biased;
-                () = next_change(&mut changes) => {
+                () = next_change(&net, &rec, &mut changes) => {
                     tracing::debug!(offset, "baseline: the network changed, reconnecting");
                     failed = true;
                     break;
@@ -144,11 +144,14 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     }
 }
 
-/// The next change notification; never, without a monitor.
-async fn next_change(changes: &mut Option<Events>) {
+/// The next change notification (recorded); never, without a monitor.
+async fn next_change<N: Net>(net: &N, rec: &Recorder, changes: &mut Option<Events>) {
     match changes {
         Some(events) => match events.next().await {
-            Some(event) => tracing::debug!(?event, "baseline: network event"),
+            Some(event) => {
+                tracing::debug!(?event, "baseline: network event");
+                rec.event(net.now(), format!("{event:?}"));
+            }
             None => std::future::pending::<()>().await,
         },
         None => std::future::pending().await,
@@ -193,15 +196,20 @@ pub struct MitigationSpec {
 
 /// The mitigated client: the same writes through a resumable session.
 pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpec, rec: Recorder) {
-    let (host, port, n2) = (spec.host.clone(), spec.port, net.clone());
+    let (host, port, n2, r2) = (spec.host.clone(), spec.port, net.clone(), rec.clone());
+    // The engine calls the connector once per attempt: its calls are the
+    // attempts, timed.
     let connector = move || {
         let (net, host) = (n2.clone(), host.clone());
+        r2.attempt(net.now());
         async move { net.connect(&host, port).await }
     };
+    let (n3, r3) = (net.clone(), rec.clone());
     let mut builder = SessionBuilder::new()
         .config(m.config)
         .policy(m.policy)
-        .rng_seed(m.seed);
+        .rng_seed(m.seed)
+        .on_event(move |event| r3.event(n3.now(), session_event(event)));
     if let Some((debounce, gate)) = m.follow {
         match net.monitor(debounce).await {
             Some(monitor) => builder = builder.monitor(monitor).gate(gate),
@@ -236,7 +244,6 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
             }
             offset += n as u64;
             rec.wrote(net.now(), offset);
-            rec.set_attempts(session.stats().connect_attempts);
         }
         session.shutdown().await?;
         let mut sink = Vec::new();
@@ -244,10 +251,28 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
         Ok(())
     }
     .await;
-    rec.set_attempts(session.stats().connect_attempts);
     match result {
         Ok(()) => rec.client_done(net.now()),
         Err(e) => rec.client_failed(e.to_string()),
+    }
+}
+
+/// A session event as a timeline marks it: what happened, in a few words.
+fn session_event(event: &SessionEvent) -> String {
+    match event {
+        SessionEvent::Connected { attempts } => format!("connected ({attempts} attempt(s))"),
+        SessionEvent::Reconnecting { why } => format!("reconnecting: {why:?}"),
+        SessionEvent::AttemptFailed { attempt, cause } => {
+            format!("attempt {attempt} failed: {cause:?}")
+        }
+        SessionEvent::Resumed { outage, attempts } => format!(
+            "resumed after {} ms ({attempts} attempt(s))",
+            outage.as_millis()
+        ),
+        SessionEvent::PathChanged { from, to } => format!("path changed: {from:?} -> {to:?}"),
+        SessionEvent::Rebound { .. } => "left the old path".to_string(),
+        SessionEvent::Failed(e) => format!("failed: {e}"),
+        other => format!("{other:?}"),
     }
 }
 

@@ -38,8 +38,13 @@ pub struct Recording {
     pub streams: Vec<StreamLog>,
     /// `(time, stream offset written so far)` after each client write.
     pub writes: Vec<(Duration, u64)>,
-    /// Connection attempts the client made.
-    pub attempts: u32,
+    /// When the client began each connection attempt (a signaling run:
+    /// each broker connect of either peer).
+    pub attempts: Vec<Duration>,
+    /// What the client's network stack or engine reported as it went —
+    /// `(time, what)`: a monitor's change, a session's reconnect, resume or
+    /// rebind — for a timeline to mark (not judged).
+    pub events: Vec<(Duration, String)>,
     /// The client's fatal error, if any.
     pub client_error: Option<String>,
     /// When the client finished its work.
@@ -57,6 +62,9 @@ pub struct Recording {
     /// The engine queue the scenario watches, if any.
     pub queue: Option<QueuePeak>,
 }
+
+/// Events one run keeps (see [`Recorder::event`]).
+pub const MAX_EVENTS: usize = 1000;
 
 /// A shared handle the workload programs record into.
 #[derive(Clone, Debug, Default)]
@@ -132,14 +140,21 @@ impl Recorder {
         self.lock().writes.push((t, offset));
     }
 
-    /// The client made one more connection attempt.
-    pub fn attempt(&self) {
-        self.lock().attempts += 1;
+    /// The client began a connection attempt at `t`.
+    pub fn attempt(&self, t: Duration) {
+        self.lock().attempts.push(t);
     }
 
-    /// Sets the attempt count (from the session's own counter).
-    pub fn set_attempts(&self, n: u32) {
-        self.lock().attempts = n;
+    /// The client's stack reported `what` at `t`. Bounded: a run keeps its
+    /// first [`MAX_EVENTS`] (a flapping link must not grow the record
+    /// without end); later ones are counted in one last entry.
+    pub fn event(&self, t: Duration, what: String) {
+        let mut r = self.lock();
+        match r.events.len() {
+            n if n < MAX_EVENTS => r.events.push((t, what)),
+            n if n == MAX_EVENTS => r.events.push((t, "later events not kept".into())),
+            _ => {}
+        }
     }
 
     /// The client failed.

@@ -66,24 +66,26 @@ pub fn number(bytes: &[u8]) -> Option<u64> {
 /// What the receiver records for a payload that is no message of the run.
 const UNKNOWN: u64 = u64::MAX;
 
-/// A broker whose connection attempts are counted in the run's record.
-pub struct Counted<B> {
+/// A broker whose connection attempts are recorded in the run's record,
+/// timed on `net`'s clock.
+pub struct Counted<B, N> {
     inner: B,
+    net: N,
     rec: Recorder,
 }
 
-impl<B> Counted<B> {
-    /// Counts `inner`'s connects into `rec`.
-    pub fn new(inner: B, rec: Recorder) -> Self {
-        Counted { inner, rec }
+impl<B, N> Counted<B, N> {
+    /// Records `inner`'s connects into `rec`.
+    pub fn new(inner: B, net: N, rec: Recorder) -> Self {
+        Counted { inner, net, rec }
     }
 }
 
-impl<B: Broker> Broker for Counted<B> {
+impl<B: Broker, N: Net> Broker for Counted<B, N> {
     type Conn = B::Conn;
 
     async fn connect(&mut self, client_id: &str, topic: &str) -> io::Result<B::Conn> {
-        self.rec.attempt();
+        self.rec.attempt(self.net.now());
         self.inner.connect(client_id, topic).await
     }
 }

@@ -59,10 +59,12 @@ pub async fn run_in_lab(
     let (attacks, plan) = (plan.attacks.clone(), plan.clone());
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);
-    let mqtt = |rec: &Recorder| -> Vec<Counted<Mqtt>> {
+    let mqtt = |rec: &Recorder| -> Vec<Counted<Mqtt, NetnsNet>> {
         broker_addrs
             .iter()
-            .map(|(_, addr)| Counted::new(Mqtt::new(addr.to_string(), port), rec.clone()))
+            .map(|(_, addr)| {
+                Counted::new(Mqtt::new(addr.to_string(), port), net.clone(), rec.clone())
+            })
             .collect()
     };
 

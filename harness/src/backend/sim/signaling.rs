@@ -54,7 +54,7 @@ pub fn run(
     }
     let rec = Recorder::tapped(0, plan.received.clone());
     let plan = plan.clone();
-    let brokers = |rec: &Recorder| -> Vec<Counted<SimBroker>> {
+    let brokers = |rec: &Recorder| -> Vec<Counted<SimBroker, SimNet>> {
         hosts
             .iter()
             .map(|h| {
@@ -63,6 +63,7 @@ pub fn run(
                         host: h.clone(),
                         port,
                     },
+                    net.clone(),
                     rec.clone(),
                 )
             })
