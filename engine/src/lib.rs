@@ -31,6 +31,8 @@
 #![forbid(unsafe_code)]
 
 pub mod gate;
+#[cfg(target_os = "linux")]
+pub mod handover;
 pub mod monitor;
 pub mod reconnect;
 pub mod session;
