@@ -194,6 +194,12 @@ enum Command {
         #[arg(long)]
         first: bool,
     },
+    /// The receiving process of `bench handover` (not for users).
+    #[command(name = "__handover-receiver", hide = true)]
+    HandoverReceiver {
+        /// Rendezvous path.
+        path: PathBuf,
+    },
     /// Measure netmend against its peers (needs root for netns benches).
     Bench {
         #[command(subcommand)]
@@ -282,6 +288,13 @@ enum BenchCommand {
         /// Pause between changes, in ms.
         #[arg(long, default_value_t = 10)]
         spacing_ms: u64,
+    },
+    /// A live TCP connection handed to another process (send → its first
+    /// byte at the far end) against that process opening a fresh one.
+    Handover {
+        /// Measured rounds of each (a tenth more warm up first).
+        #[arg(long, default_value_t = 1000)]
+        rounds: usize,
     },
     /// Signaling through 3 brokers with dedup against 1 broker, on real
     /// mosquitto (loopback): burst throughput and one-way latency.
@@ -445,6 +458,10 @@ fn execute(command: Command) -> Result<u8, String> {
             Ok(EXIT_OK)
         }
         Command::Bench { what } => bench(what),
+        Command::HandoverReceiver { path } => {
+            netmend_harness::bench::handover::receiver(&path)?;
+            Ok(EXIT_OK)
+        }
         Command::New {
             id,
             from,
@@ -763,6 +780,32 @@ fn create_parent(path: &Path) -> Result<(), String> {
 /// `netmend bench …`.
 fn bench(what: BenchCommand) -> Result<u8, String> {
     match what {
+        BenchCommand::Handover { rounds } => {
+            if rounds == 0 {
+                return Err("--rounds must be at least 1".into());
+            }
+            let (handover, fresh) = netmend_harness::bench::handover::run(rounds)
+                .map_err(|e| format!("bench handover: {e}"))?;
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            println!("a live TCP connection to another process on loopback, {rounds} rounds each, interleaved");
+            println!("{:<34} {:>10} {:>10} {:>10}", "", "median", "p99", "min");
+            for (name, f) in [
+                ("handover (send -> first byte)", &handover),
+                ("fresh connect (go -> first byte)", &fresh),
+            ] {
+                println!(
+                    "{name:<34} {:>8.3}ms {:>8.3}ms {:>8.3}ms",
+                    ms(f.median),
+                    ms(f.p99),
+                    ms(f.min)
+                );
+            }
+            println!(
+                "fresh connect / handover (median): {:.2}x",
+                ms(fresh.median) / ms(handover.median).max(1e-9)
+            );
+            Ok(EXIT_OK)
+        }
         BenchCommand::NetnsSetup { iterations } => {
             if iterations == 0 {
                 return Err("--iterations must be at least 1".into());

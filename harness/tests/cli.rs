@@ -546,3 +546,35 @@ fn on_a_terminal_a_live_line_shows_the_phase_and_what_arrived_and_no_color_holds
     assert!(plain.contains("of 1048576 B"), "{plain}");
     assert!(!plain.contains("\u{1b}[36m"), "NO_COLOR: {plain:?}");
 }
+
+#[test]
+fn bench_handover_measures_both_ways_with_a_second_process_and_refuses_zero_rounds() {
+    let out = netmend(&["bench", "handover", "--rounds", "20"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[2].starts_with("handover (send -> first byte)"),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("fresh connect (go -> first byte)"),
+        "{text}"
+    );
+    assert!(
+        lines[4].starts_with("fresh connect / handover (median): "),
+        "{text}"
+    );
+    let out = netmend(&["bench", "handover", "--rounds", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "netmend: --rounds must be at least 1"
+    );
+}
