@@ -344,6 +344,19 @@ impl ReconnectCore {
         core
     }
 
+    /// A core at `now` whose transport is already established (a session
+    /// re-attached in another process with its live transport): no outage,
+    /// no attempt until that transport is lost.
+    pub fn new_connected(policy: Policy, pacing: Pacing, now: Instant, seed: u64) -> Self {
+        let mut core = ReconnectCore::new(policy, pacing, now, seed);
+        // The initial outage `new` began is over before it started: no
+        // attempt was made, none is counted.
+        core.phase = Phase::Connected { since: now, run: 0 };
+        core.actions.clear();
+        core.events.clear();
+        core
+    }
+
     // ---- getters ---------------------------------------------------------
 
     /// Attempts started over the core's whole life.

@@ -448,7 +448,8 @@ async fn run_server(
         let report = drive_link(&shared, stream, Some(&mut attach_rx)).await;
         shared.lock().core.link_lost();
         let next = match report.end {
-            LinkEnd::Finished => break,
+            // Only a client session detaches.
+            LinkEnd::Finished | LinkEnd::Detached { .. } => break,
             LinkEnd::Preempted(a) => a,
             LinkEnd::Failed(why) => {
                 tracing::info!(session = %id, %why, "transport lost, waiting for resume");

@@ -27,7 +27,7 @@ pub enum Prover {
 }
 
 /// Identifier and secret token of one session.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// Public identifier.
     pub id: SessionId,

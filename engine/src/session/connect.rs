@@ -10,7 +10,7 @@ use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd, LinkReport};
 use super::error::{Delivery, SessionError, SessionErrorKind};
 use super::event::{EventHandler, SessionEvent};
-use super::handle::{Session, Shared};
+use super::handle::{DetachSlot, Session, Shared};
 use super::proto::SessionCore;
 use crate::gate::{changed_opt, readiness, GateConfig};
 use crate::monitor::{Decisions, DefaultRoute, Family, MajorChange, Monitor, Snapshot};
@@ -159,6 +159,78 @@ impl SessionBuilder {
     /// Cancel safe: dropping the future (e.g. under `tokio::time::timeout`)
     /// stops the driver and every attempt in flight; no session outlives it.
     pub async fn connect<C: Connector>(self, connector: C) -> Result<Session, SessionError> {
+        let key = KeyPair::generate().map_err(|e| {
+            SessionError::new(
+                SessionErrorKind::Protocol(format!("OS random source failed: {e}")),
+                Default::default(),
+            )
+        })?;
+        let config = self.config.clone();
+        self.start(connector, None, move || {
+            Ok(SessionCore::new_client(config, key))
+        })
+        .await
+    }
+
+    /// Goes on with a session [detached](Session::detach) in another
+    /// process: `state` is [`Detached::state`](super::Detached::state),
+    /// sealed under `key`; `transport` the live transport that came along
+    /// ([`Detached::take_transport`](super::Detached::take_transport)), if
+    /// any. The session continues on it — the server sees the same
+    /// transport carry on — and, when it is lost (or none came), resumes
+    /// through `connector` as any session does: no byte lost, none twice.
+    /// The builder's config must take the state's unacknowledged bytes
+    /// (`replay_capacity`).
+    ///
+    /// ```no_run
+    /// # async fn f(state: Vec<u8>, key: netmend::session::StateKey, tcp: std::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+    /// use netmend::session::SessionBuilder;
+    /// tcp.set_nonblocking(true)?;
+    /// let transport = tokio::net::TcpStream::from_std(tcp)?;
+    /// let session = SessionBuilder::new()
+    ///     .attach(&state, &key, Some(transport), || tokio::net::TcpStream::connect("198.18.0.2:7000"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionErrorKind::State`] for a state that does not open under
+    /// `key` or does not fit; [`SessionErrorKind::Config`]; with no
+    /// transport, what ends a session before it resumed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe as [`connect`](Self::connect): dropping the future stops
+    /// the session (the transport closes; the server keeps the session for
+    /// `idle_expiry`, so the state can be attached again meanwhile).
+    pub async fn attach<C: Connector>(
+        self,
+        state: &[u8],
+        key: &super::StateKey,
+        transport: Option<C::Stream>,
+        connector: C,
+    ) -> Result<Session, SessionError> {
+        let state = super::detach::CoreState::open(state, key)
+            .map_err(|e| SessionError::new(SessionErrorKind::State(e), Default::default()))?;
+        // A transport whose state did not come along cannot go on.
+        let transport = transport.filter(|_| state.link.is_some());
+        let config = self.config.clone();
+        self.start(connector, transport, move || {
+            SessionCore::from_state(config, state, now())
+                .map_err(|e| SessionError::new(SessionErrorKind::State(e), Default::default()))
+        })
+        .await
+    }
+
+    /// Validates, builds the core with `make_core`, spawns the driver (on
+    /// `transport` when there is one) and waits until established.
+    async fn start<C: Connector>(
+        self,
+        connector: C,
+        transport: Option<C::Stream>,
+        make_core: impl FnOnce() -> Result<SessionCore, SessionError>,
+    ) -> Result<Session, SessionError> {
         let config_error = |e| SessionError::new(SessionErrorKind::Config(e), Default::default());
         self.config.validate().map_err(config_error)?;
         self.policy.validate().map_err(config_error)?;
@@ -181,18 +253,16 @@ impl SessionBuilder {
                         .map_or(0, |d| u64::from(d.subsec_nanos()))
                 })
         });
-        let key = KeyPair::generate().map_err(|e| {
-            SessionError::new(
-                SessionErrorKind::Protocol(format!("OS random source failed: {e}")),
-                Default::default(),
-            )
-        })?;
-        let shared = Shared::new(SessionCore::new_client(self.config, key));
-        let core = ReconnectCore::new(self.policy, pacing, now(), seed);
+        let shared = Shared::new(make_core()?);
+        let core = match transport {
+            Some(_) => ReconnectCore::new_connected(self.policy, pacing, now(), seed),
+            None => ReconnectCore::new(self.policy, pacing, now(), seed),
+        };
         let task = tokio::spawn(run_client(
             Arc::clone(&shared),
             connector,
             core,
+            transport,
             self.monitor,
             self.on_event,
         ));
@@ -285,6 +355,7 @@ async fn run_client<C: Connector>(
     shared: Arc<Shared>,
     mut connector: C,
     mut core: ReconnectCore,
+    transport: Option<C::Stream>,
     monitor: Option<Monitor>,
     handler: Option<EventHandler>,
 ) {
@@ -304,10 +375,14 @@ async fn run_client<C: Connector>(
     let mut attempts = Attempts::<C::Stream> {
         pending: Vec::new(),
     };
-    let mut link: Option<LinkFuture> = None;
     // Delivery when the transport opened, to tell whether it made progress.
-    let mut opened_at = Delivery::default();
-    let mut ever_connected = false;
+    let mut opened_at = shared.lock().core.delivery();
+    // A transport that came with a detached session goes on at once.
+    let mut link: Option<LinkFuture> = transport.map(|stream| -> LinkFuture {
+        let shared = Arc::clone(&shared);
+        Box::pin(async move { drive_link::<_, ()>(&shared, stream, None).await })
+    });
+    let mut ever_connected = link.is_some();
     let mut moved: (Option<DefaultRoute>, Option<DefaultRoute>) = (None, None);
     loop {
         let t = now();
@@ -315,6 +390,14 @@ async fn run_client<C: Connector>(
             let mut st = shared.lock();
             if std::mem::take(&mut st.established_news) {
                 core.handle_established(t);
+            }
+            if matches!(st.detach, DetachSlot::Requested) && link.is_none() {
+                // Between transports: the session goes without one.
+                match st.core.export(false, &[]) {
+                    Ok(state) => st.detach = DetachSlot::Done(Box::new(state), None),
+                    Err(e) => st.core.fail(e.kind().clone()),
+                }
+                break;
             }
             if st.finished() {
                 // Aborted, failed or done: no new transport. A live one
@@ -398,6 +481,21 @@ async fn run_client<C: Connector>(
             },
             report = drive_opt(&mut link) => {
                 link = None;
+                let report = match report.end {
+                    LinkEnd::Detached { transport, input } => {
+                        let mut st = shared.lock();
+                        match st.core.export(true, &input) {
+                            Ok(state) => {
+                                // A transport still in its handshake stays.
+                                let transport = state.link.is_some().then_some(transport);
+                                st.detach = DetachSlot::Done(Box::new(state), transport);
+                            }
+                            Err(e) => st.core.fail(e.kind().clone()),
+                        }
+                        break;
+                    }
+                    end => LinkReport { end },
+                };
                 let progressed = {
                     let mut st = shared.lock();
                     // A handshake that completed just before the transport
@@ -409,7 +507,7 @@ async fn run_client<C: Connector>(
                     progress(&st.core.delivery()) != progress(&opened_at)
                 };
                 match report.end {
-                    LinkEnd::Finished => {}
+                    LinkEnd::Finished | LinkEnd::Detached { .. } => {}
                     LinkEnd::Failed(why) => {
                         tracing::info!(%why, "transport lost");
                         core.handle_transport_lost(now(), why, progressed);

@@ -31,6 +31,15 @@ pub(crate) enum LinkEnd<A> {
     Failed(String),
     /// The server got a newer transport for this session.
     Preempted(A),
+    /// The application detaches the session (client): every frame taken
+    /// from the core was written; here is the transport, and what was read
+    /// from it past the last whole frame.
+    Detached {
+        /// The transport, as the connector's stream type.
+        transport: Box<dyn std::any::Any + Send>,
+        /// Bytes read and not yet a whole frame.
+        input: BytesMut,
+    },
 }
 
 /// What happened on one transport.
@@ -64,7 +73,7 @@ pub(crate) async fn drive_link<S, A>(
     mut preempt: Option<&mut Receiver<A>>,
 ) -> LinkReport<A>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     // Frames to write, in order; payloads are slices of the replay buffer.
@@ -75,6 +84,40 @@ where
     let mut rbuf = BytesMut::with_capacity(read_size);
     loop {
         let now = now();
+        let detaching = shared.lock().detach_requested();
+        if detaching {
+            {
+                // Take no more from the core and read no more: what is
+                // queued in it, and what the transport holds, go along.
+                if pending.is_empty() {
+                    return LinkReport {
+                        end: LinkEnd::Detached {
+                            transport: Box::new(rd.unsplit(wr)),
+                            input: rbuf,
+                        },
+                    };
+                }
+                let slices: Vec<IoSlice<'_>> = pending
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|b| IoSlice::new(b))
+                    .collect();
+                // A transport that takes nothing for a while is left
+                // behind: the session goes without it and resumes.
+                match tokio::time::timeout(FLUSH_GRACE, wr.write_vectored(&slices)).await {
+                    Ok(Ok(0)) => return failed("transport refused writes".into()),
+                    Ok(Ok(n)) => {
+                        drop(slices);
+                        advance(&mut pending, n);
+                    }
+                    Ok(Err(e)) => return failed(e.to_string()),
+                    Err(_) => {
+                        return failed("detaching: the transport took nothing for 1 s".into())
+                    }
+                }
+                continue;
+            }
+        }
         let (deadline, want_read, ending) = {
             let mut st = shared.lock();
             if pending.is_empty() {
@@ -159,20 +202,7 @@ where
             }
             Turn::Read(Err(e)) => return failed(e.to_string()),
             Turn::Wrote(Ok(0)) => return failed("transport refused writes".into()),
-            Turn::Wrote(Ok(mut n)) => {
-                while n > 0 {
-                    let Some(front) = pending.front_mut() else {
-                        break;
-                    };
-                    if front.len() <= n {
-                        n -= front.len();
-                        pending.pop_front();
-                    } else {
-                        front.advance(n);
-                        n = 0;
-                    }
-                }
-            }
+            Turn::Wrote(Ok(n)) => advance(&mut pending, n),
             Turn::Wrote(Err(e)) => return failed(e.to_string()),
             Turn::Timer => shared.lock().core.handle_timeout(super::driver::now()),
             Turn::Woken => {}
@@ -181,6 +211,22 @@ where
                     end: LinkEnd::Preempted(a),
                 }
             }
+        }
+    }
+}
+
+/// Drops the first `n` written bytes off the queue of frames.
+fn advance(pending: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = pending.front_mut() else {
+            break;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            pending.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
         }
     }
 }

@@ -96,6 +96,10 @@ pub enum SessionErrorKind {
     /// The peer's application aborted the session.
     #[error("session aborted by the peer")]
     PeerAborted,
+    /// A detached session's state was refused at
+    /// [`SessionBuilder::attach`](super::SessionBuilder::attach).
+    #[error("detached session state refused: {0}")]
+    State(#[from] super::detach::StateError),
 }
 
 /// Why one transport was abandoned. The session itself survives and resumes

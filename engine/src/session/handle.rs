@@ -1,5 +1,6 @@
 //! The application's handle to a session: `AsyncRead + AsyncWrite`.
 
+use super::detach::{CoreState, Detached, StateKey};
 use super::error::{Delivery, SessionError, SessionErrorKind};
 use super::frame::SessionId;
 use super::proto::{SessionCore, Stats};
@@ -33,13 +34,42 @@ pub(crate) struct State {
     /// Set by the transport's driver when a handshake completed, for the
     /// client's reconnect loop.
     pub(crate) established_news: bool,
+    /// Moving the session to another process (see [`Session::detach`]).
+    pub(crate) detach: DetachSlot,
     /// Set by the driver when it has nothing to send: the next write must
     /// wake it. While it is busy writing it picks new data up by itself, and
     /// skipping the wake-up saves a futex call per application write.
     pub(crate) wake_on_write: bool,
 }
 
+/// Where a detach stands.
+#[derive(Default)]
+pub(crate) enum DetachSlot {
+    /// Not asked for.
+    #[default]
+    No,
+    /// Asked for: the driver stops at a frame boundary.
+    Requested,
+    /// The driver stopped: the state (unsealed) and the transport.
+    Done(Box<CoreState>, Option<Box<dyn std::any::Any + Send>>),
+}
+
+impl std::fmt::Debug for DetachSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DetachSlot::No => "No",
+            DetachSlot::Requested => "Requested",
+            DetachSlot::Done(..) => "Done",
+        })
+    }
+}
+
 impl State {
+    /// Whether the application asked to detach the session.
+    pub(crate) fn detach_requested(&self) -> bool {
+        !matches!(self.detach, DetachSlot::No)
+    }
+
     /// Wakes whichever application task waits on the session.
     pub(crate) fn wake_app(&mut self) {
         if let Some(w) = self.read_waker.take() {
@@ -85,6 +115,7 @@ impl Shared {
                 handle_dropped: false,
                 driver_gone: false,
                 established_news: false,
+                detach: DetachSlot::No,
                 wake_on_write: true,
             }),
             driver: Notify::new(),
@@ -249,6 +280,69 @@ impl Session {
             }
         })
         .await
+    }
+
+    /// Takes the session out of this process, to go on in another
+    /// ([`SessionBuilder::attach`](super::SessionBuilder::attach)): the
+    /// driver stops at a frame boundary — every frame it took is written,
+    /// nothing more is taken or read — and hands back the live transport
+    /// with the session's state sealed under `key`. Between transports
+    /// (reconnecting), it detaches without one; the other process then
+    /// resumes. Nothing is sent to the server: it sees a transport go
+    /// quiet, at most for `Config::dead_after` before it would give up on
+    /// that transport (it keeps the session for `Config::idle_expiry`).
+    ///
+    /// ```no_run
+    /// # async fn f(session: netmend::session::Session) -> Result<(), Box<dyn std::error::Error>> {
+    /// use netmend::session::StateKey;
+    /// let key = StateKey::generate()?; // the new process gets it too
+    /// let mut detached = session.detach(&key).await?;
+    /// let transport: Option<tokio::net::TcpStream> = detached.take_transport();
+    /// // hand `transport` and `detached.state()` to the new process
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The session had failed or was aborted (its error); a session that
+    /// was never established, or a server session
+    /// ([`SessionErrorKind::Protocol`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once called, the session stops in this process even
+    /// if the future is dropped; its state is then lost with it.
+    pub async fn detach(mut self, key: &StateKey) -> Result<Detached, SessionError> {
+        {
+            let mut st = self.shared.lock();
+            if let Some(e) = st.terminal_error() {
+                return Err(e);
+            }
+            st.detach = DetachSlot::Requested;
+        }
+        self.shared.driver.notify_one();
+        self.shared.client.notify_one();
+        let done = std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            match std::mem::take(&mut st.detach) {
+                DetachSlot::Done(state, transport) => {
+                    return Poll::Ready(Ok((state, transport)));
+                }
+                other => st.detach = other,
+            }
+            if let Some(e) = st.terminal_error() {
+                return Poll::Ready(Err(e));
+            }
+            st.write_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        // The driver is gone; the handle must not close anything on drop.
+        if let Some(task) = self.driver.take() {
+            task.abort();
+        }
+        let (state, transport) = done?;
+        Ok(Detached::new(state.seal(key), transport))
     }
 
     /// The error that ended the session, if one did.

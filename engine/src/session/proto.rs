@@ -25,6 +25,7 @@
 
 use super::auth::{Credentials, KeyPair, Prover};
 use super::config::{Config, INITIAL_WINDOW};
+use super::detach::{CoreState, LinkState, StateError};
 use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
 use super::replay::ReplayBuffer;
@@ -1104,6 +1105,124 @@ impl SessionCore {
             }
         }
         self.fail(SessionErrorKind::Aborted);
+    }
+}
+
+/// Moving a client session to another process.
+impl SessionCore {
+    /// The client session's state, to go on in another process
+    /// ([`SessionCore::from_state`]). `input`: bytes the driver read past the
+    /// last whole frame of the live transport, which goes along when there is
+    /// one (`with_link`); the driver wrote every frame it took from
+    /// [`poll_transmit`](Self::poll_transmit) and takes no more.
+    pub(crate) fn export(
+        &mut self,
+        with_link: bool,
+        input: &[u8],
+    ) -> Result<CoreState, SessionError> {
+        let refuse = |core: &Self, why: &str| {
+            Err(core.error_now(SessionErrorKind::Protocol(format!("cannot detach: {why}"))))
+        };
+        if self.role != Role::Client {
+            return refuse(self, "only a client session moves to another process");
+        }
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let Some(creds) = self.creds.clone() else {
+            return refuse(self, "the session was never established");
+        };
+        let mut replay =
+            Vec::with_capacity(self.replay.end().saturating_sub(self.replay.base()) as usize);
+        let mut at = self.replay.base();
+        loop {
+            let chunk = self.replay.slice_from(at, usize::MAX);
+            if chunk.is_empty() {
+                break;
+            }
+            at += chunk.len() as u64;
+            replay.extend_from_slice(&chunk);
+        }
+        let mut unread = Vec::with_capacity(self.ready_len);
+        for b in &self.ready {
+            unread.extend_from_slice(b);
+        }
+        unread.extend_from_slice(&self.ready_tail);
+        let link = match &self.link {
+            Some(l) if with_link && l.phase == Phase::Established && !l.failed => {
+                let mut pending = l.inbuf.to_vec();
+                pending.extend_from_slice(input);
+                Some(LinkState {
+                    next_send: l.next_send,
+                    fin_sent: l.fin_sent,
+                    ack_sent: l.ack_sent,
+                    close_sent: l.close_sent,
+                    control: l.control.clone(),
+                    input: pending,
+                })
+            }
+            _ => None,
+        };
+        Ok(CoreState {
+            creds,
+            peer_acked: self.peer_acked,
+            sent_high: self.sent_high,
+            fin_requested: self.fin_requested,
+            recv_offset: self.recv_offset,
+            recv_fin: self.recv_fin,
+            window_sent: self.window_sent,
+            peer_closed: self.peer_closed,
+            peer_window: self.peer_window,
+            replay_base: self.replay.base(),
+            replay,
+            unread,
+            link,
+        })
+    }
+
+    /// A client session going on from `state` (made by
+    /// [`export`](Self::export) in another process) at `now`; with the
+    /// transport's state when its transport came along.
+    pub(crate) fn from_state(
+        config: Config,
+        state: CoreState,
+        now: Instant,
+    ) -> Result<SessionCore, StateError> {
+        if state.replay.len() > config.replay_capacity {
+            return Err(StateError::TooLarge {
+                held: state.replay.len(),
+                capacity: config.replay_capacity,
+            });
+        }
+        let mut core = Self::new(Role::Client, config, Some(state.creds));
+        core.peer_acked = state.peer_acked;
+        core.sent_high = state.sent_high;
+        core.fin_requested = state.fin_requested;
+        core.recv_offset = state.recv_offset;
+        core.recv_fin = state.recv_fin;
+        core.window_sent = state.window_sent;
+        core.peer_closed = state.peer_closed;
+        core.peer_window = state.peer_window;
+        core.replay = ReplayBuffer::starting_at(core.config.replay_capacity, state.replay_base);
+        core.replay.push(&state.replay);
+        core.ready_len = state.unread.len();
+        core.ready_tail = BytesMut::from(&state.unread[..]);
+        if let Some(l) = state.link {
+            let mut link = Link::new(
+                Phase::Established,
+                now,
+                core.config.max_frame_payload,
+                l.ack_sent,
+            );
+            link.next_send = l.next_send;
+            link.fin_sent = l.fin_sent;
+            link.close_sent = l.close_sent;
+            link.control = l.control;
+            link.inbuf = BytesMut::from(&l.input[..]);
+            core.link = Some(link);
+            core.stats.links_established = 1;
+        }
+        Ok(core)
     }
 }
 

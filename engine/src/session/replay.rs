@@ -42,6 +42,14 @@ impl ReplayBuffer {
         }
     }
 
+    /// An empty buffer whose next byte is stream offset `base` (a session
+    /// re-attached in another process goes on where it was).
+    pub fn starting_at(capacity: usize, base: u64) -> Self {
+        let mut buffer = Self::new(capacity);
+        buffer.base = base;
+        buffer
+    }
+
     /// Offset of the oldest byte still held.
     pub fn base(&self) -> u64 {
         self.base

@@ -4,6 +4,7 @@
 
 mod admission;
 mod config;
+mod detach;
 mod lifecycle;
 mod memory;
 mod observer;

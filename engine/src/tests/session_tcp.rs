@@ -106,7 +106,7 @@ impl Relay {
         (addr, relay)
     }
 
-    fn reset_all(&self) {
+    pub(super) fn reset_all(&self) {
         self.kill.notify_waiters();
     }
 
