@@ -11,6 +11,15 @@
 //!                                    write "accepted by the child"
 //!                                  UDP: send "udp from the child" to the
 //!                                    address in STATE
+//! handover_peer session PATH ADDR
+//!                                bind a rendezvous at PATH, print "ready",
+//!                                take a detached session (its transport and
+//!                                state; the key in NETMEND_STATE_KEY, hex,
+//!                                the stream's length in the tag, "total=N"),
+//!                                attach it (resuming through ADDR if its
+//!                                transport is gone), write the rest of the
+//!                                stream, read to the end, print
+//!                                "wrote FROM..TO read N sha256 HEX"
 //! handover_peer connect PATH     connect to the rendezvous at PATH and
 //!                                report how it went (the refusal tests
 //!                                run this as another user)
@@ -39,6 +48,10 @@ fn main() {
     let result = runtime.block_on(async {
         match mode.as_str() {
             "receive" => receive(path).await,
+            "session" => match args.get(3) {
+                Some(addr) => session(path, addr).await,
+                None => Err("usage: handover_peer session PATH ADDR".into()),
+            },
             "connect" => connect(path).await,
             other => Err(format!("unknown mode {other}")),
         }
@@ -88,6 +101,71 @@ async fn receive(path: &str) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+async fn session(path: &str, addr: &str) -> Result<(), String> {
+    use netmend::handover::{Allow, Rendezvous, Socket};
+    use netmend::session::{SessionBuilder, StateKey};
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hex = std::env::var("NETMEND_STATE_KEY").map_err(|_| "NETMEND_STATE_KEY unset")?;
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or("NETMEND_STATE_KEY: 64 hex digits")?;
+    }
+    let rendezvous = Rendezvous::bind(path, Allow::same_user()).map_err(|e| e.to_string())?;
+    println!("ready");
+    let mut channel = rendezvous.accept().await.map_err(|e| e.to_string())?;
+    let received = channel.recv().await.map_err(|e| e.to_string())?;
+    let total: u64 = received
+        .tag
+        .strip_prefix("total=")
+        .and_then(|n| n.parse().ok())
+        .ok_or("tag: total=N")?;
+    let Socket::TcpStream(stream) = received.socket else {
+        return Err("expected the session's TCP transport".into());
+    };
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let transport = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
+    let addr = addr.to_string();
+    let mut session = SessionBuilder::new()
+        .attach(
+            &received.state,
+            &StateKey::from_bytes(key),
+            Some(transport),
+            move || tokio::net::TcpStream::connect(addr.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let from = session.delivery().written;
+    let mut offset = from;
+    let mut chunk = vec![0u8; 64 << 10];
+    while offset < total {
+        let n = (total - offset).min(chunk.len() as u64) as usize;
+        for (i, b) in chunk[..n].iter_mut().enumerate() {
+            *b = ((offset + i as u64) % 251) as u8;
+        }
+        session
+            .write_all(&chunk[..n])
+            .await
+            .map_err(|e| e.to_string())?;
+        offset += n as u64;
+    }
+    session.shutdown().await.map_err(|e| e.to_string())?;
+    let mut read = Vec::new();
+    session
+        .read_to_end(&mut read)
+        .await
+        .map_err(|e| e.to_string())?;
+    let digest = Sha256::digest(&read);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    println!("wrote {from}..{offset} read {} sha256 {hex}", read.len());
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]

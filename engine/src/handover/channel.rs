@@ -362,10 +362,13 @@ fn checked_socket(fd: OwnedFd, header: &Header) -> Result<Socket, HandoverError>
         });
     }
     let (local, peer) = addresses(fd.as_fd())?;
-    let peer = if header.kind == SocketKind::TcpListener {
-        None
-    } else {
-        peer
+    let peer = match header.kind {
+        SocketKind::TcpListener => None,
+        // A stream reset in flight has no peer any more: it is still the
+        // socket the header names, and its first read reports the reset
+        // (a resumable session then resumes).
+        SocketKind::TcpStream if peer.is_none() => header.peer,
+        _ => peer,
     };
     if local != header.local || peer != header.peer {
         return Err(HandoverError::Mismatch {
