@@ -194,6 +194,38 @@ enum Command {
         #[arg(long)]
         first: bool,
     },
+    /// A client process of a process-restart scenario (not for users; the
+    /// netns backend starts it in the client's namespace).
+    #[command(name = "__stream-client", hide = true)]
+    StreamClient {
+        /// The engine's client, not the naive one.
+        #[arg(long)]
+        mitigated: bool,
+        /// This process replaces another.
+        #[arg(long)]
+        successor: bool,
+        /// The server, IP:port.
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        /// Bytes of the whole stream.
+        #[arg(long)]
+        total: u64,
+        /// Bytes per write.
+        #[arg(long)]
+        chunk: usize,
+        /// Pacing, bytes per second.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// CLOCK_MONOTONIC at the run's start, ns.
+        #[arg(long)]
+        epoch_ns: u128,
+        /// The successor's rendezvous socket.
+        #[arg(long)]
+        rendezvous: PathBuf,
+        /// The naive client's checkpoint file.
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
     /// The receiving process of `bench handover` (not for users).
     #[command(name = "__handover-receiver", hide = true)]
     HandoverReceiver {
@@ -458,6 +490,32 @@ fn execute(command: Command) -> Result<u8, String> {
             Ok(EXIT_OK)
         }
         Command::Bench { what } => bench(what),
+        Command::StreamClient {
+            mitigated,
+            successor,
+            server,
+            total,
+            chunk,
+            rate,
+            epoch_ns,
+            rendezvous,
+            checkpoint,
+        } => {
+            netmend_harness::workload::restart::run_client(
+                netmend_harness::workload::restart::ClientArgs {
+                    mitigated,
+                    successor,
+                    server,
+                    total,
+                    chunk,
+                    rate,
+                    epoch_ns,
+                    rendezvous,
+                    checkpoint,
+                },
+            )?;
+            Ok(EXIT_OK)
+        }
         Command::HandoverReceiver { path } => {
             netmend_harness::bench::handover::receiver(&path)?;
             Ok(EXIT_OK)

@@ -23,7 +23,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(v["seed"], 7);
     assert_eq!(v["summary"]["passed"], 12);
     assert_eq!(v["summary"]["failed"], 0);
-    assert_eq!(v["summary"]["unsupported"], 1);
+    assert_eq!(v["summary"]["unsupported"], 2);
     let all = v["scenarios"].as_array().unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -39,11 +39,15 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
             "gateway-change",
             "link-flap",
             "nic-swap",
+            "process-restart",
             "session-flood",
             "silent-path-loss",
             "tcp-reset"
         ]
     );
+    // A process restart replaces a real process: sim says so too.
+    assert_eq!(all[10]["verdict"], "unsupported");
+    assert!(all[10]["unsupported"].as_str().unwrap().contains("process"));
     // The command workload runs real programs: sim says so instead of passing.
     let curl = &all[4];
     assert_eq!(curl["verdict"], "unsupported");
@@ -147,7 +151,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 13);
+    assert_eq!(names.len(), 14);
     assert_eq!(names[4], "curl-under-reset");
     assert!(cases
         .iter()
@@ -155,7 +159,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[4].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("12 passed, 0 failed, 1 unsupported"));
+    assert!(stderr(&out).contains("12 passed, 0 failed, 2 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -250,7 +254,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "13 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "14 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
@@ -307,7 +311,7 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
 #[test]
 fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 13);
+    assert_eq!(all.len(), 14);
     for n in 1..=5 {
         let mut union: Vec<String> = Vec::new();
         for k in 1..=n {
@@ -432,7 +436,7 @@ fn faults_lists_every_kind_with_its_fields_and_where_it_runs() {
     );
     // Every kind the loader knows, once.
     let kinds = text.lines().skip(1).take_while(|l| !l.is_empty()).count();
-    assert_eq!(kinds, 18, "{text}");
+    assert_eq!(kinds, 19, "{text}");
 }
 
 #[test]

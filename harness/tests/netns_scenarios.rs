@@ -180,6 +180,33 @@ fn shipped_scenario_messages(name: &str, seed: u64) -> check::Measured {
     r.mitigated.unwrap()
 }
 
+/// Issue 13: the client's process is replaced mid-transfer. The naive
+/// client's successor goes on from a checkpoint on a new connection and the
+/// old process's buffered bytes are lost; the engine's hands its live
+/// session over: exact, on the one connection it opened.
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
+fn a_process_restart_hands_the_session_over_on_netns() {
+    require_netns("process restart");
+    let _serial = serial();
+    let l = load_file(&repo().join("scenarios/process-restart.toml")).unwrap();
+    let r = run_one(&l, BackendKind::Netns, 23);
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.reasons);
+    let (b, m) = (r.baseline.unwrap(), r.mitigated.unwrap());
+    assert!(b.lost > 0, "{b:?}");
+    assert_eq!(b.attempts, 2, "a second connection: {b:?}");
+    assert_eq!(
+        (m.lost, m.duplicated, m.delivered),
+        (0, 0, m.expected),
+        "{m:?}"
+    );
+    assert_eq!(m.attempts, 1, "one connection attempt in all: {m:?}");
+    // On sim it is unsupported, with the reason.
+    let sim = run_one(&l, BackendKind::Sim, 23);
+    assert_eq!(sim.verdict, Verdict::Unsupported);
+    assert!(sim.unsupported.unwrap().contains("process"));
+}
+
 /// Runs a shipped scenario on netns: it passes, the mitigated run delivers
 /// every byte exactly once within its attempt bound, and the baseline shows
 /// every expected symptom. Returns the baseline's measurements.

@@ -352,3 +352,39 @@ impl Spec for LinkFlap {
         self.count = (self.count / 2).max(1);
     }
 }
+
+/// The client's process is replaced by a new one at `at` (an upgrade, a
+/// supervisor's restart). The naive client's process is killed and its
+/// successor connects afresh, going on from the last position the old one
+/// recorded; the engine's hands its live session to the successor
+/// (`netmend::handover`), which goes on on the same connection. Real
+/// processes: the netns backend only.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessRestart {
+    /// When.
+    pub at: Dur,
+}
+
+impl Kind for ProcessRestart {
+    const NAME: &'static str = "process-restart";
+    const FIELDS: &'static [&'static str] = &[];
+    const SUMMARY: &'static str = "the client's process is replaced by a new one";
+    fn example() -> Self {
+        ProcessRestart { at: ms(1_000) }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(ProcessRestart { at: r.at })
+    }
+}
+
+impl Spec for ProcessRestart {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    /// None: the restart is done by the backend to the client's process at
+    /// `at` (see `StreamPlan::restarts`), not a change to the path.
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+}

@@ -24,7 +24,9 @@ mod raw;
 pub use action::Action;
 pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublish};
 pub use flood::SessionFlood;
-pub use host::{AddressChange, GatewayChange, LinkDown, LinkFlap, NicSwap, RouteLoss};
+pub use host::{
+    AddressChange, GatewayChange, LinkDown, LinkFlap, NicSwap, ProcessRestart, RouteLoss,
+};
 pub use path::{Bandwidth, Blackhole, Latency, Loss, Partition, Reset};
 pub use raw::Raw;
 
@@ -249,6 +251,7 @@ kinds!(
     BrokerBlock,
     ForgedPublish,
     SessionFlood,
+    ProcessRestart,
 );
 
 impl Fault {

@@ -48,6 +48,9 @@ impl Plan {
     /// cannot.
     pub fn sim_gap(&self) -> Option<&'static str> {
         match self {
+            Plan::Stream(p) if !p.restarts.is_empty() => Some(
+                "a process restart replaces a real process (the simulation runs programs as tasks of one process); it needs the netns backend",
+            ),
             Plan::Stream(_) | Plan::Signaling(_) => None,
             Plan::Command(_) => Some(
                 "a command workload runs a real program on real sockets; it needs the netns backend",

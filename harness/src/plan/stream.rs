@@ -23,6 +23,9 @@ pub struct StreamPlan {
     /// The session floods against the server: when each starts, its
     /// hit-and-run clients and its trickling handshakes.
     pub floods: Vec<(Duration, u32, u32)>,
+    /// When the client's process is replaced by a new one (real processes:
+    /// netns only).
+    pub restarts: Vec<Duration>,
     /// Bytes the server has received so far in the current run (a
     /// progress display reads it; the runner zeroes it before each run).
     pub received: Tap,
@@ -46,6 +49,14 @@ impl StreamPlan {
             },
             mitigation,
             floods: floods(s),
+            restarts: s
+                .faults
+                .iter()
+                .filter_map(|f| match f {
+                    Fault::ProcessRestart(r) => Some(r.at.0),
+                    _ => None,
+                })
+                .collect(),
             received: Tap::default(),
             baseline: programs(s, Variant::Baseline),
             mitigated: programs(s, Variant::Mitigated),

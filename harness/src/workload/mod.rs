@@ -8,6 +8,7 @@ pub mod messages;
 pub mod pattern;
 pub mod programs;
 mod recording;
+pub mod restart;
 pub mod signaling;
 
 pub use recording::{QueuePeak, Recorder, Recording, StreamLog, Tap};

@@ -19,6 +19,7 @@ pub mod host;
 pub mod lab;
 pub mod mosquitto;
 pub mod namespace;
+pub mod restart;
 pub mod signaling;
 
 use super::BackendError;
@@ -176,6 +177,16 @@ pub fn probe() -> Result<(), String> {
 /// signaling run, the program of a command run.
 pub fn missing_tool(plan: &Plan) -> Option<String> {
     match plan {
+        Plan::Stream(p) if !p.restarts.is_empty() => match restart::netmend_binary() {
+            None => Some(format!(
+                "a process restart runs the client as `netmend __stream-client`: run the scenario with the netmend binary, or set {} to it",
+                restart::BIN_ENV
+            )),
+            Some(_) if p.restarts.len() > 1 => {
+                Some("one process restart per scenario is supported".into())
+            }
+            Some(_) => None,
+        },
         Plan::Stream(_) => None,
         Plan::Signaling(_) => mosquitto::available().err().map(|e| e.to_string()),
         Plan::Command(command) => {
@@ -483,25 +494,60 @@ async fn run_in_lab(
             move || Ok(programs::flood(net, host, port, floods)),
         )?)
     };
-    let (client_rec, client_net) = (rec.clone(), net.clone());
-    let client_task = HostTask::spawn(lab.namespace(&topo.client)?, &topo.client, move || {
-        Ok(async move {
-            if chosen.engine_client {
-                programs::mitigated_client(client_net, spec, mitigation, client_rec).await
-            } else {
-                programs::baseline_client(client_net, spec, client_rec).await
-            }
-        })
-    })?;
+    // The client: a task on a thread in its namespace, or — when the
+    // scenario restarts its process — real processes.
+    let client = if plan.restarts.is_empty() {
+        let (client_rec, client_net) = (rec.clone(), net.clone());
+        Client::Task(HostTask::spawn(
+            lab.namespace(&topo.client)?,
+            &topo.client,
+            move || {
+                Ok(async move {
+                    if chosen.engine_client {
+                        programs::mitigated_client(client_net, spec, mitigation, client_rec).await
+                    } else {
+                        programs::baseline_client(client_net, spec, client_rec).await
+                    }
+                })
+            },
+        )?)
+    } else {
+        let bin = restart::netmend_binary().ok_or_else(|| {
+            LabError::Broken(format!(
+                "no netmend binary for the client process (set {})",
+                restart::BIN_ENV
+            ))
+        })?;
+        let launch = restart::Launch {
+            bin,
+            host: topo.client.clone(),
+            mitigated: chosen.engine_client,
+            server: SocketAddr::new(server.host_addr(v6), port),
+            total: spec.total,
+            chunk: spec.chunk,
+            rate: spec.rate,
+        };
+        Client::Processes(restart::ClientProcesses::start(
+            &lab,
+            &launch,
+            &plan.restarts,
+            start,
+            &rec,
+        )?)
+    };
 
     // Over when the client is done, or its thread ended without finishing
     // its work (it panicked).
     control(&mut faults, &net, s.expect.deadline.0, Some(&rec), || {
-        Ok((rec.is_client_done() || client_task.is_finished()).then_some(()))
+        let gone = matches!(&client, Client::Task(t) if t.is_finished());
+        Ok((rec.is_client_done() || gone).then_some(()))
     })
     .await?;
     let recording = rec.snapshot(start.elapsed());
-    client_task.stop()?;
+    match client {
+        Client::Task(t) => t.stop()?,
+        Client::Processes(p) => p.stop(),
+    }
     if let Some(flood) = flood_task {
         flood.stop()?;
     }
@@ -515,6 +561,14 @@ async fn run_in_lab(
     }
     lab.teardown();
     Ok(recording)
+}
+
+/// How the client of a stream run runs.
+enum Client {
+    /// A task on a thread in the client's namespace.
+    Task(HostTask),
+    /// Real processes (a process-restart scenario).
+    Processes(restart::ClientProcesses),
 }
 
 /// Checks that the lab carries a new TCP connection from the client to
