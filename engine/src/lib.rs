@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod firewall;
 pub mod gate;
 #[cfg(target_os = "linux")]
 pub mod handover;
