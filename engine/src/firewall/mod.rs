@@ -11,10 +11,10 @@
 //! `netmend:APP:INSTANCE`, so a later start can sweep what a crashed
 //! instance left.
 //!
-//! This module is the sans-IO planner (every platform's plan is tested on
-//! any platform, with golden outputs). Executors that carry a plan out
-//! under a guard that undoes it — and detection of the manager — come
-//! next (issue 14).
+//! The planner is sans-IO (every platform's plan is tested on any
+//! platform, with golden outputs). On Linux, [`detect`] finds the manager,
+//! [`open`] carries a plan out under a [`Guard`] that takes it away again,
+//! and [`sweep`] removes what a killed instance left.
 //!
 //! ```
 //! use netmend::firewall::{plan, Manager, NftChain, Protocol, Request};
@@ -29,9 +29,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(target_os = "linux")]
+mod linux;
 mod plan;
 mod request;
 
+#[cfg(target_os = "linux")]
+pub use linux::{apply, detect, dropping_chains, open, sweep, FirewallError, Guard};
 pub use plan::{plan, Command, IptablesBackend, Manager, NftChain, Plan, Privilege, Step, Undo};
 pub use request::{
     Opening, Peer, Protocol, Request, RequestError, MAX_OPENINGS, MAX_PEERS, MAX_PORTS, TAG_PREFIX,

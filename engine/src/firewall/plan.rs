@@ -82,7 +82,7 @@ pub struct Command {
 }
 
 impl Command {
-    fn new(program: &str, args: &[&str]) -> Command {
+    pub(crate) fn new(program: &str, args: &[&str]) -> Command {
         Command {
             program: program.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),

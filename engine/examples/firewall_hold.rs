@@ -1,0 +1,49 @@
+//! Opens the host firewall for a port and holds it until killed: the
+//! process the firewall tests SIGKILL, to show that `sweep` removes what a
+//! killed instance left.
+//!
+//! ```text
+//! firewall_hold APP INSTANCE PORT
+//! ```
+//!
+//! Prints "open" once the rules are in place.
+
+#[cfg(target_os = "linux")]
+fn main() {
+    use netmend::firewall::{detect, open, Protocol, Request};
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(app), Some(instance), Some(port)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("usage: firewall_hold APP INSTANCE PORT");
+        std::process::exit(2);
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        eprintln!("bad port {port}");
+        std::process::exit(2);
+    };
+    let result = Request::new(app, instance)
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            let manager = detect().map_err(|e| e.to_string())?;
+            open(&r.allow(Protocol::Tcp, &[port]), &manager).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(guard) => {
+            println!("open");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                // Never reached in the tests: they kill it.
+                let _ = &guard;
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(3);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the firewall executor is Linux-only for now");
+    std::process::exit(2);
+}
