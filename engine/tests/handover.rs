@@ -188,14 +188,17 @@ fn a_python_program_receives_a_socket_from_the_engine() {
     wait_ok(child);
 }
 
-/// Runs the peer as user `nobody` (needs root).
-fn as_nobody(args: &[&str]) -> Command {
+/// Runs the peer as user `nobody` (needs root); the binary is copied into
+/// `dir`, which nobody can enter (removed with it).
+fn as_nobody(dir: &tempfile::TempDir, args: &[&str]) -> Command {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    // The binary must be reachable by nobody: copy it somewhere open.
-    let dir = std::env::temp_dir().join(format!("netmend-handover-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let bin = dir.join("handover_peer");
-    std::fs::copy(peer_binary(), &bin).expect("copy the peer");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open the directory");
+    let bin = dir.path().join("handover_peer");
+    if !bin.exists() {
+        std::fs::copy(peer_binary(), &bin).expect("copy the peer");
+    }
     let mut cmd = Command::new(bin);
     cmd.args(args).uid(65534).gid(65534);
     cmd
@@ -219,11 +222,12 @@ fn another_users_process_is_refused_at_either_end_and_nothing_leaks() {
     // Another user connects to this process's rendezvous (abstract: no file
     // permission stands in the way, the credential check must).
     let name = format!("netmend-test-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
     rt.block_on(async {
         let rendezvous =
             Rendezvous::bind_abstract(name.as_bytes(), Allow::same_user()).expect("bind");
         let before = open_fds();
-        let mut child = as_nobody(&["connect", &format!("@{name}")])
+        let mut child = as_nobody(&dir, &["connect", &format!("@{name}")])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -256,7 +260,7 @@ fn another_users_process_is_refused_at_either_end_and_nothing_leaks() {
         drop(rendezvous);
         let rendezvous = Rendezvous::bind_abstract(name.as_bytes(), Allow::same_user().uid(65534))
             .expect("bind");
-        let child = as_nobody(&["connect", &format!("@{name}")])
+        let child = as_nobody(&dir, &["connect", &format!("@{name}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

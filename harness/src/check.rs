@@ -381,6 +381,9 @@ fn symptoms(
     if rec.queue.is_some_and(|q| q.peak > q.bound) {
         out.push(Symptom::Overflow);
     }
+    if rec.residue.is_some() {
+        out.push(Symptom::Residue);
+    }
     out
 }
 

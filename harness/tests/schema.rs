@@ -44,7 +44,12 @@ fn every_shipped_scenario_validates() {
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         checked += 1;
     }
-    assert_eq!(checked, 13);
+    // Every file the loader takes, none skipped.
+    let loaded = netmend_harness::scenario::load_all(&[repo().join("scenarios")])
+        .expect("shipped scenarios load")
+        .len();
+    assert!(checked >= 16, "{checked}");
+    assert_eq!(checked, loaded);
 }
 
 #[test]

@@ -96,6 +96,11 @@ pub struct PathState {
     captive: bool,
     /// The client's carrier, or the link of client or server, is down.
     down: [bool; 2],
+    /// The server's host firewall drops new inbound flows, unless
+    /// `server_opened`.
+    server_firewall: bool,
+    /// The server's application opened its port in its host firewall.
+    server_opened: bool,
 }
 
 impl Default for PathState {
@@ -108,6 +113,8 @@ impl Default for PathState {
             held: false,
             captive: false,
             down: [false; 2],
+            server_firewall: false,
+            server_opened: false,
         }
     }
 }
@@ -182,6 +189,18 @@ impl PathState {
         self.captive = captive;
     }
 
+    /// The server's host has a default-drop firewall for new inbound
+    /// flows (the scenario's one service port: the model keeps no ports).
+    pub fn set_server_firewall(&mut self, on: bool) {
+        self.server_firewall = on;
+    }
+
+    /// The server's application opened (`true`) or closed its port in its
+    /// host firewall.
+    pub fn set_server_opened(&mut self, opened: bool) {
+        self.server_opened = opened;
+    }
+
     /// Applies one action of the schedule; `false` if it is not a path
     /// action (address, route, bandwidth, latency, loss and broker changes
     /// are made elsewhere).
@@ -228,6 +247,11 @@ impl PathState {
         }
         if seg.to_router {
             return Verdict::Pass;
+        }
+        // The server's own firewall (it sits on the server, after the
+        // path): a new flow to it is dropped unless its port was opened.
+        if seg.syn && seg.to == Side::Server && self.server_firewall && !self.server_opened {
+            return Verdict::Drop;
         }
         if seg.syn && seg.from == Side::Client && self.captive {
             return Verdict::Portal;
@@ -278,6 +302,24 @@ mod tests {
             syn: true,
             ..data(Side::Client, Side::Server, p.epoch())
         }
+    }
+
+    #[test]
+    fn a_server_firewall_drops_new_inbound_flows_until_the_port_is_opened() {
+        let mut p = PathState::default();
+        p.set_server_firewall(true);
+        let syn = Segment {
+            from: Side::Client,
+            to: Side::Server,
+            epoch: 1,
+            syn: true,
+            to_router: false,
+        };
+        assert_eq!(p.verdict(&syn), Verdict::Drop);
+        // An established flow's segments pass (the firewall allows them).
+        assert_eq!(p.verdict(&Segment { syn: false, ..syn }), Verdict::Pass);
+        p.set_server_opened(true);
+        assert_eq!(p.verdict(&syn), Verdict::Pass);
     }
 
     #[test]

@@ -388,3 +388,60 @@ impl Spec for ProcessRestart {
         Vec::new()
     }
 }
+
+/// Which host firewall a [`HostFirewall`] installs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirewallFlavour {
+    /// nftables: `table inet filter`, input policy drop.
+    Nftables,
+    /// iptables-nft: `INPUT` policy DROP.
+    IptablesNft,
+}
+
+/// The server's host has a distribution-style firewall from the start:
+/// inbound policy drop, established flows and loopback allowed. The naive
+/// server listens behind it; the engine's asks `netmend::firewall` for its
+/// port when it starts (and takes the opening away when it stops).
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostFirewall {
+    /// When (it is in place before the programs start: write `0s`).
+    pub at: Dur,
+    /// Which firewall.
+    pub firewall: FirewallFlavour,
+}
+
+impl Kind for HostFirewall {
+    const NAME: &'static str = "host-firewall";
+    const FIELDS: &'static [&'static str] = &["firewall"];
+    const SUMMARY: &'static str =
+        "the server's host firewall drops inbound connections unless the application opens its port";
+    fn example() -> Self {
+        HostFirewall {
+            at: ms(0),
+            firewall: FirewallFlavour::Nftables,
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        if !r.at.0.is_zero() {
+            return Err("a host firewall is in place from the start: `at = \"0s\"`".into());
+        }
+        Ok(HostFirewall {
+            at: r.at,
+            firewall: r.need("firewall", r.firewall)?,
+        })
+    }
+}
+
+impl Spec for HostFirewall {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    /// None: the firewall is part of the server's host from the start (the
+    /// backends install it before the programs run, see
+    /// `StreamPlan::host_firewall`), not a change during the run.
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+}

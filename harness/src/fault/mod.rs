@@ -25,7 +25,8 @@ pub use action::Action;
 pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublish};
 pub use flood::SessionFlood;
 pub use host::{
-    AddressChange, GatewayChange, LinkDown, LinkFlap, NicSwap, ProcessRestart, RouteLoss,
+    AddressChange, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap, NicSwap,
+    ProcessRestart, RouteLoss,
 };
 pub use path::{Bandwidth, Blackhole, Latency, Loss, Partition, Reset};
 pub use raw::Raw;
@@ -252,6 +253,7 @@ kinds!(
     ForgedPublish,
     SessionFlood,
     ProcessRestart,
+    HostFirewall,
 );
 
 impl Fault {

@@ -69,6 +69,9 @@ pub struct Raw {
     /// Trickling handshakes.
     #[serde(default)]
     pub trickle: Option<u32>,
+    /// Which host firewall.
+    #[serde(default)]
+    pub firewall: Option<super::FirewallFlavour>,
 }
 
 impl Raw {
@@ -99,6 +102,7 @@ impl Raw {
             ("period", self.period.is_some()),
             ("broker", self.broker.is_some()),
             ("trickle", self.trickle.is_some()),
+            ("firewall", self.firewall.is_some()),
         ];
         if let Some((field, _)) = given
             .iter()

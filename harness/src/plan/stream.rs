@@ -3,7 +3,7 @@
 //! server.
 
 use super::Variant;
-use crate::fault::{Fault, SessionFlood};
+use crate::fault::{Fault, FirewallFlavour, SessionFlood};
 use crate::scenario::Scenario;
 use crate::workload::programs::{MitigationSpec, StreamSpec};
 use crate::workload::Tap;
@@ -26,6 +26,8 @@ pub struct StreamPlan {
     /// When the client's process is replaced by a new one (real processes:
     /// netns only).
     pub restarts: Vec<Duration>,
+    /// The host firewall the server's host has from the start, if any.
+    pub host_firewall: Option<FirewallFlavour>,
     /// Bytes the server has received so far in the current run (a
     /// progress display reads it; the runner zeroes it before each run).
     pub received: Tap,
@@ -57,6 +59,10 @@ impl StreamPlan {
                     _ => None,
                 })
                 .collect(),
+            host_firewall: s.faults.iter().find_map(|f| match f {
+                Fault::HostFirewall(h) => Some(h.firewall),
+                _ => None,
+            }),
             received: Tap::default(),
             baseline: programs(s, Variant::Baseline),
             mitigated: programs(s, Variant::Mitigated),
@@ -121,6 +127,9 @@ pub struct Programs {
     pub engine_server: Option<Limits>,
     /// Record the sessions the server holds against this bound.
     pub watch_sessions: Option<u64>,
+    /// The server asks the host firewall for its port when it starts
+    /// (`netmend::firewall`; the engine's server behind a host firewall).
+    pub open_firewall: bool,
 }
 
 /// The programs of `s`'s `variant`. Usually the naive client and server
@@ -133,16 +142,19 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
     limits.max_sessions = m.max_sessions.unwrap_or(limits.max_sessions);
     limits.max_handshakes = m.max_handshakes.unwrap_or(limits.max_handshakes);
     let flood = s.faults.iter().any(|f| matches!(f, Fault::SessionFlood(_)));
-    match (variant, flood) {
+    let walled = s.faults.iter().any(|f| matches!(f, Fault::HostFirewall(_)));
+    let mut chosen = match (variant, flood) {
         (Variant::Baseline, false) => Programs {
             engine_client: false,
             engine_server: None,
             watch_sessions: None,
+            open_firewall: false,
         },
         (Variant::Mitigated, false) => Programs {
             engine_client: true,
             engine_server: Some(limits),
             watch_sessions: None,
+            open_firewall: false,
         },
         (Variant::Baseline, true) => {
             let mut unlimited = Limits::default();
@@ -154,14 +166,18 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
                 engine_client: true,
                 engine_server: Some(unlimited),
                 watch_sessions: Some(limits.max_sessions as u64),
+                open_firewall: false,
             }
         }
         (Variant::Mitigated, true) => Programs {
             engine_client: true,
             engine_server: Some(limits),
             watch_sessions: Some(limits.max_sessions as u64),
+            open_firewall: false,
         },
-    }
+    };
+    chosen.open_firewall = walled && variant == Variant::Mitigated;
+    chosen
 }
 
 /// The session floods of `s`: when each starts, its hit-and-run clients

@@ -326,6 +326,8 @@ pub enum Symptom {
     /// The 99th percentile of message latency exceeded
     /// `latency_p99_within` (signaling).
     Late,
+    /// The run left something behind (a host firewall rule).
+    Residue,
 }
 
 impl Symptom {
@@ -342,6 +344,7 @@ impl Symptom {
             Symptom::Error => "error",
             Symptom::Overflow => "overflow",
             Symptom::Late => "late",
+            Symptom::Residue => "residue",
         }
     }
 }

@@ -35,6 +35,13 @@ pub trait Net: Clone + Send + Sync + 'static {
     /// A network monitor for the calling host (the kernel's on netns, one
     /// the simulation drives on sim); `None` if it cannot be had.
     fn monitor(&self, debounce: Debounce) -> impl Future<Output = Option<Monitor>> + Send;
+    /// Opens TCP `port` in the calling host's firewall (the engine's
+    /// `netmend::firewall` on netns, the simulated host firewall on sim);
+    /// the opening lasts while the returned value lives.
+    fn open_inbound(
+        &self,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Box<dyn std::any::Any + Send>>> + Send;
 }
 
 /// What the client sends and how.
@@ -283,9 +290,16 @@ pub async fn mitigated_server<N: Net>(
     port: u16,
     config: Config,
     limits: Limits,
-    watch_sessions: Option<u64>,
+    watch: (Option<u64>, bool),
     rec: Recorder,
 ) -> io::Result<()> {
+    let (watch_sessions, open_firewall) = watch;
+    // Behind a host firewall the server asks for its port first, and holds
+    // the opening for as long as it serves.
+    let _opening = match open_firewall {
+        true => Some(net.open_inbound(port).await?),
+        false => None,
+    };
     let listener = net.bind(port).await?;
     let acceptor = Acceptor::with_limits(config, limits)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -61,6 +61,9 @@ pub struct Recording {
     pub applied: Vec<(Duration, Duration)>,
     /// The engine queue the scenario watches, if any.
     pub queue: Option<QueuePeak>,
+    /// What the run left behind that it should not have (a host firewall
+    /// rule), in words.
+    pub residue: Option<String>,
 }
 
 /// Events one run keeps (see [`Recorder::event`]).

@@ -340,6 +340,55 @@ pub async fn prepare(lab: &mut Lab, s: &Scenario) -> Result<(), LabError> {
     Ok(())
 }
 
+/// A distribution's host firewall on `host`: inbound policy drop,
+/// established flows and loopback allowed — as nftables or iptables-nft.
+///
+/// # Errors
+///
+/// The tool failed.
+pub fn install_host_firewall(
+    lab: &Lab,
+    host: &str,
+    flavour: crate::fault::FirewallFlavour,
+) -> Result<(), LabError> {
+    use crate::fault::FirewallFlavour;
+    match flavour {
+        FirewallFlavour::Nftables => lab
+            .exec(
+                host,
+                &["nft", "-f", "-"],
+                Some(
+                    b"table inet filter {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    ct state established,related accept\n    iif lo accept\n  }\n}\n",
+                ),
+            )
+            .map(drop),
+        FirewallFlavour::IptablesNft => {
+            for tool in ["iptables-nft", "ip6tables-nft"] {
+                for rule in [
+                    &["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"][..],
+                    &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+                    &["-P", "INPUT", "DROP"],
+                ] {
+                    let mut argv = vec![tool];
+                    argv.extend_from_slice(rule);
+                    lab.exec(host, &argv, None)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `nft list ruleset` on `host` (iptables-nft's rules included).
+///
+/// # Errors
+///
+/// nft failed.
+pub fn host_ruleset(lab: &Lab, host: &str) -> Result<String, LabError> {
+    lab.exec(host, &["nft", "list", "ruleset"], None)
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Replaces the router's path table.
 pub fn apply_rules(lab: &Lab, rules: &PathRules) -> Result<(), LabError> {
     lab.exec(

@@ -308,6 +308,20 @@ impl Net for NetnsNet {
         self.start.elapsed()
     }
 
+    async fn open_inbound(&self, port: u16) -> io::Result<Box<dyn std::any::Any + Send>> {
+        use netmend::firewall::{detect, open, Protocol, Request};
+        // Called on the host's thread, inside its namespace: the commands
+        // the engine runs inherit it. (A few milliseconds of blocking, once,
+        // before the server starts.)
+        let other = |e: String| io::Error::other(e);
+        let request = Request::new("netmend-server", &std::process::id().to_string())
+            .map_err(|e| other(e.to_string()))?
+            .allow(Protocol::Tcp, &[port]);
+        let manager = detect().map_err(|e| other(e.to_string()))?;
+        let guard = open(&request, &manager).map_err(|e| other(e.to_string()))?;
+        Ok(Box::new(guard))
+    }
+
     async fn monitor(&self, debounce: Debounce) -> Option<Monitor> {
         // Called on the host's thread: the monitor watches its namespace.
         match Monitor::linux(debounce).await {
@@ -438,6 +452,16 @@ async fn run_in_lab(
     let topo = &s.topology;
     let mut lab = Lab::build(&lab_spec(s)).await?;
     faults::prepare(&mut lab, s).await?;
+    // A host firewall is in place before the programs start; its ruleset
+    // must be the same after the run as before it (the engine's server
+    // takes its opening away when it stops).
+    let walled = match plan.host_firewall {
+        Some(flavour) => {
+            faults::install_host_firewall(&lab, &topo.server, flavour)?;
+            Some(faults::host_ruleset(&lab, &topo.server)?)
+        }
+        None => None,
+    };
     let v6 = topo.ip == IpVersion::Ipv6;
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
@@ -470,7 +494,7 @@ async fn run_in_lab(
                         port,
                         config,
                         limits,
-                        chosen.watch_sessions,
+                        (chosen.watch_sessions, chosen.open_firewall),
                         server_rec,
                     )
                     .await
@@ -543,7 +567,7 @@ async fn run_in_lab(
         Ok((rec.is_client_done() || gone).then_some(()))
     })
     .await?;
-    let recording = rec.snapshot(start.elapsed());
+    let mut recording = rec.snapshot(start.elapsed());
     match client {
         Client::Task(t) => t.stop()?,
         Client::Processes(p) => p.stop(),
@@ -552,6 +576,17 @@ async fn run_in_lab(
         flood.stop()?;
     }
     server_task.stop()?;
+    if let Some(before) = walled {
+        let after = faults::host_ruleset(&lab, &topo.server)?;
+        if after != before {
+            recording.residue = Some(format!(
+                "the server's ruleset differs after the run:\n{after}"
+            ));
+        }
+        // The firewall never heals; the lab's own path check below must
+        // see the path without it.
+        lab.exec(&topo.server, &["nft", "flush", "ruleset"], None)?;
+    }
     faults.stop()?;
     // A lab that lost its path would have the engine blamed for it: once
     // every fault has healed, a new connection must get through.

@@ -123,6 +123,22 @@ impl Net for SimNet {
         *self.injector.lock().unwrap_or_else(|e| e.into_inner()) = Some(injector);
         Some(monitor)
     }
+
+    async fn open_inbound(&self, _port: u16) -> io::Result<Box<dyn std::any::Any + Send>> {
+        // The simulated host firewall knows one port, the scenario's.
+        let router = self.place.router.clone();
+        router.set_server_opened(true);
+        Ok(Box::new(SimOpening(router)))
+    }
+}
+
+/// The simulated host firewall's opening: closed when dropped.
+struct SimOpening(Router);
+
+impl Drop for SimOpening {
+    fn drop(&mut self) {
+        self.0.set_server_opened(false);
+    }
 }
 
 /// The turmoil world of `s`: 1 ms ticks, virtual time enough for its
@@ -174,6 +190,8 @@ pub fn run_stream(
     };
     let injector = net.injector.clone();
     let router = net.place.router.clone();
+    // A host firewall is in place before anything runs.
+    router.set_server_firewall(plan.host_firewall.is_some());
     let rec = Recorder::tapped(plan.spec.total, plan.received.clone());
     let mitigation = plan.mitigation.clone();
 
@@ -195,7 +213,7 @@ pub fn run_stream(
                         port,
                         config,
                         limits,
-                        chosen.watch_sessions,
+                        (chosen.watch_sessions, chosen.open_firewall),
                         rec,
                     )
                     .await?

@@ -114,6 +114,16 @@ impl Router {
         self.lock().state.apply(action)
     }
 
+    /// The server's host firewall on or off (see `PathState`).
+    pub fn set_server_firewall(&self, on: bool) {
+        self.lock().state.set_server_firewall(on);
+    }
+
+    /// The server's application opened or closed its port.
+    pub fn set_server_opened(&self, opened: bool) {
+        self.lock().state.set_server_opened(opened);
+    }
+
     /// The verdict on `seg` right now.
     fn verdict(&self, seg: &Segment) -> Verdict {
         self.lock().state.verdict(seg)
