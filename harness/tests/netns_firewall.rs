@@ -255,3 +255,39 @@ fn a_killed_instance_leaves_tagged_rules_that_sweep_removes() {
     assert_eq!(other, 0);
     ns.delete();
 }
+
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
+fn without_the_privilege_the_error_says_what_is_missing_and_what_to_run() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    require_netns("firewall privilege");
+    let bin = hold_binary();
+    // Reachable by nobody: a copy in a directory of the test's.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = dir.path().join("firewall_hold");
+    std::fs::copy(&bin, &copy).expect("copy");
+    let ns = namespace("priv");
+    ns.run(|| sh("nft -f -", Some(RULESET)))
+        .expect("ruleset loads");
+    let before = ruleset(&ns);
+    let out = ns
+        .run(|| {
+            Command::new(&copy)
+                .args(["fwtest", "5", "7000"])
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .map_err(|e| LabError::Broken(format!("firewall_hold: {e}")))
+        })
+        .expect("ran as nobody");
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("changing the firewall needs NetAdmin"),
+        "{err}"
+    );
+    assert!(err.contains("nft -j list ruleset"), "{err}");
+    assert_eq!(ruleset(&ns), before, "nothing changed");
+}

@@ -185,7 +185,8 @@ pub fn dropping_chains(json: &str) -> Result<(Vec<NftChain>, bool), String> {
 ///
 /// # Errors
 ///
-/// `nft` is missing or its ruleset cannot be read (no privilege).
+/// [`FirewallError::Privilege`] without `CAP_NET_ADMIN` (reading the
+/// ruleset needs it too); `nft` missing; output that cannot be read.
 pub fn detect() -> Result<Manager, FirewallError> {
     let state = Command::new("firewall-cmd", &["--state"]);
     if matches!(run(&state), Ok(r) if r.stdout.trim() == "running") {
@@ -195,7 +196,20 @@ pub fn detect() -> Result<Manager, FirewallError> {
     if matches!(run(&ufw), Ok(r) if r.stdout.contains("Status: active")) {
         return Ok(Manager::Ufw);
     }
-    let listed = run(&Command::new("nft", &["-j", "list", "ruleset"]))?;
+    let list = Command::new("nft", &["-j", "list", "ruleset"]);
+    let listed = match run(&list) {
+        Ok(l) => l,
+        // Reading the ruleset needs the same capability as changing it.
+        Err(e) if denied(&e) => {
+            return Err(FirewallError::Privilege {
+                needs: Privilege::NetAdmin,
+                script: format!(
+                    "{list}  # lists the ruleset: the chains that drop decide the plan"
+                ),
+            })
+        }
+        Err(e) => return Err(e),
+    };
     let (dropping, iptables) =
         dropping_chains(&listed.stdout).map_err(|why| FirewallError::Output {
             tool: "nft".into(),
