@@ -1,12 +1,12 @@
-//! Opens the host firewall for a port and holds it until killed: the
-//! process the firewall tests SIGKILL, to show that `sweep` removes what a
-//! killed instance left.
+//! Opens the host firewall for a port and holds it until a signal: SIGTERM
+//! or SIGINT close the openings (`close_on_signal`), SIGKILL leaves them for
+//! `sweep` — what the firewall tests show.
 //!
 //! ```text
 //! firewall_hold APP INSTANCE PORT
 //! ```
 //!
-//! Prints "open" once the rules are in place.
+//! Prints "open" once the rules are in place, "closed on signal N" after.
 
 #[cfg(target_os = "linux")]
 fn main() {
@@ -29,10 +29,21 @@ fn main() {
     match result {
         Ok(guard) => {
             println!("open");
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-                // Never reached in the tests: they kill it.
-                let _ = &guard;
+            // SIGINT/SIGTERM close the openings first; SIGKILL leaves them
+            // for `sweep`.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime.map(|rt| rt.block_on(netmend::firewall::close_on_signal(guard))) {
+                Ok(Ok(signal)) => println!("closed on signal {signal}"),
+                Ok(Err(e)) => {
+                    eprintln!("{e}");
+                    std::process::exit(3);
+                }
+                Err(e) => {
+                    eprintln!("runtime: {e}");
+                    std::process::exit(3);
+                }
             }
         }
         Err(e) => {

@@ -248,6 +248,31 @@ fn a_killed_instance_leaves_tagged_rules_that_sweep_removes() {
         .expect("sweep");
     assert_eq!(removed, 1);
     assert_eq!(ruleset(&ns), before, "swept clean");
+    // SIGTERM: the instance closes its openings itself before it goes.
+    let mut child = ns
+        .run(|| {
+            Command::new(&bin)
+                .args(["fwtest", "78", "7000"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| LabError::Broken(format!("firewall_hold: {e}")))
+        })
+        .expect("spawn in the namespace");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("its line");
+    assert_eq!(line.trim(), "open");
+    assert!(ruleset(&ns).contains("netmend:fwtest:78"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let mut last = String::new();
+    out.read_line(&mut last).expect("its last line");
+    assert_eq!(last.trim(), "closed on signal 15");
+    assert!(child.wait().expect("reaped").success());
+    assert_eq!(ruleset(&ns), before, "closed on SIGTERM");
     // Another application's rules are not its to sweep.
     let other = ns
         .run(|| firewall::sweep("other").map_err(|e| LabError::Broken(e.to_string())))

@@ -266,6 +266,40 @@ impl Drop for Guard {
     }
 }
 
+/// Waits for SIGINT or SIGTERM, then closes `guard` (the openings go before
+/// the process does) and returns the signal's number. An application's
+/// `main` selects on it beside its work, then exits; SIGKILL cannot be
+/// caught — [`sweep`] at the next start handles that.
+///
+/// # Errors
+///
+/// The signal handlers could not be installed; closing failed.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future drops the guard, which closes it too.
+pub async fn close_on_signal(guard: Guard) -> Result<i32, FirewallError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let io = |e: std::io::Error| FirewallError::Output {
+        tool: "signal handlers".into(),
+        why: e.to_string(),
+    };
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let number = tokio::select! {
+        _ = int.recv() => 2,
+        _ = term.recv() => 15,
+    };
+    // The undo commands block for a few milliseconds: off the runtime.
+    tokio::task::spawn_blocking(move || guard.close())
+        .await
+        .map_err(|e| FirewallError::Output {
+            tool: "firewall undo".into(),
+            why: e.to_string(),
+        })??;
+    Ok(number)
+}
+
 /// Opens what `request` asks through `manager` (from [`detect`]). Nothing
 /// is half-applied: when a step fails, the steps before it are undone.
 ///

@@ -35,7 +35,9 @@ mod plan;
 mod request;
 
 #[cfg(target_os = "linux")]
-pub use linux::{apply, detect, dropping_chains, open, sweep, FirewallError, Guard};
+pub use linux::{
+    apply, close_on_signal, detect, dropping_chains, open, sweep, FirewallError, Guard,
+};
 pub use plan::{plan, Command, IptablesBackend, Manager, NftChain, Plan, Privilege, Step, Undo};
 pub use request::{
     Opening, Peer, Protocol, Request, RequestError, MAX_OPENINGS, MAX_PEERS, MAX_PORTS, TAG_PREFIX,
