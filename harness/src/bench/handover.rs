@@ -43,8 +43,8 @@ const FIRST: u8 = b'!';
 
 /// The receiving process: binds a rendezvous at `path`, says "ready", and
 /// for each message on its one channel either takes the handed socket and
-/// writes [`FIRST`] on it (a handover), or — on a socket whose state is
-/// `connect ADDR` — opens a fresh connection to ADDR and writes [`FIRST`]
+/// writes one byte (`!`) on it (a handover), or — on a socket whose state is
+/// `connect ADDR` — opens a fresh connection to ADDR and writes that byte
 /// there (the baseline, told when to start by the same channel).
 ///
 /// # Errors

@@ -149,8 +149,8 @@ impl Recorder {
     }
 
     /// The client's stack reported `what` at `t`. Bounded: a run keeps its
-    /// first [`MAX_EVENTS`] (a flapping link must not grow the record
-    /// without end); later ones are counted in one last entry.
+    /// first `MAX_EVENTS` (1,000; a flapping link must not grow the record
+    /// without end); later ones are dropped, marked by one last entry.
     pub fn event(&self, t: Duration, what: String) {
         let mut r = self.lock();
         match r.events.len() {
