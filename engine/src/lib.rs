@@ -31,6 +31,8 @@
 #![forbid(unsafe_code)]
 
 pub mod firewall;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 #[cfg(target_os = "linux")]
 pub mod handover;

@@ -54,7 +54,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     if let Some(num) = t.strip_suffix('s') {
         if let Ok(secs) = num.trim().parse::<f64>() {
             if secs.is_finite() && secs >= 0.0 && !num.trim().is_empty() {
-                return Ok(Duration::from_secs_f64(secs));
+                // More seconds than a Duration holds is an error, not a panic.
+                return Duration::try_from_secs_f64(secs)
+                    .map_err(|_| format!("invalid duration `{s}` (too long)"));
             }
         }
     }
@@ -76,5 +78,18 @@ mod tests {
         assert!(parse("5 parsecs").is_err());
         assert!(parse("-1s").is_err());
         assert!(parse("s").is_err());
+    }
+
+    /// Found by the `scenario` fuzz target: a number of seconds beyond
+    /// what a `Duration` holds made the loader panic.
+    #[test]
+    fn refuses_more_seconds_than_a_duration_holds() {
+        assert_eq!(
+            parse("4111111111111111111111111111111111s"),
+            Err("invalid duration `4111111111111111111111111111111111s` (too long)".into())
+        );
+        assert!(parse("1e300s").is_err());
+        assert!(parse("18446744073709551615s").is_err());
+        assert!(parse("18446744073709550000s").is_ok());
     }
 }

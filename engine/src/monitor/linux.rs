@@ -315,8 +315,10 @@ pub fn read_ignore_linkdown<'a>(
     set
 }
 
-/// Whether a datagram carries a netconf notification.
-fn has_netconf(mut bytes: &[u8]) -> bool {
+/// Whether a datagram carries a netconf notification (`RTM_NEWNETCONF` or
+/// `RTM_DELNETCONF`, which [`parse_datagram`] skips: netlink-packet-route
+/// does not decode them).
+pub fn has_netconf(mut bytes: &[u8]) -> bool {
     while bytes.len() >= 16 {
         let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let kind = u16::from_ne_bytes([bytes[4], bytes[5]]);

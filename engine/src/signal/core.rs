@@ -551,6 +551,12 @@ impl SignalCore {
         self.acks_dropped
     }
 
+    /// The duplicate filter, read-only: how many senders it remembers (at
+    /// most [`DedupConfig::max_senders`]) and the memory it holds.
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
+    }
+
     /// Drops acknowledged and expired messages from the front; when
     /// `len` more bytes would not fit, sweeps the whole list. Whether they
     /// fit now.

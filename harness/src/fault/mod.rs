@@ -264,7 +264,12 @@ impl Fault {
 
     /// When the path works again (for instantaneous faults, when it hit).
     pub fn healed_at(&self) -> Dur {
-        Dur(self.at().0 + self.duration().map(|d| d.0).unwrap_or_default())
+        // Saturating: a file may say any time (the loader then refuses a
+        // fault that ends after the deadline), never a panic.
+        Dur(self
+            .at()
+            .0
+            .saturating_add(self.duration().map(|d| d.0).unwrap_or_default()))
     }
 
     /// The broker a signaling fault acts on (`None` for path faults).

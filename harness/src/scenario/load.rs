@@ -98,11 +98,39 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Loaded>, LoadError> {
 
 /// Loads and validates one file.
 pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
+    parse_bytes(path, &bytes)
+}
+
+/// Parses and validates the bytes of a scenario file, as [`load_file`]
+/// read them: bytes that are not UTF-8 are refused with the line and
+/// column of the first invalid one, then the text goes to [`parse`].
+/// `path` is only used in errors.
+///
+/// ```
+/// use netmend_harness::scenario::parse_bytes;
+/// use std::path::Path;
+///
+/// let err = parse_bytes(Path::new("s.toml"), b"id = \"t\"\n\xff").unwrap_err();
+/// assert_eq!(err.to_string(), "s.toml:2:1: (document): not UTF-8: invalid byte 0xff");
+/// ```
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Scenario, LoadError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        // Everything before `at` is UTF-8.
+        let (line, col) = line_col(std::str::from_utf8(&bytes[..at]).unwrap_or_default(), at);
+        LoadError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            col,
+            field: "(document)".into(),
+            message: format!("not UTF-8: invalid byte {:#04x}", bytes[at]),
+        }
+    })?;
+    parse(path, text)
 }
 
 /// Parses and validates scenario text; `path` is only used in errors.
@@ -678,6 +706,29 @@ baseline = ["loss"]
         assert!(
             e.starts_with("s.toml:15:6: faults[0].at: invalid duration `5 parsecs`"),
             "{e}"
+        );
+    }
+
+    /// Found by the `scenario` fuzz target: times beyond what a `Duration`
+    /// holds, or a fault whose end overflows one, are errors, not panics.
+    #[test]
+    fn huge_times_are_errors_not_panics() {
+        let text = GOOD.replace(
+            "at = \"1s\"",
+            "at = \"4111111111111111111111111111111111s\"",
+        );
+        assert_eq!(
+            err(&text),
+            "s.toml:15:6: faults[0].at: invalid duration `4111111111111111111111111111111111s` (too long)"
+        );
+        let text = GOOD.replace(
+            "kind = \"reset\"\nat = \"1s\"",
+            "kind = \"blackhole\"\nat = \"18446744073709550000s\"\nduration = \"1000000s\"",
+        );
+        assert!(
+            err(&text).starts_with("s.toml:15:1: faults[0].at: fault ends at "),
+            "{}",
+            err(&text)
         );
     }
 

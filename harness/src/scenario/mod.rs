@@ -8,7 +8,7 @@ pub mod template;
 
 pub use crate::duration::Dur;
 pub use crate::fault::{Direction, Fault, HostRole};
-pub use load::{load_all, load_file, parse, LoadError, Loaded};
+pub use load::{load_all, load_file, parse, parse_bytes, LoadError, Loaded};
 pub use model::*;
 
 /// The JSON Schema of scenario files (`netmend schema`; shipped as

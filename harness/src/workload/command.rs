@@ -155,7 +155,9 @@ where
     let mut sent = 0u64;
     while sent < len {
         if let Some(rate) = rate {
-            let due = began + Duration::from_secs_f64(sent as f64 / rate as f64);
+            let due = began
+                + Duration::try_from_secs_f64(sent as f64 / rate as f64)
+                    .unwrap_or(Duration::from_secs(u32::MAX.into()));
             tokio::time::sleep_until(due).await;
         }
         let n = (len - sent).min(chunk.len() as u64) as usize;

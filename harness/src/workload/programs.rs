@@ -71,7 +71,8 @@ const NAIVE_RETRY: Duration = Duration::from_millis(100);
 
 async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
     if let Some(rate) = spec.rate {
-        let due = Duration::from_secs_f64(offset as f64 / rate as f64);
+        // Saturating: a huge stream at a crawl is due "never", not a panic.
+        let due = Duration::try_from_secs_f64(offset as f64 / rate as f64).unwrap_or(Duration::MAX);
         let now = net.now();
         if due > now {
             tokio::time::sleep(due - now).await;
