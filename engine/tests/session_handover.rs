@@ -182,14 +182,20 @@ async fn hand_over_mid_transfer(reset_during_handover: bool) {
     if reset_during_handover {
         reset.notify_waiters();
     }
-    channel
+    let sent = channel
         .send(
             &Socket::TcpStream(transport),
             &format!("total={TOTAL}"),
             detached.state(),
         )
-        .await
-        .expect("hand over");
+        .await;
+    if let Err(e) = sent {
+        let out = child.wait_with_output().expect("child exits");
+        panic!(
+            "hand over: {e}; the second process said: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     drop((channel, detached));
 
     // The second process ends first (it reads the server's hash last).

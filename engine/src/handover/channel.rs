@@ -362,15 +362,16 @@ fn checked_socket(fd: OwnedFd, header: &Header) -> Result<Socket, HandoverError>
         });
     }
     let (local, peer) = addresses(fd.as_fd())?;
+    // A stream reset in flight has no peer any more, and the kernel may
+    // have let its local port go too: it is still a TCP stream, of no use
+    // to anyone but the receiver, whose first read reports the reset (a
+    // resumable session then resumes). Only its kind is checked.
+    let dead_stream = header.kind == SocketKind::TcpStream && peer.is_none();
     let peer = match header.kind {
         SocketKind::TcpListener => None,
-        // A stream reset in flight has no peer any more: it is still the
-        // socket the header names, and its first read reports the reset
-        // (a resumable session then resumes).
-        SocketKind::TcpStream if peer.is_none() => header.peer,
         _ => peer,
     };
-    if local != header.local || peer != header.peer {
+    if !dead_stream && (local != header.local || peer != header.peer) {
         return Err(HandoverError::Mismatch {
             claimed: format!("local {} peer {:?}", header.local, header.peer),
             actual: format!("local {local} peer {peer:?}"),
