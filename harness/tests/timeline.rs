@@ -149,7 +149,15 @@ fn one_run_writes_a_timeline_for_every_shipped_scenario_that_says_what_the_repor
                 .filter(|n| n.attribute("class") == Some("series"))
                 .collect();
             assert_eq!(series.len(), 1, "{} {variant}: one curve", s.id);
-            assert!(num(&series[0], "data-points") > 0, "{} {variant}", s.id);
+            // A point per delivery (none when nothing arrived: a firewall's
+            // baseline).
+            let delivered = figures["delivered"].as_u64().expect("delivered");
+            assert_eq!(
+                num(&series[0], "data-points") > 0,
+                delivered > 0,
+                "{} {variant}",
+                s.id
+            );
             // What the curve ends at is what the report says arrived, when
             // it all arrived (the curve is the in-order high-water mark, a
             // gap holds it below the count of distinct bytes).
