@@ -41,6 +41,7 @@ pub mod reconnect;
 pub mod session;
 #[cfg(feature = "signal")]
 pub mod signal;
+pub mod store;
 pub mod validate;
 
 #[cfg(test)]

@@ -4,11 +4,13 @@ use super::admission::{Admission, Limits, Refusal};
 use super::auth::{self, Credentials, KeyPair, Prover};
 use super::config::Config;
 use super::driver::{drive_link, now, LinkEnd};
+use super::error::SessionError;
 use super::error::SessionErrorKind;
 use super::frame::{Frame, RejectReason, SessionId};
 use super::handle::{Session, Shared};
 use super::handshake::{ClientRequest, HandshakeError, ServerHandshake};
 use super::proto::{ServerOpen, SessionCore};
+use crate::store::{wall_ms, SessionStore, StoreError, StoreKey, StoredSession};
 use crate::validate::ConfigError;
 use std::collections::HashMap;
 use std::io;
@@ -65,6 +67,16 @@ struct Table {
     sessions: Mutex<HashMap<SessionId, Entry>>,
     admission: Mutex<Admission>,
     hook: std::sync::RwLock<Option<Hook>>,
+    store: Option<Store>,
+}
+
+/// The session store of a store-backed acceptor.
+struct Store {
+    store: Arc<dyn SessionStore>,
+    key: StoreKey,
+    /// The longest time between two writes of a record: a third of the
+    /// store's TTL, so a live session's record never expires.
+    refresh: std::time::Duration,
 }
 
 impl Table {
@@ -109,6 +121,32 @@ pub enum Accepted {
     New(Session),
     /// A resume, handed to the session that already exists.
     Resumed(SessionId),
+    /// A resume of a session this process did not hold, served from the
+    /// session store ([`Acceptor::with_store`]): the session goes on here
+    /// (after this server restarted, or on another instance of a fleet).
+    /// The application continues its own state from the positions in
+    /// [`Restored`].
+    Restored(Session, Restored),
+}
+
+/// Where a session served from the store goes on (see [`crate::store`] for
+/// what the application must keep itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Restored {
+    /// The session.
+    pub id: SessionId,
+    /// The offset of the incoming stream the next read returns: at or
+    /// before where the application got (the store recorded what it had
+    /// committed by reading again). An application that processed more
+    /// skips the difference.
+    pub incoming: u64,
+    /// The offset of the outgoing stream the next write continues: bytes
+    /// the application wrote past it before were not recorded, and go
+    /// again.
+    pub outgoing: u64,
+    /// The outgoing stream had already ended.
+    pub outgoing_ended: bool,
 }
 
 /// A transport was refused. The real sessions are untouched.
@@ -138,6 +176,18 @@ pub enum AcceptError {
     /// Existing sessions are untouched.
     #[error("refused: {0}")]
     Refused(#[from] Refusal),
+    /// The session store refused it: full (a new session is told `Busy`),
+    /// another instance claimed the session first (told `Busy`: it
+    /// resumes there or here), the store's token does not open with this
+    /// key, or the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A resume from the store cannot go on without a gap (the store went
+    /// behind what it confirmed): the client is told `CannotResume`, the
+    /// record is forgotten. The error says how far the stream was
+    /// acknowledged.
+    #[error("resume from the store refused: {0}")]
+    CannotResume(SessionError),
 }
 
 /// Accepts transports, creates sessions and routes resumes to them.
@@ -198,6 +248,39 @@ impl Acceptor {
     /// A [`ConfigError`] naming the field when `config` or `limits` is
     /// refused.
     pub fn with_limits(config: Config, limits: Limits) -> Result<Self, ConfigError> {
+        Self::build(config, limits, None)
+    }
+
+    /// An acceptor whose sessions survive this process: each writes its
+    /// progress to `store`, and a resume of a session this process does
+    /// not hold is served from it ([`Accepted::Restored`]). `key` seals the
+    /// resume tokens in the store: every instance that serves the store
+    /// holds the same key, and the store never does. See [`crate::store`]
+    /// for the guarantees and their cost.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when `config` or `limits` is
+    /// refused.
+    pub fn with_store(
+        config: Config,
+        limits: Limits,
+        store: impl SessionStore,
+        key: StoreKey,
+    ) -> Result<Self, ConfigError> {
+        let refresh = store.limits().ttl / 3;
+        Self::build(
+            config,
+            limits,
+            Some(Store {
+                store: Arc::new(store),
+                key,
+                refresh,
+            }),
+        )
+    }
+
+    fn build(config: Config, limits: Limits, store: Option<Store>) -> Result<Self, ConfigError> {
         config.validate()?;
         limits.validate()?;
         Ok(Self {
@@ -206,6 +289,7 @@ impl Acceptor {
                 sessions: Mutex::new(HashMap::new()),
                 admission: Mutex::new(Admission::new(limits)),
                 hook: std::sync::RwLock::new(None),
+                store,
             }),
         })
     }
@@ -324,12 +408,24 @@ impl Acceptor {
                 let verdict = {
                     let sessions = self.table.lock();
                     match sessions.get(&session_id) {
-                        None => Err(RejectReason::UnknownSession),
+                        // Not here: the store may know it.
+                        None if self.table.store.is_some() => None,
+                        None => Some(Err(RejectReason::UnknownSession)),
                         Some(e) if !e.creds.verify(Prover::Client, &nonce, recv_offset, &proof) => {
-                            Err(RejectReason::BadProof)
+                            Some(Err(RejectReason::BadProof))
                         }
-                        Some(e) => Ok(e.attach.clone()),
+                        Some(e) => Some(Ok(e.attach.clone())),
                     }
+                };
+                let Some(verdict) = verdict else {
+                    let resume = StoreResume {
+                        id: session_id,
+                        nonce,
+                        recv_offset,
+                        proof,
+                        leftover,
+                    };
+                    return self.restore(stream, resume, source).await;
                 };
                 let attach = Attach {
                     stream: Box::new(stream),
@@ -405,24 +501,175 @@ impl Acceptor {
         };
         let mut core = SessionCore::new_server(self.table.config.clone(), creds.clone());
         core.set_away_cap(self.table.admission().limits().max_bytes_while_away);
+        if let Some(store) = &self.table.store {
+            // Recorded before the client learns the session exists.
+            let mut nonce = [0u8; 12];
+            getrandom::fill(&mut nonce).map_err(random)?;
+            let stored = StoredSession {
+                id,
+                epoch: 1,
+                token: store.key.seal(id, &creds.token, nonce),
+                recv: 0,
+                recv_fin: false,
+                send_base: 0,
+                send_end: 0,
+                send_fin: false,
+                data: Vec::new(),
+            };
+            if let Err(e) = store.store.create(&stored, wall_ms()).await {
+                tracing::debug!(error = %e, "new session refused by the store");
+                reject(&mut stream, RejectReason::Busy).await;
+                return Err(e.into());
+            }
+            core.make_durable(1, store.refresh, now());
+        }
         // A bad frame in the leftover surfaces as a link failure in the driver.
         let _ = core.open_server_link(now(), ServerOpen::New { key: server_key }, &leftover);
+        Ok(Accepted::New(self.spawn(
+            core,
+            creds,
+            Box::new(stream),
+            source,
+        )))
+    }
+
+    /// Starts the driver of a session whose first transport is `stream`.
+    fn spawn(
+        &self,
+        core: SessionCore,
+        creds: Credentials,
+        stream: BoxedTransport,
+        source: Option<IpAddr>,
+    ) -> Session {
+        let id = creds.id;
         let shared = Shared::new(core);
         let (tx, rx) = mpsc::channel(ATTACH_QUEUE);
         self.table.admission().begin_session(source);
         self.table.lock().insert(id, Entry { creds, attach: tx });
+        let store = self.table.store.as_ref().map(|s| Arc::clone(&s.store));
         let driver = tokio::spawn(run_server(
             Arc::clone(&shared),
-            Box::new(stream),
+            stream,
             rx,
             Arc::downgrade(&self.table),
             (id, source),
+            store,
         ));
-        Ok(Accepted::New(Session {
+        Session {
             shared,
             driver: Some(driver),
-        }))
+        }
     }
+
+    /// Serves a resume of a session this process does not hold from the
+    /// store: load, check the proof, claim, go on.
+    async fn restore<S: Transport>(
+        &self,
+        mut stream: S,
+        resume: StoreResume,
+        source: Option<IpAddr>,
+    ) -> Result<Accepted, AcceptError> {
+        let id = resume.id;
+        match self.restore_core(resume).await {
+            Ok((core, creds, restored)) => {
+                let session = self.spawn(core, creds, Box::new(stream), source);
+                Ok(Accepted::Restored(session, restored))
+            }
+            Err((reason, e)) => {
+                tracing::warn!(session = %id, ?reason, error = %e, "resume from the store refused");
+                reject(&mut stream, reason).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The session of `resume` from the store, claimed for this instance,
+    /// on the resumed transport; or what to tell the client and why.
+    async fn restore_core(
+        &self,
+        resume: StoreResume,
+    ) -> Result<(SessionCore, Credentials, Restored), (RejectReason, AcceptError)> {
+        let id = resume.id;
+        let Some(store) = &self.table.store else {
+            return Err((
+                RejectReason::UnknownSession,
+                AcceptError::UnknownSession(id),
+            ));
+        };
+        let busy = |e: AcceptError| (RejectReason::Busy, e);
+        self.table
+            .admission()
+            .may_open_session()
+            .map_err(|r| busy(r.into()))?;
+        let stored = match store.store.load(id, wall_ms()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err((
+                    RejectReason::UnknownSession,
+                    AcceptError::UnknownSession(id),
+                ))
+            }
+            Err(e) => return Err(busy(e.into())),
+        };
+        let token = store
+            .key
+            .open(id, &stored.token)
+            .map_err(|e| (RejectReason::UnknownSession, e.into()))?;
+        let creds = Credentials { id, token };
+        if !creds.verify(
+            Prover::Client,
+            &resume.nonce,
+            resume.recv_offset,
+            &resume.proof,
+        ) {
+            return Err((RejectReason::BadProof, AcceptError::BadProof(id)));
+        }
+        let epoch = store
+            .store
+            .claim(id, stored.epoch, wall_ms())
+            .await
+            .map_err(|e| busy(e.into()))?;
+        let config = self.table.config.clone();
+        let mut core =
+            SessionCore::from_stored(config, creds.clone(), &stored, epoch, store.refresh, now())
+                .map_err(|e| (RejectReason::CannotResume, e.into()))?;
+        core.set_away_cap(self.table.admission().limits().max_bytes_while_away);
+        let open = ServerOpen::Resume {
+            nonce: resume.nonce,
+            peer_recv: resume.recv_offset,
+        };
+        // A bad frame in the leftover surfaces as a link failure in the driver.
+        let _ = core.open_server_link(now(), open, &resume.leftover);
+        if let Some(e) = core.error().cloned() {
+            // The client holds less than the store says it acknowledged, or
+            // more than was ever recorded: the store went behind.
+            let _ = store.store.remove(id, epoch).await;
+            return Err((RejectReason::CannotResume, AcceptError::CannotResume(e)));
+        }
+        tracing::info!(
+            session = %id,
+            epoch,
+            incoming = stored.recv,
+            outgoing = stored.send_end,
+            "session restored from the store"
+        );
+        let restored = Restored {
+            id,
+            incoming: stored.recv,
+            outgoing: stored.send_end,
+            outgoing_ended: stored.send_fin,
+        };
+        Ok((core, creds, restored))
+    }
+}
+
+/// A verified-looking resume for a session only the store may know.
+struct StoreResume {
+    id: SessionId,
+    nonce: [u8; 16],
+    recv_offset: u64,
+    proof: [u8; 32],
+    leftover: Vec<u8>,
 }
 
 async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, reason: RejectReason) {
@@ -438,7 +685,12 @@ async fn run_server(
     mut attach_rx: Receiver<Attach>,
     table: Weak<Table>,
     (id, source): (SessionId, Option<IpAddr>),
+    store: Option<Arc<dyn SessionStore>>,
 ) {
+    // The checkpoint writer lives as long as this driver.
+    let _writer = store
+        .clone()
+        .map(|s| AbortOnDrop(tokio::spawn(write_checkpoints(Arc::clone(&shared), s))));
     let idle_expiry = table
         .upgrade()
         .map(|t| t.config.idle_expiry)
@@ -480,6 +732,25 @@ async fn run_server(
             .open_server_link(now(), next.open, &next.leftover);
         stream = next.stream;
     }
+    if let Some(store) = store {
+        // Over (finished, failed or expired): forget the record, unless
+        // another instance took the session over (the epoch tells).
+        let (epoch, fenced) = {
+            let st = shared.lock();
+            let fenced = matches!(
+                st.core.error().map(SessionError::kind),
+                Some(SessionErrorKind::Store(
+                    StoreError::Fenced(_) | StoreError::Claimed(_)
+                ))
+            );
+            (st.core.durable_epoch(), fenced)
+        };
+        if let (Some(epoch), false) = (epoch, fenced) {
+            if let Err(e) = store.remove(id, epoch).await {
+                tracing::warn!(session = %id, error = %e, "could not forget the stored session");
+            }
+        }
+    }
     if let Some(t) = table.upgrade() {
         let mut sessions = t.lock();
         sessions.remove(&id);
@@ -490,4 +761,53 @@ async fn run_server(
     let mut st = shared.lock();
     st.driver_gone = true;
     st.wake_app();
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The checkpoint writer of a store-backed session: writes what the core
+/// says is due, one at a time, and tells the core the store's answer.
+async fn write_checkpoints(shared: Arc<Shared>, store: Arc<dyn SessionStore>) {
+    loop {
+        let (due, deadline) = {
+            let mut st = shared.lock();
+            if st.core.error().is_some() {
+                return;
+            }
+            (
+                st.core.poll_checkpoint(now()),
+                st.core.checkpoint_deadline(),
+            )
+        };
+        match due {
+            Some(cp) => {
+                let result = store.checkpoint(&cp, wall_ms()).await;
+                let mut st = shared.lock();
+                st.core.handle_persisted(now(), result);
+                st.wake_app();
+                drop(st);
+                // Acknowledgements, window and data the store now covers.
+                shared.driver.notify_one();
+            }
+            None => {
+                let sleep = async {
+                    match deadline {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shared.persist.notified() => {}
+                    _ = sleep => {}
+                }
+            }
+        }
+    }
 }

@@ -145,6 +145,10 @@ where
             if ending.is_none() && st.finished() {
                 ending = Some(LinkEnd::Finished);
             }
+            if st.core.is_durable() {
+                // Acknowledgements may have moved what the store must hold.
+                shared.persist.notify_one();
+            }
             st.wake_app();
             let want_read = st.core.wants_read();
             st.wake_on_write = pending.is_empty();

@@ -100,6 +100,11 @@ pub enum SessionErrorKind {
     /// [`SessionBuilder::attach`](super::SessionBuilder::attach).
     #[error("detached session state refused: {0}")]
     State(#[from] super::detach::StateError),
+    /// The session store refused a checkpoint: another server instance
+    /// took the session over (fenced), or writes failed for the idle
+    /// expiry.
+    #[error("session store: {0}")]
+    Store(crate::store::StoreError),
 }
 
 /// Why one transport was abandoned. The session itself survives and resumes

@@ -21,6 +21,10 @@ pub(crate) struct Shared {
     /// Wakes the client's reconnect loop: a transport finished its
     /// handshake, or the application aborted or dropped the session.
     pub(crate) client: Notify,
+    /// Wakes a store-backed server session's checkpoint writer: the
+    /// application read, wrote or ended its stream, or the peer
+    /// acknowledged.
+    pub(crate) persist: Notify,
 }
 
 #[derive(Debug)]
@@ -120,6 +124,7 @@ impl Shared {
             }),
             driver: Notify::new(),
             client: Notify::new(),
+            persist: Notify::new(),
         })
     }
 
@@ -264,6 +269,9 @@ impl Session {
                 return Poll::Ready(Err(io_error(e)));
             }
             let n = st.core.write_bytes(&mut data).map_err(io_error)?;
+            if n > 0 && st.core.is_durable() {
+                self.shared.persist.notify_one();
+            }
             let wake = n > 0 && std::mem::take(&mut st.wake_on_write);
             let done = data.is_empty();
             if !done {
@@ -359,6 +367,10 @@ impl AsyncRead for Session {
     ) -> Poll<io::Result<()>> {
         let mut st = self.shared.lock();
         let n = st.core.read(buf.initialize_unfilled());
+        if st.core.is_durable() {
+            // Reading again committed what earlier reads returned.
+            self.shared.persist.notify_one();
+        }
         if n > 0 {
             buf.advance(n);
             // The read opened the receive window: the update must go out.
@@ -397,6 +409,9 @@ impl AsyncWrite for Session {
                 Poll::Pending
             }
             Ok(n) => {
+                if st.core.is_durable() {
+                    self.shared.persist.notify_one();
+                }
                 let wake = std::mem::take(&mut st.wake_on_write);
                 drop(st);
                 if wake {
@@ -416,6 +431,9 @@ impl AsyncWrite for Session {
         // Only the first call has news for the driver; notifying on every
         // poll would ping-pong with the driver waking us.
         let newly_finished = st.core.finish();
+        if newly_finished && st.core.is_durable() {
+            self.shared.persist.notify_one();
+        }
         if st.core.send_complete() {
             return Poll::Ready(Ok(()));
         }

@@ -20,7 +20,7 @@ pub(crate) mod handshake;
 pub(crate) mod proto;
 mod replay;
 
-pub use accept::{AcceptError, Accepted, Acceptor, Incoming, Transport};
+pub use accept::{AcceptError, Accepted, Acceptor, Incoming, Restored, Transport};
 pub use admission::{Limits, Refusal};
 pub use config::{Config, INITIAL_WINDOW, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD_LIMIT};
 pub use connect::{Connector, SessionBuilder};

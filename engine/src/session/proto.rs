@@ -29,9 +29,10 @@ use super::detach::{CoreState, LinkState, StateError};
 use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
 use super::replay::ReplayBuffer;
+use crate::store::{Checkpoint, StoreError, StoredSession};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Small received payloads are copied into blocks of this size.
 const TAIL_BLOCK: usize = 16 << 10;
@@ -228,7 +229,44 @@ pub struct SessionCore {
     events: VecDeque<Event>,
     error: Option<SessionError>,
     stats: Stats,
+    /// A store-backed server session: what the store recorded bounds what
+    /// leaves the server (see [`crate::store`]).
+    durable: Option<Durable>,
 }
+
+/// What the store confirmed of a store-backed server session, and the
+/// checkpoint being written.
+#[derive(Debug)]
+struct Durable {
+    epoch: u64,
+    /// Confirmed by the store: the incoming offset and end the application
+    /// committed, the outgoing bytes held from `send_base` to `send_end`.
+    recv: u64,
+    recv_fin: bool,
+    send_base: u64,
+    send_end: u64,
+    send_fin: bool,
+    /// What the application committed: what its reads returned before its
+    /// latest read.
+    committed: u64,
+    committed_fin: bool,
+    /// The checkpoint being written (its bytes went to the store).
+    in_flight: Option<Checkpoint>,
+    /// When the store last confirmed a write: a record is rewritten every
+    /// `refresh` so it never expires under a live session.
+    last_write: Instant,
+    refresh: Duration,
+    /// Writes failing since, and when to try again.
+    failing_since: Option<Instant>,
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+/// First wait before rewriting a checkpoint the store refused for a
+/// reason other than fencing; doubles per failure up to
+/// [`CHECKPOINT_RETRY_MAX`].
+const CHECKPOINT_RETRY: Duration = Duration::from_millis(50);
+const CHECKPOINT_RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl SessionCore {
     /// A client session that has not connected yet.
@@ -269,6 +307,7 @@ impl SessionCore {
             events: VecDeque::new(),
             error: None,
             stats: Stats::default(),
+            durable: None,
         }
     }
 
@@ -303,7 +342,13 @@ impl SessionCore {
     /// The window to grant now: what the application consumed plus the
     /// receive buffer.
     fn window_end(&self) -> u64 {
-        let consumed = self.recv_offset - self.ready_len as u64;
+        let consumed = match &self.durable {
+            // Store-backed: within the buffer of what the store confirmed,
+            // so a server restored from the store grants at least as much
+            // as any grant made before it.
+            Some(d) => d.recv,
+            None => self.recv_offset - self.ready_len as u64,
+        };
         consumed.saturating_add(self.config.receive_buffer as u64)
     }
 
@@ -391,6 +436,30 @@ impl SessionCore {
         self.recv_offset + u64::from(self.recv_fin)
     }
 
+    /// The position to acknowledge: what was received, and for a
+    /// store-backed session no more than the store confirmed.
+    fn ack_position(&self) -> u64 {
+        let received = self.recv_position();
+        match &self.durable {
+            Some(d) => received.min(d.recv + u64::from(d.recv_fin)),
+            None => received,
+        }
+    }
+
+    /// How far outgoing data may be sent: for a store-backed session, what
+    /// the store holds.
+    fn sendable_end(&self) -> u64 {
+        match &self.durable {
+            Some(d) => self.replay.end().min(d.send_end),
+            None => self.replay.end(),
+        }
+    }
+
+    /// Whether the end of the outgoing stream may be sent.
+    fn fin_sendable(&self) -> bool {
+        self.fin_requested && self.durable.as_ref().is_none_or(|d| d.send_fin)
+    }
+
     fn fin_position(&self) -> u64 {
         self.replay.end() + 1
     }
@@ -458,6 +527,13 @@ impl SessionCore {
     /// receive window again (a window update is queued once half the
     /// buffer was read; see [`SessionCore::take_window_news`]).
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        // Coming back to read commits what earlier reads returned.
+        let consumed = self.recv_offset - self.ready_len as u64;
+        let ended = self.recv_fin && self.ready_len == 0;
+        if let Some(d) = self.durable.as_mut() {
+            d.committed = consumed;
+            d.committed_fin = ended;
+        }
         let mut n = 0;
         while n < buf.len() {
             let Some(front) = self.ready.front_mut() else {
@@ -510,7 +586,20 @@ impl SessionCore {
         self.ready_tail.clear();
         self.ready_len = 0;
         self.release_read_memory();
+        self.commit_discarded();
         self.update_window(false);
+    }
+
+    /// Nobody reads: what arrives is committed as it arrives.
+    fn commit_discarded(&mut self) {
+        if !self.discard_incoming {
+            return;
+        }
+        let (offset, fin) = (self.recv_offset, self.recv_fin);
+        if let Some(d) = self.durable.as_mut() {
+            d.committed = offset;
+            d.committed_fin = fin;
+        }
     }
 
     // ---- transport and timer input ------------------------------------
@@ -540,7 +629,7 @@ impl SessionCore {
             Phase::Established,
             now,
             self.config.max_frame_payload,
-            self.recv_position(),
+            self.ack_position(),
         );
         let Some(creds) = self.creds.clone() else {
             // A server core always has credentials; refuse rather than panic.
@@ -573,7 +662,10 @@ impl SessionCore {
                     self.fail(e);
                     return Ok(());
                 }
-                let recv = self.recv_position();
+                // A store-backed session resumes from what the store
+                // confirmed; bytes past it come again (`on_data` skips what
+                // it holds).
+                let recv = self.ack_position();
                 if let Some(l) = self.link.as_mut() {
                     l.queue(Frame::Resumed {
                         recv_offset: recv,
@@ -676,7 +768,7 @@ impl SessionCore {
     /// Fires whatever deadline passed: handshake timeout, silent path,
     /// delayed acknowledgement, keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let recv = self.recv_position();
+        let recv = self.ack_position();
         let due = |t: Timer, link: &Link, cfg: &Config| {
             timer_deadline(t, link, cfg).is_some_and(|d| now >= d)
         };
@@ -716,8 +808,10 @@ impl SessionCore {
     /// write. Call it after every input and every write.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<Bytes>, budget: usize) -> bool {
         let start = out.len();
-        let recv = self.recv_position();
+        let recv = self.ack_position();
         let max_frame = self.config.max_data_frame;
+        let sendable = self.sendable_end();
+        let fin_sendable = self.fin_sendable();
         let Some(link) = self.link.as_mut() else {
             return false;
         };
@@ -727,7 +821,7 @@ impl SessionCore {
         if link.phase == Phase::Established && !link.failed && self.error.is_none() {
             let end = self.replay.end();
             // Within the peer's receive window.
-            let limit = end.min(self.peer_window);
+            let limit = sendable.min(self.peer_window);
             let mut sent = 0usize;
             while link.next_send < limit && sent < budget {
                 let room = usize::try_from(limit - link.next_send).unwrap_or(usize::MAX);
@@ -748,11 +842,7 @@ impl SessionCore {
                 && self.peer_acked == end + 1
                 && (self.recv_fin || self.discard_incoming);
             let mut tail = Vec::new();
-            if self.fin_requested
-                && !link.fin_sent
-                && link.next_send == end
-                && self.peer_acked <= end
-            {
+            if fin_sendable && !link.fin_sent && link.next_send == end && self.peer_acked <= end {
                 Frame::Fin { offset: end }.encode(&mut tail);
                 link.fin_sent = true;
             }
@@ -921,11 +1011,16 @@ impl SessionCore {
                 Ok(())
             }
             (Phase::Established, Frame::Fin { offset }) => {
+                // A store-backed session may get again an end it holds.
+                if self.durable.is_some() && self.recv_fin && offset == self.recv_offset {
+                    return Ok(());
+                }
                 if self.recv_fin || offset != self.recv_offset {
                     return Err(LinkError::Unexpected("misplaced Fin"));
                 }
                 self.recv_fin = true;
-                let recv = self.recv_position();
+                self.commit_discarded();
+                let recv = self.ack_position();
                 if let Some(l) = self.link.as_mut() {
                     l.ack_sent = recv;
                     l.ack_due = None;
@@ -937,7 +1032,18 @@ impl SessionCore {
         }
     }
 
-    fn on_data(&mut self, now: Instant, offset: u64, payload: Bytes) -> Result<(), LinkError> {
+    fn on_data(&mut self, now: Instant, offset: u64, mut payload: Bytes) -> Result<(), LinkError> {
+        // A store-backed session resumes from what the store confirmed, and
+        // may hold more: the peer's replay of bytes it holds is skipped.
+        let mut offset = offset;
+        if self.durable.is_some() && offset < self.recv_offset {
+            let end = offset.saturating_add(payload.len() as u64);
+            if end <= self.recv_offset {
+                return Ok(());
+            }
+            payload.advance((self.recv_offset - offset) as usize);
+            offset = self.recv_offset;
+        }
         // The sender rewinds to exactly the position we reported in the
         // handshake, so on one transport data is always contiguous. Anything
         // else is a broken peer; dropping the transport makes it rewind again.
@@ -957,11 +1063,12 @@ impl SessionCore {
         self.recv_offset = end;
         if self.discard_incoming {
             // Nobody reads: keep the window open so the peer can finish.
+            self.commit_discarded();
             self.update_window(false);
         } else {
             self.push_ready(payload);
         }
-        let recv = self.recv_position();
+        let recv = self.ack_position();
         let (every, delay) = (self.config.ack_every, self.config.ack_delay);
         if let Some(l) = self.link.as_mut() {
             if recv - l.ack_sent >= every {
@@ -1223,6 +1330,198 @@ impl SessionCore {
             core.stats.links_established = 1;
         }
         Ok(core)
+    }
+}
+
+/// Store-backed server sessions (see [`crate::store`]): the core says
+/// what to write and when; a thin task writes it.
+impl SessionCore {
+    /// Makes a new server session store-backed: nothing leaves it that a
+    /// checkpoint did not record. `refresh`: the longest time between two
+    /// writes (under the store's TTL).
+    pub(crate) fn make_durable(&mut self, epoch: u64, refresh: Duration, now: Instant) {
+        self.durable = Some(Durable {
+            epoch,
+            recv: self.recv_offset,
+            recv_fin: self.recv_fin,
+            send_base: self.replay.base(),
+            send_end: self.replay.end(),
+            send_fin: self.fin_requested,
+            committed: self.recv_offset,
+            committed_fin: self.recv_fin,
+            in_flight: None,
+            last_write: now,
+            refresh,
+            failing_since: None,
+            retry_at: None,
+            failures: 0,
+        });
+    }
+
+    /// A server session going on from its stored record, claimed at
+    /// `epoch`, with `creds` (the token opened with the store key).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] when the record holds more outgoing bytes
+    /// than this server's replay capacity.
+    pub(crate) fn from_stored(
+        config: Config,
+        creds: Credentials,
+        stored: &StoredSession,
+        epoch: u64,
+        refresh: Duration,
+        now: Instant,
+    ) -> Result<SessionCore, StoreError> {
+        if stored.data.len() > config.replay_capacity {
+            return Err(StoreError::Corrupt {
+                id: stored.id,
+                why: format!(
+                    "{} outgoing bytes held, over the replay capacity of {}",
+                    stored.data.len(),
+                    config.replay_capacity
+                ),
+            });
+        }
+        let mut core = Self::new(Role::Server, config, Some(creds));
+        core.replay = ReplayBuffer::starting_at(core.config.replay_capacity, stored.send_base);
+        core.replay.push(&stored.data);
+        core.peer_acked = stored.send_base;
+        core.sent_high = stored.send_end;
+        core.fin_requested = stored.send_fin;
+        core.recv_offset = stored.recv;
+        core.recv_fin = stored.recv_fin;
+        core.make_durable(epoch, refresh, now);
+        // No grant before the restart went past the confirmed position
+        // plus the buffer: grant exactly that, so whatever the client was
+        // allowed to send is welcome.
+        core.window_sent = core.window_end();
+        Ok(core)
+    }
+
+    /// Whether this session is store-backed.
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// The store epoch this session holds, if store-backed.
+    pub(crate) fn durable_epoch(&self) -> Option<u64> {
+        self.durable.as_ref().map(|d| d.epoch)
+    }
+
+    /// The next checkpoint to write, if one is due: something changed since
+    /// the last, or the record needs its expiry renewed. At most one is
+    /// being written at a time; report its outcome with
+    /// [`handle_persisted`](Self::handle_persisted).
+    pub(crate) fn poll_checkpoint(&mut self, now: Instant) -> Option<Checkpoint> {
+        let id = self.creds.as_ref()?.id;
+        if self.error.is_some() {
+            return None;
+        }
+        let (base, end, fin) = (self.replay.base(), self.replay.end(), self.fin_requested);
+        let d = self.durable.as_ref()?;
+        if d.in_flight.is_some() || d.retry_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        let changed = d.committed != d.recv
+            || d.committed_fin != d.recv_fin
+            || base != d.send_base
+            || end != d.send_end
+            || fin != d.send_fin;
+        if !changed && now < d.last_write + d.refresh {
+            return None;
+        }
+        let append = (end > d.send_end).then(|| {
+            let mut bytes = BytesMut::with_capacity((end - d.send_end) as usize);
+            let mut at = d.send_end;
+            while at < end {
+                let chunk = self.replay.slice_from(at, usize::MAX);
+                if chunk.is_empty() {
+                    break;
+                }
+                at += chunk.len() as u64;
+                bytes.extend_from_slice(&chunk);
+            }
+            (d.send_end, bytes.freeze())
+        });
+        let cp = Checkpoint {
+            id,
+            epoch: d.epoch,
+            recv: d.committed,
+            recv_fin: d.committed_fin,
+            send_base: base,
+            send_end: end,
+            send_fin: fin,
+            append,
+        };
+        let mut in_flight = cp.clone();
+        in_flight.append = None;
+        if let Some(d) = self.durable.as_mut() {
+            d.in_flight = Some(in_flight);
+        }
+        Some(cp)
+    }
+
+    /// When a checkpoint falls due without anything changing (the record's
+    /// renewal, or a retry).
+    pub(crate) fn checkpoint_deadline(&self) -> Option<Instant> {
+        let d = self.durable.as_ref()?;
+        if d.in_flight.is_some() || self.error.is_some() {
+            return None;
+        }
+        Some(d.retry_at.unwrap_or(d.last_write + d.refresh))
+    }
+
+    /// The store's answer to the checkpoint being written. Confirmed: what
+    /// it recorded may now leave (acknowledgements, window, data, end).
+    /// Fenced (another instance took the session over): the session fails.
+    /// Any other failure: written again after a backoff; the session fails
+    /// once writes failed for `Config::idle_expiry`.
+    pub(crate) fn handle_persisted(&mut self, now: Instant, result: Result<(), StoreError>) {
+        let expiry = self.config.idle_expiry;
+        let Some(d) = self.durable.as_mut() else {
+            return;
+        };
+        let Some(cp) = d.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                d.recv = cp.recv;
+                d.recv_fin = cp.recv_fin;
+                d.send_base = cp.send_base;
+                d.send_end = cp.send_end;
+                d.send_fin = cp.send_fin;
+                d.last_write = now;
+                d.failing_since = None;
+                d.retry_at = None;
+                d.failures = 0;
+                let ack = self.ack_position();
+                if let Some(l) = self.link.as_mut() {
+                    if l.phase == Phase::Established && !l.failed && ack > l.ack_sent {
+                        l.ack_sent = ack;
+                        l.ack_due = None;
+                        l.queue(Frame::Ack { recv_offset: ack });
+                    }
+                }
+                self.update_window(false);
+            }
+            Err(e @ (StoreError::Fenced(_) | StoreError::Claimed(_))) => {
+                self.fail(SessionErrorKind::Store(e));
+            }
+            Err(e) => {
+                let since = *d.failing_since.get_or_insert(now);
+                d.failures = d.failures.saturating_add(1);
+                let wait = CHECKPOINT_RETRY
+                    .saturating_mul(1 << d.failures.min(8))
+                    .min(CHECKPOINT_RETRY_MAX);
+                d.retry_at = Some(now + wait);
+                tracing::warn!(error = %e, failures = d.failures, "session checkpoint failed");
+                if now.duration_since(since) >= expiry {
+                    self.fail(SessionErrorKind::Store(e));
+                }
+            }
+        }
     }
 }
 

@@ -41,7 +41,7 @@ async fn server(
             let (acc, tx, etx) = (acc.clone(), tx.clone(), etx.clone());
             tokio::spawn(async move {
                 match acc.accept(stream).await {
-                    Ok(Accepted::New(mut s)) => {
+                    Ok(Accepted::New(mut s) | Accepted::Restored(mut s, _)) => {
                         let mut got = Vec::new();
                         s.read_to_end(&mut got).await.unwrap();
                         s.write_all(&(got.len() as u64).to_be_bytes())

@@ -318,7 +318,7 @@ pub async fn mitigated_server<N: Net>(
         let (net, rec, acceptor) = (net.clone(), rec.clone(), acceptor.clone());
         tokio::spawn(async move {
             match acceptor.accept(stream).await {
-                Ok(Accepted::New(mut session)) => {
+                Ok(Accepted::New(mut session) | Accepted::Restored(mut session, _)) => {
                     let idx = rec.open_stream();
                     let mut buf = vec![0u8; 64 << 10];
                     loop {
