@@ -53,7 +53,7 @@ impl MemoryStore {
         }
     }
 
-    fn sync_create(&self, s: &StoredSession, now: u64) -> Result<(), StoreError> {
+    pub(crate) fn sync_create(&self, s: &StoredSession, now: u64) -> Result<(), StoreError> {
         let mut records = self.lock();
         if records.len() >= self.limits.max_sessions {
             records.retain(|_, (h, _)| h.expires_at > now);
@@ -70,7 +70,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn sync_load(&self, id: SessionId, now: u64) -> Result<Option<StoredSession>, StoreError> {
+    pub(crate) fn sync_load(
+        &self,
+        id: SessionId,
+        now: u64,
+    ) -> Result<Option<StoredSession>, StoreError> {
         let mut records = self.lock();
         match records.get(&id) {
             Some((h, _)) if h.expires_at <= now => {
@@ -84,7 +88,7 @@ impl MemoryStore {
         }
     }
 
-    fn sync_claim(&self, id: SessionId, seen: u64, now: u64) -> Result<u64, StoreError> {
+    pub(crate) fn sync_claim(&self, id: SessionId, seen: u64, now: u64) -> Result<u64, StoreError> {
         let mut records = self.lock();
         match records.get_mut(&id) {
             Some((h, _)) if h.epoch == seen && h.expires_at > now => {
@@ -96,7 +100,7 @@ impl MemoryStore {
         }
     }
 
-    fn sync_checkpoint(&self, cp: &Checkpoint, now: u64) -> Result<(), StoreError> {
+    pub(crate) fn sync_checkpoint(&self, cp: &Checkpoint, now: u64) -> Result<(), StoreError> {
         let mut records = self.lock();
         let Some((h, chunks)) = records.get_mut(&cp.id) else {
             return Err(StoreError::Fenced(cp.id));
@@ -112,7 +116,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn sync_remove(&self, id: SessionId, epoch: u64) {
+    pub(crate) fn sync_remove(&self, id: SessionId, epoch: u64) {
         let mut records = self.lock();
         if records.get(&id).is_some_and(|(h, _)| h.epoch == epoch) {
             records.remove(&id);

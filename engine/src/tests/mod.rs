@@ -10,6 +10,7 @@ mod memory;
 mod observer;
 mod pair;
 mod session_tcp;
+mod store_crash;
 mod tls;
 
 /// The bytes of a client's `NewSession` frame (a fixed test key), for
