@@ -91,10 +91,13 @@ impl State {
     /// is done but has not heard the peer's `Close` is not finished: its
     /// last acknowledgement may have been lost, and a broken transport is
     /// resumed to deliver it.
+    ///
+    /// A store-backed session is finished only once the store recorded all
+    /// of it: its last acknowledgement waits for that checkpoint.
     pub(crate) fn finished(&self) -> bool {
         self.core.error().is_some()
-            || self.core.is_closed()
-            || (self.handle_dropped && self.core.send_complete())
+            || ((self.core.is_closed() || (self.handle_dropped && self.core.send_complete()))
+                && self.core.checkpoint_settled())
     }
 
     fn terminal_error(&self) -> Option<SessionError> {
@@ -467,5 +470,7 @@ impl Drop for Session {
         }
         self.shared.driver.notify_one();
         self.shared.client.notify_one();
+        // Dropping committed what was received (and ended the stream).
+        self.shared.persist.notify_one();
     }
 }

@@ -1404,6 +1404,19 @@ impl SessionCore {
         self.durable.is_some()
     }
 
+    /// Whether the store holds everything of this session there is to
+    /// hold (always, when it is not store-backed).
+    pub(crate) fn checkpoint_settled(&self) -> bool {
+        self.durable.as_ref().is_none_or(|d| {
+            d.in_flight.is_none()
+                && d.committed == d.recv
+                && d.committed_fin == d.recv_fin
+                && self.replay.base() == d.send_base
+                && self.replay.end() == d.send_end
+                && self.fin_requested == d.send_fin
+        })
+    }
+
     /// The store epoch this session holds, if store-backed.
     pub(crate) fn durable_epoch(&self) -> Option<u64> {
         self.durable.as_ref().map(|d| d.epoch)

@@ -3,7 +3,7 @@
 
 use super::record::{chunk_dead, Header};
 use super::{
-    ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
+    guard_ms, ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
 };
 use crate::session::SessionId;
 use crate::validate::ConfigError;
@@ -240,10 +240,17 @@ impl EmbeddedStore {
         let epoch = {
             let mut headers = txn.open_table(HEADERS).map_err(backend)?;
             let mut h = match Self::header(&headers, id)? {
-                Some(h) if h.epoch == seen && h.expires_at > now => h,
+                Some(h)
+                    if h.epoch == seen
+                        && h.expires_at > now
+                        && now >= h.claimed_at.saturating_add(guard_ms(&self.limits)) =>
+                {
+                    h
+                }
                 _ => return Err(StoreError::Claimed(id)),
             };
             h.epoch += 1;
+            h.claimed_at = now;
             h.expires_at = now.saturating_add(ttl_ms(&self.limits));
             headers
                 .insert(&id.0[..], &h.encode()[..])

@@ -5,7 +5,7 @@
 
 use super::record::{chunk_dead, Header};
 use super::{
-    ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
+    guard_ms, ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
 };
 use crate::session::SessionId;
 use crate::validate::ConfigError;
@@ -46,8 +46,9 @@ impl MemoryStore {
     pub fn roll_back(&self, older: &StoredSession) {
         let mut records = self.lock();
         if let Some((h, chunks)) = records.get_mut(&older.id) {
-            let expires = h.expires_at;
+            let (expires, claimed) = (h.expires_at, h.claimed_at);
             *h = Header::of(older, expires);
+            h.claimed_at = claimed;
             chunks.clear();
             chunks.insert(older.send_base, Bytes::copy_from_slice(&older.data));
         }
@@ -91,8 +92,13 @@ impl MemoryStore {
     pub(crate) fn sync_claim(&self, id: SessionId, seen: u64, now: u64) -> Result<u64, StoreError> {
         let mut records = self.lock();
         match records.get_mut(&id) {
-            Some((h, _)) if h.epoch == seen && h.expires_at > now => {
+            Some((h, _))
+                if h.epoch == seen
+                    && h.expires_at > now
+                    && now >= h.claimed_at.saturating_add(guard_ms(&self.limits)) =>
+            {
                 h.epoch += 1;
+                h.claimed_at = now;
                 h.expires_at = now.saturating_add(ttl_ms(&self.limits));
                 Ok(h.epoch)
             }

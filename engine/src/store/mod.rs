@@ -57,8 +57,11 @@
 //!
 //! Every record carries an epoch. Serving a session from the store claims
 //! it: the epoch moves on only if nobody moved it since the record was
-//! read, so of two instances racing to resume one session exactly one wins
-//! and the other gets [`StoreError::Claimed`]. An instance that still
+//! read and no other claim was made within [`StoreLimits::claim_guard`], so
+//! of two instances racing to resume one session exactly one wins and the
+//! other gets [`StoreError::Claimed`] (its client is told `Busy` and
+//! retries). A resume after the guard takes the session over: the
+//! client's latest transport wins. An instance that still
 //! serves a session another instance claimed is fenced: its next
 //! checkpoint is refused ([`StoreError::Fenced`]) and its copy of the
 //! session ends.
@@ -154,6 +157,12 @@ pub struct StoreLimits {
     /// 120 s: twice the sessions' default idle expiry, so a session the
     /// server still waits for is never forgotten before it).
     pub ttl: Duration,
+    /// After an instance claimed a session, other claims are refused for
+    /// this long (default 1 s): resumes that race (a client's retry landing
+    /// on two instances) have exactly one winner, and a later resume —
+    /// the client's latest transport — takes the session over. Measured on
+    /// the claiming instances' wall clocks.
+    pub claim_guard: Duration,
 }
 
 impl Default for StoreLimits {
@@ -161,6 +170,7 @@ impl Default for StoreLimits {
         StoreLimits {
             max_sessions: 10_000,
             ttl: Duration::from_secs(120),
+            claim_guard: Duration::from_secs(1),
         }
     }
 }
@@ -184,6 +194,12 @@ impl StoreLimits {
             return Err(ConfigError::new(
                 "StoreLimits::ttl",
                 "must be between 1 s and 1 day",
+            ));
+        }
+        if self.claim_guard >= self.ttl {
+            return Err(ConfigError::new(
+                "StoreLimits::claim_guard",
+                "must be shorter than the TTL",
             ));
         }
         Ok(())
@@ -222,8 +238,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Claimed`] when the epoch is no longer `seen` or the
-    /// record is gone; [`StoreError::Backend`].
+    /// [`StoreError::Claimed`] when the epoch is no longer `seen`, another
+    /// claim was made within [`StoreLimits::claim_guard`], or the record is
+    /// gone; [`StoreError::Backend`].
     fn claim(&self, id: SessionId, seen: u64, now: u64) -> StoreFuture<'_, u64>;
 
     /// Applies a checkpoint, if the record's epoch is still the
@@ -258,6 +275,10 @@ pub fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+fn guard_ms(limits: &StoreLimits) -> u64 {
+    u64::try_from(limits.claim_guard.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn ttl_ms(limits: &StoreLimits) -> u64 {

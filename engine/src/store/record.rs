@@ -2,7 +2,9 @@
 //! layout every backend stores (one header per session, the outgoing
 //! bytes as chunks keyed by their stream offset).
 
-use super::seal::{SealedToken, SEALED_LEN};
+use super::seal::SealedToken;
+#[cfg(any(feature = "store-embedded", test))]
+use super::seal::SEALED_LEN;
 use super::StoreError;
 use crate::session::SessionId;
 use bytes::Bytes;
@@ -79,11 +81,17 @@ pub(crate) struct Header {
     pub send_fin: bool,
     /// Wall-clock expiry, ms since the Unix epoch.
     pub expires_at: u64,
+    /// When the session was last claimed (0: never), ms since the Unix
+    /// epoch.
+    pub claimed_at: u64,
     pub token: SealedToken,
 }
 
+/// The header as bytes: used by the embedded store.
+#[cfg(any(feature = "store-embedded", test))]
 const LAYOUT: u8 = 1;
-pub(crate) const HEADER_LEN: usize = 1 + 8 * 5 + 2 + SEALED_LEN;
+#[cfg(any(feature = "store-embedded", test))]
+pub(crate) const HEADER_LEN: usize = 1 + 8 * 6 + 2 + SEALED_LEN;
 
 impl Header {
     pub(crate) fn of(s: &StoredSession, expires_at: u64) -> Header {
@@ -95,10 +103,12 @@ impl Header {
             send_end: s.send_end,
             send_fin: s.send_fin,
             expires_at,
+            claimed_at: 0,
             token: s.token,
         }
     }
 
+    #[cfg(any(feature = "store-embedded", test))]
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0] = LAYOUT;
@@ -108,16 +118,18 @@ impl Header {
             self.send_base,
             self.send_end,
             self.expires_at,
+            self.claimed_at,
         ];
         for (i, v) in fields.iter().enumerate() {
             out[1 + i * 8..9 + i * 8].copy_from_slice(&v.to_be_bytes());
         }
-        out[41] = u8::from(self.send_fin);
-        out[42] = u8::from(self.recv_fin);
-        out[43..].copy_from_slice(&self.token.0);
+        out[49] = u8::from(self.send_fin);
+        out[50] = u8::from(self.recv_fin);
+        out[51..].copy_from_slice(&self.token.0);
         out
     }
 
+    #[cfg(any(feature = "store-embedded", test))]
     pub(crate) fn decode(id: SessionId, bytes: &[u8]) -> Result<Header, StoreError> {
         let corrupt = |why: &str| StoreError::Corrupt {
             id,
@@ -139,10 +151,10 @@ impl Header {
             1 => Ok(true),
             _ => Err(corrupt("bad end-of-stream flag")),
         };
-        let send_fin = flag(bytes[41])?;
-        let recv_fin = flag(bytes[42])?;
+        let send_fin = flag(bytes[49])?;
+        let recv_fin = flag(bytes[50])?;
         let mut token = [0u8; SEALED_LEN];
-        token.copy_from_slice(&bytes[43..]);
+        token.copy_from_slice(&bytes[51..]);
         let h = Header {
             epoch: field(0),
             recv: field(1),
@@ -150,6 +162,7 @@ impl Header {
             send_base: field(2),
             send_end: field(3),
             expires_at: field(4),
+            claimed_at: field(5),
             send_fin,
             token: SealedToken(token),
         };
@@ -169,6 +182,7 @@ impl Header {
             send_end: cp.send_end,
             send_fin: cp.send_fin,
             expires_at,
+            claimed_at: self.claimed_at,
             token: self.token,
         }
     }
@@ -242,6 +256,7 @@ mod tests {
             send_end: 9,
             send_fin: true,
             expires_at: 77,
+            claimed_at: 12,
             token: SealedToken([5; SEALED_LEN]),
         }
     }
@@ -259,7 +274,7 @@ mod tests {
         ));
         assert!(Header::decode(id, &b[..10]).is_err());
         let mut b = h.encode();
-        b[41] = 2;
+        b[49] = 2;
         assert!(Header::decode(id, &b).is_err());
     }
 

@@ -2,7 +2,7 @@
 //! may resume any session.
 //!
 //! Layout, per session (hex id in braces, so both keys of a session hash
-//! to one slot): `PREFIX:{id}` a hash (`epoch`, `token`: sealed, `recv`,
+//! to one slot): `PREFIX:{id}` a hash (`epoch`, `claimed`, `token`: sealed, `recv`,
 //! `rfin`, `base`, `end`, `fin`),
 //! `PREFIX:{id}:d` a hash of outgoing chunks (field: decimal offset), and
 //! one index `PREFIX:index`, a sorted set of ids by expiry, which bounds
@@ -16,14 +16,15 @@
 
 use super::record::Header;
 use super::{
-    ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
+    guard_ms, ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
 };
 use crate::session::SessionId;
 use crate::validate::ConfigError;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 const CREATE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
@@ -42,8 +43,10 @@ return 1
 const CLAIM: &str = r"
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e or tonumber(e) ~= tonumber(ARGV[1]) then return 0 end
+local c = tonumber(redis.call('HGET', KEYS[1], 'claimed') or '0')
+if tonumber(ARGV[4]) < c + tonumber(ARGV[5]) then return 0 end
 local n = tonumber(e) + 1
-redis.call('HSET', KEYS[1], 'epoch', n)
+redis.call('HSET', KEYS[1], 'epoch', n, 'claimed', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
@@ -157,7 +160,17 @@ impl RedisStore {
     pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, ConnectError> {
         limits.validate()?;
         let client = redis::Client::open(url).map_err(backend)?;
-        let con = ConnectionManager::new(client).await.map_err(backend)?;
+        // A Redis that does not answer must not hold a checkpoint (or a
+        // resume) for long: the session retries with backoff, and a
+        // handshake times out on its own.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let con = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(backend)?;
         Ok(RedisStore {
             con,
             prefix: Arc::from("netmend"),
@@ -278,6 +291,7 @@ impl SessionStore for RedisStore {
                 send_end,
                 send_fin: fin == 1,
                 expires_at: u64::MAX,
+                claimed_at: 0,
                 token: super::SealedToken(token),
             };
             let mut chunks: Vec<(u64, Vec<u8>)> = chunks
@@ -311,6 +325,7 @@ impl SessionStore for RedisStore {
                 .arg(self.ttl())
                 .arg(hex(id))
                 .arg(now)
+                .arg(guard_ms(&self.limits))
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend)?;

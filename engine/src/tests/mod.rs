@@ -11,6 +11,7 @@ mod observer;
 mod pair;
 mod session_tcp;
 mod store_crash;
+mod store_race;
 mod tls;
 
 /// The bytes of a client's `NewSession` frame (a fixed test key), for

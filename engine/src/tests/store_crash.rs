@@ -165,7 +165,8 @@ impl World {
         }
         if let Some((cp, _)) = self.in_flight.take() {
             if mode == Crash::AfterWrite {
-                self.apply(&cp);
+                // Whether it was refused, nobody hears: the server is gone.
+                let _ = self.apply(&cp);
             }
         }
         if store_behind {
@@ -250,10 +251,21 @@ impl World {
                     token,
                 };
                 assert!(creds.verify(Prover::Client, &nonce, recv_offset, &proof));
-                let epoch = self
-                    .store
-                    .sync_claim(session_id, stored.epoch, self.ms())
-                    .unwrap();
+                let epoch = match self.store.sync_claim(session_id, stored.epoch, self.ms()) {
+                    Ok(e) => e,
+                    Err(crate::store::StoreError::Claimed(_)) => {
+                        // Claimed within the guard (a crash soon after the
+                        // last restore): `Busy`, the client comes back.
+                        let mut out = Vec::new();
+                        Frame::Reject {
+                            reason: RejectReason::Busy,
+                        }
+                        .encode(&mut out);
+                        self.s2c.extend(out);
+                        return Ok(());
+                    }
+                    Err(e) => panic!("{e}"),
+                };
                 let mut s = SessionCore::from_stored(
                     self.config.clone(),
                     creds,
