@@ -226,6 +226,37 @@ enum Command {
         #[arg(long)]
         checkpoint: PathBuf,
     },
+    /// A server process of a server-restart or server-failover scenario
+    /// (not for users; the netns backend starts it in the server's
+    /// namespace).
+    #[command(name = "__stream-server", hide = true)]
+    StreamServer {
+        /// The engine's server, not the naive one.
+        #[arg(long)]
+        engine: bool,
+        /// Where to listen, IP:port.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The engine's session store: `none`, `embedded:PATH`,
+        /// `redis:URL`.
+        #[arg(long, default_value = "none")]
+        store: String,
+        /// Where the application keeps its streams.
+        #[arg(long)]
+        dir: PathBuf,
+        /// CLOCK_MONOTONIC at the run's start, ns.
+        #[arg(long)]
+        epoch_ns: u128,
+        /// The engine's keepalive interval, ms.
+        #[arg(long)]
+        keepalive_ms: u64,
+        /// The engine's dead-path timeout, ms.
+        #[arg(long)]
+        dead_after_ms: u64,
+        /// The engine's handshake timeout, ms.
+        #[arg(long)]
+        handshake_timeout_ms: u64,
+    },
     /// The receiving process of `bench handover` (not for users).
     #[command(name = "__handover-receiver", hide = true)]
     HandoverReceiver {
@@ -514,6 +545,35 @@ fn execute(command: Command) -> Result<u8, String> {
                     checkpoint,
                 },
             )?;
+            Ok(EXIT_OK)
+        }
+        Command::StreamServer {
+            engine,
+            listen,
+            store,
+            dir,
+            epoch_ns,
+            keepalive_ms,
+            dead_after_ms,
+            handshake_timeout_ms,
+        } => {
+            use netmend_harness::workload::server_process::{run_server, ServerArgs, StoreArg};
+            let store = match store.split_once(':') {
+                _ if store == "none" => StoreArg::None,
+                Some(("embedded", path)) => StoreArg::Embedded(PathBuf::from(path)),
+                Some(("redis", url)) => StoreArg::Redis(url.to_string()),
+                _ => return Err(format!("--store {store}: none, embedded:PATH or redis:URL")),
+            };
+            run_server(ServerArgs {
+                engine,
+                listen,
+                store,
+                dir,
+                epoch_ns,
+                keepalive: std::time::Duration::from_millis(keepalive_ms),
+                dead_after: std::time::Duration::from_millis(dead_after_ms),
+                handshake_timeout: std::time::Duration::from_millis(handshake_timeout_ms),
+            })?;
             Ok(EXIT_OK)
         }
         Command::HandoverReceiver { path } => {

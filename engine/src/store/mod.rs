@@ -53,6 +53,13 @@
 //! wrote past that position were never recorded (nor sent), so it writes
 //! them again.
 //!
+//! One consequence to design for: a store-backed server acknowledges
+//! incoming bytes once its application has come back to read after them,
+//! so a client waiting for its bytes to be acknowledged
+//! ([`Session::shutdown`](crate::session::Session) resolves then) waits
+//! for the server application to read again. A server that writes a long
+//! answer before it reads more holds the client's `shutdown` that long.
+//!
 //! # Fencing: one owner per session
 //!
 //! Every record carries an epoch. Serving a session from the store claims

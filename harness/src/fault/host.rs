@@ -389,6 +389,89 @@ impl Spec for ProcessRestart {
     }
 }
 
+/// The server's process dies (SIGKILL: its sessions, sockets and memory
+/// gone) and a new one starts `duration` later on the same host and port.
+/// The naive server starts afresh; the engine's opens its session store
+/// (`[mitigation] store`) and serves the clients' resumes from it. Real
+/// processes: the netns backend only.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRestart {
+    /// When the process is killed.
+    pub at: Dur,
+    /// How long until its successor starts.
+    pub duration: Dur,
+}
+
+impl Kind for ServerRestart {
+    const NAME: &'static str = "server-restart";
+    const FIELDS: &'static [&'static str] = &["duration"];
+    const SUMMARY: &'static str =
+        "the server's process is killed and a new one starts after a while";
+    fn example() -> Self {
+        ServerRestart {
+            at: ms(1_000),
+            duration: ms(500),
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(ServerRestart {
+            at: r.at,
+            duration: r.positive_duration()?,
+        })
+    }
+}
+
+impl Spec for ServerRestart {
+    fn duration(&self) -> Option<Dur> {
+        Some(self.duration)
+    }
+    /// None: the backend kills and starts the server's processes (see
+    /// `StreamPlan::servers`), not a change to the path.
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = halved(self.duration, floor);
+    }
+}
+
+/// The server runs as two instances behind a TCP load balancer that sends
+/// each new connection to the first instance that takes it; at `at` the
+/// instance holding the session dies for good, and the client's next
+/// connection lands on the other. The engine's instances share a session
+/// store (`[mitigation] store = "redis"`). Real processes: the netns
+/// backend only.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFailover {
+    /// When the first instance dies.
+    pub at: Dur,
+}
+
+impl Kind for ServerFailover {
+    const NAME: &'static str = "server-failover";
+    const FIELDS: &'static [&'static str] = &[];
+    const SUMMARY: &'static str =
+        "the server instance holding the session dies; a load balancer sends the client to another";
+    fn example() -> Self {
+        ServerFailover { at: ms(1_000) }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(ServerFailover { at: r.at })
+    }
+}
+
+impl Spec for ServerFailover {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    /// None: the backend kills the instance (see `StreamPlan::servers`).
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+}
+
 /// Which host firewall a [`HostFirewall`] installs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

@@ -26,7 +26,7 @@ pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublis
 pub use flood::SessionFlood;
 pub use host::{
     AddressChange, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap, NicSwap,
-    ProcessRestart, RouteLoss,
+    ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
 pub use path::{Bandwidth, Blackhole, Latency, Loss, Partition, Reset};
 pub use raw::Raw;
@@ -253,6 +253,8 @@ kinds!(
     ForgedPublish,
     SessionFlood,
     ProcessRestart,
+    ServerRestart,
+    ServerFailover,
     HostFirewall,
 );
 

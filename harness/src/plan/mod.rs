@@ -10,7 +10,7 @@ mod stream;
 
 pub use command::CommandPlan;
 pub use signaling::SignalingPlan;
-pub use stream::{Programs, StreamPlan};
+pub use stream::{Programs, ServerEvents, StreamPlan};
 
 use crate::scenario::{Scenario, WorkloadKind};
 
@@ -50,6 +50,9 @@ impl Plan {
         match self {
             Plan::Stream(p) if !p.restarts.is_empty() => Some(
                 "a process restart replaces a real process (the simulation runs programs as tasks of one process); it needs the netns backend",
+            ),
+            Plan::Stream(p) if p.servers.is_some() => Some(
+                "the server's process is killed (SIGKILL) and its session store is a real file or a real Redis; the simulation runs programs as tasks of one process and has neither: it needs the netns backend",
             ),
             Plan::Stream(_) | Plan::Signaling(_) => None,
             Plan::Command(_) => Some(

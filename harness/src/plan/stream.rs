@@ -4,7 +4,7 @@
 
 use super::Variant;
 use crate::fault::{Fault, FirewallFlavour, SessionFlood};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, StoreKind};
 use crate::workload::programs::{MitigationSpec, StreamSpec};
 use crate::workload::Tap;
 use netmend::gate::GateConfig;
@@ -26,6 +26,11 @@ pub struct StreamPlan {
     /// When the client's process is replaced by a new one (real processes:
     /// netns only).
     pub restarts: Vec<Duration>,
+    /// When the server's processes die (real processes: netns only);
+    /// `None`: the server is a task of the run that lives to its end.
+    pub servers: Option<ServerEvents>,
+    /// Where the engine's server keeps its sessions (`[mitigation] store`).
+    pub store: Option<StoreKind>,
     /// The host firewall the server's host has from the start, if any.
     pub host_firewall: Option<FirewallFlavour>,
     /// Bytes the server has received so far in the current run (a
@@ -59,6 +64,8 @@ impl StreamPlan {
                     _ => None,
                 })
                 .collect(),
+            servers: server_events(s),
+            store: s.mitigation.as_ref().and_then(|m| m.store),
             host_firewall: s.faults.iter().find_map(|f| match f {
                 Fault::HostFirewall(h) => Some(h.firewall),
                 _ => None,
@@ -76,6 +83,28 @@ impl StreamPlan {
             Variant::Mitigated => self.mitigated,
         }
     }
+}
+
+/// When the server's processes die.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerEvents {
+    /// `(when killed, how long until its successor starts)`.
+    pub restarts: Vec<(Duration, Duration)>,
+    /// When the first of two instances behind a load balancer dies for
+    /// good.
+    pub failover: Option<Duration>,
+}
+
+fn server_events(s: &Scenario) -> Option<ServerEvents> {
+    let mut events = ServerEvents::default();
+    for f in &s.faults {
+        match f {
+            Fault::ServerRestart(r) => events.restarts.push((r.at.0, r.duration.0)),
+            Fault::ServerFailover(f) => events.failover = Some(f.at.0),
+            _ => {}
+        }
+    }
+    (events != ServerEvents::default()).then_some(events)
 }
 
 /// The engine parameters the scenario's mitigation section asks for.

@@ -334,6 +334,7 @@ fn validate_paired(s: &Scenario, kind: &str, policy: PolicyKind) -> Result<(), I
                 ("probe_interval", m.probe_interval.is_some()),
                 ("max_probe_interval", m.max_probe_interval.is_some()),
                 ("probe_timeout", m.probe_timeout.is_some()),
+                ("store", m.store.is_some()),
             ];
             let signaling_only = [("fanout", m.fanout.is_some()), ("ttl", m.ttl.is_some())];
             let foreign = match policy {

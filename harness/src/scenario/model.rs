@@ -297,6 +297,23 @@ pub struct Mitigation {
     /// Handshakes the server runs at once (`netmend::session::Limits`).
     #[serde(default)]
     pub max_handshakes: Option<usize>,
+    /// Where the engine's server keeps its sessions so they outlive its
+    /// process (`netmend::store`): `embedded` (a redb file: a restart of
+    /// the one process) or `redis` (shared by every instance: a fleet).
+    /// Without it the server keeps them in memory.
+    #[serde(default)]
+    pub store: Option<StoreKind>,
+}
+
+/// Where the engine's server keeps its sessions.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// `netmend::store::EmbeddedStore`: one file on the server's host.
+    Embedded,
+    /// `netmend::store::RedisStore`: a `redis-server` on the server's host,
+    /// shared by every instance.
+    Redis,
 }
 
 /// A failure symptom a run can show.

@@ -9,6 +9,7 @@ pub mod pattern;
 pub mod programs;
 mod recording;
 pub mod restart;
+pub mod server_process;
 pub mod signaling;
 
 pub use recording::{QueuePeak, Recorder, Recording, StreamLog, Tap};

@@ -70,18 +70,22 @@ pub fn monotonic_ns() -> Result<u128, String> {
     Ok(t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128)
 }
 
-struct Out {
-    epoch_ns: u128,
+/// A process's report to the harness: lines on stdout, timed from the
+/// run's start.
+pub(crate) struct Out {
+    pub(crate) epoch_ns: u128,
 }
 
 impl Out {
-    fn ms(&self) -> u64 {
+    /// Milliseconds since the run's start.
+    pub(crate) fn ms(&self) -> u64 {
         monotonic_ns()
             .map(|now| (now.saturating_sub(self.epoch_ns) / 1_000_000) as u64)
             .unwrap_or(0)
     }
 
-    fn line(&self, what: std::fmt::Arguments<'_>) {
+    /// Writes one line and flushes it.
+    pub(crate) fn line(&self, what: std::fmt::Arguments<'_>) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{what}");
         let _ = out.flush();

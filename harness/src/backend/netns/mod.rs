@@ -20,6 +20,7 @@ pub mod lab;
 pub mod mosquitto;
 pub mod namespace;
 pub mod restart;
+pub mod server;
 pub mod signaling;
 
 use super::BackendError;
@@ -184,6 +185,16 @@ pub fn missing_tool(plan: &Plan) -> Option<String> {
             )),
             Some(_) if p.restarts.len() > 1 => {
                 Some("one process restart per scenario is supported".into())
+            }
+            Some(_) => None,
+        },
+        Plan::Stream(p) if p.servers.is_some() => match restart::netmend_binary() {
+            None => Some(format!(
+                "a server restart or failover runs the server as `netmend __stream-server`: run the scenario with the netmend binary, or set {} to it",
+                restart::BIN_ENV
+            )),
+            Some(_) if p.store == Some(crate::scenario::StoreKind::Redis) => {
+                server::redis_available().err()
             }
             Some(_) => None,
         },
@@ -484,27 +495,35 @@ async fn run_in_lab(
         net.clone(),
     );
     let chosen = plan.programs(variant);
-    let server_task = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
-        server_net.prebind(port).map(|()| async move {
-            let served = match chosen.engine_server {
-                None => programs::baseline_server(server_net, port, server_rec).await,
-                Some(limits) => {
-                    programs::mitigated_server(
-                        server_net,
-                        port,
-                        config,
-                        limits,
-                        (chosen.watch_sessions, chosen.open_firewall),
-                        server_rec,
-                    )
-                    .await
-                }
+    // The server: a task on a thread in its namespace, or — when the
+    // scenario kills it — real processes.
+    let server_task = match &plan.servers {
+        Some(events) => {
+            let launch = server::ServerLaunch {
+                host: topo.server.clone(),
+                addr: server.host_addr(v6),
+                port,
+                engine: chosen.engine_server.is_some(),
+                store: plan.store,
+                timers: (
+                    config.keepalive_interval,
+                    config.dead_after,
+                    config.handshake_timeout,
+                ),
             };
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "server stopped");
-            }
-        })
-    })?;
+            Server::Processes(server::ServerProcesses::start(
+                &lab, &launch, events, start, &rec,
+            )?)
+        }
+        None => Server::Task(server_task(
+            &lab,
+            topo,
+            &server_net,
+            server_rec,
+            chosen,
+            config,
+        )?),
+    };
 
     let spec = plan.spec.clone();
     let floods = plan.floods.clone();
@@ -575,7 +594,10 @@ async fn run_in_lab(
     if let Some(flood) = flood_task {
         flood.stop()?;
     }
-    server_task.stop()?;
+    match server_task {
+        Server::Task(t) => t.stop()?,
+        Server::Processes(p) => p.stop()?,
+    }
     if let Some(before) = walled {
         let after = faults::host_ruleset(&lab, &topo.server)?;
         if after != before {
@@ -596,6 +618,47 @@ async fn run_in_lab(
     }
     lab.teardown();
     Ok(recording)
+}
+
+/// The server of a stream run as a task on a thread in its namespace.
+fn server_task(
+    lab: &Lab,
+    topo: &crate::scenario::Topology,
+    net: &NetnsNet,
+    rec: Recorder,
+    chosen: crate::plan::Programs,
+    config: netmend::session::Config,
+) -> Result<HostTask, LabError> {
+    let (port, server_net) = (topo.port, net.clone());
+    HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
+        server_net.prebind(port).map(|()| async move {
+            let served = match chosen.engine_server {
+                None => programs::baseline_server(server_net, port, rec).await,
+                Some(limits) => {
+                    programs::mitigated_server(
+                        server_net,
+                        port,
+                        config,
+                        limits,
+                        (chosen.watch_sessions, chosen.open_firewall),
+                        rec,
+                    )
+                    .await
+                }
+            };
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "server stopped");
+            }
+        })
+    })
+}
+
+/// How the server of a stream run runs.
+enum Server {
+    /// A task on a thread in the server's namespace.
+    Task(HostTask),
+    /// Real processes (a server restart or failover).
+    Processes(server::ServerProcesses),
 }
 
 /// How the client of a stream run runs.
