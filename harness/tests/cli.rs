@@ -23,7 +23,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(v["seed"], 7);
     assert_eq!(v["summary"]["passed"], 14);
     assert_eq!(v["summary"]["failed"], 0);
-    assert_eq!(v["summary"]["unsupported"], 2);
+    assert_eq!(v["summary"]["unsupported"], 4);
     let all = v["scenarios"].as_array().unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -42,11 +42,19 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
             "link-flap",
             "nic-swap",
             "process-restart",
+            "server-failover",
+            "server-restart",
             "session-flood",
             "silent-path-loss",
             "tcp-reset"
         ]
     );
+    // A server killed mid-run is a real process with a real store: sim
+    // says why it cannot.
+    for server in [&all[13], &all[14]] {
+        assert_eq!(server["verdict"], "unsupported");
+        assert!(server["unsupported"].as_str().unwrap().contains("SIGKILL"));
+    }
     // A process restart replaces a real process: sim says so too.
     assert_eq!(all[12]["verdict"], "unsupported");
     assert!(all[12]["unsupported"].as_str().unwrap().contains("process"));
@@ -153,7 +161,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 16);
+    assert_eq!(names.len(), 18);
     assert_eq!(names[4], "curl-under-reset");
     assert!(cases
         .iter()
@@ -161,7 +169,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[4].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("14 passed, 0 failed, 2 unsupported"));
+    assert!(stderr(&out).contains("14 passed, 0 failed, 4 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -256,7 +264,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "16 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "18 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
@@ -313,7 +321,7 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
 #[test]
 fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 16);
+    assert_eq!(all.len(), 18);
     for n in 1..=5 {
         let mut union: Vec<String> = Vec::new();
         for k in 1..=n {
@@ -438,7 +446,7 @@ fn faults_lists_every_kind_with_its_fields_and_where_it_runs() {
     );
     // Every kind the loader knows, once.
     let kinds = text.lines().skip(1).take_while(|l| !l.is_empty()).count();
-    assert_eq!(kinds, 20, "{text}");
+    assert_eq!(kinds, 22, "{text}");
 }
 
 #[test]
