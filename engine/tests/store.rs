@@ -28,17 +28,7 @@ fn limits(max_sessions: usize, ttl: Duration) -> StoreLimits {
 }
 
 fn session(n: u8) -> StoredSession {
-    StoredSession {
-        id: SessionId([n; 16]),
-        epoch: 1,
-        token: SealedToken([n; 44]),
-        recv: 0,
-        recv_fin: false,
-        send_base: 0,
-        send_end: 0,
-        send_fin: false,
-        data: Vec::new(),
-    }
+    StoredSession::new(SessionId([n; 16]), SealedToken([n; 44]))
 }
 
 fn checkpoint(

@@ -207,6 +207,47 @@ fn a_process_restart_hands_the_session_over_on_netns() {
     assert!(sim.unsupported.unwrap().contains("process"));
 }
 
+/// Issue 15: a server process killed mid-transfer (restarted, or one of two
+/// instances behind a balancer): the engine's server, with its session
+/// store, delivers every byte exactly; the naive one loses bytes; and the
+/// same scenario without the store fails — the session is unknown to the
+/// new process — so the pass is the store's doing.
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc) and redis-server: run with --include-ignored"]
+fn a_killed_server_is_served_from_its_store_on_netns_and_lost_without_one() {
+    require_netns("server restart and failover");
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in [
+        ("server-restart", "store = \"embedded\""),
+        ("server-failover", "store = \"redis\""),
+    ] {
+        let b = shipped_scenario_passes(name, 29);
+        assert!(b.lost > 0, "{name}: the naive server loses bytes: {b:?}");
+        let text = std::fs::read_to_string(repo().join(format!("scenarios/{name}.toml"))).unwrap();
+        assert!(text.contains(store), "{name}: fixture drifted");
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text.replacen(store, "", 1)).unwrap();
+        let without = run_one(&load_file(&path).unwrap(), BackendKind::Netns, 29);
+        assert_eq!(without.verdict, Verdict::Fail, "{name} without a store");
+        let m = without.mitigated.unwrap();
+        assert!(
+            m.symptoms
+                .contains(&netmend_harness::scenario::Symptom::Error)
+                && m.lost > 0,
+            "{name} without a store: {m:?}"
+        );
+        // On sim it is unsupported, with the reason.
+        let sim = run_one(
+            &load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap(),
+            BackendKind::Sim,
+            29,
+        );
+        assert_eq!(sim.verdict, Verdict::Unsupported, "{name}");
+        assert!(sim.unsupported.unwrap().contains("SIGKILL"), "{name}");
+    }
+}
+
 /// Runs a shipped scenario on netns: it passes, the mitigated run delivers
 /// every byte exactly once within its attempt bound, and the baseline shows
 /// every expected symptom. Returns the baseline's measurements.

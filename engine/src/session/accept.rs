@@ -505,17 +505,7 @@ impl Acceptor {
             // Recorded before the client learns the session exists.
             let mut nonce = [0u8; 12];
             getrandom::fill(&mut nonce).map_err(random)?;
-            let stored = StoredSession {
-                id,
-                epoch: 1,
-                token: store.key.seal(id, &creds.token, nonce),
-                recv: 0,
-                recv_fin: false,
-                send_base: 0,
-                send_end: 0,
-                send_fin: false,
-                data: Vec::new(),
-            };
+            let stored = StoredSession::new(id, store.key.seal(id, &creds.token, nonce));
             if let Err(e) = store.store.create(&stored, wall_ms()).await {
                 tracing::debug!(error = %e, "new session refused by the store");
                 reject(&mut stream, RejectReason::Busy).await;

@@ -3,10 +3,10 @@
 
 use super::record::{chunk_dead, Header};
 use super::{
-    guard_ms, ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
+    guard_ms, ttl_ms, Checkpoint, OpenError, SessionStore, StoreError, StoreFuture, StoreLimits,
+    StoredSession,
 };
 use crate::session::SessionId;
-use crate::validate::ConfigError;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
@@ -62,18 +62,6 @@ impl std::fmt::Debug for EmbeddedStore {
             .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
-}
-
-/// An error opening the store.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// The limits were refused.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The file could not be opened or created.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {

@@ -107,9 +107,9 @@ pub use record::{Checkpoint, StoredSession};
 pub use seal::{SealedToken, StoreKey};
 
 #[cfg(feature = "store-redis")]
-pub use self::redis::{ConnectError, RedisStore};
+pub use self::redis::RedisStore;
 #[cfg(feature = "store-embedded")]
-pub use embedded::{EmbeddedStore, FileDurability, OpenError};
+pub use embedded::{EmbeddedStore, FileDurability};
 
 use crate::session::SessionId;
 use crate::validate::ConfigError;
@@ -151,6 +151,19 @@ pub enum StoreError {
     /// The backend failed (I/O, the database, the network to it).
     #[error("session store backend: {0}")]
     Backend(String),
+}
+
+/// A store could not be opened or reached.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The limits were refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The file could not be opened or created (another process has it
+    /// open, no permission, not a store), or the server not reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// How much a store holds.

@@ -33,6 +33,24 @@ pub struct StoredSession {
     pub data: Vec<u8>,
 }
 
+impl StoredSession {
+    /// The record of a session just created: epoch 1, nothing sent or
+    /// received.
+    pub fn new(id: SessionId, token: SealedToken) -> StoredSession {
+        StoredSession {
+            id,
+            epoch: 1,
+            token,
+            recv: 0,
+            recv_fin: false,
+            send_base: 0,
+            send_end: 0,
+            send_fin: false,
+            data: Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for StoredSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredSession")

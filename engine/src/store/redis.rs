@@ -16,10 +16,10 @@
 
 use super::record::Header;
 use super::{
-    guard_ms, ttl_ms, Checkpoint, SessionStore, StoreError, StoreFuture, StoreLimits, StoredSession,
+    guard_ms, ttl_ms, Checkpoint, OpenError, SessionStore, StoreError, StoreFuture, StoreLimits,
+    StoredSession,
 };
 use crate::session::SessionId;
-use crate::validate::ConfigError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use std::collections::HashMap;
@@ -124,18 +124,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// An error connecting to Redis.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The limits were refused.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The URL is unusable or the server could not be reached.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -150,14 +138,13 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`ConnectError::Config`] when `limits` is refused;
-    /// [`ConnectError::Store`] when the URL is unusable or the server does
-    /// not answer.
+    /// [`OpenError::Config`] when `limits` is refused; [`OpenError::Store`]
+    /// when the URL is unusable or the server does not answer.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: nothing is written before it returns.
-    pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, ConnectError> {
+    pub async fn connect(url: &str, limits: StoreLimits) -> Result<Self, OpenError> {
         limits.validate()?;
         let client = redis::Client::open(url).map_err(backend)?;
         // A Redis that does not answer must not hold a checkpoint (or a

@@ -206,17 +206,8 @@ impl World {
                 let mine = KeyPair::from_random([self.counter; 32]);
                 let id = SessionId([self.counter; 16]);
                 let creds = mine.agree(id, &key, &key, &mine.public()).unwrap();
-                let stored = StoredSession {
-                    id,
-                    epoch: 1,
-                    token: self.key.seal(id, &creds.token, [self.counter; 12]),
-                    recv: 0,
-                    recv_fin: false,
-                    send_base: 0,
-                    send_end: 0,
-                    send_fin: false,
-                    data: Vec::new(),
-                };
+                let token = self.key.seal(id, &creds.token, [self.counter; 12]);
+                let stored = StoredSession::new(id, token);
                 self.store.sync_create(&stored, self.ms()).unwrap();
                 let mut s = SessionCore::new_server(self.config.clone(), creds);
                 s.make_durable(1, REFRESH, self.now);
