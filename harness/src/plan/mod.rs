@@ -51,8 +51,8 @@ impl Plan {
             Plan::Stream(p) if !p.restarts.is_empty() => Some(
                 "a process restart replaces a real process (the simulation runs programs as tasks of one process); it needs the netns backend",
             ),
-            Plan::Stream(p) if p.servers.is_some() => Some(
-                "the server's process is killed (SIGKILL) and its session store is a real file or a real Redis; the simulation runs programs as tasks of one process and has neither: it needs the netns backend",
+            Plan::Stream(p) if p.servers.as_ref().is_some_and(|e| e.failover.is_some()) => Some(
+                "a failover kills one of two server instances (real processes, SIGKILL) that share a real redis-server behind a load balancer; the simulation has no Redis: it needs the netns backend",
             ),
             Plan::Stream(_) | Plan::Signaling(_) => None,
             Plan::Command(_) => Some(

@@ -7,7 +7,9 @@ use super::Recorder;
 use crate::scenario::PlantedBug;
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
-use netmend::session::{Accepted, Acceptor, Config, Limits, SessionBuilder, SessionEvent};
+use netmend::session::{
+    Accepted, Acceptor, Config, Limits, SessionBuilder, SessionEvent, SessionId,
+};
 use netmend::Policy;
 use std::future::Future;
 use std::io;
@@ -284,8 +286,23 @@ fn session_event(event: &SessionEvent) -> String {
     }
 }
 
+/// What outlives a server that is killed (sim: a host crash): its session
+/// store, and the application's own record of which stream log each
+/// session writes to (the logs themselves are the run's record).
+#[derive(Clone, Debug)]
+pub struct Durable {
+    /// The session store (standing in for a file on the host's disk).
+    pub store: netmend::store::MemoryStore,
+    /// The key that seals the tokens in it.
+    pub key: netmend::store::StoreKey,
+    /// Session → its stream log.
+    pub streams: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<SessionId, usize>>>,
+}
+
 /// The mitigated server: one stream log per session, however many
-/// transports it took.
+/// transports it took — and, with `durable`, however many server processes:
+/// a session served from the store goes on in its log, skipping what the
+/// log already holds (the application recorded each read before the next).
 pub async fn mitigated_server<N: Net>(
     net: N,
     port: u16,
@@ -293,6 +310,7 @@ pub async fn mitigated_server<N: Net>(
     limits: Limits,
     watch: (Option<u64>, bool),
     rec: Recorder,
+    durable: Option<Durable>,
 ) -> io::Result<()> {
     let (watch_sessions, open_firewall) = watch;
     // Behind a host firewall the server asks for its port first, and holds
@@ -302,8 +320,11 @@ pub async fn mitigated_server<N: Net>(
         false => None,
     };
     let listener = net.bind(port).await?;
-    let acceptor = Acceptor::with_limits(config, limits)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let acceptor = match &durable {
+        None => Acceptor::with_limits(config, limits),
+        Some(d) => Acceptor::with_store(config, limits, d.store.clone(), d.key.clone()),
+    }
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if let Some(bound) = watch_sessions {
         let (acceptor, rec) = (acceptor.clone(), rec.clone());
         tokio::spawn(async move {
@@ -316,26 +337,63 @@ pub async fn mitigated_server<N: Net>(
     loop {
         let stream = N::accept(&listener).await?;
         let (net, rec, acceptor) = (net.clone(), rec.clone(), acceptor.clone());
+        let streams = durable.as_ref().map(|d| d.streams.clone());
         tokio::spawn(async move {
-            match acceptor.accept(stream).await {
-                Ok(Accepted::New(mut session) | Accepted::Restored(mut session, _)) => {
+            let accepted = acceptor.accept(stream).await;
+            let (mut session, idx, mut skip) = match accepted {
+                Ok(Accepted::New(session)) => {
                     let idx = rec.open_stream();
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        match session.read(&mut buf).await {
-                            Ok(0) => break,
-                            Ok(n) => rec.received(idx, net.now(), &buf[..n]),
-                            Err(e) => {
-                                tracing::debug!(error = %e, "server session failed");
-                                return;
-                            }
+                    if let (Some(m), Some(id)) = (&streams, session.id()) {
+                        if let Ok(mut g) = m.lock() {
+                            g.insert(id, idx);
                         }
                     }
-                    let _ = session.shutdown().await;
+                    (session, idx, 0)
                 }
-                Ok(Accepted::Resumed(id)) => tracing::debug!(session = %id, "resumed"),
-                Err(e) => tracing::debug!(error = %e, "handshake refused"),
+                Ok(Accepted::Restored(session, restored)) => {
+                    let known = streams
+                        .as_ref()
+                        .and_then(|m| m.lock().ok()?.get(&restored.id).copied());
+                    let idx = known.unwrap_or_else(|| rec.open_stream());
+                    // The store recorded what the application had
+                    // committed: at or before what its log holds.
+                    let skip = rec.stream_len(idx).saturating_sub(restored.incoming);
+                    rec.event(
+                        net.now(),
+                        format!(
+                            "session served from the store at offset {}",
+                            restored.incoming
+                        ),
+                    );
+                    (session, idx, skip)
+                }
+                Ok(Accepted::Resumed(id)) => {
+                    tracing::debug!(session = %id, "resumed");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake refused");
+                    return;
+                }
+            };
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match session.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let dup = (n as u64).min(skip) as usize;
+                        skip -= dup as u64;
+                        if dup < n {
+                            rec.received(idx, net.now(), &buf[dup..n]);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "server session failed");
+                        return;
+                    }
+                }
             }
+            let _ = session.shutdown().await;
         });
     }
 }

@@ -127,6 +127,14 @@ impl Recorder {
         r.streams.len() - 1
     }
 
+    /// Bytes stream `idx` holds so far (0 for no such stream).
+    pub fn stream_len(&self, idx: usize) -> u64 {
+        self.lock()
+            .streams
+            .get(idx)
+            .map_or(0, |s| s.bytes.len() as u64)
+    }
+
     /// Appends bytes read on stream `idx` at time `t`.
     pub fn received(&self, idx: usize, t: Duration, bytes: &[u8]) {
         self.received.add(bytes.len() as u64);

@@ -642,6 +642,7 @@ fn server_task(
                         limits,
                         (chosen.watch_sessions, chosen.open_firewall),
                         rec,
+                        None,
                     )
                     .await
                 }

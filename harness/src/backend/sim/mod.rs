@@ -202,8 +202,26 @@ pub fn run_stream(
         net.on(Side::Server),
     );
     let chosen = plan.programs(variant);
+    // A server that is killed and started again (a host crash and restart
+    // here): what outlives it — its session store, standing in for the
+    // file on its disk, and its application's record — lives outside it.
+    let durable = match (&plan.servers, plan.store, chosen.engine_server) {
+        (Some(_), Some(_), Some(_)) => Some(programs::Durable {
+            store: netmend::store::MemoryStore::new(netmend::store::StoreLimits::default())
+                .map_err(|e| BackendError::Sim(e.to_string()))?,
+            key: netmend::store::StoreKey::from_bytes(seed_key(seed)),
+            streams: Arc::default(),
+        }),
+        _ => None,
+    };
+    let restarts = plan
+        .servers
+        .as_ref()
+        .map(|s| s.restarts.clone())
+        .unwrap_or_default();
     sim.host(topo.server.as_str(), move || {
         let (rec, config, net) = (server_rec.clone(), config.clone(), server_net.clone());
+        let durable = durable.clone();
         async move {
             match chosen.engine_server {
                 None => programs::baseline_server(net, port, rec).await?,
@@ -215,6 +233,7 @@ pub fn run_stream(
                         limits,
                         (chosen.watch_sessions, chosen.open_firewall),
                         rec,
+                        durable,
                     )
                     .await?
                 }
@@ -254,15 +273,57 @@ pub fn run_stream(
     });
     set_latency(&sim, &router, s, topo.latency.0);
 
-    drive(&mut sim, s, &rec, |sim, action| {
-        let injected = injector.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        apply(sim, s, &router, action);
-        if let Some(injector) = injected {
-            for change in world::changes(action) {
-                injector.send(change);
+    // The server host crashes at each restart and boots again after its
+    // duration: its software starts afresh.
+    let mut host_events: Vec<(Duration, bool)> = Vec::new();
+    for (at, down) in restarts {
+        host_events.push((at, true));
+        host_events.push((at.saturating_add(down), false));
+    }
+    host_events.sort();
+    let server_host = topo.server.clone();
+    let mut next_host_event = 0;
+    drive(
+        &mut sim,
+        s,
+        &rec,
+        |sim, action| {
+            let injected = injector.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            apply(sim, s, &router, action);
+            if let Some(injector) = injected {
+                for change in world::changes(action) {
+                    injector.send(change);
+                }
             }
-        }
-    })
+        },
+        |sim, now| {
+            while let Some(&(at, crash)) = host_events.get(next_host_event) {
+                if at > now {
+                    break;
+                }
+                if crash {
+                    sim.crash(server_host.as_str());
+                } else {
+                    sim.bounce(server_host.as_str());
+                }
+                next_host_event += 1;
+            }
+        },
+    )
+}
+
+/// A store key drawn from the run's seed (a simulation replays exactly).
+fn seed_key(seed: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, chunk) in key.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(
+            &seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(i as u32 * 13)
+                .to_be_bytes(),
+        );
+    }
+    key
 }
 
 /// Steps `sim` through the scenario's schedule, handing each action to
@@ -273,6 +334,7 @@ fn drive(
     s: &Scenario,
     rec: &Recorder,
     mut apply: impl FnMut(&mut turmoil::Sim<'_>, &Action),
+    mut tick: impl FnMut(&mut turmoil::Sim<'_>, Duration),
 ) -> Result<Recording, BackendError> {
     let actions = s.schedule();
     let mut next = 0;
@@ -287,6 +349,7 @@ fn drive(
             apply(sim, action);
             next += 1;
         }
+        tick(sim, now);
         if finished || rec.is_client_done() || now >= s.expect.deadline.0 {
             return Ok(rec.snapshot(now));
         }

@@ -110,24 +110,30 @@ pub fn run(
         }
     };
 
-    super::drive(&mut sim, s, &rec, |sim, action| match action {
-        Action::Broker { index, down } => {
-            if let Some(up) = processes.get(usize::from(*index)) {
-                up.send_replace(!down);
+    super::drive(
+        &mut sim,
+        s,
+        &rec,
+        |sim, action| match action {
+            Action::Broker { index, down } => {
+                if let Some(up) = processes.get(usize::from(*index)) {
+                    up.send_replace(!down);
+                }
             }
-        }
-        Action::BrokerFreeze { index, frozen } => {
-            hold(sim, &topo.broker(*index), &peers(None), *frozen);
-        }
-        Action::BrokerBlock {
-            index,
-            host,
-            blocked,
-        } => hold(sim, &topo.broker(*index), &peers(*host), *blocked),
-        // The forger hosts carry these out on their own schedule.
-        Action::Forge { .. } => {}
-        other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
-    })
+            Action::BrokerFreeze { index, frozen } => {
+                hold(sim, &topo.broker(*index), &peers(None), *frozen);
+            }
+            Action::BrokerBlock {
+                index,
+                host,
+                blocked,
+            } => hold(sim, &topo.broker(*index), &peers(*host), *blocked),
+            // The forger hosts carry these out on their own schedule.
+            Action::Forge { .. } => {}
+            other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
+        },
+        |_, _| {},
+    )
 }
 
 /// Holds (or releases) the links between `broker` and each of `peers`.
