@@ -1,6 +1,7 @@
 //! Bulk throughput of store-backed sessions against the in-memory table,
 //! side by side in one run over loopback: the embedded store (redb, each
-//! checkpoint written to the file; and forced to the disk), the Redis store
+//! checkpoint written to the file; forced to the disk; and keeping only the
+//! outgoing stream's positions, `Outgoing::ProducedAgain`), the Redis store
 //! (a real `redis-server`, started here) and the memory store. Uploads
 //! (client → server: the store records positions) and downloads (server →
 //! client: the store also holds the unacknowledged bytes).
@@ -13,7 +14,7 @@ mod redis_server;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use netmend::session::{Accepted, Acceptor, Config, Limits, Session, SessionBuilder};
 use netmend::store::{
-    EmbeddedStore, FileDurability, MemoryStore, RedisStore, StoreKey, StoreLimits,
+    EmbeddedStore, FileDurability, MemoryStore, Outgoing, RedisStore, StoreKey, StoreLimits,
 };
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -120,6 +121,7 @@ fn bulk(c: &mut Criterion) {
         let disk = EmbeddedStore::open(dir.path().join("b.redb"), StoreLimits::default())
             .unwrap()
             .with_durability(FileDurability::Disk);
+        let again = EmbeddedStore::open(dir.path().join("c.redb"), StoreLimits::default()).unwrap();
         let redis = RedisStore::connect(&redis.url(), StoreLimits::default())
             .await
             .unwrap();
@@ -131,6 +133,20 @@ fn bulk(c: &mut Criterion) {
             ),
             ("embedded_store", server(with(embedded)).await),
             ("embedded_store_fsync", server(with(disk)).await),
+            (
+                "embedded_store_produced_again",
+                server(
+                    Acceptor::with_store_keeping(
+                        Config::default(),
+                        Limits::default(),
+                        again,
+                        StoreKey::from_bytes([0x42; 32]),
+                        Outgoing::ProducedAgain,
+                    )
+                    .unwrap(),
+                )
+                .await,
+            ),
             ("redis_store", server(with(redis)).await),
             ("memory_store", server(with(memory)).await),
         ]

@@ -6,7 +6,7 @@
 use netmend::session::{
     Accepted, Acceptor, Config, Limits, RejectReason, Restored, SessionBuilder, SessionErrorKind,
 };
-use netmend::store::{EmbeddedStore, StoreKey, StoreLimits};
+use netmend::store::{EmbeddedStore, Outgoing, StoreKey, StoreLimits};
 use netmend::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,17 +42,23 @@ fn runtime() -> Runtime {
 }
 
 /// One server process: a runtime serving `port`, with the store in `store`
-/// (or none).
-fn server(port: u16, store: Option<&Path>, app: Arc<Mutex<App>>) -> Runtime {
+/// (or none), keeping `outgoing` of the outgoing streams.
+fn server(port: u16, store: Option<(&Path, Outgoing)>, app: Arc<Mutex<App>>) -> Runtime {
     let rt = runtime();
-    let store = store.map(Path::to_path_buf);
+    let store = store.map(|(p, o)| (p.to_path_buf(), o));
     rt.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let acceptor = match store {
-            Some(path) => {
+            Some((path, outgoing)) => {
                 let store = EmbeddedStore::open(path, StoreLimits::default()).expect("store");
                 let key = StoreKey::from_bytes([0x5e; 32]);
-                Acceptor::with_store(Config::default(), Limits::default(), store, key)
+                Acceptor::with_store_keeping(
+                    Config::default(),
+                    Limits::default(),
+                    store,
+                    key,
+                    outgoing,
+                )
             }
             None => Acceptor::new(Config::default()),
         }
@@ -174,14 +180,15 @@ fn free_port() -> u16 {
 /// third of the stream and started again; returns what the client ended
 /// with and the server application's state.
 fn restart_mid_transfer(
-    store: Option<PathBuf>,
+    store: Option<(PathBuf, Outgoing)>,
 ) -> (
     Result<Vec<u8>, netmend::session::SessionError>,
     Arc<Mutex<App>>,
 ) {
+    let store = store.as_ref().map(|(p, o)| (p.as_path(), *o));
     let port = free_port();
     let app = Arc::new(Mutex::new(App::default()));
-    let first = server(port, store.as_deref(), Arc::clone(&app));
+    let first = server(port, store, Arc::clone(&app));
     let client_rt = runtime();
     let done = client_rt.spawn(client(port));
     let t = Instant::now();
@@ -195,7 +202,7 @@ fn restart_mid_transfer(
     // The server process dies: every task, socket and in-flight write.
     first.shutdown_timeout(Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(100));
-    let second = server(port, store.as_deref(), Arc::clone(&app));
+    let second = server(port, store, Arc::clone(&app));
     let result = client_rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(60), done).await })
         .expect("the client finished")
@@ -213,16 +220,30 @@ fn restart_mid_transfer(
 
 #[test]
 fn a_restarted_server_serves_the_session_from_its_store_with_exact_bytes() {
+    for outgoing in [Outgoing::Stored, Outgoing::ProducedAgain] {
+        restarted_with(outgoing);
+    }
+}
+
+fn restarted_with(outgoing: Outgoing) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (result, app) = restart_mid_transfer(Some(dir.path().join("sessions.redb")));
-    let got = result.expect("the session survived the restart");
-    assert_eq!(got, pattern(2, 0, SERVER_LEN), "server → client");
+    let path = dir.path().join("sessions.redb");
+    let (result, app) = restart_mid_transfer(Some((path, outgoing)));
+    let got = result.unwrap_or_else(|e| panic!("{outgoing:?}: the session died: {e}"));
+    assert!(
+        got == pattern(2, 0, SERVER_LEN),
+        "{outgoing:?}: server → client"
+    );
     let app = app.lock().unwrap();
-    assert_eq!(app.restores.len(), 1, "served from the store once");
+    assert_eq!(
+        app.restores.len(),
+        1,
+        "{outgoing:?}: served from the store once"
+    );
     assert!(app.restores[0].incoming as usize >= CLIENT_LEN / 3 - (8 << 20));
     assert!(
         app.got == pattern(1, 0, CLIENT_LEN),
-        "client → server: exact"
+        "{outgoing:?}: client → server: exact"
     );
 }
 

@@ -10,7 +10,7 @@ use super::frame::{Frame, RejectReason, SessionId};
 use super::handle::{Session, Shared};
 use super::handshake::{ClientRequest, HandshakeError, ServerHandshake};
 use super::proto::{ServerOpen, SessionCore};
-use crate::store::{wall_ms, SessionStore, StoreError, StoreKey, StoredSession};
+use crate::store::{wall_ms, Outgoing, SessionStore, StoreError, StoreKey, StoredSession};
 use crate::validate::ConfigError;
 use std::collections::HashMap;
 use std::io;
@@ -77,6 +77,8 @@ struct Store {
     /// The longest time between two writes of a record: a third of the
     /// store's TTL, so a live session's record never expires.
     refresh: std::time::Duration,
+    /// What the store keeps of the outgoing streams.
+    outgoing: Outgoing,
 }
 
 impl Table {
@@ -141,9 +143,11 @@ pub struct Restored {
     /// committed by reading again). An application that processed more
     /// skips the difference.
     pub incoming: u64,
-    /// The offset of the outgoing stream the next write continues: bytes
-    /// the application wrote past it before were not recorded, and go
-    /// again.
+    /// The offset of the outgoing stream the next write continues. With
+    /// [`Outgoing::Stored`] (the default): the end of what the store
+    /// recorded — bytes the application wrote past it were never sent, and
+    /// go again. With [`Outgoing::ProducedAgain`]: the client's position —
+    /// the application writes its stream again from there.
     pub outgoing: u64,
     /// The outgoing stream had already ended.
     pub outgoing_ended: bool,
@@ -268,6 +272,25 @@ impl Acceptor {
         store: impl SessionStore,
         key: StoreKey,
     ) -> Result<Self, ConfigError> {
+        Self::with_store_keeping(config, limits, store, key, Outgoing::Stored)
+    }
+
+    /// [`Acceptor::with_store`], keeping `outgoing` of the sessions'
+    /// outgoing streams: with [`Outgoing::ProducedAgain`] the store holds
+    /// positions only and outgoing bytes go at the session's own speed;
+    /// after a restore the application writes its stream again from the
+    /// client's position ([`Restored::outgoing`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Acceptor::with_store`].
+    pub fn with_store_keeping(
+        config: Config,
+        limits: Limits,
+        store: impl SessionStore,
+        key: StoreKey,
+        outgoing: Outgoing,
+    ) -> Result<Self, ConfigError> {
         let refresh = store.limits().ttl / 3;
         Self::build(
             config,
@@ -276,6 +299,7 @@ impl Acceptor {
                 store: Arc::new(store),
                 key,
                 refresh,
+                outgoing,
             }),
         )
     }
@@ -324,13 +348,19 @@ impl Acceptor {
     /// # Errors
     ///
     /// An [`AcceptError`] when this transport is refused (I/O, timeout, a
-    /// bad first frame, an unknown session, a bad proof); existing
-    /// sessions are untouched, so a server loop logs it and goes on.
+    /// bad first frame, an unknown session, a bad proof; with a store: the
+    /// store full, a racing instance's claim, a store gone behind, the
+    /// store failing); existing sessions are untouched, so a server loop
+    /// logs it and goes on.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: until it returns no session exists and no resume was
-    /// handed over; dropping the future drops the stream.
+    /// handed over; dropping the future drops the stream. With a store
+    /// ([`Acceptor::with_store`]), a future dropped after it wrote a new
+    /// session's record or claimed a stored one leaves that record behind
+    /// unserved: it expires with the store's TTL, and a client that resumes
+    /// it is served once the claim guard has passed.
     pub async fn accept<S: Transport>(&self, stream: S) -> Result<Accepted, AcceptError> {
         self.accept_inner(stream, None).await
     }
@@ -511,7 +541,7 @@ impl Acceptor {
                 reject(&mut stream, RejectReason::Busy).await;
                 return Err(e.into());
             }
-            core.make_durable(1, store.refresh, now());
+            core.make_durable(1, store.outgoing, store.refresh, now());
         }
         // A bad frame in the leftover surfaces as a link failure in the driver.
         let _ = core.open_server_link(now(), ServerOpen::New { key: server_key }, &leftover);
@@ -620,8 +650,9 @@ impl Acceptor {
             .await
             .map_err(|e| busy(e.into()))?;
         let config = self.table.config.clone();
+        let claim = (epoch, store.outgoing, resume.recv_offset);
         let mut core =
-            SessionCore::from_stored(config, creds.clone(), &stored, epoch, store.refresh, now())
+            SessionCore::from_stored(config, creds.clone(), &stored, claim, store.refresh, now())
                 .map_err(|e| (RejectReason::CannotResume, e.into()))?;
         core.set_away_cap(self.table.admission().limits().max_bytes_while_away);
         let open = ServerOpen::Resume {
@@ -640,14 +671,14 @@ impl Acceptor {
             session = %id,
             epoch,
             incoming = stored.recv,
-            outgoing = stored.send_end,
             "session restored from the store"
         );
+        let (outgoing, outgoing_ended) = core.outgoing_position();
         let restored = Restored {
             id,
             incoming: stored.recv,
-            outgoing: stored.send_end,
-            outgoing_ended: stored.send_fin,
+            outgoing,
+            outgoing_ended,
         };
         Ok((core, creds, restored))
     }

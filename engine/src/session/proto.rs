@@ -29,7 +29,7 @@ use super::detach::{CoreState, LinkState, StateError};
 use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
 use super::replay::ReplayBuffer;
-use crate::store::{Checkpoint, StoreError, StoredSession};
+use crate::store::{Checkpoint, Outgoing, StoreError, StoredSession};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -239,6 +239,10 @@ pub struct SessionCore {
 #[derive(Debug)]
 struct Durable {
     epoch: u64,
+    /// The store holds the outgoing bytes until the client acknowledges
+    /// them ([`Outgoing::Stored`]); else only their positions, and a
+    /// restored session's application writes them again.
+    keep_outgoing: bool,
     /// Confirmed by the store: the incoming offset and end the application
     /// committed, the outgoing bytes held from `send_base` to `send_end`.
     recv: u64,
@@ -450,8 +454,8 @@ impl SessionCore {
     /// the store holds.
     fn sendable_end(&self) -> u64 {
         match &self.durable {
-            Some(d) => self.replay.end().min(d.send_end),
-            None => self.replay.end(),
+            Some(d) if d.keep_outgoing => self.replay.end().min(d.send_end),
+            _ => self.replay.end(),
         }
     }
 
@@ -1015,7 +1019,17 @@ impl SessionCore {
                 if self.durable.is_some() && self.recv_fin && offset == self.recv_offset {
                     return Ok(());
                 }
-                if self.recv_fin || offset != self.recv_offset {
+                if self.recv_fin {
+                    // The peer already ended its stream, elsewhere: it
+                    // lost track of it (a store gone behind), and no
+                    // transport will fix that.
+                    self.fail(SessionErrorKind::Protocol(format!(
+                        "the peer ended its stream at offset {} and again at {offset}",
+                        self.recv_offset
+                    )));
+                    return Ok(());
+                }
+                if offset != self.recv_offset {
                     return Err(LinkError::Unexpected("misplaced Fin"));
                 }
                 self.recv_fin = true;
@@ -1339,9 +1353,16 @@ impl SessionCore {
     /// Makes a new server session store-backed: nothing leaves it that a
     /// checkpoint did not record. `refresh`: the longest time between two
     /// writes (under the store's TTL).
-    pub(crate) fn make_durable(&mut self, epoch: u64, refresh: Duration, now: Instant) {
+    pub(crate) fn make_durable(
+        &mut self,
+        epoch: u64,
+        outgoing: Outgoing,
+        refresh: Duration,
+        now: Instant,
+    ) {
         self.durable = Some(Durable {
             epoch,
+            keep_outgoing: outgoing == Outgoing::Stored,
             recv: self.recv_offset,
             recv_fin: self.recv_fin,
             send_base: self.replay.base(),
@@ -1359,7 +1380,10 @@ impl SessionCore {
     }
 
     /// A server session going on from its stored record, claimed at
-    /// `epoch`, with `creds` (the token opened with the store key).
+    /// `epoch`, with `creds` (the token opened with the store key), for a
+    /// client that has received the outgoing stream up to `peer_recv`.
+    /// With [`Outgoing::ProducedAgain`] the outgoing stream goes on at the
+    /// client's position (the application writes it again from there).
     ///
     /// # Errors
     ///
@@ -1369,7 +1393,7 @@ impl SessionCore {
         config: Config,
         creds: Credentials,
         stored: &StoredSession,
-        epoch: u64,
+        (epoch, outgoing, peer_recv): (u64, Outgoing, u64),
         refresh: Duration,
         now: Instant,
     ) -> Result<SessionCore, StoreError> {
@@ -1384,14 +1408,29 @@ impl SessionCore {
             });
         }
         let mut core = Self::new(Role::Server, config, Some(creds));
-        core.replay = ReplayBuffer::starting_at(core.config.replay_capacity, stored.send_base);
-        core.replay.push(&stored.data);
-        core.peer_acked = stored.send_base;
-        core.sent_high = stored.send_end;
-        core.fin_requested = stored.send_fin;
+        match outgoing {
+            Outgoing::Stored => {
+                core.replay =
+                    ReplayBuffer::starting_at(core.config.replay_capacity, stored.send_base);
+                core.replay.push(&stored.data);
+                core.peer_acked = stored.send_base;
+                core.sent_high = stored.send_end;
+                core.fin_requested = stored.send_fin;
+            }
+            Outgoing::ProducedAgain => {
+                // The end is sent only once recorded: a client past the
+                // recorded end's position has the end too.
+                let ended = stored.send_fin && peer_recv == stored.send_end + 1;
+                let start = if ended { stored.send_end } else { peer_recv };
+                core.replay = ReplayBuffer::starting_at(core.config.replay_capacity, start);
+                core.peer_acked = peer_recv;
+                core.sent_high = start;
+                core.fin_requested = ended;
+            }
+        }
         core.recv_offset = stored.recv;
         core.recv_fin = stored.recv_fin;
-        core.make_durable(epoch, refresh, now);
+        core.make_durable(epoch, outgoing, refresh, now);
         // No grant before the restart went past the confirmed position
         // plus the buffer: grant exactly that, so whatever the client was
         // allowed to send is welcome.
@@ -1411,10 +1450,15 @@ impl SessionCore {
             d.in_flight.is_none()
                 && d.committed == d.recv
                 && d.committed_fin == d.recv_fin
-                && self.replay.base() == d.send_base
-                && self.replay.end() == d.send_end
+                && (!d.keep_outgoing
+                    || (self.replay.base() == d.send_base && self.replay.end() == d.send_end))
                 && self.fin_requested == d.send_fin
         })
+    }
+
+    /// Where the outgoing stream goes on, and whether it ended.
+    pub(crate) fn outgoing_position(&self) -> (u64, bool) {
+        (self.replay.end(), self.fin_requested)
     }
 
     /// The store epoch this session holds, if store-backed.
@@ -1436,15 +1480,17 @@ impl SessionCore {
         if d.in_flight.is_some() || d.retry_at.is_some_and(|t| now < t) {
             return None;
         }
+        // Without the outgoing bytes, their positions alone are no reason
+        // to write (the end is: it is sent only once recorded).
+        let outgoing_moved = d.keep_outgoing && (base != d.send_base || end != d.send_end);
         let changed = d.committed != d.recv
             || d.committed_fin != d.recv_fin
-            || base != d.send_base
-            || end != d.send_end
+            || outgoing_moved
             || fin != d.send_fin;
         if !changed && now < d.last_write + d.refresh {
             return None;
         }
-        let append = (end > d.send_end).then(|| {
+        let append = (d.keep_outgoing && end > d.send_end).then(|| {
             let mut bytes = BytesMut::with_capacity((end - d.send_end) as usize);
             let mut at = d.send_end;
             while at < end {
@@ -1457,12 +1503,15 @@ impl SessionCore {
             }
             (d.send_end, bytes.freeze())
         });
+        // Without the outgoing bytes the record holds none: its position
+        // only (the end's, once the stream ended).
+        let send_base = if d.keep_outgoing { base } else { end };
         let cp = Checkpoint {
             id,
             epoch: d.epoch,
             recv: d.committed,
             recv_fin: d.committed_fin,
-            send_base: base,
+            send_base,
             send_end: end,
             send_fin: fin,
             append,

@@ -25,7 +25,9 @@
 //! A store-backed session lets nothing leave the server that the store
 //! cannot account for: it acknowledges incoming bytes, grants receive
 //! window and sends outgoing bytes only up to what a completed checkpoint
-//! recorded. So whenever the server dies, the client still holds every
+//! recorded (with [`Outgoing::ProducedAgain`] outgoing bytes go freely and
+//! only their end waits for the store: the application writes them again
+//! after a restore). So whenever the server dies, the client still holds every
 //! incoming byte past the recorded position, and has received no outgoing
 //! byte past the recorded end: the resume from the store continues exactly.
 //! What a crash loses is only what was not yet acknowledged or sent, which
@@ -153,6 +155,26 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// What a store-backed server keeps of its outgoing stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outgoing {
+    /// Every outgoing byte stays in the store until the client acknowledges
+    /// it, so the application never writes a byte twice: after a restore
+    /// its stream goes on at [`Restored::outgoing`](crate::session::Restored),
+    /// the end of what it had written and the store recorded. The cost:
+    /// every outgoing byte is written to the store before it is sent.
+    #[default]
+    Stored,
+    /// The store keeps positions only (and the end of the stream once it is
+    /// sent); outgoing bytes are sent at the session's own speed. After a
+    /// restore the application writes its stream again from
+    /// [`Restored::outgoing`](crate::session::Restored), the client's
+    /// position — for streams it can produce again from an offset (a file,
+    /// a log, derived state).
+    ProducedAgain,
+}
+
 /// A store could not be opened or reached.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -234,6 +256,13 @@ impl StoreLimits {
 /// `now` is the wall clock in milliseconds since the Unix epoch, given by
 /// the caller (records outlive the process, so their expiry is wall-clock
 /// time; tests pass their own).
+///
+/// # Cancel safety
+///
+/// A step whose future is dropped may have been applied or not, whole
+/// (each is one atomic step of the backend): the sessions treat that as
+/// the crash it models — a checkpoint not known to be confirmed lets
+/// nothing out, and a claim or record left behind expires with the TTL.
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     /// The limits it keeps.
     fn limits(&self) -> StoreLimits;
