@@ -64,12 +64,31 @@ struct Proc {
 }
 
 impl Proc {
-    fn kill(mut self) {
+    /// SIGKILLs it (what the scenario does to it) and waits for it.
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Proc {
+    /// A process is never left running: not when the run ends, not when
+    /// starting the others failed.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
+    }
+}
+
+/// A child process killed when dropped (Redis).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -113,7 +132,7 @@ pub struct ServerProcesses {
     stop: Arc<AtomicBool>,
     supervisor: Option<std::thread::JoinHandle<Vec<Proc>>>,
     balancer: Option<HostTask>,
-    redis: Option<Child>,
+    redis: Option<KillOnDrop>,
     _dir: tempfile::TempDir,
 }
 
@@ -258,10 +277,7 @@ impl ServerProcesses {
                 }
             }
         }
-        if let Some(mut r) = self.redis.take() {
-            let _ = r.kill();
-            let _ = r.wait();
-        }
+        drop(self.redis.take());
         match self.balancer.take() {
             Some(b) => b.stop(),
             None => Ok(()),
@@ -270,12 +286,10 @@ impl ServerProcesses {
 }
 
 impl Drop for ServerProcesses {
+    /// Without `stop` (an error on the way): the supervisor ends and kills
+    /// what it holds; Redis goes with this value.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(mut r) = self.redis.take() {
-            let _ = r.kill();
-            let _ = r.wait();
-        }
     }
 }
 
@@ -462,7 +476,7 @@ fn read_lines(out: impl Read, streams: &Streams, ready: &AtomicBool) {
 
 /// Starts `redis-server` on `addr` in `host`'s namespace and waits until it
 /// accepts connections.
-fn start_redis(lab: &Lab, host: &str, addr: IpAddr) -> Result<Child, LabError> {
+fn start_redis(lab: &Lab, host: &str, addr: IpAddr) -> Result<KillOnDrop, LabError> {
     let mut cmd = lab.command(host, "redis-server")?;
     cmd.args([
         "--bind",
@@ -474,25 +488,24 @@ fn start_redis(lab: &Lab, host: &str, addr: IpAddr) -> Result<Child, LabError> {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| LabError::io("start redis-server", e))?;
-    let Some(out) = child.stdout.take() else {
-        let _ = child.kill();
+    // Killed on every way out of here but the last.
+    let mut child = KillOnDrop(
+        cmd.spawn()
+            .map_err(|e| LabError::io("start redis-server", e))?,
+    );
+    let Some(out) = child.0.stdout.take() else {
         return Err(LabError::Broken("redis-server without stdout".into()));
     };
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { return };
             if line.contains("Ready to accept connections") {
-                let _ = tx.send(());
+                let _ = tx.try_send(());
             }
         }
     });
     if rx.recv_timeout(READY_WAIT).is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
         return Err(LabError::Broken(
             "redis-server did not accept connections within 5 s".into(),
         ));
