@@ -1,5 +1,6 @@
 //! Checkers: turn a run's [`Recording`] into measured figures and symptoms.
 
+use crate::fault::Action;
 use crate::scenario::{Scenario, Symptom};
 use crate::workload::messages::{self, MessageLog};
 use crate::workload::pattern::{self, Piece};
@@ -307,13 +308,15 @@ fn messages_over_time(log: &MessageLog) -> Vec<(Duration, u64)> {
 
 /// The worst recovery interval over all faults of a signaling run: from the fault
 /// until the first message sent after it is delivered (a broker crash
-/// needs no repair for delivery to go on). `None` if messages were sent
-/// after a fault and none of them arrived.
+/// needs no repair for delivery to go on while another broker lives; when
+/// every broker is down, from the moment the first comes back). `None` if
+/// messages were sent after a fault and none of them arrived.
 fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<(Duration, Duration)> {
     let sent_at: std::collections::HashMap<u64, Duration> = log.sent.iter().copied().collect();
     let mut worst = (Duration::ZERO, Duration::ZERO);
     for fault in &scenario.faults {
         let at = fault.at().0;
+        let from = some_broker_up(scenario, at);
         if !log.sent.iter().any(|&(_, t)| t >= at) {
             continue;
         }
@@ -323,9 +326,47 @@ fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<(Duration, 
             .filter(|(n, _)| sent_at.get(n).is_some_and(|&t| t >= at))
             .map(|&(_, t)| t)
             .min()?;
-        worst = longer(worst, (at, first));
+        worst = longer(worst, (from, first.max(from)));
     }
     Some(worst)
+}
+
+/// The first moment from `at` on at which some broker is neither crashed
+/// nor frozen by the scenario's faults (`at` itself unless every broker is
+/// down then).
+fn some_broker_up(scenario: &Scenario, at: Duration) -> Duration {
+    let brokers = usize::from(scenario.topology.brokers);
+    let mut down = vec![false; brokers];
+    let mut frozen = vec![false; brokers];
+    let all_out = |down: &[bool], frozen: &[bool]| {
+        brokers > 0 && down.iter().zip(frozen).all(|(d, f)| *d || *f)
+    };
+    let mut out_since = None;
+    for (t, action) in scenario.schedule() {
+        if t > at && out_since.is_none() {
+            break;
+        }
+        match action {
+            Action::Broker { index, down: d } => {
+                if let Some(slot) = down.get_mut(usize::from(index)) {
+                    *slot = d;
+                }
+            }
+            Action::BrokerFreeze { index, frozen: f } => {
+                if let Some(slot) = frozen.get_mut(usize::from(index)) {
+                    *slot = f;
+                }
+            }
+            _ => continue,
+        }
+        match (all_out(&down, &frozen), out_since) {
+            (true, None) if t <= at => out_since = Some(t),
+            (false, Some(_)) if t > at => return t,
+            (false, Some(_)) => out_since = None,
+            _ => {}
+        }
+    }
+    at
 }
 
 /// The longer of two recovery intervals `(from, to)` (the first if equal).
@@ -557,5 +598,36 @@ mod tests {
             (90, 10, 10)
         );
         assert_eq!(coverage(&[p(0, 50), p(0, 50)], 100), (50, 50, 0));
+    }
+
+    #[test]
+    fn signaling_recovery_starts_when_the_first_broker_is_back() {
+        let text = |faults: &str| {
+            format!(
+                "id = \"b\"\ncatalog = \"broker-loss\"\ndescription = \"d\"\n\
+                 [topology]\nbrokers = 2\n[workload]\nkind = \"signaling\"\nmessages = 10\n\
+                 interval = \"100ms\"\npayload = 8\n{faults}\
+                 [mitigation]\npolicy = \"redundant-signaling\"\n\
+                 [expect]\nbaseline = [\"loss\"]\nrecovery_within = \"1s\"\nmax_attempts = 9\ndeadline = \"20s\"\n"
+            )
+        };
+        let s = |faults: &str| {
+            crate::scenario::parse(std::path::Path::new("b.toml"), &text(faults)).unwrap()
+        };
+        let ms = Duration::from_millis;
+        let down = |at: &str, broker: u8, duration: &str| {
+            format!("[[faults]]\nkind = \"broker-down\"\nat = \"{at}\"\nbroker = {broker}\nduration = \"{duration}\"\n")
+        };
+        // One broker of two down: delivery can go on at once.
+        let one = s(&down("1s", 0, "3s"));
+        assert_eq!(some_broker_up(&one, ms(1_000)), ms(1_000));
+        // Both down, broker 1 back first, at 3 s.
+        let both = s(&(down("1s", 0, "5s") + &down("1s", 1, "2s")));
+        assert_eq!(some_broker_up(&both, ms(1_000)), ms(3_000));
+        assert_eq!(some_broker_up(&both, ms(500)), ms(500));
+        // A frozen broker is as good as a crashed one.
+        let frozen = s(&(down("1s", 0, "5s")
+            + "[[faults]]\nkind = \"broker-freeze\"\nat = \"2s\"\nbroker = 1\nduration = \"1500ms\"\n"));
+        assert_eq!(some_broker_up(&frozen, ms(2_000)), ms(3_500));
     }
 }

@@ -21,27 +21,33 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["seed"], 7);
-    assert_eq!(v["summary"]["passed"], 15);
+    assert_eq!(v["summary"]["passed"], 19);
     assert_eq!(v["summary"]["failed"], 0);
-    assert_eq!(v["summary"]["unsupported"], 3);
+    assert_eq!(v["summary"]["unsupported"], 5);
     let all = v["scenarios"].as_array().unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
         [
+            "address-change",
+            "all-brokers-down",
             "broker-flap",
             "broker-freeze-restart",
             "broker-loss",
+            "broker-partition",
             "captive-portal",
             "curl-under-reset",
             "delayed-routability",
             "firewall-blocks-inbound",
             "firewall-blocks-inbound-iptables",
+            "firewall-reload",
             "forged-signal",
             "gateway-change",
             "link-flap",
             "nic-swap",
+            "one-way-partition",
             "process-restart",
+            "route-loss",
             "server-failover",
             "server-restart",
             "session-flood",
@@ -51,18 +57,30 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     );
     // A failover kills one of two real processes sharing a real Redis:
     // sim says why it cannot. A restart it models as a host crash.
-    assert_eq!(all[13]["verdict"], "unsupported");
-    assert!(all[13]["unsupported"].as_str().unwrap().contains("Redis"));
-    assert_eq!(all[14]["verdict"], "pass");
+    let by_id = |id: &str| &all[ids.iter().position(|i| *i == id).unwrap()];
+    assert_eq!(by_id("server-failover")["verdict"], "unsupported");
+    assert!(by_id("server-failover")["unsupported"]
+        .as_str()
+        .unwrap()
+        .contains("Redis"));
+    assert_eq!(by_id("server-restart")["verdict"], "pass");
     // A process restart replaces a real process: sim says so too.
-    assert_eq!(all[12]["verdict"], "unsupported");
-    assert!(all[12]["unsupported"].as_str().unwrap().contains("process"));
+    assert_eq!(by_id("process-restart")["verdict"], "unsupported");
+    assert!(by_id("process-restart")["unsupported"]
+        .as_str()
+        .unwrap()
+        .contains("process"));
+    // Turmoil hosts have one address and no routing table.
+    for id in ["address-change", "route-loss"] {
+        assert_eq!(by_id(id)["verdict"], "unsupported", "{id}");
+        assert!(by_id(id)["unsupported"].as_str().unwrap().contains("netns"));
+    }
     // The command workload runs real programs: sim says so instead of passing.
-    let curl = &all[4];
+    let curl = by_id("curl-under-reset");
     assert_eq!(curl["verdict"], "unsupported");
     assert!(curl["unsupported"].as_str().unwrap().contains("netns"));
     // Signaling counts messages, with their latency.
-    let signaling = &all[2];
+    let signaling = by_id("broker-loss");
     assert_eq!(signaling["verdict"], "pass");
     for run in [&signaling["baseline"], &signaling["mitigated"]] {
         assert_eq!(run["unit"], "messages");
@@ -74,7 +92,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(signaling["mitigated"]["duplicated"], 0);
     assert!(signaling["baseline"]["lost"].as_u64().unwrap() > 0);
     // A flapping broker: the sender's outbox is reported with its bound.
-    let queue = &all[0]["mitigated"]["queue"];
+    let queue = &by_id("broker-flap")["mitigated"]["queue"];
     assert_eq!(queue["queue"], "outbox");
     assert!(queue["peak"].as_u64().unwrap() <= queue["bound"].as_u64().unwrap());
     let scenarios: Vec<_> = all
@@ -149,7 +167,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     ]);
     // The extra report comes from the same run.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 15);
+    assert_eq!(v["summary"]["passed"], 19);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -160,15 +178,15 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 18);
-    assert_eq!(names[4], "curl-under-reset");
+    assert_eq!(names.len(), 24);
+    let curl = names.iter().position(|n| *n == "curl-under-reset").unwrap();
     assert!(cases
         .iter()
         .all(|c| c.children().all(|k| !k.has_tag_name("failure"))));
-    assert!(cases[4].children().any(|k| k.has_tag_name("skipped")));
+    assert!(cases[curl].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("15 passed, 0 failed, 3 unsupported"));
+    assert!(stderr(&out).contains("19 passed, 0 failed, 5 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -263,7 +281,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "18 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "24 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
@@ -286,11 +304,16 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
     assert_eq!(listed(&["--only", "tcp-reset"]), ["tcp-reset"]);
     assert_eq!(
         listed(&["--only", "broker-*"]),
-        ["broker-flap", "broker-freeze-restart", "broker-loss"]
+        [
+            "broker-flap",
+            "broker-freeze-restart",
+            "broker-loss",
+            "broker-partition"
+        ]
     );
     assert_eq!(
         listed(&["--only", "broker-*", "--skip", "broker-f*"]),
-        ["broker-loss"]
+        ["broker-loss", "broker-partition"]
     );
     assert_eq!(
         listed(&["--tag", "adversary"]),
@@ -320,7 +343,7 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
 #[test]
 fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 18);
+    assert_eq!(all.len(), 24);
     for n in 1..=5 {
         let mut union: Vec<String> = Vec::new();
         for k in 1..=n {
@@ -445,7 +468,7 @@ fn faults_lists_every_kind_with_its_fields_and_where_it_runs() {
     );
     // Every kind the loader knows, once.
     let kinds = text.lines().skip(1).take_while(|l| !l.is_empty()).count();
-    assert_eq!(kinds, 22, "{text}");
+    assert_eq!(kinds, 23, "{text}");
 }
 
 #[test]

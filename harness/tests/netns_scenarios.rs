@@ -9,7 +9,6 @@ use netmend_harness::backend::netns::faults::PathFaults;
 use netmend_harness::backend::netns::lab::{is_lab_address, Lab};
 use netmend_harness::backend::netns::{lab_spec, NetnsNet};
 use netmend_harness::backend::BackendKind;
-use netmend_harness::check;
 use netmend_harness::plan::Variant;
 use netmend_harness::runner::{self, run_one, Verdict};
 use netmend_harness::scenario::load_file;
@@ -33,8 +32,10 @@ fn repo() -> &'static Path {
 /// seed and they agree — the same verdict, the same baseline symptoms, the
 /// same mitigated outcome, attempt counts of the same order — or the
 /// scenario says why sim cannot run it. On netns each passes with exact
-/// delivery. (Signaling scenarios and the session flood are compared here
-/// too; their own tests below check what is particular to them.)
+/// delivery and leaves no broker running. What is particular to some
+/// scenarios (the session flood's caps, the signaling figures, the process
+/// restart's single connection) is checked on these same runs, so CI runs
+/// each shipped scenario on netns once here.
 #[test]
 #[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn shipped_scenarios_agree_across_backends() {
@@ -50,11 +51,16 @@ fn shipped_scenarios_agree_across_backends() {
     names.sort();
     assert!(names.len() >= 13, "{names:?}");
     let mut compared = 0;
+    let mut on_netns = HashMap::new();
+    let mut on_sim = HashMap::new();
     for name in &names {
         let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
         let netns = run_one(&l, BackendKind::Netns, 11);
         assert_eq!(netns.verdict, Verdict::Pass, "{name}: {:?}", netns.reasons);
+        assert_eq!(lab_brokers_running(), 0, "{name}: a broker left running");
         let sim = run_one(&l, BackendKind::Sim, 11);
+        on_netns.insert(name.clone(), netns.clone());
+        on_sim.insert(name.clone(), sim.clone());
         if let Some(why) = &sim.unsupported {
             assert_eq!(sim.verdict, Verdict::Unsupported, "{name}");
             assert!(!why.is_empty(), "{name}: sim says why it cannot run it");
@@ -91,20 +97,19 @@ fn shipped_scenarios_agree_across_backends() {
         }
     }
     assert!(compared >= 12, "{compared} scenarios compared");
+    session_flood_stays_within_the_server_caps(&on_netns["session-flood"]);
+    signaling_figures_hold_with_real_mosquitto(&on_netns);
+    a_process_restart_hands_the_session_over(
+        &on_netns["process-restart"],
+        &on_sim["process-restart"],
+    );
 }
 
 /// Issue 10: thousands of sessions opened and abandoned, and trickling
 /// handshakes, against a server without limits and one within them; the
 /// real client's stream is exact in both.
-#[test]
-#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
-fn session_flood_passes_on_netns_within_the_server_caps() {
-    require_netns("session flood");
-    let _serial = serial();
-    let l = load_file(&repo().join("scenarios/session-flood.toml")).unwrap();
-    let r = run_one(&l, BackendKind::Netns, 31);
-    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.reasons);
-    let (b, m) = (r.baseline.unwrap(), r.mitigated.unwrap());
+fn session_flood_stays_within_the_server_caps(r: &runner::ScenarioResult) {
+    let (b, m) = (r.baseline.clone().unwrap(), r.mitigated.clone().unwrap());
     let (bq, mq) = (b.queue.unwrap(), m.queue.unwrap());
     assert!(bq.peak > bq.bound, "the server without limits held {bq:?}");
     assert!(mq.peak <= mq.bound && mq.bound == 1000, "{mq:?}");
@@ -116,49 +121,67 @@ fn session_flood_passes_on_netns_within_the_server_caps() {
     }
 }
 
-#[test]
-#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
-fn signaling_scenarios_pass_on_netns_with_real_mosquitto() {
-    require_netns("broker loss");
-    let _serial = serial();
-    let b = shipped_scenario_passes("broker-loss", 17);
+/// Signaling with real mosquitto brokers: one broker lost (the single-broker
+/// peer loses messages), a flapping broker within the outbox bound, a frozen
+/// one with a late resubscription and blocked ports (5,000 messages within
+/// the stated latency), a hostile publisher.
+fn signaling_figures_hold_with_real_mosquitto(on_netns: &HashMap<String, runner::ScenarioResult>) {
+    let b = on_netns["broker-loss"].baseline.clone().unwrap();
     assert_eq!(b.unit, "messages");
     assert!(b.lost > 0, "the single-broker peer lost messages: {b:?}");
-    assert_eq!(lab_brokers_running(), 0, "every mosquitto was stopped");
 
-    // Issue 10: a flapping broker, a frozen one with a late resubscription
-    // and blocked ports (5,000 messages), a hostile publisher. Run here, one
-    // after another, so the count of leftover brokers means something.
-    let l = load_file(&repo().join("scenarios/broker-flap.toml")).unwrap();
-    let r = run_one(&l, BackendKind::Netns, 19);
-    assert_eq!(r.verdict, Verdict::Pass, "broker-flap: {:?}", r.reasons);
-    let q = r
+    let q = on_netns["broker-flap"]
         .mitigated
         .as_ref()
         .and_then(|m| m.queue)
         .expect("the outbox is reported");
     assert!(q.peak <= q.bound, "{q:?}");
-    assert_eq!(lab_brokers_running(), 0);
 
-    let m = shipped_scenario_messages("broker-freeze-restart", 23);
+    let m = on_netns["broker-freeze-restart"].mitigated.clone().unwrap();
     assert_eq!((m.delivered, m.lost, m.duplicated), (5000, 0, 0));
     let p99 = m.latency_p99_us.expect("latency measured");
     assert!(p99 <= 4_000_000, "p99 {p99} µs beyond the stated 4 s");
-    assert_eq!(lab_brokers_running(), 0, "no broker left, frozen or not");
 
-    let l = load_file(&repo().join("scenarios/forged-signal.toml")).unwrap();
-    let r = run_one(&l, BackendKind::Netns, 29);
-    assert_eq!(r.verdict, Verdict::Pass, "forged-signal: {:?}", r.reasons);
-    let (b, m) = (r.baseline.unwrap(), r.mitigated.unwrap());
+    let r = &on_netns["forged-signal"];
+    let (b, m) = (r.baseline.clone().unwrap(), r.mitigated.clone().unwrap());
     assert!(
         b.corrupted > 0 && b.duplicated > 0,
         "forgeries reached the naive peer: {b:?}"
     );
     assert_eq!((m.delivered, m.corrupted, m.duplicated), (300, 0, 0));
-    assert_eq!(lab_brokers_running(), 0);
+}
 
-    // IPv6: brokers listen on 2001:db8:: addresses (one test, so that no
-    // other lab's brokers run while the leftovers are counted).
+/// Issue 13: the client's process is replaced mid-transfer. The naive
+/// client's successor goes on from a checkpoint on a new connection and the
+/// old process's buffered bytes are lost; the engine's hands its live
+/// session over: exact, on the one connection it opened. On sim it is
+/// unsupported, with the reason.
+fn a_process_restart_hands_the_session_over(
+    netns: &runner::ScenarioResult,
+    sim: &runner::ScenarioResult,
+) {
+    let (b, m) = (
+        netns.baseline.clone().unwrap(),
+        netns.mitigated.clone().unwrap(),
+    );
+    assert!(b.lost > 0, "{b:?}");
+    assert_eq!(b.attempts, 2, "a second connection: {b:?}");
+    assert_eq!(
+        (m.lost, m.duplicated, m.delivered),
+        (0, 0, m.expected),
+        "{m:?}"
+    );
+    assert_eq!(m.attempts, 1, "one connection attempt in all: {m:?}");
+    assert_eq!(sim.verdict, Verdict::Unsupported);
+    assert!(sim.unsupported.clone().unwrap().contains("process"));
+}
+
+/// Signaling brokers listen on 2001:db8:: addresses: broker loss over IPv6.
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
+fn broker_loss_passes_over_ipv6_with_real_mosquitto() {
+    require_netns("broker loss over IPv6");
+    let _serial = serial();
     let text = std::fs::read_to_string(repo().join("scenarios/broker-loss.toml")).unwrap();
     let text = text.replacen("[topology]\n", "[topology]\nip = \"ipv6\"\n", 1);
     let s = parse(&text);
@@ -169,42 +192,6 @@ fn signaling_scenarios_pass_on_netns_with_real_mosquitto() {
         "{m:?}"
     );
     assert_eq!(lab_brokers_running(), 0);
-}
-
-/// Runs a shipped scenario on netns; it passes. Returns the mitigated
-/// run's measurements.
-fn shipped_scenario_messages(name: &str, seed: u64) -> check::Measured {
-    let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
-    let r = run_one(&l, BackendKind::Netns, seed);
-    assert_eq!(r.verdict, Verdict::Pass, "{name}: {:?}", r.reasons);
-    r.mitigated.unwrap()
-}
-
-/// Issue 13: the client's process is replaced mid-transfer. The naive
-/// client's successor goes on from a checkpoint on a new connection and the
-/// old process's buffered bytes are lost; the engine's hands its live
-/// session over: exact, on the one connection it opened.
-#[test]
-#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
-fn a_process_restart_hands_the_session_over_on_netns() {
-    require_netns("process restart");
-    let _serial = serial();
-    let l = load_file(&repo().join("scenarios/process-restart.toml")).unwrap();
-    let r = run_one(&l, BackendKind::Netns, 23);
-    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.reasons);
-    let (b, m) = (r.baseline.unwrap(), r.mitigated.unwrap());
-    assert!(b.lost > 0, "{b:?}");
-    assert_eq!(b.attempts, 2, "a second connection: {b:?}");
-    assert_eq!(
-        (m.lost, m.duplicated, m.delivered),
-        (0, 0, m.expected),
-        "{m:?}"
-    );
-    assert_eq!(m.attempts, 1, "one connection attempt in all: {m:?}");
-    // On sim it is unsupported, with the reason.
-    let sim = run_one(&l, BackendKind::Sim, 23);
-    assert_eq!(sim.verdict, Verdict::Unsupported);
-    assert!(sim.unsupported.unwrap().contains("process"));
 }
 
 /// Issue 15: a server process killed mid-transfer (restarted, or one of two
@@ -252,28 +239,6 @@ fn without_its_store_a_killed_server_loses_the_session() {
     let sim = run_one(&failover, BackendKind::Sim, 29);
     assert_eq!(sim.verdict, Verdict::Unsupported);
     assert!(sim.unsupported.unwrap().contains("Redis"));
-}
-
-/// Runs a shipped scenario on netns: it passes, the mitigated run delivers
-/// every byte exactly once within its attempt bound, and the baseline shows
-/// every expected symptom. Returns the baseline's measurements.
-fn shipped_scenario_passes(name: &str, seed: u64) -> check::Measured {
-    let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
-    let r = run_one(&l, BackendKind::Netns, seed);
-    assert_eq!(r.backend, BackendKind::Netns);
-    assert_eq!(r.verdict, Verdict::Pass, "{name}: {:?}", r.reasons);
-    let m = r.mitigated.unwrap();
-    assert_eq!(
-        (m.lost, m.duplicated, m.delivered),
-        (0, 0, m.expected),
-        "{name}"
-    );
-    assert!(m.attempts <= l.expect.max_attempts, "{name}: {m:?}");
-    let b = r.baseline.unwrap();
-    for want in &l.expect.baseline {
-        assert!(b.symptoms.contains(want), "{name}: baseline {b:?}");
-    }
-    b
 }
 
 /// Issue 11: a carrier fault over IPv6 used to break the lab for the rest of

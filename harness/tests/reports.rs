@@ -38,12 +38,10 @@ fn human_and_json_reports_snapshot() {
 #[test]
 fn every_scenario_passes_under_many_seeds() {
     for l in shipped() {
-        // What sim cannot run (a command, a process restart) it reports
-        // unsupported; the report snapshot holds that.
-        if netmend_harness::plan::Plan::of(&l.scenario, 0)
-            .sim_gap()
-            .is_some()
-        {
+        // What sim cannot run (a command, a process restart, a renumbering)
+        // it reports unsupported; the report snapshot holds that.
+        let plan = netmend_harness::plan::Plan::of(&l.scenario, 0);
+        if netmend_harness::backend::unsupported(BackendKind::Sim, &l.scenario, &plan).is_some() {
             continue;
         }
         for seed in 0..8u64 {

@@ -207,6 +207,7 @@ impl PathState {
     pub fn apply(&mut self, action: &Action) -> bool {
         match action {
             Action::Reset => self.reset(),
+            Action::ForgetFlows => self.forget(),
             Action::Blackhole(on) => self.set_blackhole(*on),
             Action::Partition { direction, on } => self.set_partition(on.then_some(*direction)),
             Action::NicSwap { routable, captive } | Action::GatewayChange { routable, captive } => {

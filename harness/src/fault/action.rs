@@ -10,6 +10,9 @@ use std::time::Duration;
 pub enum Action {
     /// Reset every established flow.
     Reset,
+    /// The middlebox loses the state of every flow it carries and drops
+    /// their later segments (a stateful firewall reloaded); new flows pass.
+    ForgetFlows,
     /// Start (`true`) or end a blackhole.
     Blackhole(bool),
     /// Start or heal a partition of the client's link.
@@ -124,6 +127,7 @@ impl std::fmt::Display for Action {
         };
         match self {
             Action::Reset => write!(f, "flows reset"),
+            Action::ForgetFlows => write!(f, "flow state lost"),
             Action::Blackhole(true) => write!(f, "blackhole"),
             Action::Blackhole(false) => write!(f, "blackhole healed"),
             Action::Partition { direction, on } => {

@@ -28,7 +28,7 @@ pub use host::{
     AddressChange, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap, NicSwap,
     ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
-pub use path::{Bandwidth, Blackhole, Latency, Loss, Partition, Reset};
+pub use path::{Bandwidth, Blackhole, FirewallReload, Latency, Loss, Partition, Reset};
 pub use raw::Raw;
 
 use crate::duration::Dur;
@@ -37,7 +37,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 
 /// A host of the scenario's topology, for faults that act on one host.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HostRole {
     /// The client.
@@ -235,6 +235,7 @@ macro_rules! kinds {
 
 kinds!(
     Reset,
+    FirewallReload,
     Blackhole,
     Partition,
     Latency,

@@ -40,6 +40,39 @@ impl Spec for Reset {
     }
 }
 
+/// The stateful firewall on the path is reloaded and loses the state of
+/// every flow it carried (a complete reload, a conntrack flush, a failover
+/// to a standby without state sync): their later segments are dropped as
+/// invalid, without a RST; new connections pass at once.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirewallReload {
+    /// When.
+    pub at: Dur,
+}
+
+impl Kind for FirewallReload {
+    const NAME: &'static str = "firewall-reload";
+    const FIELDS: &'static [&'static str] = &[];
+    const SUMMARY: &'static str =
+        "the path's stateful firewall forgets every flow; their segments are dropped";
+    fn example() -> Self {
+        FirewallReload { at: ms(1_000) }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(FirewallReload { at: r.at })
+    }
+}
+
+impl Spec for FirewallReload {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::once(self.at, Action::ForgetFlows)]
+    }
+}
+
 /// The middlebox silently drops everything for `duration` and forgets the
 /// flows it carried: no RST, old connections stay half-open forever, new
 /// connections work once it heals.

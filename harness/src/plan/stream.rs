@@ -224,9 +224,15 @@ fn floods(s: &Scenario) -> Vec<(Duration, u32, u32)> {
 }
 
 /// How the naive client of `s` behaves: it follows change notifications
-/// when the scenario's engine policy does.
+/// when `[baseline] follow_changes` says so, else when the scenario's
+/// engine policy does; with the engine's debounce, or the default one.
 fn baseline_follows(s: &Scenario) -> Option<Debounce> {
-    follow_spec(s).map(|(d, _)| d)
+    let follow = follow_spec(s).map(|(d, _)| d);
+    match s.baseline.follow_changes {
+        None => follow,
+        Some(false) => None,
+        Some(true) => Some(follow.unwrap_or_default()),
+    }
 }
 
 /// The monitor debounce and gate of a scenario whose policy follows
@@ -244,4 +250,37 @@ fn follow_spec(s: &Scenario) -> Option<(Debounce, GateConfig)> {
     gate.probe_timeout = m.probe_timeout.map_or(g.probe_timeout, |d| d.0);
     gate.deadline = s.expect.deadline.0;
     Some((debounce, gate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(extra: &str) -> Scenario {
+        let text = format!(
+            "id = \"s\"\ncatalog = \"nic-swap\"\ndescription = \"d\"\n[topology]\n\
+             [workload]\nkind = \"stream\"\nbytes = 8\nchunk = 8\n{extra}\n\
+             [expect]\nbaseline = [\"loss\"]\nrecovery_within = \"1s\"\nmax_attempts = 3\ndeadline = \"5s\"\n"
+        );
+        crate::scenario::parse(std::path::Path::new("s.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn the_naive_client_follows_changes_as_the_baseline_table_says() {
+        let monitored =
+            "[mitigation]\npolicy = \"resumable-session\"\nmonitor = true\ndebounce = \"70ms\"\n";
+        let plain = "[mitigation]\npolicy = \"resumable-session\"\n";
+        let follows = |extra: &str| baseline_follows(&scenario(extra));
+        // By default, as the engine's policy: with its debounce.
+        assert_eq!(
+            follows(monitored).map(|d| d.quiet),
+            Some(Duration::from_millis(70))
+        );
+        assert_eq!(follows(plain), None);
+        // Said outright, either way.
+        let off = format!("[baseline]\nfollow_changes = false\n{monitored}");
+        assert_eq!(follows(&off), None);
+        let on = format!("[baseline]\nfollow_changes = true\n{plain}");
+        assert_eq!(follows(&on), Some(Debounce::default()));
+    }
 }

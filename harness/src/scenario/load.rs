@@ -247,6 +247,14 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             );
         }
     }
+    if s.workload.kind != WorkloadKind::Stream && s.baseline != Default::default() {
+        return bad(
+            "baseline.follow_changes".into(),
+            "follow_changes",
+            0,
+            "only a stream workload's naive client follows network changes".into(),
+        );
+    }
     match s.workload.kind {
         WorkloadKind::Stream => validate_paired(s, "stream", PolicyKind::ResumableSession)?,
         WorkloadKind::Signaling => {
@@ -673,6 +681,10 @@ baseline = ["loss"]
         assert_eq!(
             err(&SIGNALING.replace("messages = 10", "messages = 0")),
             "s.toml:11:1: workload.messages: a signaling workload sends between 1 and 1000000 messages"
+        );
+        assert_eq!(
+            err(&SIGNALING.replace("[mitigation]\n", "[baseline]\nfollow_changes = true\n[mitigation]\n")),
+            "s.toml:20:1: baseline.follow_changes: only a stream workload's naive client follows network changes"
         );
         assert_eq!(
             err(&SIGNALING.replace("[mitigation]\n", "[mitigation]\nmonitor = true\n")),

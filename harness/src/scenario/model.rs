@@ -30,6 +30,9 @@ pub struct Scenario {
     /// a command workload is the user's own program and has none).
     #[serde(default)]
     pub mitigation: Option<Mitigation>,
+    /// What the naive client of the baseline run does (stream workloads).
+    #[serde(default)]
+    pub baseline: Baseline,
     /// How the baseline must fail and what the mitigated run must hold.
     pub expect: Expect,
     /// Per-backend notes: what a backend models differently, or cannot express.
@@ -226,6 +229,20 @@ pub enum PlantedBug {
     /// After every odd-numbered resume the client skips one chunk of the
     /// stream: a frame lost on some resumes.
     LoseChunkOnResume,
+}
+
+/// What the naive client of a stream scenario's baseline run does besides
+/// reconnecting in a loop on errors.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Whether it also drops its connection and reconnects on every change
+    /// notification, as programs that subscribe to connectivity changes do;
+    /// `false`: it knows nothing of the network, as most programs. (when
+    /// absent: as the mitigation, which follows changes with `monitor =
+    /// true`)
+    #[serde(default)]
+    pub follow_changes: Option<bool>,
 }
 
 /// The engine policy of the mitigated run and its parameters.

@@ -165,7 +165,11 @@ impl<'a> PathFaults<'a> {
     pub async fn apply(&mut self, action: &Action, net: &NetnsNet) -> Result<(), LabError> {
         let lab = self.lab;
         match action {
-            Action::Reset | Action::Blackhole(_) | Action::Partition { .. } | Action::Routable => {
+            Action::Reset
+            | Action::ForgetFlows
+            | Action::Blackhole(_)
+            | Action::Partition { .. }
+            | Action::Routable => {
                 self.rules.apply(action);
                 apply_rules(lab, &self.rules)
             }

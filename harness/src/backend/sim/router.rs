@@ -50,6 +50,20 @@ use turmoil::net::{TcpListener, TcpStream};
 
 /// Linux's `TCP_RTO_MIN`: the first retransmission of dropped data.
 const RTO_MIN: Duration = Duration::from_millis(200);
+/// When a segment first sent at the start of an outage of `outage` gets
+/// through: at the first retransmission, by TCP's doubling timer (200 ms,
+/// then 400 ms, 800 ms… after each), that comes no earlier than the heal.
+/// For links turmoil holds and releases whole (a blocked broker), whose
+/// release would otherwise deliver at the very heal.
+pub(crate) fn first_retransmission_after(outage: Duration) -> Duration {
+    let (mut at, mut rto) = (RTO_MIN, RTO_MIN);
+    while at < outage && rto < RTO_MAX {
+        rto = (rto * 2).min(RTO_MAX);
+        at += rto;
+    }
+    at.max(outage)
+}
+
 /// Linux's `TCP_RTO_MAX`.
 const RTO_MAX: Duration = Duration::from_secs(120);
 /// Linux's `tcp_retries2`: retransmissions of data before the connection
@@ -564,5 +578,23 @@ impl Drop for SimStream {
             let end = self.end.clone();
             retransmit_later(&end, &mut e, &self.router);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_link_is_released_at_the_next_doubled_retransmission() {
+        let ms = Duration::from_millis;
+        // Retransmissions 200 ms, 600 ms, 1.4 s, 3 s, 6.2 s after the first send.
+        assert_eq!(first_retransmission_after(ms(0)), ms(200));
+        assert_eq!(first_retransmission_after(ms(600)), ms(600));
+        assert_eq!(first_retransmission_after(ms(601)), ms(1_400));
+        assert_eq!(first_retransmission_after(ms(4_000)), ms(6_200));
+        // Past TCP_RTO_MAX the timer stops doubling; never before the heal.
+        let long = Duration::from_secs(100_000);
+        assert_eq!(first_retransmission_after(long), long);
     }
 }

@@ -3,11 +3,13 @@
 //! on its host (its connections close, connects are refused until it
 //! restarts, empty). A frozen broker, or one whose port is blocked, is a host whose
 //! links hold their traffic (turmoil `hold`/`release`): nothing is
-//! refused or lost, it arrives when the freeze or block ends, as TCP's
-//! retransmissions deliver it after a real one. A hostile publisher runs
+//! refused or lost; it arrives when the freeze ends (the frozen broker's
+//! kernel took it meanwhile), or when the sender's doubling retransmission
+//! timer first fires after a block ends, as after a real one. A hostile publisher runs
 //! on a host of its own.
 
 use super::broker::{self, SimBroker};
+use super::router;
 use super::SimNet;
 use crate::backend::signaling;
 use crate::backend::BackendError;
@@ -16,6 +18,9 @@ use crate::plan::{SignalingPlan, Variant};
 use crate::scenario::{HostRole, IpVersion, Scenario};
 use crate::workload::signaling::Counted;
 use crate::workload::{Recorder, Recording};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
 
 /// Runs one variant of the signaling scenario `s`, planned as `plan`.
 ///
@@ -110,6 +115,12 @@ pub fn run(
         }
     };
 
+    // A blocked link's traffic is released when the sender's doubling
+    // retransmission timer next fires after the block ends, as a real
+    // kernel delivers it (`blocked`: when each block began; `releases`:
+    // the releases due).
+    let blocked = RefCell::new(HashMap::new());
+    let releases = RefCell::new(Vec::<(Duration, String, Vec<String>)>::new());
     super::drive(
         &mut sim,
         s,
@@ -126,13 +137,36 @@ pub fn run(
             Action::BrokerBlock {
                 index,
                 host,
-                blocked,
-            } => hold(sim, &topo.broker(*index), &peers(*host), *blocked),
+                blocked: true,
+            } => {
+                blocked.borrow_mut().insert((*index, *host), sim.elapsed());
+                hold(sim, &topo.broker(*index), &peers(*host), true);
+            }
+            Action::BrokerBlock {
+                index,
+                host,
+                blocked: false,
+            } => {
+                let now = sim.elapsed();
+                let since = blocked.borrow_mut().remove(&(*index, *host)).unwrap_or(now);
+                let due = since + router::first_retransmission_after(now - since);
+                releases
+                    .borrow_mut()
+                    .push((due, topo.broker(*index), peers(*host)));
+            }
             // The forger hosts carry these out on their own schedule.
             Action::Forge { .. } => {}
             other => tracing::warn!(action = ?other, "not a signaling fault; ignored"),
         },
-        |_, _| {},
+        |sim, now| {
+            releases.borrow_mut().retain(|(due, broker, peers)| {
+                let waiting = *due > now;
+                if !waiting {
+                    hold(sim, broker, peers, false);
+                }
+                waiting
+            });
+        },
     )
 }
 
