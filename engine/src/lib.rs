@@ -10,6 +10,8 @@
 //!   with a typed [`session::SessionError`].
 //! * [`reconnect`]: exponential backoff with full jitter, caps and a retry
 //!   budget ([`Policy`]).
+//! * [`dial`]: Happy Eyeballs v2 (RFC 8305) — a server's addresses raced,
+//!   its name resolved again on every attempt.
 //! * [`monitor`]: network-change detection — interfaces, carrier,
 //!   addresses, default routes — as typed events and one coalesced decision
 //!   per burst of changes.
@@ -30,6 +32,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod dial;
 pub mod firewall;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -121,6 +121,12 @@ pub fn unsupported(backend: BackendKind, s: &Scenario, plan: &Plan) -> Option<St
     if backend == BackendKind::Netns {
         return netns::missing_tool(plan);
     }
+    if s.topology.ip == crate::scenario::IpVersion::Dual {
+        return Some(
+            "a turmoil host has one address of one family; a dual-stack topology needs the netns backend"
+                .into(),
+        );
+    }
     plan.sim_gap().map(str::to_string).or_else(|| {
         s.schedule()
             .iter()

@@ -101,6 +101,9 @@ pub struct PathState {
     server_firewall: bool,
     /// The server's application opened its port in its host firewall.
     server_opened: bool,
+    /// Every IPv6 packet is dropped (IPv4 passes). Only a dual-stack path
+    /// can show it: sim's hosts have one family and never do.
+    v6_blackhole: bool,
 }
 
 impl Default for PathState {
@@ -115,6 +118,7 @@ impl Default for PathState {
             down: [false; 2],
             server_firewall: false,
             server_opened: false,
+            v6_blackhole: false,
         }
     }
 }
@@ -174,6 +178,11 @@ impl PathState {
         self.blackhole = on;
     }
 
+    /// Whether every IPv6 packet is dropped.
+    pub fn v6_blackhole(&self) -> bool {
+        self.v6_blackhole
+    }
+
     /// Starts (`Some`) or heals (`None`) a partition of the client's link.
     pub fn set_partition(&mut self, direction: Option<Direction>) {
         self.partition = direction;
@@ -208,6 +217,7 @@ impl PathState {
         match action {
             Action::Reset => self.reset(),
             Action::ForgetFlows => self.forget(),
+            Action::Ipv6Blackhole(on) => self.v6_blackhole = *on,
             Action::Blackhole(on) => self.set_blackhole(*on),
             Action::Partition { direction, on } => self.set_partition(on.then_some(*direction)),
             Action::NicSwap { routable, captive } | Action::GatewayChange { routable, captive } => {

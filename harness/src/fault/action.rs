@@ -15,6 +15,8 @@ pub enum Action {
     ForgetFlows,
     /// Start (`true`) or end a blackhole.
     Blackhole(bool),
+    /// Start (`true`) or end dropping every IPv6 packet (IPv4 passes).
+    Ipv6Blackhole(bool),
     /// Start or heal a partition of the client's link.
     Partition {
         /// Which way.
@@ -130,6 +132,8 @@ impl std::fmt::Display for Action {
             Action::ForgetFlows => write!(f, "flow state lost"),
             Action::Blackhole(true) => write!(f, "blackhole"),
             Action::Blackhole(false) => write!(f, "blackhole healed"),
+            Action::Ipv6Blackhole(true) => write!(f, "IPv6 blackholed"),
+            Action::Ipv6Blackhole(false) => write!(f, "IPv6 back"),
             Action::Partition { direction, on } => {
                 let way = match direction {
                     Direction::Both => "both ways",

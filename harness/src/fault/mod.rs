@@ -28,7 +28,9 @@ pub use host::{
     AddressChange, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap, NicSwap,
     ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
-pub use path::{Bandwidth, Blackhole, FirewallReload, Latency, Loss, Partition, Reset};
+pub use path::{
+    Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, Partition, Reset,
+};
 pub use raw::Raw;
 
 use crate::duration::Dur;
@@ -237,6 +239,7 @@ kinds!(
     Reset,
     FirewallReload,
     Blackhole,
+    Ipv6Blackhole,
     Partition,
     Latency,
     Loss,

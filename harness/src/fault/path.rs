@@ -73,6 +73,54 @@ impl Spec for FirewallReload {
     }
 }
 
+/// IPv6 is configured and advertised but broken on the path: every IPv6
+/// packet is dropped (for `duration`, or until the end) while IPv4 works.
+/// Needs a dual-stack topology (`ip = "dual"`).
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ipv6Blackhole {
+    /// When.
+    pub at: Dur,
+    /// For how long; absent means until the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+}
+
+impl Kind for Ipv6Blackhole {
+    const NAME: &'static str = "ipv6-blackhole";
+    const FIELDS: &'static [&'static str] = &["duration"];
+    const SUMMARY: &'static str = "every IPv6 packet is dropped while IPv4 works";
+    fn example() -> Self {
+        Ipv6Blackhole {
+            at: ms(1_000),
+            duration: None,
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(Ipv6Blackhole {
+            at: r.at,
+            duration: r.open_ended_duration()?,
+        })
+    }
+}
+
+impl Spec for Ipv6Blackhole {
+    fn duration(&self) -> Option<Dur> {
+        self.duration
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            self.duration,
+            Action::Ipv6Blackhole(true),
+            Action::Ipv6Blackhole(false),
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = self.duration.map(|d| halved(d, floor));
+    }
+}
+
 /// The middlebox silently drops everything for `duration` and forgets the
 /// flows it carried: no RST, old connections stay half-open forever, new
 /// connections work once it heals.

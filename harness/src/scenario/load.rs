@@ -1,6 +1,7 @@
 //! Reading scenario files, with errors that point into the file.
 
-use super::model::{PolicyKind, Scenario, WorkloadKind};
+use super::model::{IpVersion, PolicyKind, Scenario, WorkloadKind};
+use crate::fault::Fault;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -244,6 +245,28 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
                 "kind",
                 i + 1,
                 format!("a {} fault needs a signaling workload", s.faults[i].kind()),
+            );
+        }
+    }
+    if s.workload.kind != WorkloadKind::Stream && s.topology.ip == IpVersion::Dual {
+        return bad(
+            "topology.ip".into(),
+            "ip",
+            0,
+            "a dual-stack topology takes a stream workload".into(),
+        );
+    }
+    if s.topology.ip != IpVersion::Dual {
+        if let Some(i) = s
+            .faults
+            .iter()
+            .position(|f| matches!(f, Fault::Ipv6Blackhole(_)))
+        {
+            return bad(
+                format!("faults[{i}].kind"),
+                "kind",
+                i + 1,
+                "an IPv6 blackhole needs both families: `ip = \"dual\"` in [topology]".into(),
             );
         }
     }
@@ -682,6 +705,18 @@ baseline = ["loss"]
             err(&SIGNALING.replace("messages = 10", "messages = 0")),
             "s.toml:11:1: workload.messages: a signaling workload sends between 1 and 1000000 messages"
         );
+        assert_eq!(
+            err(&SIGNALING.replace("[topology]\n", "[topology]\nip = \"dual\"\n")),
+            "s.toml:7:1: topology.ip: a dual-stack topology takes a stream workload"
+        );
+        assert_eq!(
+            err(&GOOD.replace("kind = \"reset\"", "kind = \"ipv6-blackhole\"")),
+            "s.toml:14:1: faults[0].kind: an IPv6 blackhole needs both families: `ip = \"dual\"` in [topology]"
+        );
+        let dual = GOOD
+            .replace("kind = \"reset\"", "kind = \"ipv6-blackhole\"")
+            .replace("[topology]\n", "[topology]\nip = \"dual\"\n");
+        assert!(parse(Path::new("s.toml"), &dual).is_ok());
         assert_eq!(
             err(&SIGNALING.replace("[mitigation]\n", "[baseline]\nfollow_changes = true\n[mitigation]\n")),
             "s.toml:20:1: baseline.follow_changes: only a stream workload's naive client follows network changes"

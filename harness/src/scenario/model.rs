@@ -41,6 +41,11 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Whether the programs listen on IPv6 (and, dual-stack, IPv4 too).
+    pub fn listens_v6(&self) -> bool {
+        self.topology.ip != IpVersion::Ipv4
+    }
+
     /// The scenario's faults as a time-ordered list of changes, each
     /// fault's undo at its heal; simultaneous changes keep file order.
     pub fn schedule(&self) -> Vec<(Duration, Action)> {
@@ -111,6 +116,10 @@ pub enum IpVersion {
     Ipv4,
     /// IPv6 (2001:db8::/32 on netns).
     Ipv6,
+    /// Both: every host has an IPv4 and an IPv6 address and a name
+    /// resolves to both, IPv6 first (as RFC 6724 prefers); listeners take
+    /// both. Stream workloads, netns only (a turmoil host has one address).
+    Dual,
 }
 
 fn default_client() -> String {

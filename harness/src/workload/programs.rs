@@ -5,6 +5,7 @@
 use super::pattern;
 use super::Recorder;
 use crate::scenario::PlantedBug;
+use netmend::dial::{self, RaceConfig};
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
 use netmend::session::{
@@ -13,6 +14,7 @@ use netmend::session::{
 use netmend::Policy;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -27,6 +29,19 @@ pub trait Net: Clone + Send + Sync + 'static {
         &self,
         host: &str,
         port: u16,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Every address `host` has now, preferred first (the lab's name
+    /// service on netns; on sim a host's one address).
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
+    /// Connects to `addr`, one of `host`'s addresses.
+    fn connect_addr(
+        &self,
+        host: &str,
+        addr: SocketAddr,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Listens on `port` on all addresses.
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send;
@@ -208,11 +223,21 @@ pub struct MitigationSpec {
 pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpec, rec: Recorder) {
     let (host, port, n2, r2) = (spec.host.clone(), spec.port, net.clone(), rec.clone());
     // The engine calls the connector once per attempt: its calls are the
-    // attempts, timed.
+    // attempts, timed. Each resolves the server's name again and races its
+    // addresses (netmend::dial, Happy Eyeballs v2).
     let connector = move || {
         let (net, host) = (n2.clone(), host.clone());
         r2.attempt(net.now());
-        async move { net.connect(&host, port).await }
+        async move {
+            let addrs = net.resolve(&host, port).await?;
+            let (n, h) = (net.clone(), host.clone());
+            dial::race(addrs, RaceConfig::default(), move |addr| {
+                let (n, h) = (n.clone(), h.clone());
+                async move { n.connect_addr(&h, addr).await }
+            })
+            .await
+            .map_err(io::Error::from)
+        }
     };
     let (n3, r3) = (net.clone(), rec.clone());
     let mut builder = SessionBuilder::new()

@@ -8,7 +8,7 @@ use super::lab::{Attachment, Lab};
 use super::{LabError, NetnsNet};
 use crate::backend::portal::{self, PORTAL_PORT};
 use crate::fault::Action;
-use crate::scenario::{HostRole, IpVersion, Scenario};
+use crate::scenario::{HostRole, Scenario};
 use crate::workload::programs::Net;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -24,7 +24,6 @@ pub struct PathFaults<'a> {
     impairment: Impairment,
     client: (String, Attachment),
     server: (String, Attachment),
-    v6: bool,
     /// Current addresses of client and server (address changes move them).
     current: [(Ipv4Addr, Ipv6Addr); 2],
     /// Last host number handed out by an address change (hosts start at 2).
@@ -108,7 +107,6 @@ impl<'a> PathFaults<'a> {
             impairment,
             client: (topo.client.clone(), client),
             server: (topo.server.clone(), server),
-            v6: topo.ip == IpVersion::Ipv6,
             renumbered: 2,
         })
     }
@@ -168,6 +166,7 @@ impl<'a> PathFaults<'a> {
             Action::Reset
             | Action::ForgetFlows
             | Action::Blackhole(_)
+            | Action::Ipv6Blackhole(_)
             | Action::Partition { .. }
             | Action::Routable => {
                 self.rules.apply(action);
@@ -222,14 +221,10 @@ impl<'a> PathFaults<'a> {
                     .await?;
                 lab.default_route_replace(&name, a.router_v6().into(), &a.host_if)
                     .await?;
-                net.set_address(
-                    &name,
-                    if self.v6 {
-                        IpAddr::V6(new6)
-                    } else {
-                        IpAddr::V4(new4)
-                    },
-                );
+                // The lab's name service follows (both families: a
+                // dual-stack name has both; one family's is replaced).
+                net.set_address(&name, IpAddr::V6(new6));
+                net.set_address(&name, IpAddr::V4(new4));
                 Ok(())
             }
             Action::NicSwap { captive, .. } => {

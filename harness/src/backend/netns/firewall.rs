@@ -120,6 +120,9 @@ impl PathRules {
         if self.state.blackhole() {
             let _ = writeln!(s, "    drop");
         }
+        if self.state.v6_blackhole() {
+            let _ = writeln!(s, "    meta nfproto ipv6 drop");
+        }
         for (i, fate) in self.state.ended().iter().enumerate() {
             let mark = i + 1;
             if *fate == Fate::Reset {

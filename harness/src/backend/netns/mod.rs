@@ -213,7 +213,7 @@ pub fn missing_tool(plan: &Plan) -> Option<String> {
 /// thread and so inside its namespace.
 #[derive(Clone, Debug)]
 pub struct NetnsNet {
-    addresses: Arc<RwLock<HashMap<String, IpAddr>>>,
+    addresses: Arc<RwLock<HashMap<String, Vec<IpAddr>>>>,
     start: Instant,
     v6: bool,
     prebound: Arc<Mutex<Option<std::net::TcpListener>>>,
@@ -223,6 +223,13 @@ impl NetnsNet {
     /// A net where `addresses` maps host names to lab addresses and time
     /// counts from `start`.
     pub fn new(addresses: HashMap<String, IpAddr>, start: Instant, v6: bool) -> Self {
+        let names = addresses.into_iter().map(|(k, v)| (k, vec![v])).collect();
+        Self::with_names(names, start, v6)
+    }
+
+    /// A net whose names may have several addresses each, preferred first
+    /// (a dual-stack lab).
+    pub fn with_names(addresses: HashMap<String, Vec<IpAddr>>, start: Instant, v6: bool) -> Self {
         NetnsNet {
             addresses: Arc::new(RwLock::new(addresses)),
             start,
@@ -231,22 +238,30 @@ impl NetnsNet {
         }
     }
 
-    /// The current address of `host`: the lab's name service.
+    /// The current preferred address of `host`: the lab's name service.
     pub fn address(&self, host: &str) -> Option<IpAddr> {
+        self.all_addresses(host).first().copied()
+    }
+
+    /// Every current address of `host`, preferred first.
+    pub fn all_addresses(&self, host: &str) -> Vec<IpAddr> {
         self.addresses
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(host)
-            .copied()
+            .cloned()
+            .unwrap_or_default()
     }
 
-    /// Points `host` at a new address (after an address change), as a DNS
-    /// update would.
+    /// Points `host`'s address of `ip`'s family at `ip` (after an address
+    /// change), as a DNS update would.
     pub fn set_address(&self, host: &str, ip: IpAddr) {
-        self.addresses
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_string(), ip);
+        let mut map = self.addresses.write().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(host.to_string()).or_default();
+        match list.iter_mut().find(|a| a.is_ipv6() == ip.is_ipv6()) {
+            Some(slot) => *slot = ip,
+            None => list.push(ip),
+        }
     }
 
     /// Binds `port` now (on the calling thread, so in its namespace) and
@@ -284,6 +299,34 @@ impl Net for NetnsNet {
             s.set_nodelay(true)?;
             Ok(s)
         }
+    }
+
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        let addrs: Vec<SocketAddr> = self
+            .all_addresses(host)
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        let host = host.to_string();
+        async move {
+            if addrs.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no lab host `{host}`"),
+                ));
+            }
+            Ok(addrs)
+        }
+    }
+
+    async fn connect_addr(&self, _host: &str, addr: SocketAddr) -> io::Result<Self::Stream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
     }
 
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send {
@@ -473,20 +516,26 @@ async fn run_in_lab(
         }
         None => None,
     };
-    let v6 = topo.ip == IpVersion::Ipv6;
+    let v6 = s.listens_v6();
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
 
     let mut faults = PathFaults::new(&lab, s, seed, s.schedule())?;
-    let addresses: HashMap<String, IpAddr> = [
-        (topo.server.clone(), server.host_addr(v6)),
-        (topo.client.clone(), client.host_addr(v6)),
+    // The lab's name service: one address per name, or (dual-stack) the
+    // IPv6 one first, then the IPv4 one, as RFC 6724 orders them.
+    let names = |a: &lab::Attachment| match topo.ip {
+        IpVersion::Dual => vec![a.host_addr(true), a.host_addr(false)],
+        _ => vec![a.host_addr(v6)],
+    };
+    let addresses: HashMap<String, Vec<IpAddr>> = [
+        (topo.server.clone(), names(&server)),
+        (topo.client.clone(), names(&client)),
     ]
     .into();
     let rec = Recorder::tapped(plan.spec.total, plan.received.clone());
     let mitigation = plan.mitigation.clone();
     let start = Instant::now();
-    let net = NetnsNet::new(addresses, start, v6);
+    let net = NetnsNet::with_names(addresses, start, v6);
 
     let (port, config, server_rec, server_net) = (
         topo.port,
@@ -692,13 +741,23 @@ pub async fn check_path(lab: &Lab, s: &Scenario, net: &NetnsNet) -> Result<(), L
     let probe = HostTask::spawn(lab.namespace(&topo.client)?, "path-check", move || {
         Ok(async move {
             let give_up = tokio::time::Instant::now() + Duration::from_secs(3);
+            // Any of the server's addresses will do: a dual-stack lab
+            // whose IPv6 stays blackholed to the end still carries IPv4.
+            let any_address = || async {
+                for addr in client_net.resolve(&server, port).await.unwrap_or_default() {
+                    let attempt = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        client_net.connect_addr(&server, addr),
+                    );
+                    if let Ok(Ok(_)) = attempt.await {
+                        return true;
+                    }
+                }
+                false
+            };
             let reached = loop {
-                let attempt = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    client_net.connect(&server, port),
-                );
-                match attempt.await {
-                    Ok(Ok(_)) => break true,
+                match any_address().await {
+                    true => break true,
                     _ if tokio::time::Instant::now() >= give_up => break false,
                     _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 }

@@ -23,7 +23,7 @@ use netmend::monitor::{Debounce, Injector, Monitor};
 use router::{Router, SimStream};
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use turmoil::net::TcpListener;
@@ -93,6 +93,30 @@ impl Net for SimNet {
                 .connect(place.side, (&host, port), to, &place.portal)
                 .await
         }
+    }
+
+    /// A turmoil host has one address and the router connects by name, so
+    /// every name resolves to one address: the unspecified one of the
+    /// world's family, standing for the host (`connect_addr` goes by name).
+    fn resolve(
+        &self,
+        _host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        let ip: IpAddr = if self.v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        std::future::ready(Ok(vec![SocketAddr::new(ip, port)]))
+    }
+
+    fn connect_addr(
+        &self,
+        host: &str,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<SimStream>> + Send {
+        self.connect(host, addr.port())
     }
 
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<SimListener>> + Send {
@@ -396,6 +420,9 @@ pub fn cannot(action: &Action) -> Option<&'static str> {
         Action::Bandwidth(Some(_)) => {
             Some("turmoil models no link capacity; bandwidth limits need the netns backend")
         }
+        Action::Ipv6Blackhole(true) => Some(
+            "a turmoil host has one address of one family, so there is no other family to fall back to; an IPv6 blackhole needs the netns backend's dual-stack lab",
+        ),
         Action::AddressChange { .. } => Some(
             "turmoil hosts have one fixed address; address changes need the netns backend",
         ),
