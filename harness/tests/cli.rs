@@ -23,7 +23,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(v["seed"], 7);
     assert_eq!(v["summary"]["passed"], 19);
     assert_eq!(v["summary"]["failed"], 0);
-    assert_eq!(v["summary"]["unsupported"], 6);
+    assert_eq!(v["summary"]["unsupported"], 7);
     let all = v["scenarios"].as_array().unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -50,6 +50,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
             "process-restart",
             "route-loss",
             "server-failover",
+            "server-moves",
             "server-restart",
             "session-flood",
             "silent-path-loss",
@@ -72,7 +73,12 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
         .unwrap()
         .contains("process"));
     // Turmoil hosts have one address and no routing table.
-    for id in ["address-change", "route-loss", "ipv6-blackhole"] {
+    for id in [
+        "address-change",
+        "route-loss",
+        "ipv6-blackhole",
+        "server-moves",
+    ] {
         assert_eq!(by_id(id)["verdict"], "unsupported", "{id}");
         assert!(by_id(id)["unsupported"].as_str().unwrap().contains("netns"));
     }
@@ -179,7 +185,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 25);
+    assert_eq!(names.len(), 26);
     let curl = names.iter().position(|n| *n == "curl-under-reset").unwrap();
     assert!(cases
         .iter()
@@ -187,7 +193,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[curl].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("19 passed, 0 failed, 6 unsupported"));
+    assert!(stderr(&out).contains("19 passed, 0 failed, 7 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -282,7 +288,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "25 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "26 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
@@ -344,7 +350,7 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
 #[test]
 fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 25);
+    assert_eq!(all.len(), 26);
     for n in 1..=5 {
         let mut union: Vec<String> = Vec::new();
         for k in 1..=n {

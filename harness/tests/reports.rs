@@ -37,36 +37,55 @@ fn human_and_json_reports_snapshot() {
 
 #[test]
 fn every_scenario_passes_under_many_seeds() {
-    for l in shipped() {
-        // What sim cannot run (a command, a process restart, a renumbering)
-        // it reports unsupported; the report snapshot holds that.
-        let plan = netmend_harness::plan::Plan::of(&l.scenario, 0);
-        if netmend_harness::backend::unsupported(BackendKind::Sim, &l.scenario, &plan).is_some() {
-            continue;
+    let runnable: Vec<_> = shipped()
+        .into_iter()
+        .filter(|l| {
+            // What sim cannot run (a command, a process restart, a
+            // renumbering) it reports unsupported; the report snapshot
+            // holds that.
+            let plan = netmend_harness::plan::Plan::of(&l.scenario, 0);
+            netmend_harness::backend::unsupported(BackendKind::Sim, &l.scenario, &plan).is_none()
+        })
+        .collect();
+    let runs: Vec<(usize, u64)> = (0..runnable.len())
+        .flat_map(|i| (0..8u64).map(move |seed| (i, seed)))
+        .collect();
+    // Every simulation is its own deterministic world: they run side by
+    // side on every core.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        for k in 0..threads {
+            let (runs, runnable) = (&runs, &runnable);
+            scope.spawn(move || {
+                for &(i, seed) in runs.iter().skip(k).step_by(threads) {
+                    check_one_seed(&runnable[i].scenario, seed);
+                }
+            });
         }
-        for seed in 0..8u64 {
-            let r = runner::run_one(&l.scenario, BackendKind::Sim, seed);
-            assert_eq!(
-                r.verdict,
-                Verdict::Pass,
-                "{} seed {seed}: {:?}",
-                l.scenario.id,
-                r.reasons
-            );
-            let m = r.mitigated.unwrap();
-            // Signaling hands messages over in arrival order: a resent one
-            // may come after later ones (each carries its sequence number).
-            let reordered = if l.scenario.workload.kind == WorkloadKind::Signaling {
-                0
-            } else {
-                m.reordered
-            };
-            assert_eq!(
-                (m.lost, m.duplicated, reordered, m.corrupted),
-                (0, 0, 0, 0),
-                "{} seed {seed}",
-                l.scenario.id
-            );
-        }
-    }
+    });
+}
+
+fn check_one_seed(s: &netmend_harness::scenario::Scenario, seed: u64) {
+    let r = runner::run_one(s, BackendKind::Sim, seed);
+    assert_eq!(
+        r.verdict,
+        Verdict::Pass,
+        "{} seed {seed}: {:?}",
+        s.id,
+        r.reasons
+    );
+    let m = r.mitigated.unwrap();
+    // Signaling hands messages over in arrival order: a resent one may come
+    // after later ones (each carries its sequence number).
+    let reordered = if s.workload.kind == WorkloadKind::Signaling {
+        0
+    } else {
+        m.reordered
+    };
+    assert_eq!(
+        (m.lost, m.duplicated, reordered, m.corrupted),
+        (0, 0, 0, 0),
+        "{} seed {seed}",
+        s.id
+    );
 }

@@ -97,9 +97,17 @@ async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
     }
 }
 
-/// What most programs do: plain TCP; on an error, reconnect in a loop and
-/// keep writing where their own `write` calls left off.
+/// What most programs do: resolve the server's name once, at start; plain
+/// TCP to that address; on an error, reconnect to it in a loop and keep
+/// writing where their own `write` calls left off.
 pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
+    let server = match net.resolve(&spec.host, spec.port).await {
+        Ok(addrs) => match addrs.first() {
+            Some(a) => *a,
+            None => return rec.client_failed(format!("`{}` has no address", spec.host)),
+        },
+        Err(e) => return rec.client_failed(e.to_string()),
+    };
     let mut offset = 0u64;
     let mut buf = vec![0u8; spec.chunk];
     let monitor = match spec.follow_changes {
@@ -110,7 +118,7 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     loop {
         rec.attempt(net.now());
         let connected =
-            tokio::time::timeout(spec.connect_timeout, net.connect(&spec.host, spec.port)).await;
+            tokio::time::timeout(spec.connect_timeout, net.connect_addr(&spec.host, server)).await;
         let mut stream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
