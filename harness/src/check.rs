@@ -243,7 +243,7 @@ pub fn judge_messages_traced(
     max_attempts: Option<u32>,
 ) -> (Measured, Trace) {
     let f = messages::judge(&rec.messages);
-    let interval = message_recovery(scenario, &rec.messages);
+    let interval = message_recovery(scenario, rec);
     let recovery = interval.map(|(from, to)| to.saturating_sub(from));
     let mut symptoms = symptoms(
         scenario,
@@ -307,16 +307,20 @@ fn messages_over_time(log: &MessageLog) -> Vec<(Duration, u64)> {
 }
 
 /// The worst recovery interval over all faults of a signaling run: from the fault
-/// until the first message sent after it is delivered (a broker crash
-/// needs no repair for delivery to go on while another broker lives; when
-/// every broker is down, from the moment the first comes back). `None` if
-/// messages were sent after a fault and none of them arrived.
-fn message_recovery(scenario: &Scenario, log: &MessageLog) -> Option<(Duration, Duration)> {
+/// (when it took effect) until the first message sent after it is
+/// delivered (a broker crash needs no repair for delivery to go on while
+/// another broker lives; when every broker is down, from the moment the
+/// first comes back). `None` if messages were sent after a fault and none
+/// of them arrived.
+fn message_recovery(scenario: &Scenario, rec: &Recording) -> Option<(Duration, Duration)> {
+    let log = &rec.messages;
     let sent_at: std::collections::HashMap<u64, Duration> = log.sent.iter().copied().collect();
     let mut worst = (Duration::ZERO, Duration::ZERO);
     for fault in &scenario.faults {
-        let at = fault.at().0;
-        let from = some_broker_up(scenario, at);
+        // A message sent before a netns change took effect is not judged
+        // by it: it may slip through before the block.
+        let at = in_effect(rec, fault.at().0);
+        let from = some_broker_up(scenario, fault.at().0).max(at);
         if !log.sent.iter().any(|&(_, t)| t >= at) {
             continue;
         }

@@ -274,3 +274,39 @@ mod packet_rules {
         });
     }
 }
+
+/// nat-idle-timeout on sim: the shipped scenario's naive client loses what
+/// it writes after its pause (its flow idled out), the engine's session
+/// keeps its one flow with keepalives under the timeout — and the same
+/// session with keepalives slower than the timeout loses its flow too, so
+/// the pass is the keepalive pacing's doing.
+#[test]
+fn a_nat_forgets_idle_flows_and_keepalives_under_its_timeout_keep_them() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/nat-idle-expiry.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let r = run_one(&parse(&path, &text).unwrap(), BackendKind::Sim, 3);
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.reasons);
+    let (b, m) = (r.baseline.unwrap(), r.mitigated.unwrap());
+    assert_eq!((b.delivered, b.lost), (262_144, 262_144), "{b:?}");
+    assert_eq!((m.delivered, m.lost, m.attempts), (524_288, 0, 1), "{m:?}");
+
+    let slow = text
+        .replace("keepalive_interval = \"1s\"", "keepalive_interval = \"4s\"")
+        .replace("dead_after = \"3s\"", "dead_after = \"5s\"")
+        .replace("deadline = \"12s\"", "deadline = \"20s\"");
+    assert_ne!(slow, text, "fixture drifted");
+    let (_, m) = runner::measure(
+        BackendKind::Sim,
+        &parse(&path, &slow).unwrap(),
+        Variant::Mitigated,
+        3,
+        None,
+    )
+    .unwrap();
+    assert!(m.attempts > 1, "the idle flow was lost and replaced: {m:?}");
+    assert_eq!(
+        (m.delivered, m.lost),
+        (524_288, 0),
+        "and resumed exactly: {m:?}"
+    );
+}

@@ -34,8 +34,14 @@ fn repo() -> &'static Path {
 /// scenario says why sim cannot run it. On netns each passes with exact
 /// delivery and leaves no broker running. What is particular to some
 /// scenarios (the session flood's caps, the signaling figures, the process
-/// restart's single connection) is checked on these same runs, so CI runs
-/// each shipped scenario on netns once here.
+/// restart's single connection) is checked on these same runs.
+///
+/// The netns side: when `NETMEND_NETNS_REPORT` names the JSON report of a
+/// netns run of the whole suite in this checkout (`.ci/run` points it at
+/// what `ci/run-suite.sh` wrote minutes before), its results are judged
+/// here and sim runs each scenario with the seed the report says; else
+/// this test runs every scenario on netns itself. Either way CI runs each
+/// shipped scenario on netns once.
 #[test]
 #[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
 fn shipped_scenarios_agree_across_backends() {
@@ -50,50 +56,60 @@ fn shipped_scenarios_agree_across_backends() {
         .collect();
     names.sort();
     assert!(names.len() >= 13, "{names:?}");
+    let report = suite_report(&names);
     let mut compared = 0;
     let mut on_netns = HashMap::new();
     let mut on_sim = HashMap::new();
     for name in &names {
         let l = load_file(&repo().join(format!("scenarios/{name}.toml"))).unwrap();
-        let netns = run_one(&l, BackendKind::Netns, 11);
-        assert_eq!(netns.verdict, Verdict::Pass, "{name}: {:?}", netns.reasons);
+        let (netns, seed) = match &report {
+            Some(r) => (r[name].clone(), r[name]["seed"].as_u64().unwrap()),
+            None => {
+                let r = run_one(&l, BackendKind::Netns, 11);
+                (serde_json::to_value(&r).unwrap(), 11)
+            }
+        };
+        assert_eq!(netns["backend"], "netns", "{name}");
+        assert_eq!(netns["verdict"], "pass", "{name}: {}", netns["reasons"]);
         assert_eq!(lab_brokers_running(), 0, "{name}: a broker left running");
-        let sim = run_one(&l, BackendKind::Sim, 11);
+        let sim = serde_json::to_value(run_one(&l, BackendKind::Sim, seed)).unwrap();
         on_netns.insert(name.clone(), netns.clone());
         on_sim.insert(name.clone(), sim.clone());
-        if let Some(why) = &sim.unsupported {
-            assert_eq!(sim.verdict, Verdict::Unsupported, "{name}");
+        if sim["verdict"] == "unsupported" {
+            let why = sim["unsupported"].as_str().unwrap_or_default();
             assert!(!why.is_empty(), "{name}: sim says why it cannot run it");
             continue;
         }
         compared += 1;
-        assert_eq!(sim.verdict, netns.verdict, "{name}: sim {:?}", sim.reasons);
-        let (sb, nb) = (sim.baseline.unwrap(), netns.baseline.unwrap());
-        let (sm, nm) = (sim.mitigated.unwrap(), netns.mitigated.unwrap());
         assert_eq!(
-            sb.symptoms, nb.symptoms,
-            "{name}: baseline symptoms differ\nsim   {sb:?}\nnetns {nb:?}"
+            sim["verdict"], netns["verdict"],
+            "{name}: sim {}",
+            sim["reasons"]
+        );
+        let (sb, nb) = (&sim["baseline"], &netns["baseline"]);
+        let (sm, nm) = (&sim["mitigated"], &netns["mitigated"]);
+        assert_eq!(
+            sb["symptoms"], nb["symptoms"],
+            "{name}: baseline symptoms differ\nsim   {sb}\nnetns {nb}"
         );
         assert_eq!(
-            sm.outcome, nm.outcome,
-            "{name}: mitigated\nsim   {sm:?}\nnetns {nm:?}"
+            sm["outcome"], nm["outcome"],
+            "{name}: mitigated\nsim   {sm}\nnetns {nm}"
         );
         for (what, a, b) in [
-            ("baseline", sb.attempts, nb.attempts),
-            ("mitigated", sm.attempts, nm.attempts),
+            ("baseline", &sb["attempts"], &nb["attempts"]),
+            ("mitigated", &sm["attempts"], &nm["attempts"]),
         ] {
+            let (a, b) = (a.as_u64().unwrap(), b.as_u64().unwrap());
             assert!(
                 a.max(b) <= 3 * a.min(b) + 2,
                 "{name}: {what} attempts of another order: sim {a}, netns {b}"
             );
         }
-        if nm.unit == "bytes" {
-            assert_eq!(
-                (nm.lost, nm.duplicated, nm.delivered),
-                (0, 0, nm.expected),
-                "{name}"
-            );
-            assert!(nm.attempts <= l.expect.max_attempts, "{name}: {nm:?}");
+        if nm["unit"] == "bytes" {
+            assert_exact(nm, name);
+            let attempts = nm["attempts"].as_u64().unwrap();
+            assert!(attempts <= u64::from(l.expect.max_attempts), "{name}: {nm}");
         }
     }
     assert!(compared >= 12, "{compared} scenarios compared");
@@ -105,19 +121,57 @@ fn shipped_scenarios_agree_across_backends() {
     );
 }
 
+/// The netns suite's report that `NETMEND_NETNS_REPORT` names, by scenario
+/// id; `None` without the variable. It must hold exactly the shipped
+/// scenarios, each run on netns.
+fn suite_report(names: &[String]) -> Option<HashMap<String, serde_json::Value>> {
+    let path = std::env::var_os("NETMEND_NETNS_REPORT")?;
+    let path = repo().join(path);
+    let text = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("NETMEND_NETNS_REPORT={}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_slice(&text).expect("a JSON report");
+    let by_id: HashMap<String, serde_json::Value> = v["scenarios"]
+        .as_array()
+        .expect("the report's scenarios")
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
+        .collect();
+    let mut ids: Vec<&String> = by_id.keys().collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        names.iter().collect::<Vec<_>>(),
+        "the report holds every shipped scenario"
+    );
+    Some(by_id)
+}
+
+/// Every byte delivered exactly once.
+fn assert_exact(run: &serde_json::Value, what: &str) {
+    assert_eq!(
+        (&run["lost"], &run["duplicated"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{what}: {run}"
+    );
+    assert_eq!(run["delivered"], run["expected"], "{what}: {run}");
+}
+
 /// Issue 10: thousands of sessions opened and abandoned, and trickling
 /// handshakes, against a server without limits and one within them; the
 /// real client's stream is exact in both.
-fn session_flood_stays_within_the_server_caps(r: &runner::ScenarioResult) {
-    let (b, m) = (r.baseline.clone().unwrap(), r.mitigated.clone().unwrap());
-    let (bq, mq) = (b.queue.unwrap(), m.queue.unwrap());
-    assert!(bq.peak > bq.bound, "the server without limits held {bq:?}");
-    assert!(mq.peak <= mq.bound && mq.bound == 1000, "{mq:?}");
-    for run in [&b, &m] {
-        assert_eq!(
-            (run.lost, run.duplicated, run.delivered),
-            (0, 0, run.expected)
-        );
+fn session_flood_stays_within_the_server_caps(r: &serde_json::Value) {
+    let (b, m) = (&r["baseline"], &r["mitigated"]);
+    let (bq, mq) = (&b["queue"], &m["queue"]);
+    assert!(
+        bq["peak"].as_u64() > bq["bound"].as_u64(),
+        "the server without limits held {bq}"
+    );
+    assert!(
+        mq["peak"].as_u64() <= mq["bound"].as_u64() && mq["bound"] == 1000,
+        "{mq}"
+    );
+    for run in [b, m] {
+        assert_exact(run, "session flood");
     }
 }
 
@@ -125,30 +179,38 @@ fn session_flood_stays_within_the_server_caps(r: &runner::ScenarioResult) {
 /// peer loses messages), a flapping broker within the outbox bound, a frozen
 /// one with a late resubscription and blocked ports (5,000 messages within
 /// the stated latency), a hostile publisher.
-fn signaling_figures_hold_with_real_mosquitto(on_netns: &HashMap<String, runner::ScenarioResult>) {
-    let b = on_netns["broker-loss"].baseline.clone().unwrap();
-    assert_eq!(b.unit, "messages");
-    assert!(b.lost > 0, "the single-broker peer lost messages: {b:?}");
+fn signaling_figures_hold_with_real_mosquitto(on_netns: &HashMap<String, serde_json::Value>) {
+    let b = &on_netns["broker-loss"]["baseline"];
+    assert_eq!(b["unit"], "messages");
+    assert!(
+        b["lost"].as_u64().unwrap() > 0,
+        "the single-broker peer lost messages: {b}"
+    );
 
-    let q = on_netns["broker-flap"]
-        .mitigated
-        .as_ref()
-        .and_then(|m| m.queue)
-        .expect("the outbox is reported");
-    assert!(q.peak <= q.bound, "{q:?}");
+    let q = &on_netns["broker-flap"]["mitigated"]["queue"];
+    assert!(
+        q["peak"].as_u64().unwrap() <= q["bound"].as_u64().unwrap(),
+        "{q}"
+    );
 
-    let m = on_netns["broker-freeze-restart"].mitigated.clone().unwrap();
-    assert_eq!((m.delivered, m.lost, m.duplicated), (5000, 0, 0));
-    let p99 = m.latency_p99_us.expect("latency measured");
+    let m = &on_netns["broker-freeze-restart"]["mitigated"];
+    assert_eq!(
+        (&m["delivered"], &m["lost"], &m["duplicated"]),
+        (&5000.into(), &0.into(), &0.into())
+    );
+    let p99 = m["latency_p99_us"].as_u64().expect("latency measured");
     assert!(p99 <= 4_000_000, "p99 {p99} µs beyond the stated 4 s");
 
     let r = &on_netns["forged-signal"];
-    let (b, m) = (r.baseline.clone().unwrap(), r.mitigated.clone().unwrap());
+    let (b, m) = (&r["baseline"], &r["mitigated"]);
     assert!(
-        b.corrupted > 0 && b.duplicated > 0,
-        "forgeries reached the naive peer: {b:?}"
+        b["corrupted"].as_u64().unwrap() > 0 && b["duplicated"].as_u64().unwrap() > 0,
+        "forgeries reached the naive peer: {b}"
     );
-    assert_eq!((m.delivered, m.corrupted, m.duplicated), (300, 0, 0));
+    assert_eq!(
+        (&m["delivered"], &m["corrupted"], &m["duplicated"]),
+        (&300.into(), &0.into(), &0.into())
+    );
 }
 
 /// Issue 13: the client's process is replaced mid-transfer. The naive
@@ -156,24 +218,14 @@ fn signaling_figures_hold_with_real_mosquitto(on_netns: &HashMap<String, runner:
 /// old process's buffered bytes are lost; the engine's hands its live
 /// session over: exact, on the one connection it opened. On sim it is
 /// unsupported, with the reason.
-fn a_process_restart_hands_the_session_over(
-    netns: &runner::ScenarioResult,
-    sim: &runner::ScenarioResult,
-) {
-    let (b, m) = (
-        netns.baseline.clone().unwrap(),
-        netns.mitigated.clone().unwrap(),
-    );
-    assert!(b.lost > 0, "{b:?}");
-    assert_eq!(b.attempts, 2, "a second connection: {b:?}");
-    assert_eq!(
-        (m.lost, m.duplicated, m.delivered),
-        (0, 0, m.expected),
-        "{m:?}"
-    );
-    assert_eq!(m.attempts, 1, "one connection attempt in all: {m:?}");
-    assert_eq!(sim.verdict, Verdict::Unsupported);
-    assert!(sim.unsupported.clone().unwrap().contains("process"));
+fn a_process_restart_hands_the_session_over(netns: &serde_json::Value, sim: &serde_json::Value) {
+    let (b, m) = (&netns["baseline"], &netns["mitigated"]);
+    assert!(b["lost"].as_u64().unwrap() > 0, "{b}");
+    assert_eq!(b["attempts"], 2, "a second connection: {b}");
+    assert_exact(m, "process restart");
+    assert_eq!(m["attempts"], 1, "one connection attempt in all: {m}");
+    assert_eq!(sim["verdict"], "unsupported");
+    assert!(sim["unsupported"].as_str().unwrap().contains("process"));
 }
 
 /// Signaling brokers listen on 2001:db8:: addresses: broker loss over IPv6.

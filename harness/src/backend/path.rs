@@ -17,6 +17,7 @@
 
 use crate::fault::Action;
 use crate::scenario::{Direction, HostRole};
+use std::time::Duration;
 
 /// What happens to the flows of an ended epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +105,9 @@ pub struct PathState {
     /// Every IPv6 packet is dropped (IPv4 passes). Only a dual-stack path
     /// can show it: sim's hosts have one family and never do.
     v6_blackhole: bool,
+    /// Flows idle for longer are forgotten (a NAT mapping's lifetime). The
+    /// per-flow clock is each backend's: sim's router, netns's conntrack.
+    nat_idle: Option<Duration>,
 }
 
 impl Default for PathState {
@@ -119,6 +123,7 @@ impl Default for PathState {
             server_firewall: false,
             server_opened: false,
             v6_blackhole: false,
+            nat_idle: None,
         }
     }
 }
@@ -178,6 +183,11 @@ impl PathState {
         self.blackhole = on;
     }
 
+    /// How long a flow may idle before the middlebox forgets it.
+    pub fn nat_idle(&self) -> Option<Duration> {
+        self.nat_idle
+    }
+
     /// Whether every IPv6 packet is dropped.
     pub fn v6_blackhole(&self) -> bool {
         self.v6_blackhole
@@ -218,6 +228,7 @@ impl PathState {
             Action::Reset => self.reset(),
             Action::ForgetFlows => self.forget(),
             Action::Ipv6Blackhole(on) => self.v6_blackhole = *on,
+            Action::NatIdleTimeout(t) => self.nat_idle = *t,
             Action::Blackhole(on) => self.set_blackhole(*on),
             Action::Partition { direction, on } => self.set_partition(on.then_some(*direction)),
             Action::NicSwap { routable, captive } | Action::GatewayChange { routable, captive } => {

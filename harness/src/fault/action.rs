@@ -17,6 +17,10 @@ pub enum Action {
     Blackhole(bool),
     /// Start (`true`) or end dropping every IPv6 packet (IPv4 passes).
     Ipv6Blackhole(bool),
+    /// The middlebox forgets a flow that carried nothing for this long
+    /// (its NAT mapping or conntrack entry expires) and drops the flow's
+    /// later segments; `None`: flows are kept however long they idle.
+    NatIdleTimeout(Option<Duration>),
     /// Start or heal a partition of the client's link.
     Partition {
         /// Which way.
@@ -134,6 +138,10 @@ impl std::fmt::Display for Action {
             Action::Blackhole(false) => write!(f, "blackhole healed"),
             Action::Ipv6Blackhole(true) => write!(f, "IPv6 blackholed"),
             Action::Ipv6Blackhole(false) => write!(f, "IPv6 back"),
+            Action::NatIdleTimeout(Some(t)) => {
+                write!(f, "idle flows forgotten after {} ms", t.as_millis())
+            }
+            Action::NatIdleTimeout(None) => write!(f, "idle flows kept"),
             Action::Partition { direction, on } => {
                 let way = match direction {
                     Direction::Both => "both ways",

@@ -29,7 +29,8 @@ pub use host::{
     ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
 pub use path::{
-    Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, Partition, Reset,
+    Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, NatIdleTimeout, Partition,
+    Reset,
 };
 pub use raw::Raw;
 
@@ -240,6 +241,7 @@ kinds!(
     FirewallReload,
     Blackhole,
     Ipv6Blackhole,
+    NatIdleTimeout,
     Partition,
     Latency,
     Loss,

@@ -121,6 +121,53 @@ impl Spec for Ipv6Blackhole {
     }
 }
 
+/// From `at` to the end of the run, the middlebox forgets a flow that
+/// carried nothing for `timeout`, as a NAT or stateful firewall lets an
+/// idle mapping expire: the flow's later segments are dropped, without a
+/// RST; new flows pass. Keepalives under the timeout keep a flow alive.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NatIdleTimeout {
+    /// When the timeout starts to apply.
+    pub at: Dur,
+    /// How long a flow may idle (whole seconds on netns: conntrack's unit).
+    pub timeout: Dur,
+}
+
+impl Kind for NatIdleTimeout {
+    const NAME: &'static str = "nat-idle-timeout";
+    const FIELDS: &'static [&'static str] = &["timeout"];
+    const SUMMARY: &'static str =
+        "the middlebox forgets flows idle for longer than `timeout` (NAT mapping expiry)";
+    fn example() -> Self {
+        NatIdleTimeout {
+            at: ms(0),
+            timeout: ms(3_000),
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        let timeout = r.need("timeout", r.timeout)?;
+        if timeout.0 < Duration::from_secs(1) || timeout.0.subsec_nanos() != 0 {
+            return Err(format!(
+                "`timeout` must be a whole number of seconds, at least 1 (conntrack counts in seconds), not {timeout}"
+            ));
+        }
+        Ok(NatIdleTimeout { at: r.at, timeout })
+    }
+}
+
+impl Spec for NatIdleTimeout {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::once(
+            self.at,
+            Action::NatIdleTimeout(Some(self.timeout.0)),
+        )]
+    }
+}
+
 /// The middlebox silently drops everything for `duration` and forgets the
 /// flows it carried: no RST, old connections stay half-open forever, new
 /// connections work once it heals.

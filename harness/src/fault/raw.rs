@@ -72,6 +72,9 @@ pub struct Raw {
     /// Which host firewall.
     #[serde(default)]
     pub firewall: Option<super::FirewallFlavour>,
+    /// How long an idle flow is kept.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 impl Raw {
@@ -103,6 +106,7 @@ impl Raw {
             ("broker", self.broker.is_some()),
             ("trickle", self.trickle.is_some()),
             ("firewall", self.firewall.is_some()),
+            ("timeout", self.timeout.is_some()),
         ];
         if let Some((field, _)) = given
             .iter()

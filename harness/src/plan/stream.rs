@@ -51,6 +51,11 @@ impl StreamPlan {
                 total: s.workload.bytes,
                 chunk: s.workload.chunk,
                 rate: s.workload.rate,
+                pause: s
+                    .workload
+                    .pause_at
+                    .zip(s.workload.pause_for)
+                    .map(|(a, f)| (a.0, f.0)),
                 connect_timeout: mitigation.config.connect_timeout,
                 follow_changes: baseline_follows(s),
             },

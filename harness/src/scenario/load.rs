@@ -439,6 +439,51 @@ fn validate_bytes(s: &Scenario) -> Result<(), Invalid> {
             "must be positive (omit it for unpaced)".into(),
         );
     }
+    let w = &s.workload;
+    match (w.pause_at, w.pause_for) {
+        (None, None) => {}
+        (Some(_), Some(len)) if w.kind == WorkloadKind::Stream && rate.is_some() => {
+            if len.0.is_zero() {
+                return bad(
+                    "workload.pause_for".into(),
+                    "pause_for",
+                    0,
+                    "must be positive".into(),
+                );
+            }
+            if s.faults
+                .iter()
+                .any(|f| matches!(f, Fault::ProcessRestart(_)))
+            {
+                return bad(
+                    "workload.pause_at".into(),
+                    "pause_at",
+                    0,
+                    "a process restart's client processes do not pause".into(),
+                );
+            }
+        }
+        (Some(_), Some(_)) => {
+            return bad(
+                "workload.pause_at".into(),
+                "pause_at",
+                0,
+                "a pause needs a paced stream workload (`rate`)".into(),
+            )
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return bad(
+                "workload.pause_at".into(),
+                if w.pause_at.is_some() {
+                    "pause_at"
+                } else {
+                    "pause_for"
+                },
+                0,
+                "`pause_at` and `pause_for` go together".into(),
+            )
+        }
+    }
     Ok(())
 }
 
@@ -806,5 +851,47 @@ baseline = ["loss"]
             err(&text),
             "s.toml:15:1: faults[0].at: fault ends at 1m 30s but the run deadline is 1m"
         );
+        // conntrack counts in whole seconds: a NAT idle timeout is refused
+        // below a second or with a fraction of one.
+        for bad in ["500ms", "1500ms"] {
+            let text = GOOD.replace(
+                "kind = \"reset\"\nat = \"1s\"",
+                &format!("kind = \"nat-idle-timeout\"\nat = \"1s\"\ntimeout = \"{bad}\""),
+            );
+            let e = err(&text);
+            assert!(
+                e.contains("`timeout` must be a whole number of seconds"),
+                "{e}"
+            );
+        }
+        let text = GOOD.replace(
+            "kind = \"reset\"\nat = \"1s\"",
+            "kind = \"nat-idle-timeout\"\nat = \"1s\"\ntimeout = \"3s\"",
+        );
+        assert!(parse(Path::new("s.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn a_pause_needs_both_fields_and_a_paced_stream() {
+        let paused = |fields: &str| {
+            GOOD.replace(
+                "bytes = 800\n",
+                &format!("bytes = 800\nrate = 100\n{fields}"),
+            )
+        };
+        assert!(parse(
+            Path::new("s.toml"),
+            &paused("pause_at = \"1s\"\npause_for = \"2s\"\n")
+        )
+        .is_ok());
+        let e = err(&paused("pause_at = \"1s\"\n"));
+        assert!(e.contains("`pause_at` and `pause_for` go together"), "{e}");
+        let e = err(&paused("pause_at = \"1s\"\npause_for = \"0s\"\n"));
+        assert!(e.contains("workload.pause_for: must be positive"), "{e}");
+        let unpaced = GOOD.replace(
+            "bytes = 800\n",
+            "bytes = 800\npause_at = \"1s\"\npause_for = \"2s\"\n",
+        );
+        assert!(err(&unpaced).contains("a pause needs a paced stream workload"));
     }
 }

@@ -174,6 +174,14 @@ pub struct Workload {
     /// Pacing in bytes per second; absent means as fast as the path allows.
     #[serde(default)]
     pub rate: Option<u64>,
+    /// For `stream`: the application goes quiet at this point of its
+    /// paced stream (an idle chat, a terminal session nobody types in) and
+    /// writes nothing for `pause_for`. Needs `rate`.
+    #[serde(default)]
+    pub pause_at: Option<Dur>,
+    /// For `stream`: how long the quiet lasts (with `pause_at`).
+    #[serde(default)]
+    pub pause_for: Option<Dur>,
     /// For `command`: the program and its arguments. `{server}` and
     /// `{client}` become the hosts' addresses, `{port}` the server port and
     /// `{url}` `http://server:port/` (IPv6 in brackets).

@@ -74,6 +74,9 @@ pub struct StreamSpec {
     pub chunk: usize,
     /// Pacing, bytes per second.
     pub rate: Option<u64>,
+    /// The application writes nothing from this point of its paced stream
+    /// for this long: `(at, for)`.
+    pub pause: Option<(Duration, Duration)>,
     /// Time allowed for one connect.
     pub connect_timeout: Duration,
     /// The naive client follows network changes: it drops its connection
@@ -89,7 +92,11 @@ const NAIVE_RETRY: Duration = Duration::from_millis(100);
 async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
     if let Some(rate) = spec.rate {
         // Saturating: a huge stream at a crawl is due "never", not a panic.
-        let due = Duration::try_from_secs_f64(offset as f64 / rate as f64).unwrap_or(Duration::MAX);
+        let mut due =
+            Duration::try_from_secs_f64(offset as f64 / rate as f64).unwrap_or(Duration::MAX);
+        if let Some((_, quiet)) = spec.pause.filter(|(at, _)| due >= *at) {
+            due = due.saturating_add(quiet);
+        }
         let now = net.now();
         if due > now {
             tokio::time::sleep(due - now).await;

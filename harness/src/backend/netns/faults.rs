@@ -172,6 +172,29 @@ impl<'a> PathFaults<'a> {
                 self.rules.apply(action);
                 apply_rules(lab, &self.rules)
             }
+            Action::NatIdleTimeout(timeout) => {
+                // The router's own connection tracking is the NAT: its
+                // established-flow timeout (whole seconds; the kernel's
+                // default back without one), and no loose pickup, so a
+                // segment of an expired flow is invalid and dropped.
+                let (secs, loose) = match timeout {
+                    Some(t) => (t.as_secs().max(1), 0),
+                    None => (432_000, 1),
+                };
+                lab.exec(
+                    lab.router(),
+                    &[
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        &format!("net.netfilter.nf_conntrack_tcp_timeout_established={secs}"),
+                        &format!("net.netfilter.nf_conntrack_tcp_loose={loose}"),
+                    ],
+                    None,
+                )?;
+                self.rules.apply(action);
+                apply_rules(lab, &self.rules)
+            }
             Action::Latency { per_hop, jitter } => {
                 let (delay, jitter) = path_delay(*per_hop, *jitter);
                 self.impairment.delay = delay;

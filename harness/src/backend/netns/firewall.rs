@@ -133,6 +133,12 @@ impl PathRules {
             }
             let _ = writeln!(s, "    ct mark {mark} drop");
         }
+        if self.state.nat_idle().is_some() {
+            // A flow whose conntrack entry expired (the timeout is set in
+            // the router's sysctls, with loose pickup off) is invalid: a
+            // NAT that lost the mapping drops it.
+            let _ = writeln!(s, "    ct state invalid drop");
+        }
         let _ = writeln!(s, "    ct state new ct mark set {}", self.state.epoch());
         let _ = writeln!(s, "  }}");
         if let Some(p) = self.portal.as_ref().filter(|_| self.state.captive()) {

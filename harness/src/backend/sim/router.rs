@@ -106,6 +106,24 @@ struct Inner {
     /// Halves of flows that must never send again (see the module doc);
     /// at most two per connection the run made.
     graveyard: Vec<Box<dyn Any + Send>>,
+    /// Each flow's activity while an idle timeout applies, by the client's
+    /// address (at most `MAX_CONNECTING`, oldest forgotten first).
+    idle: HashMap<SocketAddr, Idle>,
+    idle_order: VecDeque<SocketAddr>,
+}
+
+/// A flow as a NAT with an idle timeout keeps it.
+#[derive(Clone, Copy, Debug)]
+struct Idle {
+    /// When a segment of it last passed.
+    last: Duration,
+    /// Its mapping expired: every later segment is dropped.
+    expired: bool,
+}
+
+/// The simulation's clock (zero outside one).
+fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
 }
 
 /// What the router knows of a flow.
@@ -126,6 +144,37 @@ impl Router {
     /// Applies a path action of the schedule (others are ignored).
     pub fn apply(&self, action: &Action) -> bool {
         self.lock().state.apply(action)
+    }
+
+    /// Whether flow `key` (the client's address) is still known to a NAT
+    /// with an idle timeout as one of its segments passes now, which
+    /// refreshes it. A flow's clock starts at its first segment under the
+    /// timeout, as conntrack applies a new timeout at an entry's next
+    /// packet.
+    fn through_nat(&self, key: SocketAddr) -> bool {
+        let mut inner = self.lock();
+        let Some(timeout) = inner.state.nat_idle() else {
+            return true;
+        };
+        let now = sim_now();
+        if !inner.idle.contains_key(&key) {
+            inner.idle_order.push_back(key);
+            while inner.idle_order.len() > MAX_CONNECTING {
+                if let Some(old) = inner.idle_order.pop_front() {
+                    inner.idle.remove(&old);
+                }
+            }
+        }
+        let flow = inner.idle.entry(key).or_insert(Idle {
+            last: now,
+            expired: false,
+        });
+        if flow.expired || now.saturating_sub(flow.last) > timeout {
+            flow.expired = true;
+            return false;
+        }
+        flow.last = now;
+        true
     }
 
     /// The server's host firewall on or off (see `PathState`).
@@ -220,7 +269,8 @@ impl Router {
                 opener: side,
                 to_router,
             };
-            self.connecting(stream.local_addr()?, flow);
+            let key = stream.local_addr()?;
+            self.connecting(key, flow);
             let seg = Segment {
                 from: side,
                 to: if to_router { Side::Other } else { to },
@@ -228,7 +278,8 @@ impl Router {
                 syn: false,
                 to_router,
             };
-            return Ok(SimStream::new(stream, seg, self.clone(), None));
+            let key = (!to_router).then_some(key);
+            return Ok(SimStream::new(stream, seg, self.clone(), None, key));
         }
         Err(io::ErrorKind::TimedOut.into())
     }
@@ -251,7 +302,13 @@ impl Router {
             syn: false,
             to_router: false,
         };
-        Ok(SimStream::new(stream, seg, self.clone(), Some(peer)))
+        Ok(SimStream::new(
+            stream,
+            seg,
+            self.clone(),
+            Some(peer),
+            Some(peer),
+        ))
     }
 }
 
@@ -263,6 +320,9 @@ struct End {
     seg: Segment,
     /// A server end whose flow is not known yet: the client's address.
     unresolved: Option<SocketAddr>,
+    /// The flow's key at the router (the client's address); `None` for a
+    /// flow that ends at the router itself.
+    key: Option<SocketAddr>,
     /// Bytes accepted while the router drops this end's segments, in order.
     held: VecDeque<u8>,
     /// A FIN waits behind `held`.
@@ -292,7 +352,14 @@ impl End {
                 }
             }
         }
-        router.verdict(&self.seg)
+        match router.verdict(&self.seg) {
+            Verdict::Pass if self.seg.to_router => Verdict::Pass,
+            Verdict::Pass => match self.key {
+                Some(key) if !router.through_nat(key) => Verdict::Drop,
+                _ => Verdict::Pass,
+            },
+            other => other,
+        }
     }
 
     fn fail(&mut self, kind: io::ErrorKind, router: &Router) {
@@ -333,6 +400,7 @@ impl SimStream {
         seg: Segment,
         router: Router,
         unresolved: Option<SocketAddr>,
+        key: Option<SocketAddr>,
     ) -> Self {
         let (read, write) = stream.into_split();
         SimStream {
@@ -341,6 +409,7 @@ impl SimStream {
                 write: Some(write),
                 seg,
                 unresolved,
+                key,
                 held: VecDeque::new(),
                 fin: false,
                 unsent: false,
