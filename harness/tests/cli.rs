@@ -21,9 +21,9 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["seed"], 7);
-    assert_eq!(v["summary"]["passed"], 20);
+    assert_eq!(v["summary"]["passed"], 21);
     assert_eq!(v["summary"]["failed"], 0);
-    assert_eq!(v["summary"]["unsupported"], 7);
+    assert_eq!(v["summary"]["unsupported"], 6);
     let all = v["scenarios"].as_array().unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -73,13 +73,8 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
         .as_str()
         .unwrap()
         .contains("process"));
-    // Turmoil hosts have one address and no routing table.
-    for id in [
-        "address-change",
-        "route-loss",
-        "ipv6-blackhole",
-        "server-moves",
-    ] {
+    // Turmoil hosts have one address, of one family.
+    for id in ["address-change", "ipv6-blackhole", "server-moves"] {
         assert_eq!(by_id(id)["verdict"], "unsupported", "{id}");
         assert!(by_id(id)["unsupported"].as_str().unwrap().contains("netns"));
     }
@@ -175,7 +170,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     ]);
     // The extra report comes from the same run.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 20);
+    assert_eq!(v["summary"]["passed"], 21);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -194,7 +189,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[curl].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("20 passed, 0 failed, 7 unsupported"));
+    assert!(stderr(&out).contains("21 passed, 0 failed, 6 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -468,10 +463,11 @@ fn faults_lists_every_kind_with_its_fields_and_where_it_runs() {
     assert!(row("reset").contains(" yes "), "{}", row("reset"));
     assert!(row("partition").contains("duration, direction"));
     assert!(row("loss").contains(" no "), "{}", row("loss"));
-    assert!(row("route-loss").contains(" no "));
+    assert!(row("route-loss").contains(" yes "), "{}", row("route-loss"));
+    assert!(row("address-change").contains(" no "));
     assert!(row("broker-freeze").contains("broker, duration"));
     assert!(
-        text.contains("route-loss: turmoil has no routing table"),
+        text.contains("address-change: turmoil hosts have one fixed address"),
         "{text}"
     );
     // Every kind the loader knows, once.

@@ -108,6 +108,9 @@ pub struct PathState {
     /// Flows idle for longer are forgotten (a NAT mapping's lifetime). The
     /// per-flow clock is each backend's: sim's router, netns's conntrack.
     nat_idle: Option<Duration>,
+    /// The client's or the server's default routes are gone: it can send
+    /// nothing beyond its link (netns removes the routes themselves).
+    no_route: [bool; 2],
 }
 
 impl Default for PathState {
@@ -124,6 +127,7 @@ impl Default for PathState {
             server_opened: false,
             v6_blackhole: false,
             nat_idle: None,
+            no_route: [false; 2],
         }
     }
 }
@@ -183,6 +187,16 @@ impl PathState {
         self.blackhole = on;
     }
 
+    /// Whether `side` has a default route (a host other than client and
+    /// server always has).
+    pub fn routed(&self, side: Side) -> bool {
+        match side {
+            Side::Client => !self.no_route[HostRole::Client as usize],
+            Side::Server => !self.no_route[HostRole::Server as usize],
+            Side::Other => true,
+        }
+    }
+
     /// How long a flow may idle before the middlebox forgets it.
     pub fn nat_idle(&self) -> Option<Duration> {
         self.nat_idle
@@ -229,6 +243,7 @@ impl PathState {
             Action::ForgetFlows => self.forget(),
             Action::Ipv6Blackhole(on) => self.v6_blackhole = *on,
             Action::NatIdleTimeout(t) => self.nat_idle = *t,
+            Action::RouteLoss { host, lost } => self.no_route[*host as usize] = *lost,
             Action::Blackhole(on) => self.set_blackhole(*on),
             Action::Partition { direction, on } => self.set_partition(on.then_some(*direction)),
             Action::NicSwap { routable, captive } | Action::GatewayChange { routable, captive } => {
@@ -265,6 +280,12 @@ impl PathState {
             return Verdict::Unsent;
         }
         if self.link_down(seg.to) {
+            return Verdict::Drop;
+        }
+        // Without a route the sender's kernel cannot send it; its TCP keeps
+        // retransmitting on its doubling timer (a new connect fails at once:
+        // the router's `connect` asks `routed`).
+        if !self.routed(seg.from) {
             return Verdict::Drop;
         }
         if seg.to_router {
@@ -324,6 +345,33 @@ mod tests {
             syn: true,
             ..data(Side::Client, Side::Server, p.epoch())
         }
+    }
+
+    #[test]
+    fn a_host_without_a_route_sends_nothing_until_it_is_back() {
+        let mut p = PathState::default();
+        assert!(p.apply(&Action::RouteLoss {
+            host: HostRole::Client,
+            lost: true,
+        }));
+        assert!(!p.routed(Side::Client) && p.routed(Side::Server) && p.routed(Side::Other));
+        assert_eq!(
+            p.verdict(&data(Side::Client, Side::Server, 1)),
+            Verdict::Drop
+        );
+        // What reaches the client still arrives: its link is up.
+        assert_eq!(
+            p.verdict(&data(Side::Server, Side::Client, 1)),
+            Verdict::Pass
+        );
+        p.apply(&Action::RouteLoss {
+            host: HostRole::Client,
+            lost: false,
+        });
+        assert_eq!(
+            p.verdict(&data(Side::Client, Side::Server, 1)),
+            Verdict::Pass
+        );
     }
 
     #[test]

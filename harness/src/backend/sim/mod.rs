@@ -426,9 +426,6 @@ pub fn cannot(action: &Action) -> Option<&'static str> {
         Action::AddressChange { .. } => Some(
             "turmoil hosts have one fixed address; address changes need the netns backend",
         ),
-        Action::RouteLoss { lost: true, .. } => {
-            Some("turmoil has no routing table; route loss needs the netns backend")
-        }
         _ => None,
     }
 }

@@ -239,6 +239,10 @@ impl Router {
         to: Side,
         portal: &str,
     ) -> io::Result<SimStream> {
+        if !self.lock().state.routed(side) {
+            // connect(2) without a route: ENETUNREACH at once.
+            return Err(io::ErrorKind::NetworkUnreachable.into());
+        }
         let mut rto = SYN_RTO;
         for _ in 0..=SYN_RETRIES {
             let epoch = self.epoch();

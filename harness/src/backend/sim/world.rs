@@ -107,6 +107,18 @@ pub fn changes(action: &Action) -> Vec<Change> {
             .map(Change::DefaultRouteReplaced)
             .to_vec(),
         Action::Carrier { lost } => vec![Change::Link(interface(ETH0, true, !lost))],
+        Action::RouteLoss {
+            host: crate::scenario::HostRole::Client,
+            lost,
+        } => routes(ETH0, 1, 1)
+            .map(|r| {
+                if *lost {
+                    Change::DefaultRouteRemoved(r)
+                } else {
+                    Change::DefaultRouteAdded(r)
+                }
+            })
+            .to_vec(),
         Action::LinkDown {
             host: crate::scenario::HostRole::Client,
             down,
