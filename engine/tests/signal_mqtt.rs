@@ -220,6 +220,7 @@ async fn hostile_publishes_on_the_signaling_topic_are_dropped_with_a_log_line() 
             .unwrap()
             .as_millis() as u64,
         ttl_ms: 30_000,
+        age_ms: 0,
         recipient: "bob".into(),
         from: "stranger".into(),
         payload: b"not from the stranger".to_vec(),

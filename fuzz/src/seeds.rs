@@ -250,6 +250,7 @@ fn envelopes() -> Vec<(String, Vec<u8>)> {
         },
         sent_at_ms: signal::EPOCH_MS,
         ttl_ms: 30_000,
+        age_ms: 1_500,
         recipient: "bob".into(),
         from: "alice".into(),
         payload: b"offer: 198.18.1.2:4000".to_vec(),

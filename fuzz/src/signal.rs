@@ -39,7 +39,7 @@ struct Tunables {
     brokers: u8,
     fanout: u8,
     ttl_s: u8,
-    skew_s: u8,
+    tolerance_s: u8,
     max_envelope: u16,
     max_recent: u8,
     max_recent_bytes: u16,
@@ -56,7 +56,7 @@ impl Tunables {
         SignalConfig {
             fanout: usize::from(self.fanout % 4),
             ttl: Duration::from_secs(1 + u64::from(self.ttl_s % 60)),
-            clock_skew: Duration::from_secs(u64::from(self.skew_s % 10)),
+            delay_tolerance: Duration::from_secs(u64::from(self.tolerance_s % 10)),
             max_envelope: 128 + usize::from(self.max_envelope),
             max_recent: usize::from(self.max_recent % 32),
             max_recent_bytes: usize::from(self.max_recent_bytes) * 4,
@@ -65,7 +65,7 @@ impl Tunables {
                 window: 64 * (1 + u64::from(self.window % 4)),
                 // Two at least: an endpoint hears its peer and itself.
                 max_senders: 2 + usize::from(self.max_senders % 8),
-                horizon: Duration::ZERO, // set by the core from ttl + skew
+                horizon: Duration::ZERO, // set by the core from ttl + tolerance
                 max_jump: u64::from(self.max_jump),
             },
             key: self.keyed.then(|| SignalKey::from_bytes(GROUP_KEY)),
@@ -115,6 +115,7 @@ struct Forged {
     /// Send time relative to now, seconds.
     sent_at_s: i16,
     ttl_ms: u32,
+    age_ms: u32,
     recipient: Name,
     from: Name,
     payload: Vec<u8>,
@@ -242,6 +243,7 @@ impl World {
             id: MessageId { sender, seq: f.seq },
             sent_at_ms,
             ttl_ms: f.ttl_ms,
+            age_ms: f.age_ms,
             recipient: recipient.clone(),
             from: f.from.text(),
             payload: f.payload,
@@ -398,7 +400,7 @@ impl Encode for Tunables {
             .put(&self.brokers)
             .put(&self.fanout)
             .put(&self.ttl_s)
-            .put(&self.skew_s)
+            .put(&self.tolerance_s)
             .put(&self.max_envelope)
             .put(&self.max_recent)
             .put(&self.max_recent_bytes)
@@ -453,6 +455,7 @@ impl Encode for Forged {
             .put(&self.seq)
             .put(&self.sent_at_s)
             .put(&self.ttl_ms)
+            .put(&self.age_ms)
             .put(&self.recipient)
             .put(&self.from)
             .put(&self.payload)
@@ -526,7 +529,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         brokers: 1,
         fanout: 2,
         ttl_s: 29,
-        skew_s: 5,
+        tolerance_s: 5,
         max_envelope: 4096,
         max_recent: 8,
         max_recent_bytes: 2048,
@@ -622,6 +625,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             seq: if ack { 1 } else { 2 },
             sent_at_s: 0,
             ttl_ms: 10_000,
+            age_ms: 0,
             recipient: Name::Bob,
             from: Name::Alice,
             payload: if ack {
@@ -646,6 +650,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 seq: u64::MAX,
                 sent_at_s: 3600,
                 ttl_ms: u32::MAX,
+                age_ms: u32::MAX,
                 recipient: Name::Other(1),
                 from: Name::Other(2),
                 payload: Vec::new(),
@@ -655,7 +660,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Garbage {
             bob: true,
             broker: 999,
-            bytes: b"NMS\x03garbage".to_vec(),
+            bytes: b"NMS\x05garbage".to_vec(),
         },
     ]);
     let scripts = [

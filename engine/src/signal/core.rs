@@ -48,13 +48,33 @@
 //! recently used forgotten), and the duplicate filter is bounded by
 //! [`DedupConfig`].
 //!
+//! **Expiry survives clock skew.** A copy carries its age (how long its
+//! sender had held it when it published that copy, on the sender's
+//! monotonic clock) and the receiver counts the rest of the TTL from
+//! receipt: the two ends' wall clocks may be minutes apart and nothing
+//! changes. The receiver also estimates how long a broker held each copy
+//! (its arrival beyond the fastest of its sender's recent copies, which
+//! cancels the clock offset; see `transit.rs`), so a copy a broker sat on
+//! past its TTL, or replayed after its sender went quiet, is dropped too.
+//! That estimate remembers a sender longer than the duplicate filter does
+//! (it forgets only the least recently heard, past `dedup.max_senders`):
+//! a copy the filter would no longer recognise arrives at least its
+//! horizon (TTL plus tolerance) late and is expired here. The first copy
+//! ever heard from a sender sets its estimate, so one a broker held before
+//! it is not counted late. Without a group key, a forged envelope with a
+//! sender's id can make its genuine messages look late (as it can make
+//! them look old to the duplicate filter): the answer is a key.
+//!
 //! Incoming copies are decoded, checked against the recipient and the TTL,
 //! and deduplicated, so the application sees each message once, in arrival
 //! order (per sender that is send order unless a broker overtakes another;
 //! the sequence number in [`Delivered::id`] tells).
 
 use super::dedup::{Dedup, DedupConfig, Verdict};
-use super::envelope::{EncodeError, Envelope, Kind, MessageId, SignalKey, MAX_ACKS_PER_ENVELOPE};
+use super::envelope::{
+    restamp, EncodeError, Envelope, Kind, MessageId, SignalKey, MAX_ACKS_PER_ENVELOPE,
+};
+use super::transit::Transit;
 use lru::LruCache;
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
@@ -69,11 +89,14 @@ pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(100);
 pub struct SignalConfig {
     /// Healthy brokers each message goes to first. Default 3.
     pub fanout: usize,
-    /// How long a message stays worth delivering (and resending). Default
-    /// 30 s.
+    /// How long a message stays worth delivering (and resending), from
+    /// when it is sent. Default 30 s.
     pub ttl: Duration,
-    /// Clock difference tolerated between sender and receiver. Default 5 s.
-    pub clock_skew: Duration,
+    /// How much longer than the fastest of its sender's recent copies a
+    /// copy may take (a broker's queue) before that time counts against
+    /// its TTL; also how long after its TTL a sender is remembered by the
+    /// duplicate filter. Default 5 s.
+    pub delay_tolerance: Duration,
     /// Largest envelope sent or accepted. Default 64 KiB.
     pub max_envelope: usize,
     /// Messages kept until acknowledged (or past their TTL), at most: the
@@ -90,7 +113,8 @@ pub struct SignalConfig {
     /// oldest is dropped and counted (`Signal::delivered_dropped`).
     /// Default 1024.
     pub max_delivered: usize,
-    /// Dedup memory (its horizon is set from `ttl + clock_skew`).
+    /// Dedup memory (its horizon is set from `ttl + delay_tolerance`; its
+    /// `max_senders` also bounds the senders whose transit is estimated).
     pub dedup: DedupConfig,
     /// The signaling group's key: with one, every envelope sent carries a
     /// MAC and only envelopes whose MAC verifies are accepted; without
@@ -116,7 +140,7 @@ impl Default for SignalConfig {
         SignalConfig {
             fanout: 3,
             ttl: Duration::from_secs(30),
-            clock_skew: Duration::from_secs(5),
+            delay_tolerance: Duration::from_secs(5),
             max_envelope: 64 << 10,
             max_recent: 4096,
             max_recent_bytes: 8 << 20,
@@ -159,12 +183,13 @@ pub enum Dropped {
     /// Addressed to someone else (or an acknowledgement for another
     /// endpoint instance).
     NotForUs,
-    /// Past its TTL.
+    /// Past its TTL: held by its sender for all of it, or (with a group
+    /// key) held by a broker for the rest.
     Expired,
     /// A copy already delivered (or too old to tell).
     Duplicate,
-    /// Claims what no genuine sender sends: a TTL beyond the receiver's, a
-    /// send time in the future, a sequence number far ahead of its sender.
+    /// Claims what no genuine sender sends: a TTL beyond the receiver's, or
+    /// a sequence number far ahead of its sender.
     Implausible,
 }
 
@@ -197,7 +222,7 @@ pub struct DropCounts {
     pub expired: u64,
     /// Copies of messages already delivered.
     pub duplicate: u64,
-    /// Implausible TTL, send time or sequence number.
+    /// Implausible TTL or sequence number.
     pub implausible: u64,
 }
 
@@ -231,7 +256,11 @@ pub struct Publish {
 struct Recent {
     seq: u64,
     recipient: String,
+    /// Encoded; its age is restamped on each publish.
     bytes: Vec<u8>,
+    /// When it was sent (the endpoint's clock): each copy's age counts
+    /// from here.
+    sent_ms: u64,
     deadline_ms: u64,
     /// Brokers that still owe a publish of it (bit `i`: broker `i`).
     pending: u64,
@@ -336,6 +365,8 @@ pub struct SignalCore {
     links: Vec<Link>,
     config: SignalConfig,
     dedup: Dedup,
+    /// Per sender, bounded by `dedup.max_senders`.
+    transit: Transit,
     /// Bounded by `max_recent` and `max_recent_bytes`, in sequence order.
     recent: VecDeque<Recent>,
     /// Bytes of the envelopes in `recent`.
@@ -355,7 +386,7 @@ impl SignalCore {
     /// Endpoint `me` (its recipient name), with sender id `sender` (random
     /// per endpoint instance), over `brokers` brokers, all unconfirmed.
     pub fn new(me: &str, sender: u64, brokers: usize, config: SignalConfig) -> SignalCore {
-        let horizon = config.ttl + config.clock_skew;
+        let horizon = config.ttl.saturating_add(config.delay_tolerance);
         let brokers = brokers.min(MAX_BROKERS);
         SignalCore {
             me: me.to_string(),
@@ -366,6 +397,7 @@ impl SignalCore {
                 horizon,
                 ..config.dedup
             }),
+            transit: Transit::new(config.dedup.max_senders, ms(horizon)),
             peers: LruCache::new(NonZeroUsize::new(config.max_peers).unwrap_or(NonZeroUsize::MIN)),
             config,
             recent: VecDeque::new(),
@@ -605,6 +637,7 @@ impl SignalCore {
             id,
             sent_at_ms: now_ms,
             ttl_ms,
+            age_ms: 0,
             recipient: recipient.to_string(),
             from: self.me.clone(),
             payload: payload.to_vec(),
@@ -626,6 +659,7 @@ impl SignalCore {
             seq: id.seq,
             recipient: envelope.recipient,
             bytes,
+            sent_ms: now_ms,
             deadline_ms: now_ms.saturating_add(u64::from(ttl_ms)),
             pending: 0,
             acked: false,
@@ -686,10 +720,14 @@ impl SignalCore {
         link.hint = self.recent[i].seq + 1;
         let r = &mut self.recent[i];
         r.first_sent_ms.get_or_insert(now_ms);
+        let mut bytes = r.bytes.clone();
+        // Live, so younger than its TTL (a u32).
+        let age_ms = u32::try_from(now_ms.saturating_sub(r.sent_ms)).unwrap_or(u32::MAX);
+        restamp(&mut bytes, age_ms, self.config.key.as_ref());
         let publish = Publish {
             broker,
             recipient: r.recipient.clone(),
-            bytes: r.bytes.clone(),
+            bytes,
         };
         if let Some(path) = self.peer(&publish.recipient).paths.get_mut(broker) {
             path.unanswered_since.get_or_insert(now_ms);
@@ -845,17 +883,28 @@ impl SignalCore {
         if e.recipient != self.me {
             return Err(Dropped::NotForUs);
         }
-        let skew_ms = ms(self.config.clock_skew);
-        let max_ttl_ms = ms(self.config.ttl);
         // The receiver bounds what a message may claim: a TTL longer than
-        // its own, or a send time beyond the allowed skew, would let a
-        // message (or a replay of it) live for ever.
-        if u64::from(e.ttl_ms) > max_ttl_ms || e.sent_at_ms > now_ms.saturating_add(skew_ms) {
-            tracing::debug!(?e.id, ttl_ms = e.ttl_ms, sent_at_ms = e.sent_at_ms, "implausible TTL or send time");
+        // its own would let a message (or a replay of it) live longer than
+        // the receiver remembers it.
+        if u64::from(e.ttl_ms) > ms(self.config.ttl) {
+            tracing::debug!(?e.id, ttl_ms = e.ttl_ms, "implausible TTL");
             return Err(Dropped::Implausible);
         }
-        if e.expired(now_ms, skew_ms) {
-            tracing::debug!(?e.id, "dropping an expired message");
+        // Nothing here compares the sender's clock with ours: the age says
+        // how much of its TTL the sender used, the transit estimate how
+        // long a broker held it beyond the tolerance. (Acknowledgements
+        // carry the acknowledged sender's id, not their writer's: only
+        // their age counts; a late one is harmless.)
+        let held_ms = if e.kind == Kind::Message {
+            let published_ms = e.sent_at_ms.saturating_add(u64::from(e.age_ms));
+            self.transit
+                .excess(e.id.sender, published_ms, now_ms)
+                .saturating_sub(ms(self.config.delay_tolerance))
+        } else {
+            0
+        };
+        if u64::from(e.age_ms).saturating_add(held_ms) >= u64::from(e.ttl_ms) {
+            tracing::debug!(?e.id, age_ms = e.age_ms, held_ms, "dropping an expired message");
             return Err(Dropped::Expired);
         }
         if e.kind == Kind::Ack {
@@ -965,6 +1014,7 @@ mod tests {
                             id: MessageId { sender, seq },
                             sent_at_ms: now_ms,
                             ttl_ms: 30_000,
+                            age_ms: 0,
                             recipient: "bob".into(),
                             from: "alice".into(),
                             payload: b"forged".to_vec(),
@@ -1008,39 +1058,127 @@ mod tests {
         }
     }
 
+    fn envelope(seq: u64, sent_at_ms: u64, ttl_ms: u32, age_ms: u32) -> Vec<u8> {
+        Envelope {
+            kind: Kind::Message,
+            id: MessageId { sender: 5, seq },
+            sent_at_ms,
+            ttl_ms,
+            age_ms,
+            recipient: "b".into(),
+            from: "a".into(),
+            payload: b"x".to_vec(),
+        }
+        .encode(1024)
+        .unwrap()
+    }
+
     #[test]
-    fn a_receiver_bounds_the_ttl_and_send_time_a_message_claims() {
+    fn a_receiver_bounds_the_ttl_a_message_claims_and_never_compares_clocks() {
         let t = Instant::now();
         let mut b = SignalCore::new("b", 2, 1, SignalConfig::default());
-        let forge = |ttl_ms, sent_at_ms| {
-            Envelope {
-                kind: Kind::Message,
-                id: MessageId { sender: 5, seq: 1 },
-                sent_at_ms,
-                ttl_ms,
-                recipient: "b".into(),
-                from: "a".into(),
-                payload: b"x".to_vec(),
-            }
-            .encode(1024)
-            .unwrap()
-        };
-        let now = 1_000_000;
+        let now = 1_800_000_000_000;
         assert_eq!(
-            b.handle_incoming(0, &forge(u32::MAX, now), t, now),
+            b.handle_incoming(0, &envelope(1, now, u32::MAX, 0), t, now),
             Err(Dropped::Implausible),
             "a TTL beyond the receiver's"
         );
+        // Its sender's clock is an hour ahead of ours: no matter.
+        assert!(b
+            .handle_incoming(0, &envelope(2, now + 3_600_000, 1_000, 0), t, now)
+            .is_ok_and(|d| d.is_some()),);
+        // Its sender held it for its whole TTL before this copy: expired.
         assert_eq!(
-            b.handle_incoming(0, &forge(1_000, now + 3_600_000), t, now),
-            Err(Dropped::Implausible),
-            "a send time an hour ahead"
+            b.handle_incoming(0, &envelope(3, now + 3_600_000, 1_000, 1_000), t, now + 10),
+            Err(Dropped::Expired)
         );
-        assert!(
-            b.handle_incoming(0, &forge(1_000, now + 4_000), t, now)
-                .is_ok(),
-            "within the skew"
-        );
+        assert!(b
+            .handle_incoming(0, &envelope(4, now + 3_600_000, 1_000, 999), t, now + 10)
+            .is_ok_and(|d| d.is_some()));
+    }
+
+    #[test]
+    fn a_copy_a_broker_held_past_its_ttl_is_dropped_whatever_the_clocks() {
+        for offset in [-3_600_000i64, -60_000, 0, 60_000] {
+            let t = Instant::now();
+            let config = SignalConfig {
+                ttl: Duration::from_secs(10),
+                delay_tolerance: Duration::from_secs(2),
+                ..SignalConfig::default()
+            };
+            let mut b = SignalCore::new("b", 2, 1, config);
+            let ours = 1_800_000_000_000u64;
+            let theirs = |at: u64| at.saturating_add_signed(offset);
+            // Copies that took 20 ms.
+            for seq in 1..=3 {
+                let at = ours + seq * 100;
+                assert!(b
+                    .handle_incoming(0, &envelope(seq, theirs(at - 20), 10_000, 0), t, at)
+                    .is_ok_and(|d| d.is_some()));
+            }
+            // Published 9.5 s before it arrived: held 7.48 s beyond the
+            // tolerance, after its sender had held it for 3 s.
+            let at = ours + 20_000;
+            assert_eq!(
+                b.handle_incoming(0, &envelope(4, theirs(at - 12_500), 10_000, 3_000), t, at),
+                Err(Dropped::Expired),
+                "offset {offset}"
+            );
+            // 6.98 s beyond the tolerance after 2 s with its sender: 1.02 s
+            // of its life left.
+            assert!(b
+                .handle_incoming(0, &envelope(5, theirs(at - 11_000), 10_000, 2_000), t, at)
+                .is_ok_and(|d| d.is_some()));
+            // Message 1 again, an hour later, when the duplicate filter has
+            // long forgotten its sender (unkeyed: a broker replaying it).
+            let later = ours + 3_600_000;
+            assert_eq!(
+                b.handle_incoming(
+                    0,
+                    &envelope(1, theirs(ours + 80), 10_000, 0),
+                    t + Duration::from_secs(3_600),
+                    later
+                ),
+                Err(Dropped::Expired)
+            );
+        }
+    }
+
+    /// Two endpoints whose wall clocks are far apart, both ways: every
+    /// message delivered once, every acknowledgement taken (so nothing is
+    /// resent), as with clocks that agree.
+    #[test]
+    fn endpoints_whose_clocks_disagree_by_an_hour_talk_as_if_they_agreed() {
+        for offset in [-3_600_000i64, -60_000, 0, 60_000, 3_600_000] {
+            let t0 = Instant::now();
+            let config = SignalConfig {
+                key: Some(SignalKey::from_bytes([3; 32])),
+                ..SignalConfig::default()
+            };
+            let mut a = SignalCore::new("a", 1, 1, config);
+            let mut b = SignalCore::new("b", 2, 1, config);
+            let ours = 1_800_000_000_000u64;
+            let theirs = |at: u64| at.saturating_add_signed(offset);
+            a.set_healthy(0, true, ours);
+            b.set_healthy(0, true, theirs(ours));
+            let mut got = Vec::new();
+            for i in 0..50u64 {
+                let at = ours + i * 40;
+                a.send("b", &i.to_be_bytes(), at).unwrap();
+                let p = a.poll_publish(0, at).unwrap();
+                let now = t0 + Duration::from_millis(i * 40 + 15);
+                if let Ok(Some(d)) = b.handle_incoming(0, &p.bytes, now, theirs(at + 15)) {
+                    got.push(d.payload);
+                }
+                let ack = b.poll_publish(0, theirs(at + 15)).unwrap();
+                assert_eq!(a.handle_incoming(0, &ack.bytes, now, at + 30), Ok(None));
+            }
+            let want: Vec<Vec<u8>> = (0..50u64).map(|i| i.to_be_bytes().to_vec()).collect();
+            assert_eq!(got, want, "offset {offset}");
+            assert_eq!(a.unacked(ours + 2_000), 0);
+            assert_eq!(a.resends(), 0);
+            assert_eq!(b.dropped(), DropCounts::default());
+        }
     }
 
     /// A publisher flooding the topic with garbage is counted exactly but
@@ -1167,14 +1305,16 @@ mod tests {
             b.handle_incoming(0, &p2.bytes, t, 0),
             Err(Dropped::NotForUs)
         );
-        assert_eq!(
-            b.handle_incoming(0, &p1.bytes, t, 36_000),
-            Err(Dropped::Expired)
-        );
         assert!(b.handle_incoming(0, &p1.bytes, t, 1).is_ok());
         assert_eq!(
             b.handle_incoming(0, &p1.bytes, t, 2),
             Err(Dropped::Duplicate)
         );
+        // A copy 36 s late: past its 30 s TTL with the 5 s tolerance.
+        assert_eq!(
+            b.handle_incoming(0, &p1.bytes, t, 36_000),
+            Err(Dropped::Expired)
+        );
+        assert_eq!(b.dropped().expired, 1);
     }
 }

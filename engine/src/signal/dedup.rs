@@ -5,8 +5,9 @@
 //! of the `window` numbers below it (the anti-replay window of IPsec, RFC
 //! 4303 §3.4.3): constant memory per sender, whatever the run's length.
 //! Senders are forgotten once idle for longer than the horizon — the TTL
-//! plus clock skew — because any copy of their messages arriving later is
-//! expired and dropped before it gets here; and beyond `max_senders`, the
+//! plus the delay tolerance — because any copy of their messages arriving
+//! later is expired and dropped before it gets here (the core's transit
+//! estimate, which remembers senders longer, sees it that late); and beyond `max_senders`, the
 //! least recently heard sender is forgotten first. Senders are kept in an
 //! LRU list (the `lru` crate: a hash map threaded with a linked list), so
 //! every lookup, admission and eviction is O(1) however many senders a
@@ -47,8 +48,8 @@ pub struct DedupConfig {
     pub window: u64,
     /// Senders remembered at once. Default 4096.
     pub max_senders: usize,
-    /// A sender idle this long is forgotten (set it to the TTL plus the
-    /// allowed clock skew). Default 60 s.
+    /// A sender idle this long is forgotten (the core sets it to the TTL
+    /// plus its delay tolerance). Default 60 s.
     pub horizon: Duration,
     /// How far a known sender's sequence number may move ahead at once.
     /// Default 1,048,576.

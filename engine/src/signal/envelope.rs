@@ -14,20 +14,34 @@
 //!
 //! ```text
 //! "NMS" | version u8 | kind u8 | sender u64 | seq u64 | sent_at_ms u64
-//!       | ttl_ms u32 | recipient_len u8 | recipient | from_len u8 | from
-//!       | payload_len u32 | payload
-//!       [ | mac [u8; 32] ]                      (version 4 only)
+//!       | ttl_ms u32 | age_ms u32 | recipient_len u8 | recipient
+//!       | from_len u8 | from | payload_len u32 | payload
+//!       [ | mac [u8; 32] ]                      (version 6 only)
 //! ```
-//! (big endian; `sent_at_ms` is the sender's Unix time; `kind` 0 is a
-//! message, 1 an acknowledgement whose payload is a list of `seq` u64s).
+//! (big endian; `kind` 0 is a message, 1 an acknowledgement whose payload
+//! is a list of `seq` u64s).
 //!
-//! Versions 1 and 2 (before acknowledgements) are no longer read.
-//! Version 3 is unauthenticated: anyone who can publish on the topic can
-//! write one. Version 4 ends with an HMAC-SHA256 of everything before it
-//! under the signaling group's [`SignalKey`]; a receiver with a key accepts
-//! only version 2 envelopes whose MAC verifies (checked in constant time,
-//! before anything else is looked at), so a publisher without the key can
-//! neither inject a message nor touch the receiver's duplicate filter.
+//! **Expiry does not depend on the two ends' clocks agreeing.** `age_ms` is
+//! how long the sender had held the message when it published this copy,
+//! measured on its own monotonic clock (as HTTP's `Age` header, RFC 9111
+//! §4.2.3, and MQTT 5's message expiry interval, which a broker counts
+//! down while it holds a message): a receiver counts the TTL from receipt,
+//! never compares the sender's clock with its own. `sent_at_ms` is the
+//! sender's Unix time when it made the message, on its own clock, which
+//! may be off by any amount; a receiver uses it only relative to the same
+//! sender's other envelopes (the transit estimate in
+//! [`SignalCore`](super::core::SignalCore)).
+//!
+//! Versions 1 to 4 (before acknowledgements, then with absolute expiry:
+//! a receiver whose clock was off by more than its tolerance dropped
+//! everything) are no longer read. Version 5 is unauthenticated: anyone
+//! who can publish on the topic can write one. Version 6 ends with an
+//! HMAC-SHA256 of everything before it under the signaling group's
+//! [`SignalKey`]; a receiver with a key accepts only version 6 envelopes
+//! whose MAC verifies (checked in constant time, before anything else is
+//! looked at), so a publisher without the key can neither inject a message
+//! nor touch the receiver's duplicate filter. A sender restamps `age_ms`
+//! (and the MAC) on every copy it publishes ([`restamp`]).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -35,12 +49,15 @@ use thiserror::Error;
 
 const MAGIC: &[u8; 3] = b"NMS";
 /// The unauthenticated envelope version.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 5;
 /// The authenticated envelope version (a MAC trailer).
-pub const VERSION_AUTHENTICATED: u8 = 4;
-/// Magic, version, kind, sender, seq, sent_at_ms, ttl_ms, the two name
-/// lengths and the payload length.
-const HEADER: usize = 3 + 1 + 1 + 8 + 8 + 8 + 4 + 1 + 1 + 4;
+pub const VERSION_AUTHENTICATED: u8 = 6;
+/// Magic, version, kind, sender, seq, sent_at_ms, ttl_ms, age_ms, the two
+/// name lengths and the payload length.
+const HEADER: usize = 3 + 1 + 1 + 8 + 8 + 8 + 4 + 4 + 1 + 1 + 4;
+/// Where `age_ms` sits: after magic, version, kind, sender, seq, sent_at_ms
+/// and ttl_ms.
+const AGE_AT: usize = 3 + 1 + 1 + 8 + 8 + 8 + 4;
 /// Sequence numbers one acknowledgement carries at most.
 pub const MAX_ACKS_PER_ENVELOPE: usize = 128;
 /// Bytes of the MAC trailer.
@@ -115,10 +132,15 @@ pub struct Envelope {
     pub kind: Kind,
     /// Its identity (an acknowledgement: the acknowledged sender, seq 0).
     pub id: MessageId,
-    /// When the sender sent it (Unix ms, sender's clock).
+    /// When the sender made it (Unix ms, the sender's clock, which need not
+    /// agree with the receiver's).
     pub sent_at_ms: u64,
-    /// How long it stays worth delivering.
+    /// How long it stays worth delivering, from when it was made.
     pub ttl_ms: u32,
+    /// How long the sender had held it when it published this copy (ms, the
+    /// sender's monotonic clock); the receiver counts the rest of the TTL
+    /// from receipt.
+    pub age_ms: u32,
     /// Who it is for.
     pub recipient: String,
     /// Who wrote it: the name acknowledgements are addressed to.
@@ -195,6 +217,7 @@ impl Envelope {
             id: MessageId { sender, seq: 0 },
             sent_at_ms: now_ms,
             ttl_ms,
+            age_ms: 0,
             recipient: to.to_string(),
             from: from.to_string(),
             payload: seqs
@@ -215,7 +238,7 @@ impl Envelope {
             .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
     }
 
-    /// Encodes unauthenticated (version 1), refusing anything over `max`
+    /// Encodes unauthenticated (version 5), refusing anything over `max`
     /// bytes.
     ///
     /// # Errors
@@ -225,7 +248,7 @@ impl Envelope {
         self.encode_with(max, None)
     }
 
-    /// Encodes, authenticated under `key` (version 2, a MAC trailer) when
+    /// Encodes, authenticated under `key` (version 6, a MAC trailer) when
     /// one is given; the limit counts the trailer.
     ///
     /// # Errors
@@ -255,6 +278,7 @@ impl Envelope {
         out.extend_from_slice(&self.id.seq.to_be_bytes());
         out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
         out.extend_from_slice(&self.ttl_ms.to_be_bytes());
+        out.extend_from_slice(&self.age_ms.to_be_bytes());
         out.push(rlen);
         out.extend_from_slice(self.recipient.as_bytes());
         out.push(flen);
@@ -318,6 +342,7 @@ impl Envelope {
         let seq = r.u64()?;
         let sent_at_ms = r.u64()?;
         let ttl_ms = r.u32()?;
+        let age_ms = r.u32()?;
         let rlen = usize::from(r.u8()?);
         let recipient = std::str::from_utf8(r.take(rlen)?)
             .map_err(|_| DecodeError::Malformed)?
@@ -336,20 +361,35 @@ impl Envelope {
             id: MessageId { sender, seq },
             sent_at_ms,
             ttl_ms,
+            age_ms,
             recipient,
             from,
             payload,
         })
     }
 
-    /// Whether it is past its TTL at `now_ms` (Unix ms, receiver's clock),
-    /// allowing `skew_ms` of clock difference between the two ends.
-    pub fn expired(&self, now_ms: u64, skew_ms: u64) -> bool {
-        now_ms
-            > self
-                .sent_at_ms
-                .saturating_add(u64::from(self.ttl_ms))
-                .saturating_add(skew_ms)
+    /// Whether its sender held it for its whole TTL before this copy went
+    /// out (then nothing of its life is left on arrival).
+    pub fn stale(&self) -> bool {
+        self.age_ms >= self.ttl_ms
+    }
+}
+
+/// Sets the age of an envelope this crate encoded (`bytes` from
+/// [`Envelope::encode_with`] with the same `key`) to `age_ms`, and its MAC
+/// to match: what a sender does to each copy it publishes. Bytes too short
+/// to be an envelope are left alone.
+pub fn restamp(bytes: &mut [u8], age_ms: u32, key: Option<&SignalKey>) {
+    let tail = if key.is_some() { MAC_LEN } else { 0 };
+    if bytes.len() < HEADER + tail {
+        return;
+    }
+    bytes[AGE_AT..AGE_AT + 4].copy_from_slice(&age_ms.to_be_bytes());
+    if let Some(key) = key {
+        let (signed, tag) = bytes.split_at_mut(bytes.len() - MAC_LEN);
+        let mut mac = key.mac();
+        mac.update(signed);
+        tag.copy_from_slice(&mac.finalize().into_bytes());
     }
 }
 
@@ -390,6 +430,7 @@ mod tests {
             id: MessageId { sender: 7, seq: 42 },
             sent_at_ms: 1_700_000_000_000,
             ttl_ms: 30_000,
+            age_ms: 1_250,
             recipient: "peer-b".into(),
             from: "peer-a".into(),
             payload: b"offer: 198.18.1.2:4000".to_vec(),
@@ -489,12 +530,33 @@ mod tests {
     }
 
     #[test]
-    fn expiry_allows_for_clock_skew() {
-        let e = sample();
-        let deadline = e.sent_at_ms + u64::from(e.ttl_ms);
-        assert!(!e.expired(deadline, 0));
-        assert!(e.expired(deadline + 1, 0));
-        assert!(!e.expired(deadline + 1, 5));
+    fn a_restamped_copy_carries_its_new_age_and_a_valid_mac() {
+        let key = SignalKey::from_bytes([7; 32]);
+        for key in [None, Some(&key)] {
+            let mut bytes = sample().encode_with(1024, key).unwrap();
+            restamp(&mut bytes, 29_999, key);
+            let e = Envelope::decode(&bytes, 1024, key).unwrap();
+            assert_eq!(e.age_ms, 29_999);
+            assert!(!e.stale());
+            assert_eq!(Envelope { age_ms: 1_250, ..e }, sample());
+            restamp(&mut bytes, 30_000, key);
+            assert!(Envelope::decode(&bytes, 1024, key).unwrap().stale());
+        }
+        // Too short to be an envelope: untouched.
+        let mut short = vec![1u8; 10];
+        restamp(&mut short, 5, None);
+        assert_eq!(short, vec![1u8; 10]);
+    }
+
+    #[test]
+    fn the_header_is_laid_out_as_documented() {
+        let bytes = sample().encode(1024).unwrap();
+        assert_eq!(&bytes[..3], b"NMS");
+        assert_eq!(bytes[3], VERSION);
+        assert_eq!(&bytes[21..29], &1_700_000_000_000u64.to_be_bytes());
+        assert_eq!(&bytes[29..33], &30_000u32.to_be_bytes());
+        assert_eq!(&bytes[AGE_AT..AGE_AT + 4], &1_250u32.to_be_bytes());
+        assert_eq!(bytes[37], 6, "the recipient's length follows the age");
     }
 
     proptest! {
@@ -507,11 +569,12 @@ mod tests {
         #[test]
         fn any_valid_envelope_round_trips(
             sender in any::<u64>(), seq in any::<u64>(), sent in any::<u64>(), ttl in any::<u32>(),
+            age in any::<u32>(),
             recipient in "[a-z0-9-]{0,40}", from in "[a-z0-9-]{0,40}", ack in any::<bool>(),
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let kind = if ack { Kind::Ack } else { Kind::Message };
-            let e = Envelope { kind, id: MessageId { sender, seq }, sent_at_ms: sent, ttl_ms: ttl, recipient, from, payload };
+            let e = Envelope { kind, id: MessageId { sender, seq }, sent_at_ms: sent, ttl_ms: ttl, age_ms: age, recipient, from, payload };
             let bytes = e.encode(1 << 16).unwrap();
             prop_assert_eq!(bytes.len(), e.encoded_len());
             prop_assert_eq!(Envelope::decode(&bytes, 1 << 16, None).unwrap(), e.clone());

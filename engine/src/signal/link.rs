@@ -117,11 +117,12 @@ struct Clock {
 }
 
 impl Clock {
-    fn start() -> Clock {
+    fn start(wall: Option<std::time::SystemTime>) -> Clock {
         Clock {
-            base_ms: std::time::SystemTime::now()
+            base_ms: wall
+                .unwrap_or_else(std::time::SystemTime::now)
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             started: tokio::time::Instant::now(),
         }
     }
@@ -163,6 +164,12 @@ pub struct LinkConfig {
     /// Seed of the endpoint's sender id and backoff jitter; `None` draws
     /// them from the OS. A simulation sets it so a run replays exactly.
     pub seed: Option<u64>,
+    /// The wall-clock time the endpoint starts at; `None` reads the system
+    /// clock. It is read once: the endpoint's time then advances with
+    /// tokio's monotonic clock. Whatever it is, peers need not agree on it
+    /// (expiry counts from receipt); a simulation sets it to replay
+    /// exactly, or to give two peers clocks that disagree.
+    pub wall_clock: Option<std::time::SystemTime>,
 }
 
 impl Default for LinkConfig {
@@ -177,6 +184,7 @@ impl Default for LinkConfig {
             },
             connect_timeout: Duration::from_secs(5),
             seed: None,
+            wall_clock: None,
         }
     }
 }
@@ -200,7 +208,7 @@ impl Signal {
             delivered: Notify::new(),
             timer: Notify::new(),
         });
-        let clock = Clock::start();
+        let clock = Clock::start(link.wall_clock);
         let inner = Arc::new(Mutex::new(Inner {
             core: SignalCore::new(me, sender, brokers.len(), config),
             delivered: VecDeque::new(),

@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod link;
 #[cfg(test)]
 mod tests;
+mod transit;
 
 pub use self::core::{
     Delivered, DropCounts, Dropped, Publish, SendError, SignalConfig, SignalCore,

@@ -149,8 +149,9 @@ impl Base {
 
     /// The scenario file of schedule `index`: the base with its faults
     /// replaced by `draws` (attacks that are part of the workload — floods,
-    /// forgeries — and a server restart, what its store is there for,
-    /// kept), the attempt bound per fault and the explored recovery bound.
+    /// forgeries —, a server restart, what its store is there for, and a
+    /// clock skew, kept), the attempt bound per fault and the explored
+    /// recovery bound.
     ///
     /// # Errors
     ///
@@ -166,7 +167,12 @@ impl Base {
                     .filter(|f| {
                         matches!(
                             f.get("kind").and_then(toml::Value::as_str),
-                            Some("session-flood" | "forged-publish" | "server-restart")
+                            Some(
+                                "session-flood"
+                                    | "forged-publish"
+                                    | "server-restart"
+                                    | "clock-skew"
+                            )
                         )
                     })
                     .cloned()

@@ -528,3 +528,80 @@ impl Spec for HostFirewall {
         Vec::new()
     }
 }
+
+/// From `at` on, the host's wall clock reads `ahead` more (or `behind`
+/// less) than the other host's: a clock never synchronised (no NTP, a
+/// dead RTC battery, a VM restored from a snapshot) or stepped at `at`.
+/// Only programs that read the wall clock see it, so it takes a signaling
+/// workload: its naive peers stamp absolute expiry times, as most
+/// messaging code does; the engine's endpoint reads its wall clock once
+/// at start (a later step passes it by) and counts expiry from receipt.
+/// Both backends give the peers the same skewed clock (the netns hosts
+/// share the machine's one kernel clock: a time namespace offsets only the
+/// monotonic and boot clocks, not the wall clock).
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSkew {
+    /// When the host's clock is off from (0: from the start).
+    pub at: Dur,
+    /// Which host. (the client when absent)
+    #[serde(default)]
+    pub host: HostRole,
+    /// How far its clock runs ahead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ahead: Option<Dur>,
+    /// How far its clock runs behind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind: Option<Dur>,
+}
+
+/// The largest clock offset a scenario may give a host (a day).
+const MAX_CLOCK_OFFSET: Duration = Duration::from_secs(86_400);
+
+impl ClockSkew {
+    /// The offset it adds to its host's clock, in ms (negative: behind).
+    pub fn offset_ms(&self) -> i64 {
+        let ms = |d: Option<Dur>| d.map_or(0, |d| i64::try_from(d.0.as_millis()).unwrap_or(0));
+        ms(self.ahead) - ms(self.behind)
+    }
+}
+
+impl Kind for ClockSkew {
+    const NAME: &'static str = "clock-skew";
+    const FIELDS: &'static [&'static str] = &["host", "ahead", "behind"];
+    const SUMMARY: &'static str = "a host's wall clock runs ahead or behind the other's";
+    fn example() -> Self {
+        ClockSkew {
+            at: ms(0),
+            host: HostRole::Client,
+            ahead: None,
+            behind: Some(Dur(Duration::from_secs(60))),
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        let offset = match (r.ahead, r.behind) {
+            (Some(d), None) | (None, Some(d)) => d,
+            _ => return Err("a clock skew takes one of `ahead` or `behind`".into()),
+        };
+        if offset.0.is_zero() || offset.0 > MAX_CLOCK_OFFSET {
+            return Err("a clock skew is more than 0 and at most a day".into());
+        }
+        Ok(ClockSkew {
+            at: r.at,
+            host: r.host.unwrap_or_default(),
+            ahead: r.ahead,
+            behind: r.behind,
+        })
+    }
+}
+
+impl Spec for ClockSkew {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    /// None: the network is untouched; the signaling peers read the
+    /// skewed clock (`workload::signaling::WallClock`).
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+}

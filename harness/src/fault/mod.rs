@@ -25,8 +25,8 @@ pub use action::Action;
 pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublish};
 pub use flood::SessionFlood;
 pub use host::{
-    AddressChange, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap, NicSwap,
-    ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
+    AddressChange, ClockSkew, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap,
+    NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
 pub use path::{
     Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, NatIdleTimeout, Partition,
@@ -262,6 +262,7 @@ kinds!(
     ServerRestart,
     ServerFailover,
     HostFirewall,
+    ClockSkew,
 );
 
 impl Fault {

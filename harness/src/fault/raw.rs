@@ -75,6 +75,12 @@ pub struct Raw {
     /// How long an idle flow is kept.
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// How far a host's clock runs ahead.
+    #[serde(default)]
+    pub ahead: Option<Dur>,
+    /// How far a host's clock runs behind.
+    #[serde(default)]
+    pub behind: Option<Dur>,
 }
 
 impl Raw {

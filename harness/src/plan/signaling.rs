@@ -1,9 +1,9 @@
 //! The plan of a signaling scenario: the messages, the engine's tunables
 //! and the hostile publishers.
 
-use crate::fault::{Fault, ForgedPublish};
+use crate::fault::{ClockSkew, Fault, ForgedPublish, HostRole};
 use crate::scenario::Scenario;
-use crate::workload::signaling::SignalingSpec;
+use crate::workload::signaling::{SignalingSpec, WallClock};
 use crate::workload::Tap;
 use netmend::signal::{LinkConfig, SignalConfig, SignalKey};
 use netmend::Policy;
@@ -51,10 +51,15 @@ impl SignalingPlan {
         let mut policy: Policy = l.policy.clone();
         policy.initial_delay = m.initial_backoff.map_or(l.policy.initial_delay, |v| v.0);
         policy.max_delay = m.max_backoff.map_or(l.policy.max_delay, |v| v.0);
-        let link = |seed| LinkConfig {
+        let (sender_clock, receiver_clock) =
+            (clock(s, HostRole::Client), clock(s, HostRole::Server));
+        // The endpoint reads its wall clock once, when it starts (at the
+        // start of the run): a later step passes it by.
+        let link = |seed, clock: &WallClock| LinkConfig {
             policy: policy.clone(),
             connect_timeout,
             seed: Some(seed),
+            wall_clock: Some(clock.system_time(Duration::ZERO)),
         };
         SignalingPlan {
             spec: SignalingSpec {
@@ -63,12 +68,35 @@ impl SignalingPlan {
                 payload: w.payload,
                 connect_timeout,
                 settle: s.expect.recovery_within.0,
+                ttl: config.ttl,
+                sender_clock: sender_clock.clone(),
+                receiver_clock: receiver_clock.clone(),
             },
             config,
-            links: [link(seed), link(seed.wrapping_add(1))],
+            links: [
+                link(seed, &sender_clock),
+                link(seed.wrapping_add(1), &receiver_clock),
+            ],
             attacks: attacks(s),
             received: Tap::default(),
         }
+    }
+}
+
+/// The wall clock of the peer on `host` (the sender on the client, the
+/// receiver on the server): the clock skews of `s` on that host.
+fn clock(s: &Scenario, host: HostRole) -> WallClock {
+    WallClock {
+        steps: s
+            .faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::ClockSkew(c @ ClockSkew { at, .. }) if c.host == host => {
+                    Some((at.0, c.offset_ms()))
+                }
+                _ => None,
+            })
+            .collect(),
     }
 }
 

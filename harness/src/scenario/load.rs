@@ -239,7 +239,13 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
     }
     if s.workload.kind != WorkloadKind::Signaling {
         validate_bytes(s)?;
-        if let Some(i) = s.faults.iter().position(|f| f.broker().is_some()) {
+        // Broker faults act on brokers; only the signaling peers read the
+        // wall clock a clock skew moves.
+        if let Some(i) = s
+            .faults
+            .iter()
+            .position(|f| f.broker().is_some() || matches!(f, Fault::ClockSkew(_)))
+        {
             return bad(
                 format!("faults[{i}].kind"),
                 "kind",
@@ -526,7 +532,12 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
             "a signaling workload needs between 1 and 16 brokers".into(),
         );
     }
+    let mut broker_faults = 0;
     for (i, f) in s.faults.iter().enumerate() {
+        if matches!(f, Fault::ClockSkew(_)) {
+            // The peers' clocks: no broker.
+            continue;
+        }
         let Some(broker) = f.broker() else {
             return bad(
                 format!("faults[{i}].kind"),
@@ -534,7 +545,7 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
                 // The workload's `kind =` comes first.
                 i + 1,
                 format!(
-                    "a signaling workload takes broker faults only, not {}",
+                    "a signaling workload takes broker faults and clock skews only, not {}",
                     f.kind()
                 ),
             );
@@ -543,11 +554,12 @@ fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
             return bad(
                 format!("faults[{i}].broker"),
                 "broker",
-                // Every fault so far was a broker fault with a `broker =`.
-                i,
+                // Each broker fault so far had a `broker =`.
+                broker_faults,
                 format!("the topology has brokers 0 to {}", brokers - 1),
             );
         }
+        broker_faults += 1;
     }
     let fanout = s.mitigation.as_ref().and_then(|m| m.fanout);
     if fanout.is_some_and(|f| f == 0 || f > usize::from(brokers)) {
@@ -744,7 +756,7 @@ baseline = ["loss"]
         assert_eq!(
             err(&SIGNALING.replace("kind = \"broker-down\"", "kind = \"blackhole\"")
                 .replace("broker = 1\n", "")),
-            "s.toml:14:1: faults[0].kind: a signaling workload takes broker faults only, not blackhole"
+            "s.toml:14:1: faults[0].kind: a signaling workload takes broker faults and clock skews only, not blackhole"
         );
         assert_eq!(
             err(&SIGNALING.replace("messages = 10", "messages = 0")),

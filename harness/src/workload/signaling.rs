@@ -5,7 +5,10 @@
 //! (netns) and the simulated brokers (sim).
 //!
 //! * Baseline: what a typical peer does — one broker, fire and forget,
-//!   reconnecting in a blind loop when it notices the broker is gone.
+//!   reconnecting in a blind loop when it notices the broker is gone; each
+//!   message stamped with an absolute expiry time (its sender's wall clock
+//!   plus the TTL) that the receiver checks against its own, with a few
+//!   seconds' leeway, as JWT's `exp` is checked (RFC 7519 §4.1.4).
 //! * Mitigated: [`netmend::signal::Signal`] over every broker.
 
 use super::programs::Net;
@@ -21,6 +24,62 @@ pub const RECEIVER: &str = "server";
 
 /// Pause of the naive peer between reconnects.
 const NAIVE_RETRY: Duration = Duration::from_millis(100);
+
+/// How far past its expiry time the naive receiver still takes a message
+/// (its clock and the sender's may disagree a little): the engine's old
+/// tolerance, within the range JWT libraries default to.
+const NAIVE_LEEWAY: Duration = Duration::from_secs(5);
+
+/// Unix time (ms) at the start of every run: the peers' wall clocks start
+/// here (plus their skew), so a run replays exactly whatever the day.
+pub const WALL_EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// A peer's wall clock: the run's epoch, plus the time since the run
+/// started, plus what the run's clock skews put on that peer's host by
+/// then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WallClock {
+    /// `(from, offset ms)`: each adds its offset from its time on.
+    pub steps: Vec<(Duration, i64)>,
+}
+
+impl WallClock {
+    /// Its offset at `at` (time since the run started), ms.
+    pub fn offset_ms(&self, at: Duration) -> i64 {
+        self.steps
+            .iter()
+            .filter(|(from, _)| *from <= at)
+            .map(|(_, o)| o)
+            .sum()
+    }
+
+    /// What it reads at `at` (Unix ms).
+    pub fn now_ms(&self, at: Duration) -> u64 {
+        let since = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
+        WALL_EPOCH_MS
+            .saturating_add(since)
+            .saturating_add_signed(self.offset_ms(at))
+    }
+
+    /// What it reads at `at`, as a `SystemTime`.
+    pub fn system_time(&self, at: Duration) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(self.now_ms(at))
+    }
+}
+
+/// The naive peers' message: its absolute expiry time (Unix ms, big
+/// endian), then the payload.
+fn stamped(expires_ms: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = expires_ms.to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The expiry time and payload of a naive message; `None` when too short.
+fn unstamped(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (expires, payload) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*expires), payload))
+}
 
 /// How long the sender waits for the receiver to come online before it
 /// starts anyway (the messages then show as lost).
@@ -39,6 +98,12 @@ pub struct SignalingSpec {
     pub connect_timeout: Duration,
     /// After the last send, how long stragglers may still arrive.
     pub settle: Duration,
+    /// How long a message stays worth delivering.
+    pub ttl: Duration,
+    /// The sending peer's wall clock (its host's skew).
+    pub sender_clock: WallClock,
+    /// The receiving peer's wall clock.
+    pub receiver_clock: WallClock,
 }
 
 /// The payload of message `n`: its number, then filler derived from it, so
@@ -153,8 +218,13 @@ pub async fn baseline_sender<N: Net, B: Broker>(
         }
         rec.message_sent(n, net.now());
         if let Some(c) = conn.as_mut() {
+            let ttl_ms = u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX);
+            let expires_ms = spec.sender_clock.now_ms(net.now()).saturating_add(ttl_ms);
             if let Err(e) = c
-                .publish(&topic_for(RECEIVER), payload(n, spec.payload))
+                .publish(
+                    &topic_for(RECEIVER),
+                    stamped(expires_ms, &payload(n, spec.payload)),
+                )
                 .await
             {
                 tracing::debug!(error = %e, n, "naive sender: publish failed, message gone");
@@ -187,7 +257,20 @@ pub async fn baseline_receiver<N: Net, B: Broker>(
                 loop {
                     match conn.recv().await {
                         Ok(bytes) => {
-                            rec.message_received(number(&bytes).unwrap_or(UNKNOWN), net.now())
+                            let now = net.now();
+                            let leeway = u64::try_from(NAIVE_LEEWAY.as_millis()).unwrap_or(0);
+                            match unstamped(&bytes) {
+                                Some((expires_ms, _))
+                                    if spec.receiver_clock.now_ms(now)
+                                        > expires_ms.saturating_add(leeway) =>
+                                {
+                                    tracing::debug!(expires_ms, "naive receiver: expired, dropped");
+                                }
+                                Some((_, payload)) => {
+                                    rec.message_received(number(payload).unwrap_or(UNKNOWN), now)
+                                }
+                                None => rec.message_received(UNKNOWN, now),
+                            }
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "naive receiver: broker lost");
@@ -315,6 +398,7 @@ fn forgery(i: u32, seen: &[Vec<u8>]) -> Vec<u8> {
             id: MessageId { sender, seq },
             sent_at_ms,
             ttl_ms: 30_000,
+            age_ms: 0,
             recipient: RECEIVER.into(),
             from: SENDER.into(),
             payload: payload(u64::MAX - u64::from(i), 32),
@@ -361,6 +445,29 @@ pub async fn mitigated_receiver<N: Net, B: Broker>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wall_clock_adds_the_skews_that_have_begun() {
+        let clock = WallClock {
+            steps: vec![(Duration::ZERO, -60_000), (Duration::from_secs(2), 5_000)],
+        };
+        assert_eq!(clock.now_ms(Duration::ZERO), WALL_EPOCH_MS - 60_000);
+        assert_eq!(
+            clock.now_ms(Duration::from_millis(1_999)),
+            WALL_EPOCH_MS - 58_001
+        );
+        assert_eq!(clock.now_ms(Duration::from_secs(2)), WALL_EPOCH_MS - 53_000);
+        assert_eq!(
+            WallClock::default().now_ms(Duration::from_secs(1)),
+            WALL_EPOCH_MS + 1_000
+        );
+        assert_eq!(
+            stamped(7, b"abc"),
+            [0, 0, 0, 0, 0, 0, 0, 7, b'a', b'b', b'c']
+        );
+        assert_eq!(unstamped(&stamped(7, b"abc")), Some((7, &b"abc"[..])));
+        assert_eq!(unstamped(b"short"), None);
+    }
 
     #[test]
     fn payloads_carry_their_number_and_refuse_anything_else() {
