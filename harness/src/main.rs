@@ -148,8 +148,9 @@ enum Command {
         /// meant to run everything on netns must not pass having skipped).
         #[arg(long)]
         fail_on_unsupported: bool,
-        /// No progress on stderr, and only the scenarios that did not pass
-        /// in the human report.
+        /// No progress on stderr, no engine warnings (RUST_LOG still shows
+        /// them), and only the scenarios that did not pass in the human
+        /// report.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -410,7 +411,11 @@ fn main() -> ExitCode {
     // `explore` runs thousands of simulations: the engine's warnings about
     // the faults it draws (forgeries dropped, brokers lost) would bury its
     // progress and verdicts. RUST_LOG still shows them.
-    let quiet = if matches!(cli.command, Command::Explore { .. }) {
+    // A quiet run likewise: its report says what went wrong.
+    let quiet = if matches!(
+        cli.command,
+        Command::Explore { .. } | Command::Run { quiet: true, .. }
+    ) {
         "error"
     } else {
         "warn"
