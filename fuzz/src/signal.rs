@@ -65,7 +65,7 @@ impl Tunables {
                 window: 64 * (1 + u64::from(self.window % 4)),
                 // Two at least: an endpoint hears its peer and itself.
                 max_senders: 2 + usize::from(self.max_senders % 8),
-                horizon: Duration::ZERO, // set by the core from ttl + tolerance
+                horizon: Duration::ZERO, // set by the core from ttl + 2 tolerances
                 max_jump: u64::from(self.max_jump),
             },
             key: self.keyed.then(|| SignalKey::from_bytes(GROUP_KEY)),

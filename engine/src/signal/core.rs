@@ -57,9 +57,11 @@
 //! cancels the clock offset; see `transit.rs`), so a copy a broker sat on
 //! past its TTL, or replayed after its sender went quiet, is dropped too.
 //! That estimate remembers a sender longer than the duplicate filter does
-//! (it forgets only the least recently heard, past `dedup.max_senders`):
-//! a copy the filter would no longer recognise arrives at least its
-//! horizon (TTL plus tolerance) late and is expired here. The first copy
+//! (it forgets only the least recently heard, past `dedup.max_senders`),
+//! and the filter remembers a sender for the TTL plus twice the delay
+//! tolerance: a copy the filter would no longer recognise arrives that
+//! late, which the estimate sees, less any rise of its sender's fastest
+//! transit since (covered by the second tolerance), and is expired here. The first copy
 //! ever heard from a sender sets its estimate, so one a broker held before
 //! it is not counted late. Without a group key, a forged envelope with a
 //! sender's id can make its genuine messages look late (as it can make
@@ -94,8 +96,8 @@ pub struct SignalConfig {
     pub ttl: Duration,
     /// How much longer than the fastest of its sender's recent copies a
     /// copy may take (a broker's queue) before that time counts against
-    /// its TTL; also how long after its TTL a sender is remembered by the
-    /// duplicate filter. Default 5 s.
+    /// its TTL. The duplicate filter remembers a sender for the TTL plus
+    /// twice this. Default 5 s.
     pub delay_tolerance: Duration,
     /// Largest envelope sent or accepted. Default 64 KiB.
     pub max_envelope: usize,
@@ -113,7 +115,7 @@ pub struct SignalConfig {
     /// oldest is dropped and counted (`Signal::delivered_dropped`).
     /// Default 1024.
     pub max_delivered: usize,
-    /// Dedup memory (its horizon is set from `ttl + delay_tolerance`; its
+    /// Dedup memory (its horizon is set to `ttl + 2 · delay_tolerance`; its
     /// `max_senders` also bounds the senders whose transit is estimated).
     pub dedup: DedupConfig,
     /// The signaling group's key: with one, every envelope sent carries a
@@ -183,8 +185,8 @@ pub enum Dropped {
     /// Addressed to someone else (or an acknowledgement for another
     /// endpoint instance).
     NotForUs,
-    /// Past its TTL: held by its sender for all of it, or (with a group
-    /// key) held by a broker for the rest.
+    /// Past its TTL: held by its sender for all of it, or by a broker for
+    /// the rest (the transit estimate).
     Expired,
     /// A copy already delivered (or too old to tell).
     Duplicate,
@@ -386,7 +388,10 @@ impl SignalCore {
     /// Endpoint `me` (its recipient name), with sender id `sender` (random
     /// per endpoint instance), over `brokers` brokers, all unconfirmed.
     pub fn new(me: &str, sender: u64, brokers: usize, config: SignalConfig) -> SignalCore {
-        let horizon = config.ttl.saturating_add(config.delay_tolerance);
+        // Two tolerances: see "Expiry survives clock skew" above.
+        let horizon = config
+            .ttl
+            .saturating_add(config.delay_tolerance.saturating_mul(2));
         let brokers = brokers.min(MAX_BROKERS);
         SignalCore {
             me: me.to_string(),

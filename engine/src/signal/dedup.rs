@@ -5,7 +5,7 @@
 //! of the `window` numbers below it (the anti-replay window of IPsec, RFC
 //! 4303 §3.4.3): constant memory per sender, whatever the run's length.
 //! Senders are forgotten once idle for longer than the horizon — the TTL
-//! plus the delay tolerance — because any copy of their messages arriving
+//! plus twice the delay tolerance — because any copy of their messages arriving
 //! later is expired and dropped before it gets here (the core's transit
 //! estimate, which remembers senders longer, sees it that late); and beyond `max_senders`, the
 //! least recently heard sender is forgotten first. Senders are kept in an
@@ -49,7 +49,7 @@ pub struct DedupConfig {
     /// Senders remembered at once. Default 4096.
     pub max_senders: usize,
     /// A sender idle this long is forgotten (the core sets it to the TTL
-    /// plus its delay tolerance). Default 60 s.
+    /// plus twice its delay tolerance). Default 60 s.
     pub horizon: Duration,
     /// How far a known sender's sequence number may move ahead at once.
     /// Default 1,048,576.
