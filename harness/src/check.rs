@@ -58,6 +58,89 @@ pub struct Measured {
     /// The engine queue the scenario watches: its peak and stated bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueuePeak>,
+    /// How the scenario's herd came back, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub herd: Option<HerdFigures>,
+}
+
+/// How a herd came back after its server returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HerdFigures {
+    /// Its clients.
+    pub clients: u32,
+    /// Connections established in the busiest 100 ms of its return: the
+    /// first `clients` connections after the server returned (each client
+    /// comes back once; later waves, after other faults, are not judged).
+    pub peak_per_100ms: u32,
+    /// `expect.max_herd_peak`.
+    pub bound: u32,
+    /// Connections established after the server returned (each client
+    /// holds one: all back when this is `clients`).
+    pub back: u32,
+    /// From the server's return until the last client was back; `None`
+    /// when not all were by the end of the run.
+    pub all_back_ms: Option<u64>,
+    /// Attempts in the busiest 100 ms of the run, refused ones included.
+    pub attempts_peak_per_100ms: u32,
+    /// Attempts over the whole run.
+    pub attempts: u64,
+}
+
+/// The window a herd's peak is counted in.
+const HERD_WINDOW: Duration = Duration::from_millis(100);
+
+/// The most of `times` (sorted) within any [`HERD_WINDOW`].
+fn peak(times: &[Duration]) -> u32 {
+    let mut best = 0;
+    let mut from = 0;
+    for (i, t) in times.iter().enumerate() {
+        while times[from] + HERD_WINDOW <= *t {
+            from += 1;
+        }
+        best = best.max(i + 1 - from);
+    }
+    u32::try_from(best).unwrap_or(u32::MAX)
+}
+
+/// How the herd of `scenario` came back in `rec`: counted from when its
+/// server returned (the end of the first server restart).
+fn herd(scenario: &Scenario, rec: &Recording) -> Option<HerdFigures> {
+    let clients = scenario.faults.iter().find_map(|f| match f {
+        crate::fault::Fault::Herd(h) => Some(h.count),
+        _ => None,
+    })?;
+    let returned = scenario
+        .faults
+        .iter()
+        .find(|f| matches!(f, crate::fault::Fault::ServerRestart(_)))
+        .map_or(Duration::ZERO, |f| f.healed_at().0);
+    let mut connects: Vec<Duration> = rec
+        .herd
+        .connects
+        .iter()
+        .copied()
+        .filter(|t| *t >= returned)
+        .collect();
+    connects.sort();
+    let mut attempts = rec.herd.attempts.clone();
+    attempts.sort();
+    let back = u32::try_from(connects.len())
+        .unwrap_or(u32::MAX)
+        .min(clients);
+    let all_back_ms = (back == clients)
+        .then(|| connects.get(clients as usize - 1))
+        .flatten()
+        .map(|t| t.saturating_sub(returned).as_millis() as u64);
+    let wave = &connects[..connects.len().min(clients as usize)];
+    Some(HerdFigures {
+        clients,
+        peak_per_100ms: peak(wave),
+        bound: scenario.expect.max_herd_peak.unwrap_or(u32::MAX),
+        back,
+        all_back_ms,
+        attempts_peak_per_100ms: peak(&attempts),
+        attempts: attempts.len() as u64 + rec.herd.dropped,
+    })
 }
 
 impl Measured {
@@ -87,8 +170,19 @@ impl Measured {
         let queue = m.queue.map_or(String::new(), |q| {
             format!(", {} peak {} (bound {})", q.queue, q.peak, q.bound)
         });
+        let herd = m.herd.map_or(String::new(), |h| {
+            let back = h
+                .all_back_ms
+                .map_or(format!("{} of {} back", h.back, h.clients), |t| {
+                    format!("all {} back in {t} ms", h.clients)
+                });
+            format!(
+                ", herd: peak {}/100 ms (bound {}), {back}",
+                h.peak_per_100ms, h.bound
+            )
+        });
         format!(
-            "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}",
+            "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}{herd}",
             m.delivered, m.expected, m.lost, m.duplicated, m.attempts
         )
     }
@@ -195,7 +289,7 @@ pub fn judge_stream_traced(
         })
         .collect();
 
-    let symptoms = symptoms(
+    let mut symptoms = symptoms(
         scenario,
         rec,
         Counts {
@@ -207,6 +301,11 @@ pub fn judge_stream_traced(
         recovery,
         max_attempts,
     );
+    let herd = herd(scenario, rec);
+    if herd.is_some_and(|h| h.peak_per_100ms > h.bound || h.all_back_ms.is_none()) {
+        symptoms.push(Symptom::Herd);
+        symptoms.sort();
+    }
     let measured = Measured {
         outcome: outcome(&symptoms),
         unit: "bytes",
@@ -223,6 +322,7 @@ pub fn judge_stream_traced(
         latency_p50_us: None,
         latency_p99_us: None,
         queue: rec.queue,
+        herd,
     };
     let trace = Trace::of(rec, progress, interval);
     (measured, trace)
@@ -281,6 +381,7 @@ pub fn judge_messages_traced(
         latency_p50_us: f.latency_p50_us,
         latency_p99_us: f.latency_p99_us,
         queue: rec.queue,
+        herd: None,
     };
     let trace = Trace::of(rec, messages_over_time(&rec.messages), interval);
     (measured, trace)
@@ -577,6 +678,21 @@ fn recovery(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_herd_peak_is_the_busiest_100_ms() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(super::peak(&[]), 0);
+        assert_eq!(super::peak(&ms(&[7])), 1);
+        // 50, 99, 100 and 149 lie within 100 ms; 0 and 150 do not join them.
+        assert_eq!(super::peak(&ms(&[0, 50, 99, 100, 149, 150])), 4);
+        assert_eq!(super::peak(&ms(&[0, 100, 200, 300])), 1);
+        assert_eq!(super::peak(&ms(&[5; 1000])), 1000);
+    }
 
     #[test]
     fn thinning_keeps_at_most_max_points_and_the_last_of_each_slice() {

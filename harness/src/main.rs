@@ -257,6 +257,9 @@ enum Command {
         /// The engine's handshake timeout, ms.
         #[arg(long)]
         handshake_timeout_ms: u64,
+        /// Where to hold a herd's connections too, IP:port.
+        #[arg(long)]
+        herd: Option<std::net::SocketAddr>,
     },
     /// The receiving process of `bench handover` (not for users).
     #[command(name = "__handover-receiver", hide = true)]
@@ -561,6 +564,7 @@ fn execute(command: Command) -> Result<u8, String> {
             keepalive_ms,
             dead_after_ms,
             handshake_timeout_ms,
+            herd,
         } => {
             use netmend_harness::workload::server_process::{run_server, ServerArgs, StoreArg};
             let store = match store.split_once(':') {
@@ -578,6 +582,7 @@ fn execute(command: Command) -> Result<u8, String> {
                 keepalive: std::time::Duration::from_millis(keepalive_ms),
                 dead_after: std::time::Duration::from_millis(dead_after_ms),
                 handshake_timeout: std::time::Duration::from_millis(handshake_timeout_ms),
+                herd,
             })?;
             Ok(EXIT_OK)
         }

@@ -12,7 +12,10 @@
 //! handshake_timeout + max_backoff` of the path being whole again after
 //! every fault (the scenario's own bound is for its own fault; a silent
 //! fault drawn here first has to be noticed, an attempt begun in the
-//! outage can run its full timeouts, then a backoff is waited).
+//! outage can run its full timeouts, then a backoff is waited); a herd
+//! returns within twice its `max_herd_peak` per 100 ms (a drawn fault
+//! overlapping the return holds attempts back and TCP's unjittered SYN
+//! retransmission releases them together), every client back.
 //! Schedules the path cannot survive by construction are not drawn: faults
 //! start while the workload runs and last a sixth of the deadline
 //! together, and a signaling schedule leaves one broker alone.
@@ -149,8 +152,8 @@ impl Base {
 
     /// The scenario file of schedule `index`: the base with its faults
     /// replaced by `draws` (attacks that are part of the workload — floods,
-    /// forgeries —, a server restart, what its store is there for, and a
-    /// clock skew, kept), the attempt bound per fault and the explored
+    /// forgeries, a herd —, a server restart, what its store and a herd
+    /// are there for, and a clock skew, kept), the attempt bound per fault and the explored
     /// recovery bound.
     ///
     /// # Errors
@@ -172,6 +175,7 @@ impl Base {
                                     | "forged-publish"
                                     | "server-restart"
                                     | "clock-skew"
+                                    | "herd"
                             )
                         )
                     })
@@ -215,6 +219,15 @@ impl Base {
                 "recovery_within".into(),
                 format!("{}ms", self.bound().as_millis()).into(),
             );
+            // A drawn fault overlapping a herd's return holds its attempts
+            // back, and TCP's SYN retransmission (which it does not
+            // jitter) lets them through together: twice the bound.
+            if let (Some(peak), false) = (self.scenario.expect.max_herd_peak, draws.is_empty()) {
+                expect.insert(
+                    "max_herd_peak".into(),
+                    i64::from(peak.saturating_mul(2)).into(),
+                );
+            }
         }
         toml::to_string(&t).map_err(|e| invalid(e.to_string()))
     }

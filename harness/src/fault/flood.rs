@@ -1,4 +1,5 @@
-//! A hostile crowd against the session server.
+//! Crowds against the server: a hostile one (a session flood) and a
+//! well-meaning one (a herd of clients that lose the server at once).
 
 use super::{ms, Kind, Normal, Raw, Spec, Step};
 use crate::duration::Dur;
@@ -57,6 +58,59 @@ impl Spec for SessionFlood {
     }
     /// None: the flood is a program of its own, started by the backend at
     /// `at` (see `backend::floods`), not a change to the path.
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        Vec::new()
+    }
+}
+
+/// From `at`, `count` clients (arriving over one second) each hold a
+/// connection to the server's herd port (the scenario's port + 1), and
+/// reconnect whenever they lose it: the crowd behind every popular
+/// service. A `server-restart` makes them lose it at once. The baseline's
+/// clients reconnect at once, then retry every second (the usual
+/// fixed-interval loop: after a shared loss they stay in step); the
+/// mitigated run's are paced by the engine's `ReconnectCore` under the
+/// scenario's policy. The report shows the peak of connections the server
+/// accepts per 100 ms after it returns, against `expect.max_herd_peak`,
+/// and how long until every client was back.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Herd {
+    /// When the clients start arriving.
+    pub at: Dur,
+    /// How many clients.
+    pub count: u32,
+}
+
+/// The largest herd a scenario may have.
+pub const MAX_HERD: u32 = 5_000;
+
+impl Kind for Herd {
+    const NAME: &'static str = "herd";
+    const FIELDS: &'static [&'static str] = &["count"];
+    const SUMMARY: &'static str =
+        "a crowd of clients holds connections to the server and reconnects when it loses them";
+    fn example() -> Self {
+        Herd {
+            at: ms(0),
+            count: 1_000,
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        let count = r.need("count", r.count)?;
+        if count == 0 || count > MAX_HERD {
+            return Err(format!("a herd has 1 to {MAX_HERD} clients"));
+        }
+        Ok(Herd { at: r.at, count })
+    }
+}
+
+impl Spec for Herd {
+    fn duration(&self) -> Option<Dur> {
+        None
+    }
+    /// None: the herd is a program of its own (`workload::herd`), not a
+    /// change to the path.
     fn steps(&self, _: &Normal) -> Vec<Step> {
         Vec::new()
     }

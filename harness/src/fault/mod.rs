@@ -23,7 +23,7 @@ mod raw;
 
 pub use action::Action;
 pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublish};
-pub use flood::SessionFlood;
+pub use flood::{Herd, SessionFlood, MAX_HERD};
 pub use host::{
     AddressChange, ClockSkew, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap,
     NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
@@ -258,6 +258,7 @@ kinds!(
     BrokerBlock,
     ForgedPublish,
     SessionFlood,
+    Herd,
     ProcessRestart,
     ServerRestart,
     ServerFailover,

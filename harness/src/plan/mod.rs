@@ -10,7 +10,7 @@ mod stream;
 
 pub use command::CommandPlan;
 pub use signaling::SignalingPlan;
-pub use stream::{Programs, ServerEvents, StreamPlan};
+pub use stream::{HerdPlan, Programs, ServerEvents, StreamPlan};
 
 use crate::scenario::{Scenario, WorkloadKind};
 

@@ -3,7 +3,7 @@
 //! server.
 
 use super::Variant;
-use crate::fault::{Fault, FirewallFlavour, SessionFlood};
+use crate::fault::{Fault, FirewallFlavour, Herd, SessionFlood};
 use crate::scenario::{Scenario, StoreKind};
 use crate::workload::programs::{MitigationSpec, StreamSpec};
 use crate::workload::Tap;
@@ -23,6 +23,9 @@ pub struct StreamPlan {
     /// The session floods against the server: when each starts, its
     /// hit-and-run clients and its trickling handshakes.
     pub floods: Vec<(Duration, u32, u32)>,
+    /// The herd of clients beside the stream's, if any (boxed: most
+    /// scenarios have none).
+    pub herd: Option<Box<HerdPlan>>,
     /// When the client's process is replaced by a new one (real processes:
     /// netns only).
     pub restarts: Vec<Duration>,
@@ -44,6 +47,7 @@ impl StreamPlan {
     /// The plan of `s`, its engine jittered by `seed`.
     pub fn of(s: &Scenario, seed: u64) -> StreamPlan {
         let mitigation = mitigation_spec(s, seed);
+        let herd = herd(s, &mitigation);
         StreamPlan {
             spec: StreamSpec {
                 host: s.topology.server.clone(),
@@ -61,6 +65,7 @@ impl StreamPlan {
             },
             mitigation,
             floods: floods(s),
+            herd,
             restarts: s
                 .faults
                 .iter()
@@ -88,6 +93,42 @@ impl StreamPlan {
             Variant::Mitigated => self.mitigated,
         }
     }
+}
+
+/// A herd of clients holding connections to the server's herd port.
+#[derive(Clone, Debug)]
+pub struct HerdPlan {
+    /// When the clients start arriving (over one second).
+    pub at: Duration,
+    /// How many.
+    pub count: u32,
+    /// The server's herd port (the scenario's port + 1).
+    pub port: u16,
+    /// The mitigated run's clients' reconnect policy (the scenario's, never
+    /// giving up within the run).
+    pub policy: Policy,
+    /// Time allowed for one connect.
+    pub connect_timeout: Duration,
+    /// Seeds the mitigated clients' jitter (client `i`: `seed + i`).
+    pub seed: u64,
+}
+
+fn herd(s: &Scenario, m: &MitigationSpec) -> Option<Box<HerdPlan>> {
+    let Herd { at, count } = s.faults.iter().find_map(|f| match f {
+        Fault::Herd(h) => Some(h.clone()),
+        _ => None,
+    })?;
+    let mut policy = m.policy.clone();
+    policy.max_attempts = None;
+    policy.max_outage = None;
+    Some(Box::new(HerdPlan {
+        at: at.0,
+        count,
+        port: s.topology.port.wrapping_add(1),
+        policy,
+        connect_timeout: m.config.connect_timeout,
+        seed: m.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    }))
 }
 
 /// When the server's processes die.

@@ -254,6 +254,7 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             );
         }
     }
+    validate_herd(s)?;
     if s.workload.kind != WorkloadKind::Stream && s.topology.ip == IpVersion::Dual {
         return bad(
             "topology.ip".into(),
@@ -493,6 +494,70 @@ fn validate_bytes(s: &Scenario) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A herd needs a stream workload, a server restart to lose its server
+/// by, and the bound its return is judged by; one per scenario.
+fn validate_herd(s: &Scenario) -> Result<(), Invalid> {
+    let bad =
+        |field: String, key: &'static str, nth: usize, msg: String| Err((field, key, nth, msg));
+    let mut herds = s
+        .faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f, Fault::Herd(_)));
+    let Some((i, _)) = herds.next() else {
+        if s.expect.max_herd_peak.is_some() {
+            return bad(
+                "expect.max_herd_peak".into(),
+                "max_herd_peak",
+                0,
+                "only a scenario with a `herd` fault has a herd peak".into(),
+            );
+        }
+        return Ok(());
+    };
+    let kind = |i: usize, why: &str| -> Result<(), Invalid> {
+        // The workload's `kind =` comes first.
+        bad(format!("faults[{i}].kind"), "kind", i + 1, why.into())
+    };
+    if let Some((j, _)) = herds.next() {
+        return kind(j, "a scenario has at most one herd");
+    }
+    if s.workload.kind != WorkloadKind::Stream {
+        return kind(
+            i,
+            "a herd needs a stream workload (its server is the stream's)",
+        );
+    }
+    if !s
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::ServerRestart(_)))
+    {
+        return kind(
+            i,
+            "a herd needs a `server-restart` fault: the loss it comes back from",
+        );
+    }
+    // The herd's port is the scenario's + 1, which a failover's instances
+    // take.
+    if s.faults
+        .iter()
+        .any(|f| matches!(f, Fault::ServerFailover(_)))
+        || s.topology.port == u16::MAX
+    {
+        return kind(i, "a herd holds its connections on the scenario's port + 1: not with a `server-failover`, nor with port 65535");
+    }
+    if s.expect.max_herd_peak.is_none_or(|p| p == 0) {
+        return bad(
+            "expect".into(),
+            "expect",
+            0,
+            "a herd needs `max_herd_peak` (its connections accepted per 100 ms after the server returns, at most; above 0)".into(),
+        );
+    }
+    Ok(())
+}
+
 /// A signaling workload: its messages, its brokers, their faults, and the
 /// policy's fan-out.
 fn validate_signaling(s: &Scenario) -> Result<(), Invalid> {
@@ -677,6 +742,44 @@ max_attempts = 5
 
     fn err(text: &str) -> String {
         parse(Path::new("s.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_herd_needs_its_server_restart_and_its_bound() {
+        let herd = GOOD.replace(
+            "kind = \"reset\"\nat = \"1s\"",
+            "kind = \"herd\"\nat = \"0s\"\ncount = 100\n\n[[faults]]\nkind = \"server-restart\"\nat = \"1s\"\nduration = \"1s\"",
+        );
+        let bounded = herd.replace("max_attempts = 5", "max_attempts = 5\nmax_herd_peak = 20");
+        let s = parse(Path::new("s.toml"), &bounded).unwrap();
+        assert_eq!(s.expect.max_herd_peak, Some(20));
+        assert!(
+            err(&herd).contains("a herd needs `max_herd_peak`"),
+            "{}",
+            err(&herd)
+        );
+        let alone = bounded
+            .replace("kind = \"server-restart\"", "kind = \"reset\"")
+            .replace("duration = \"1s\"\n", "");
+        assert!(
+            err(&alone).ends_with("faults[0].kind: a herd needs a `server-restart` fault: the loss it comes back from"),
+            "{}",
+            err(&alone)
+        );
+        let unbounded = GOOD.replace("max_attempts = 5", "max_attempts = 5\nmax_herd_peak = 20");
+        assert!(
+            err(&unbounded).ends_with(
+                "expect.max_herd_peak: only a scenario with a `herd` fault has a herd peak"
+            ),
+            "{}",
+            err(&unbounded)
+        );
+        let none = bounded.replace("count = 100", "count = 0");
+        assert!(
+            err(&none).contains("a herd has 1 to 5000 clients"),
+            "{}",
+            err(&none)
+        );
     }
 
     #[test]

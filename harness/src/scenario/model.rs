@@ -374,6 +374,9 @@ pub enum Symptom {
     Error,
     /// An engine queue went past the bound the engine states for it.
     Overflow,
+    /// A herd came back in a wave: more of its connections accepted in one
+    /// 100 ms than `max_herd_peak`, or not all of it back by the end.
+    Herd,
     /// The 99th percentile of message latency exceeded
     /// `latency_p99_within` (signaling).
     Late,
@@ -394,6 +397,7 @@ impl Symptom {
             Symptom::Corruption => "corruption",
             Symptom::Error => "error",
             Symptom::Overflow => "overflow",
+            Symptom::Herd => "herd",
             Symptom::Late => "late",
             Symptom::Residue => "residue",
         }
@@ -417,6 +421,11 @@ pub struct Expect {
     /// this (unchecked if absent).
     #[serde(default)]
     pub latency_p99_within: Option<Dur>,
+    /// With a `herd`: at most this many of its connections accepted in any
+    /// 100 ms after the server returns (required with a herd, refused
+    /// without one).
+    #[serde(default)]
+    pub max_herd_peak: Option<u32>,
     /// For `command`: the exit status the program must end with.
     #[serde(default)]
     pub exit: Option<i32>,

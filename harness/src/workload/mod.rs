@@ -4,6 +4,7 @@
 //! `signaling`: numbered messages through brokers (`messages` judges them).
 
 pub mod command;
+pub mod herd;
 pub mod messages;
 pub mod pattern;
 pub mod programs;

@@ -64,7 +64,30 @@ pub struct Recording {
     /// What the run left behind that it should not have (a host firewall
     /// rule), in words.
     pub residue: Option<String>,
+    /// The herd's connection attempts and connections, if it has one.
+    pub herd: HerdLog,
 }
+
+/// When a herd's clients tried to connect and when they got a connection
+/// (both at most [`MAX_HERD_EVENTS`]; past that, counted only).
+#[derive(Clone, Debug, Default)]
+pub struct HerdLog {
+    /// When a client began a connection attempt.
+    pub attempts: Vec<Duration>,
+    /// When a client's connection was established.
+    pub connects: Vec<Duration>,
+    /// Events past the bound, not kept.
+    pub dropped: u64,
+    /// Its clients (0: no herd).
+    pub clients: u32,
+    /// Its clients holding a connection now.
+    pub holding: u32,
+}
+
+/// Herd events one run keeps, attempts and connections together (16 MiB
+/// of times; a thousand clients retrying every 50 ms for 20 s stay under
+/// it).
+pub const MAX_HERD_EVENTS: usize = 1 << 20;
 
 /// Events one run keeps (see [`Recorder::event`]).
 pub const MAX_EVENTS: usize = 1000;
@@ -233,9 +256,47 @@ impl Recorder {
         self.lock().receiver_ready
     }
 
-    /// Whether the client finished.
+    /// Whether the client finished (and, with a herd, every herd client
+    /// holds a connection: the run waits for its return).
     pub fn is_client_done(&self) -> bool {
-        self.lock().client_done_at.is_some()
+        let r = self.lock();
+        // A herd still coming back is part of the run.
+        r.client_done_at.is_some() && r.herd.holding >= r.herd.clients
+    }
+
+    /// A herd client began a connection attempt at `t`.
+    pub fn herd_attempt(&self, t: Duration) {
+        let mut r = self.lock();
+        let h = &mut r.herd;
+        if h.attempts.len() + h.connects.len() < MAX_HERD_EVENTS {
+            h.attempts.push(t);
+        } else {
+            h.dropped += 1;
+        }
+    }
+
+    /// A herd of `clients` starts: the run is not over before every one
+    /// of them holds a connection.
+    pub fn herd_started(&self, clients: u32) {
+        self.lock().herd.clients = clients;
+    }
+
+    /// A herd client lost its connection.
+    pub fn herd_lost(&self) {
+        let mut r = self.lock();
+        r.herd.holding = r.herd.holding.saturating_sub(1);
+    }
+
+    /// A herd client's connection was established at `t`.
+    pub fn herd_connected(&self, t: Duration) {
+        let mut r = self.lock();
+        let h = &mut r.herd;
+        h.holding = h.holding.saturating_add(1);
+        if h.attempts.len() + h.connects.len() < MAX_HERD_EVENTS {
+            h.connects.push(t);
+        } else {
+            h.dropped += 1;
+        }
     }
 
     /// A copy of the record, stamped with the run's length.

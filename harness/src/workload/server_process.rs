@@ -60,6 +60,8 @@ pub struct ServerArgs {
     pub dead_after: Duration,
     /// The engine's handshake timeout.
     pub handshake_timeout: Duration,
+    /// Where it also holds a herd's connections, if anywhere.
+    pub herd: Option<SocketAddr>,
 }
 
 /// Runs one server process until it is killed.
@@ -92,6 +94,24 @@ async fn serve(args: &ServerArgs, out: &Arc<Out>) -> Result<(), String> {
     } else {
         None
     };
+    if let Some(herd) = args.herd {
+        let herd = TcpListener::bind(herd)
+            .await
+            .map_err(|e| format!("listen on {herd} for the herd: {e}"))?;
+        tokio::spawn(async move {
+            loop {
+                match herd.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(super::herd::serve(stream));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "herd: accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+    }
     out.line(format_args!("ready"));
     let connections = AtomicU32::new(0);
     loop {

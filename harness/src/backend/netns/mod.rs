@@ -559,6 +559,7 @@ async fn run_in_lab(
                     config.dead_after,
                     config.handshake_timeout,
                 ),
+                herd_port: plan.herd.as_ref().map(|h| h.port),
             };
             Server::Processes(server::ServerProcesses::start(
                 &lab, &launch, events, start, &rec,
@@ -585,6 +586,20 @@ async fn run_in_lab(
             &format!("{}-flood", topo.client),
             move || Ok(programs::flood(net, host, port, floods)),
         )?)
+    };
+    // The herd beside the client, in its namespace (a herd comes with a
+    // server restart: its server is in the server's processes).
+    let herd_task = match plan.herd.clone() {
+        None => None,
+        Some(herd) => {
+            let (net, host, rec) = (net.clone(), topo.server.clone(), rec.clone());
+            let engine = chosen.engine_client;
+            Some(HostTask::spawn(
+                lab.namespace(&topo.client)?,
+                &format!("{}-herd", topo.client),
+                move || Ok(crate::workload::herd::herd(net, host, *herd, engine, rec)),
+            )?)
+        }
     };
     // The client: a task on a thread in its namespace, or — when the
     // scenario restarts its process — real processes.
@@ -642,6 +657,9 @@ async fn run_in_lab(
     }
     if let Some(flood) = flood_task {
         flood.stop()?;
+    }
+    if let Some(herd) = herd_task {
+        herd.stop()?;
     }
     match server_task {
         Server::Task(t) => t.stop()?,

@@ -52,6 +52,8 @@ pub struct ServerLaunch {
     pub store: Option<StoreKind>,
     /// The engine's keepalive interval, dead-path and handshake timeouts.
     pub timers: (Duration, Duration, Duration),
+    /// The port each process also holds a herd's connections on.
+    pub herd_port: Option<u16>,
 }
 
 /// One server process and the thread that reads its output.
@@ -205,6 +207,7 @@ impl ServerProcesses {
         let (keepalive, dead_after, handshake) = launch.timers;
         let command = ProcessCommand {
             engine: launch.engine,
+            herd: launch.herd_port.map(|p| SocketAddr::new(launch.addr, p)),
             store,
             dir: dir.path().to_path_buf(),
             epoch_ns,
@@ -301,6 +304,7 @@ struct ProcessCommand {
     epoch_ns: u128,
     key: String,
     timers: [Duration; 3],
+    herd: Option<SocketAddr>,
 }
 
 impl ProcessCommand {
@@ -340,6 +344,9 @@ impl ProcessCommand {
         cmd.env(STORE_KEY_ENV, &self.key);
         if self.engine {
             cmd.arg("--engine");
+        }
+        if let Some(herd) = self.herd {
+            cmd.arg("--herd").arg(herd.to_string());
         }
         let mut child = cmd
             .spawn()

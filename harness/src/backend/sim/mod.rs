@@ -243,10 +243,21 @@ pub fn run_stream(
         .as_ref()
         .map(|s| s.restarts.clone())
         .unwrap_or_default();
+    let herd = plan.herd.clone();
+    let herd_port = herd.as_ref().map(|h| h.port);
     sim.host(topo.server.as_str(), move || {
         let (rec, config, net) = (server_rec.clone(), config.clone(), server_net.clone());
         let durable = durable.clone();
         async move {
+            // The herd's connections end with the server's host.
+            if let Some(port) = herd_port {
+                let net = net.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::workload::herd::hold_server(net, port).await {
+                        tracing::warn!(error = %e, "herd server");
+                    }
+                });
+            }
             match chosen.engine_server {
                 None => programs::baseline_server(net, port, rec).await?,
                 Some(limits) => {
@@ -282,6 +293,14 @@ pub fn run_stream(
         let (net, host) = (net.on(Side::Other), topo.server.clone());
         sim.client(format!("{}-flood", topo.client).as_str(), async move {
             programs::flood(net, host, port, floods).await;
+            Ok(())
+        });
+    }
+    if let Some(herd) = herd {
+        let (net, host, rec) = (net.on(Side::Other), topo.server.clone(), rec.clone());
+        let engine = chosen.engine_client;
+        sim.client(format!("{}-herd", topo.client).as_str(), async move {
+            crate::workload::herd::herd(net, host, *herd, engine, rec).await;
             Ok(())
         });
     }
@@ -325,6 +344,7 @@ pub fn run_stream(
                 if at > now {
                     break;
                 }
+                router.set_server_down(crash);
                 if crash {
                     sim.crash(server_host.as_str());
                 } else {

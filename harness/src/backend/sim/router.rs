@@ -110,6 +110,9 @@ struct Inner {
     /// address (at most `MAX_CONNECTING`, oldest forgotten first).
     idle: HashMap<SocketAddr, Idle>,
     idle_order: VecDeque<SocketAddr>,
+    /// The server's process is dead (its host stays up): connects to it
+    /// are refused, as a live kernel answers a SYN to a closed port.
+    server_down: bool,
 }
 
 /// A flow as a NAT with an idle timeout keeps it.
@@ -180,6 +183,20 @@ impl Router {
     /// The server's host firewall on or off (see `PathState`).
     pub fn set_server_firewall(&self, on: bool) {
         self.lock().state.set_server_firewall(on);
+    }
+
+    /// The server's process died (`true`) or was started again. Its death
+    /// resets every flow (the next segment of each is answered with a
+    /// reset, as the kernel of a host whose process died answers a
+    /// connection it no longer has: turmoil's crashed host would hold them
+    /// silently until it boots); while dead, connects to the server are
+    /// refused after a round trip.
+    pub fn set_server_down(&self, down: bool) {
+        let mut inner = self.lock();
+        inner.server_down = down;
+        if down {
+            inner.state.reset();
+        }
     }
 
     /// The server's application opened or closed its port.
@@ -254,6 +271,14 @@ impl Router {
                 to_router: false,
             };
             let (target, to_router) = match self.verdict(&syn) {
+                Verdict::Pass if to == Side::Server && self.lock().server_down => {
+                    // turmoil holds a SYN to a crashed host until it boots;
+                    // the kernel of a host whose process died answers it
+                    // with a reset.
+                    let end_to_end = self.lock().latency.0;
+                    tokio::time::sleep(end_to_end * 2).await;
+                    return Err(io::ErrorKind::ConnectionRefused.into());
+                }
                 Verdict::Pass => ((host, port), false),
                 Verdict::Portal => ((portal, PORTAL_PORT), true),
                 Verdict::Drop | Verdict::Unsent => {
