@@ -61,6 +61,10 @@ pub struct Measured {
     /// How the scenario's herd came back, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub herd: Option<HerdFigures>,
+    /// What the run left behind that it should not have (symptom
+    /// `residue`), in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residue: Option<String>,
 }
 
 /// How a herd came back after its server returned.
@@ -181,8 +185,12 @@ impl Measured {
                 h.peak_per_100ms, h.bound
             )
         });
+        let residue = m
+            .residue
+            .as_ref()
+            .map_or(String::new(), |r| format!("; left behind: {r}"));
         format!(
-            "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}{herd}",
+            "{outcome}: {}/{} {unit} delivered, {} lost, {} dup, {recovery}{latency}, {} attempt(s){queue}{herd}{residue}",
             m.delivered, m.expected, m.lost, m.duplicated, m.attempts
         )
     }
@@ -323,6 +331,7 @@ pub fn judge_stream_traced(
         latency_p99_us: None,
         queue: rec.queue,
         herd,
+        residue: rec.residue.clone(),
     };
     let trace = Trace::of(rec, progress, interval);
     (measured, trace)
@@ -382,6 +391,7 @@ pub fn judge_messages_traced(
         latency_p99_us: f.latency_p99_us,
         queue: rec.queue,
         herd: None,
+        residue: rec.residue.clone(),
     };
     let trace = Trace::of(rec, messages_over_time(&rec.messages), interval);
     (measured, trace)

@@ -8,8 +8,10 @@
 //! [`race`] takes the addresses and a connect function, so it runs over
 //! any transport; [`dial`] resolves a host name first, on every call, so a
 //! session's connector built on it follows a server that moved (its name
-//! now points elsewhere) at the next reconnect. The policy is the sans-IO
-//! [`Race`]; this module only drives it.
+//! now points elsewhere) at the next reconnect; [`dial_with`] resolves
+//! through a [`Resolver`] that serves the last good answer while the
+//! resolver is unreachable (RFC 8767). The policies are the sans-IO
+//! [`Race`] and [`StaleCache`]; this module only drives them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,8 +32,10 @@
 //! ```
 
 mod race;
+mod stale;
 
 pub use race::{AttemptId, Outcome, Race, RaceConfig};
+pub use stale::{Plan, Resolver, StaleCache, StaleConfig};
 
 use std::future::Future;
 use std::io;
@@ -189,6 +193,37 @@ where
         .await
         .map_err(DialError::Resolve)?
         .collect();
+    race(addrs, config, connect).await
+}
+
+/// [`dial`] through `resolver`: when the system resolver fails or is slow,
+/// the last good answer for the name (serve-stale, RFC 8767; see
+/// [`StaleCache`]) is raced instead.
+///
+/// # Errors
+///
+/// [`DialError::Resolve`] when the name does not resolve and nothing
+/// stale may be served, else as [`race`].
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`race`] and [`Resolver::resolve`].
+pub async fn dial_with<'a, S, F, Fut>(
+    resolver: &Resolver,
+    host: &str,
+    port: u16,
+    config: RaceConfig,
+    connect: F,
+) -> Result<S, DialError>
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: Future<Output = io::Result<S>> + Send + 'a,
+    S: 'a,
+{
+    let addrs = resolver
+        .system(host, port)
+        .await
+        .map_err(DialError::Resolve)?;
     race(addrs, config, connect).await
 }
 
