@@ -576,7 +576,7 @@ fn whole_again(scenario: &Scenario, healed: Duration) -> Duration {
         let later = scenario
             .faults
             .iter()
-            .filter(|f| f.at().0 <= end && f.healed_at().0 > end)
+            .filter(|f| f.breaks_path() && f.at().0 <= end && f.healed_at().0 > end)
             .map(|f| f.healed_at().0)
             .max();
         match later {
@@ -652,7 +652,7 @@ fn recovery(
     arrivals: &[(Duration, u64)],
 ) -> Option<(Duration, Duration)> {
     let mut worst = (Duration::ZERO, Duration::ZERO);
-    for fault in &scenario.faults {
+    for fault in scenario.faults.iter().filter(|f| f.breaks_path()) {
         let healed = in_effect(rec, whole_again(scenario, fault.healed_at().0));
         let written = rec
             .writes
@@ -674,6 +674,7 @@ fn recovery(
         let next = scenario
             .faults
             .iter()
+            .filter(|f| f.breaks_path())
             .map(|f| f.at().0)
             .filter(|&at| at > healed)
             .min();

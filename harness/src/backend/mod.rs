@@ -2,6 +2,7 @@
 //! or mitigated) of a stream or signaling plan and returns the raw
 //! [`Recording`], or a command plan once.
 
+pub mod names;
 pub mod netns;
 pub mod path;
 pub mod portal;

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub enum Action {
     /// Reset every established flow.
     Reset,
+    /// The lab's name server stops answering (`true`) or answers again.
+    NameServiceDown(bool),
     /// The middlebox loses the state of every flow it carries and drops
     /// their later segments (a stateful firewall reloaded); new flows pass.
     ForgetFlows,
@@ -133,6 +135,8 @@ impl std::fmt::Display for Action {
         };
         match self {
             Action::Reset => write!(f, "flows reset"),
+            Action::NameServiceDown(true) => write!(f, "resolver unreachable"),
+            Action::NameServiceDown(false) => write!(f, "resolver back"),
             Action::ForgetFlows => write!(f, "flow state lost"),
             Action::Blackhole(true) => write!(f, "blackhole"),
             Action::Blackhole(false) => write!(f, "blackhole healed"),

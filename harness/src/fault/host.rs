@@ -605,3 +605,56 @@ impl Spec for ClockSkew {
         Vec::new()
     }
 }
+
+/// The resolver is unreachable for `duration` (its server restarts, a VPN
+/// took it away, a captive network intercepts it): every name lookup of
+/// every host waits out its tries and fails, as glibc's stub resolver does
+/// against a server that does not answer (5 s per try, 2 tries). Addresses
+/// and paths are untouched.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFailure {
+    /// When.
+    pub at: Dur,
+    /// For how long.
+    pub duration: Dur,
+}
+
+impl Kind for DnsFailure {
+    const NAME: &'static str = "dns-failure";
+    const FIELDS: &'static [&'static str] = &["duration"];
+    const SUMMARY: &'static str = "the resolver is unreachable: name lookups time out";
+    fn example() -> Self {
+        DnsFailure {
+            at: ms(1_000),
+            duration: ms(10_000),
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        Ok(DnsFailure {
+            at: r.at,
+            duration: r.positive_duration()?,
+        })
+    }
+}
+
+impl Spec for DnsFailure {
+    fn duration(&self) -> Option<Dur> {
+        Some(self.duration)
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            Some(self.duration),
+            Action::NameServiceDown(true),
+            Action::NameServiceDown(false),
+        )]
+    }
+    /// The path is whole: what a lost connection needs then is the name.
+    fn breaks_path(&self) -> bool {
+        false
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = halved(self.duration, floor);
+    }
+}

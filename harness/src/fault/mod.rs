@@ -25,8 +25,8 @@ pub use action::Action;
 pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublish};
 pub use flood::{Herd, SessionFlood, MAX_HERD};
 pub use host::{
-    AddressChange, ClockSkew, FirewallFlavour, GatewayChange, HostFirewall, LinkDown, LinkFlap,
-    NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
+    AddressChange, ClockSkew, DnsFailure, FirewallFlavour, GatewayChange, HostFirewall, LinkDown,
+    LinkFlap, NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
 pub use path::{
     Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, NatIdleTimeout, Partition,
@@ -117,6 +117,14 @@ pub trait Spec {
     /// The signaling broker it acts on (`None` for path and host faults).
     fn broker(&self) -> Option<u8> {
         None
+    }
+
+    /// Whether the path is broken while it lasts (recovery is measured from
+    /// when the path is whole again); `false` for a fault that leaves the
+    /// path alone (an unreachable resolver): the other faults' recovery is
+    /// judged through it.
+    fn breaks_path(&self) -> bool {
+        true
     }
 
     /// Halves what makes it last (its duration, its flaps), not below
@@ -249,6 +257,7 @@ kinds!(
     LinkDown,
     AddressChange,
     RouteLoss,
+    DnsFailure,
     NicSwap,
     GatewayChange,
     LinkFlap,
@@ -270,6 +279,11 @@ impl Fault {
     /// How long it lasts; `None` for instantaneous or open-ended faults.
     pub fn duration(&self) -> Option<Dur> {
         self.spec().duration()
+    }
+
+    /// Whether the path is broken while it lasts (see [`Spec::breaks_path`]).
+    pub fn breaks_path(&self) -> bool {
+        self.spec().breaks_path()
     }
 
     /// When the path works again (for instantaneous faults, when it hit).

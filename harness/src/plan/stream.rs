@@ -4,7 +4,7 @@
 
 use super::Variant;
 use crate::fault::{Fault, FirewallFlavour, Herd, SessionFlood};
-use crate::scenario::{Scenario, StoreKind};
+use crate::scenario::{ResolveWhen, Scenario, StoreKind};
 use crate::workload::programs::{MitigationSpec, StreamSpec};
 use crate::workload::Tap;
 use netmend::gate::GateConfig;
@@ -62,6 +62,7 @@ impl StreamPlan {
                     .map(|(a, f)| (a.0, f.0)),
                 connect_timeout: mitigation.config.connect_timeout,
                 follow_changes: baseline_follows(s),
+                resolve_each_attempt: s.baseline.resolve == Some(ResolveWhen::EachAttempt),
             },
             mitigation,
             floods: floods(s),

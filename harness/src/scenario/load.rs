@@ -255,6 +255,20 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         }
     }
     validate_herd(s)?;
+    if s.workload.kind == WorkloadKind::Command {
+        if let Some(i) = s
+            .faults
+            .iter()
+            .position(|f| matches!(f, Fault::DnsFailure(_)))
+        {
+            return bad(
+                format!("faults[{i}].kind"),
+                "kind",
+                i + 1,
+                "a dns-failure takes the lab's name service away, which a command does not use (it resolves through the system's resolver)".into(),
+            );
+        }
+    }
     if s.workload.kind != WorkloadKind::Stream && s.topology.ip == IpVersion::Dual {
         return bad(
             "topology.ip".into(),

@@ -260,6 +260,21 @@ pub struct Baseline {
     /// true`)
     #[serde(default)]
     pub follow_changes: Option<bool>,
+    /// When it resolves the server's name: `"once"`, at start, as most
+    /// programs do (when absent), or `"each-attempt"`, before every
+    /// connect, as programs that connect by name in a loop do.
+    #[serde(default)]
+    pub resolve: Option<ResolveWhen>,
+}
+
+/// When the naive client resolves the server's name.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResolveWhen {
+    /// Once, at start.
+    Once,
+    /// Before every connect.
+    EachAttempt,
 }
 
 /// The engine policy of the mitigated run and its parameters.

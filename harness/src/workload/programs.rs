@@ -5,7 +5,7 @@
 use super::pattern;
 use super::Recorder;
 use crate::scenario::PlantedBug;
-use netmend::dial::{self, RaceConfig};
+use netmend::dial::{self, RaceConfig, Resolver, StaleConfig};
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
 use netmend::session::{
@@ -15,6 +15,7 @@ use netmend::Policy;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -83,6 +84,9 @@ pub struct StreamSpec {
     /// and reconnects on every change notification (what programs that
     /// subscribe to connectivity notifications typically do).
     pub follow_changes: Option<Debounce>,
+    /// The naive client resolves the server's name before every connect
+    /// (else once, at start).
+    pub resolve_each_attempt: bool,
 }
 
 /// Pause of the naive client between reconnects: what a typical blind retry
@@ -104,17 +108,22 @@ async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
     }
 }
 
-/// What most programs do: resolve the server's name once, at start; plain
-/// TCP to that address; on an error, reconnect to it in a loop and keep
-/// writing where their own `write` calls left off.
+/// What most programs do: resolve the server's name once, at start (or,
+/// with `resolve_each_attempt`, before every connect); plain TCP to that
+/// address; on an error, reconnect to it in a loop and keep writing where
+/// their own `write` calls left off.
 pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
-    let server = match net.resolve(&spec.host, spec.port).await {
-        Ok(addrs) => match addrs.first() {
-            Some(a) => *a,
-            None => return rec.client_failed(format!("`{}` has no address", spec.host)),
-        },
-        Err(e) => return rec.client_failed(e.to_string()),
+    let first = |addrs: Vec<SocketAddr>| {
+        addrs
+            .first()
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address"))
     };
+    let mut server = match net.resolve(&spec.host, spec.port).await.and_then(first) {
+        Ok(a) => a,
+        Err(e) => return rec.client_failed(format!("resolving `{}`: {e}", spec.host)),
+    };
+    let mut resolved = true;
     let mut offset = 0u64;
     let mut buf = vec![0u8; spec.chunk];
     let monitor = match spec.follow_changes {
@@ -124,6 +133,16 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     let mut changes = monitor.as_ref().map(Monitor::events);
     loop {
         rec.attempt(net.now());
+        if spec.resolve_each_attempt && !std::mem::take(&mut resolved) {
+            match net.resolve(&spec.host, spec.port).await.and_then(first) {
+                Ok(a) => server = a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "baseline: resolving failed");
+                    tokio::time::sleep(NAIVE_RETRY).await;
+                    continue;
+                }
+            }
+        }
         let connected =
             tokio::time::timeout(spec.connect_timeout, net.connect_addr(&spec.host, server)).await;
         let mut stream = match connected {
@@ -238,13 +257,25 @@ pub struct MitigationSpec {
 pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpec, rec: Recorder) {
     let (host, port, n2, r2) = (spec.host.clone(), spec.port, net.clone(), rec.clone());
     // The engine calls the connector once per attempt: its calls are the
-    // attempts, timed. Each resolves the server's name again and races its
-    // addresses (netmend::dial, Happy Eyeballs v2).
+    // attempts, timed. Each resolves the server's name again — through a
+    // serve-stale resolver: the last good answer when the name server is
+    // gone (RFC 8767), its client timeout within the attempt's — and races
+    // its addresses (netmend::dial, Happy Eyeballs v2).
+    let stale = StaleConfig {
+        client_timeout: (m.config.connect_timeout / 2).min(StaleConfig::default().client_timeout),
+        ..StaleConfig::default()
+    };
+    let resolver = match Resolver::new(stale) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return rec.client_failed(format!("resolver: {e}")),
+    };
     let connector = move || {
-        let (net, host) = (n2.clone(), host.clone());
+        let (net, host, resolver) = (n2.clone(), host.clone(), resolver.clone());
         r2.attempt(net.now());
         async move {
-            let addrs = net.resolve(&host, port).await?;
+            let addrs = resolver
+                .resolve(&host, port, || net.resolve(&host, port))
+                .await?;
             let (n, h) = (net.clone(), host.clone());
             dial::race(addrs, RaceConfig::default(), move |addr| {
                 let (n, h) = (n.clone(), h.clone());

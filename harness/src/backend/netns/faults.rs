@@ -163,6 +163,11 @@ impl<'a> PathFaults<'a> {
     pub async fn apply(&mut self, action: &Action, net: &NetnsNet) -> Result<(), LabError> {
         let lab = self.lab;
         match action {
+            // The lab's name service is the harness's (see backend::names).
+            Action::NameServiceDown(down) => {
+                net.names().set_down(*down);
+                Ok(())
+            }
             Action::Reset
             | Action::ForgetFlows
             | Action::Blackhole(_)

@@ -214,6 +214,7 @@ pub fn missing_tool(plan: &Plan) -> Option<String> {
 #[derive(Clone, Debug)]
 pub struct NetnsNet {
     addresses: Arc<RwLock<HashMap<String, Vec<IpAddr>>>>,
+    names: crate::backend::names::NameService,
     start: Instant,
     v6: bool,
     prebound: Arc<Mutex<Option<std::net::TcpListener>>>,
@@ -232,6 +233,7 @@ impl NetnsNet {
     pub fn with_names(addresses: HashMap<String, Vec<IpAddr>>, start: Instant, v6: bool) -> Self {
         NetnsNet {
             addresses: Arc::new(RwLock::new(addresses)),
+            names: crate::backend::names::NameService::default(),
             start,
             v6,
             prebound: Arc::new(Mutex::new(None)),
@@ -251,6 +253,11 @@ impl NetnsNet {
             .get(host)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The lab's name service (its table is this net's).
+    pub fn names(&self) -> &crate::backend::names::NameService {
+        &self.names
     }
 
     /// Points `host`'s address of `ip`'s family at `ip` (after an address
@@ -306,20 +313,25 @@ impl Net for NetnsNet {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
-        let addrs: Vec<SocketAddr> = self
-            .all_addresses(host)
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
-        let host = host.to_string();
+        let (host, names, net) = (host.to_string(), self.names.clone(), self.clone());
         async move {
-            if addrs.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no lab host `{host}`"),
-                ));
-            }
-            Ok(addrs)
+            names
+                .lookup(|| {
+                    // What the table says when the answer comes.
+                    let addrs: Vec<SocketAddr> = net
+                        .all_addresses(&host)
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect();
+                    if addrs.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("no lab host `{host}`"),
+                        ));
+                    }
+                    Ok(addrs)
+                })
+                .await
         }
     }
 

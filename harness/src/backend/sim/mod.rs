@@ -103,12 +103,15 @@ impl Net for SimNet {
         _host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
+        // Connects go by name (turmoil's): the address only carries the
+        // port and the family.
         let ip: IpAddr = if self.v6 {
             Ipv6Addr::UNSPECIFIED.into()
         } else {
             Ipv4Addr::UNSPECIFIED.into()
         };
-        std::future::ready(Ok(vec![SocketAddr::new(ip, port)]))
+        let names = self.place.router.names().clone();
+        async move { names.lookup(|| Ok(vec![SocketAddr::new(ip, port)])).await }
     }
 
     fn connect_addr(

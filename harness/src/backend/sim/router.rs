@@ -32,6 +32,7 @@
 //! being dropped: turmoil would send their FIN or RST straight to the peer,
 //! a segment the router would not have passed.
 
+use crate::backend::names::NameService;
 use crate::backend::path::{PathState, Segment, Side, Verdict};
 use crate::backend::portal::PORTAL_PORT;
 use crate::fault::Action;
@@ -85,6 +86,7 @@ const MAX_CONNECTING: usize = 1 << 16;
 #[derive(Clone, Default)]
 pub struct Router {
     inner: Arc<Mutex<Inner>>,
+    names: NameService,
 }
 
 impl std::fmt::Debug for Router {
@@ -144,9 +146,19 @@ impl Router {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a path action of the schedule (others are ignored).
+    /// Applies a path action of the schedule, or the name service's
+    /// (others are ignored).
     pub fn apply(&self, action: &Action) -> bool {
+        if let Action::NameServiceDown(down) = action {
+            self.names.set_down(*down);
+            return true;
+        }
         self.lock().state.apply(action)
+    }
+
+    /// The lab's name service.
+    pub fn names(&self) -> &NameService {
+        &self.names
     }
 
     /// Whether flow `key` (the client's address) is still known to a NAT
