@@ -503,6 +503,40 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
+    /// Dropping a resolve mid-lookup changes nothing: the next one asks
+    /// again, and the stale answer is still there to serve.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_resolve_leaves_the_cache_as_it_was() {
+        let r = Resolver::new(StaleConfig::default()).unwrap();
+        r.resolve("s", 7000, || async { Ok(vec![addr(1)]) })
+            .await
+            .unwrap();
+        let hung = r.resolve("s", 7000, || {
+            std::future::pending::<io::Result<Vec<SocketAddr>>>()
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(500), hung)
+            .await
+            .is_err());
+        // No failure was recorded: the next call asks (and gets a new answer).
+        let asked = r
+            .resolve("s", 7000, || async { Ok(vec![addr(2)]) })
+            .await
+            .unwrap();
+        assert_eq!(asked, vec![addr(2)]);
+        // Another cancelled lookup, then a failing one: the stale answer is served.
+        let hung = r.resolve("s", 7000, || {
+            std::future::pending::<io::Result<Vec<SocketAddr>>>()
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(500), hung)
+            .await
+            .is_err());
+        let served = r
+            .resolve("s", 7000, || async { Err(refused()) })
+            .await
+            .unwrap();
+        assert_eq!(served, vec![addr(2)]);
+    }
+
     #[derive(Clone, Debug)]
     enum Step {
         /// Time passes (ms), then a dial: the resolver answers this address,
