@@ -190,6 +190,11 @@ pub struct Options {
     pub repeat: u32,
     /// Stop at the first scenario that fails.
     pub fail_fast: bool,
+    /// Scenario runs carried out at once (at least 1). Each netns run
+    /// builds its own lab (its own namespaces, named per lab), so runs do
+    /// not share a network; they do share the machine's cores, which a
+    /// timing bound feels when the runs are CPU-heavy.
+    pub jobs: usize,
 }
 
 impl Options {
@@ -199,6 +204,7 @@ impl Options {
             seed,
             repeat: 1,
             fail_fast: false,
+            jobs: 1,
         }
     }
 }
@@ -219,7 +225,10 @@ pub fn scenario_seed(run_seed: u64, id: &str) -> u64 {
 }
 
 /// Runs every scenario on `backend` (`opts.repeat` times each, in a row),
-/// reporting through `emit`.
+/// reporting through `emit`. With `opts.jobs` above 1, up to that many runs
+/// go at once; their events still come in scenario order (each run's
+/// `ScenarioStarted` just before its `ScenarioFinished`, and no `Phase`:
+/// several runs at once have no single phase to show).
 pub fn run(
     scenarios: &[Loaded],
     backend: BackendKind,
@@ -236,43 +245,97 @@ pub fn run(
         scenarios: scenarios.iter().map(|l| l.scenario.id.clone()).collect(),
         repeat,
     });
+    let work: Vec<(&Scenario, u32)> = scenarios
+        .iter()
+        .flat_map(|l| (0..repeat).map(move |r| (&l.scenario, r)))
+        .collect();
+    let run_at = |k: usize, watch: &mut dyn FnMut(Phase, Option<Live>)| {
+        let (s, r) = work[k];
+        let t = Instant::now();
+        let mut result = run_watched(
+            s,
+            backend,
+            scenario_seed(opts.seed.wrapping_add(u64::from(r)), &s.id),
+            watch,
+        );
+        result.repeat = (repeat > 1).then_some(r + 1);
+        (result, t.elapsed())
+    };
     let mut summary = Summary::default();
-    let total = scenarios.len() * repeat as usize;
     let mut done = 0;
-    'scenarios: for l in scenarios {
-        for r in 0..repeat {
-            emit(&RunEvent::ScenarioStarted {
-                id: l.scenario.id.clone(),
+    let mut finish = |result: ScenarioResult, wall: Duration, emit: &mut dyn FnMut(&RunEvent)| {
+        done += 1;
+        summary.count(&result);
+        let failed = matches!(result.verdict, Verdict::Fail | Verdict::Error);
+        emit(&RunEvent::ScenarioFinished {
+            result: Box::new(result),
+            wall,
+        });
+        failed && opts.fail_fast
+    };
+    if opts.jobs <= 1 {
+        for k in 0..work.len() {
+            let id = work[k].0.id.clone();
+            emit(&RunEvent::ScenarioStarted { id: id.clone() });
+            let (result, wall) = run_at(k, &mut |phase, live| {
+                emit(&RunEvent::Phase {
+                    id: id.clone(),
+                    phase,
+                    live,
+                })
             });
-            let t = Instant::now();
-            let run_seed = opts.seed.wrapping_add(u64::from(r));
-            let id = l.scenario.id.clone();
-            let mut result = run_watched(
-                &l.scenario,
-                backend,
-                scenario_seed(run_seed, &l.scenario.id),
-                &mut |phase, live| {
-                    emit(&RunEvent::Phase {
-                        id: id.clone(),
-                        phase,
-                        live,
-                    })
-                },
-            );
-            result.repeat = (repeat > 1).then_some(r + 1);
-            done += 1;
-            summary.count(&result);
-            let failed = matches!(result.verdict, Verdict::Fail | Verdict::Error);
-            emit(&RunEvent::ScenarioFinished {
-                result: Box::new(result),
-                wall: t.elapsed(),
-            });
-            if failed && opts.fail_fast {
-                summary.not_run = total - done;
-                break 'scenarios;
+            if finish(result, wall, emit) {
+                break;
             }
         }
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        // Bounded: a worker that finishes waits for the emitter, which only
+        // receives, so at most `jobs` results are in flight.
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<(usize, ScenarioResult, Duration)>(opts.jobs);
+        std::thread::scope(|scope| {
+            for _ in 0..opts.jobs.min(work.len()) {
+                let tx = tx.clone();
+                let (next, stop, run_at, work) = (&next, &stop, &run_at, &work);
+                scope.spawn(move || loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if k >= work.len() || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let (result, wall) = run_at(k, &mut |_, _| {});
+                    if opts.fail_fast && matches!(result.verdict, Verdict::Fail | Verdict::Error) {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if tx.send((k, result, wall)).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(tx);
+            // Results arrive in any order and are told in scenario order.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut told = 0;
+            'told: for (k, result, wall) in rx.iter() {
+                waiting.insert(k, (result, wall));
+                while let Some((result, wall)) = waiting.remove(&told) {
+                    told += 1;
+                    emit(&RunEvent::ScenarioStarted {
+                        id: result.id.clone(),
+                    });
+                    if finish(result, wall, emit) {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        break 'told;
+                    }
+                }
+            }
+            // Dropping the receiver ends the workers' sends; a run under
+            // way finishes first (scope joins it).
+            drop(rx);
+        });
     }
+    summary.not_run = work.len() - done;
     emit(&RunEvent::RunFinished {
         summary,
         wall: start.elapsed(),

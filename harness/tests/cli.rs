@@ -130,7 +130,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
 }
 
 #[test]
-fn same_seed_gives_byte_identical_json() {
+fn same_seed_gives_byte_identical_json_with_any_number_of_jobs() {
     let a = netmend(&[
         "run",
         "--backend",
@@ -140,12 +140,15 @@ fn same_seed_gives_byte_identical_json() {
         "--format",
         "json",
     ]);
+    // Two at once: the same results, reported in the same order.
     let b = netmend(&[
         "run",
         "--backend",
         "sim",
         "--seed",
         "42",
+        "--jobs",
+        "2",
         "--format",
         "json",
     ]);
@@ -414,10 +417,13 @@ fn repeat_runs_each_scenario_with_its_own_seed_and_fail_fast_stops_at_a_failure(
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (out.status.code(), v)
     };
-    let (code, v) = run(&["--fail-fast"]);
-    assert_eq!(code, Some(1));
-    assert_eq!(v["scenarios"].as_array().unwrap().len(), 1);
-    assert_eq!(v["summary"]["not_run"], 1);
+    for jobs in ["1", "2"] {
+        let (code, v) = run(&["--fail-fast", "--jobs", jobs]);
+        assert_eq!(code, Some(1));
+        assert_eq!(v["scenarios"].as_array().unwrap().len(), 1, "jobs {jobs}");
+        assert_eq!(v["scenarios"][0]["id"], "a-fails");
+        assert_eq!(v["summary"]["not_run"], 1);
+    }
     let (code, v) = run(&[]);
     assert_eq!(code, Some(1));
     assert_eq!(v["scenarios"].as_array().unwrap().len(), 2);

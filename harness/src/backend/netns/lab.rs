@@ -743,12 +743,32 @@ impl Lab {
         let fd = self.node(node)?.ns.raw_fd();
         let mut cmd = Command::new(program);
         // SAFETY: between fork and exec only async-signal-safe calls are
-        // allowed; setns(2) is a plain system call on an fd we keep open.
+        // allowed; setns(2) and close_range(2) are plain system calls (on an
+        // fd we keep open).
         unsafe {
             cmd.pre_exec(move || {
-                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
+                let ns = std::os::fd::BorrowedFd::borrow_raw(fd);
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                // The child keeps only its stdio: sockets some crates open
+                // without SOCK_CLOEXEC (the delay thread's NFQUEUE socket,
+                // netlink connections) would otherwise live on in a broker
+                // or server process of another lab. With two labs at once
+                // (`run --jobs`), a broker holding a copy of a router's
+                // NFQUEUE socket left that router's queue stuck: packets
+                // queued, never given a verdict. CLOEXEC rather than close,
+                // so std's own exec-error pipe still works until exec.
+                const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 1 << 2;
+                if nix::libc::syscall(
+                    nix::libc::SYS_close_range,
+                    3 as nix::libc::c_uint,
+                    nix::libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         Ok(cmd)
