@@ -274,8 +274,8 @@ pub fn run(
         failed && opts.fail_fast
     };
     if opts.jobs <= 1 {
-        for k in 0..work.len() {
-            let id = work[k].0.id.clone();
+        for (k, (s, _)) in work.iter().enumerate() {
+            let id = s.id.clone();
             emit(&RunEvent::ScenarioStarted { id: id.clone() });
             let (result, wall) = run_at(k, &mut |phase, live| {
                 emit(&RunEvent::Phase {
