@@ -308,6 +308,9 @@ pub struct ReconnectCore {
     events: VecDeque<Event>,
     events_dropped: u64,
     attempts_total: u64,
+    /// The least time an attempt is given: the path's measured
+    /// retransmission timeout ([`handle_round_trip`](Self::handle_round_trip)).
+    round_trip_floor: Duration,
 }
 
 impl ReconnectCore {
@@ -339,6 +342,7 @@ impl ReconnectCore {
             events: VecDeque::new(),
             events_dropped: 0,
             attempts_total: 0,
+            round_trip_floor: Duration::ZERO,
         };
         core.begin_outage(now, OutageCause::Initial, 0);
         core
@@ -394,6 +398,22 @@ impl ReconnectCore {
     }
 
     // ---- input -------------------------------------------------------------
+
+    /// The path's retransmission timeout as the session measured it
+    /// (`SRTT + 4·RTTVAR`): attempts started from now on are given at
+    /// least that long (a path that became slow is not a dead one: a
+    /// connect over a 2 s round trip needs more than a 1 s timeout).
+    /// `None` forgets it.
+    pub fn handle_round_trip(&mut self, rto: Option<Duration>) {
+        self.round_trip_floor = rto.unwrap_or(Duration::ZERO);
+    }
+
+    fn attempt_timeout(&self) -> Duration {
+        self.pacing
+            .schedule
+            .probe_timeout
+            .max(self.round_trip_floor)
+    }
 
     /// The monitor's view of the path: `Ok` when an address and a route
     /// with carrier exist. Without a monitor, never needed.
@@ -507,7 +527,7 @@ impl ReconnectCore {
             return;
         };
         o.gate.handle_timeout(now);
-        let timeout = self.pacing.schedule.probe_timeout;
+        let timeout = self.attempt_timeout();
         let mut i = 0;
         while i < self.in_flight.len() {
             if self.in_flight[i].deadline.is_some_and(|d| now >= d) {
@@ -573,7 +593,12 @@ impl ReconnectCore {
         self.last_start = Some(now);
         let id = AttemptId(self.next_id);
         self.next_id += 1;
-        let timeout = now.checked_add(self.pacing.schedule.probe_timeout);
+        let timeout = now.checked_add(
+            self.pacing
+                .schedule
+                .probe_timeout
+                .max(self.round_trip_floor),
+        );
         let deadline = match (timeout, o.deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -522,3 +522,44 @@ fn a_path_change_drops_the_transport_and_reconnects_at_once() {
     assert_eq!(w.record.recoveries, 2);
     assert!(w.core.is_connected());
 }
+
+#[test]
+fn attempts_are_given_at_least_the_measured_round_trip_timeout() {
+    let t0 = Instant::now();
+    let p = Policy {
+        max_attempts: Some(1),
+        ..policy(1, 60)
+    };
+    let deadline_of_first = |rto: Option<Duration>| {
+        let mut core = ReconnectCore::new(
+            p.clone(),
+            Pacing::unmonitored(&p, Duration::from_secs(1)),
+            t0,
+            1,
+        );
+        core.handle_round_trip(rto);
+        let Some(Action::Connect(_)) = core.poll_action(t0) else {
+            panic!("no first attempt");
+        };
+        // The attempt is cancelled when its timeout passes, not before.
+        loop {
+            let t = core.poll_timeout().expect("a deadline");
+            core.handle_timeout(t);
+            if let Some(Action::Cancel(_)) = core.poll_action(t) {
+                return t - t0;
+            }
+        }
+    };
+    assert_eq!(deadline_of_first(None), Duration::from_secs(1));
+    // A path measured at 2.3 s: a 1 s connect timeout would cancel every
+    // attempt before its SYN-ACK could come back.
+    assert_eq!(
+        deadline_of_first(Some(Duration::from_millis(2300))),
+        Duration::from_millis(2300)
+    );
+    // A fast path keeps the configured timeout.
+    assert_eq!(
+        deadline_of_first(Some(Duration::from_millis(30))),
+        Duration::from_secs(1)
+    );
+}

@@ -53,12 +53,19 @@ pub struct Config {
     /// 1 ms. Default 1 s.
     pub keepalive_interval: Duration,
     /// A transport on which nothing arrived for this long is declared dead
-    /// and replaced. Above `keepalive_interval`; `Duration::MAX` for never.
+    /// and replaced; so is one whose oldest unacknowledged data was sent
+    /// this long ago (a path that passes keepalives but not data). Both
+    /// wait at least the path's measured retransmission timeout (`SRTT +
+    /// 4·RTTVAR`, RFC 6298), so a path that became slow is not taken for
+    /// a dead one. Above `keepalive_interval`; `Duration::MAX` for never.
     /// Default 4 s.
     pub dead_after: Duration,
-    /// Time allowed for a transport's handshake. At least 1 ms. Default 3 s.
+    /// Time allowed for a transport's handshake (at least the measured
+    /// retransmission timeout, once there is one). At least 1 ms. Default
+    /// 3 s.
     pub handshake_timeout: Duration,
-    /// Time allowed for the connector to yield a stream. At least 1 ms.
+    /// Time allowed for the connector to yield a stream (at least the
+    /// measured retransmission timeout, once there is one). At least 1 ms.
     /// Default 3 s.
     pub connect_timeout: Duration,
     /// Acknowledgements are delayed at most this long (zero: at once).

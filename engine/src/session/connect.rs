@@ -504,6 +504,9 @@ async fn run_client<C: Connector>(
                         core.handle_established(now());
                     }
                     st.core.link_lost();
+                    // The next attempts are given at least the path's
+                    // measured retransmission timeout.
+                    core.handle_round_trip(st.core.round_trip_timeout());
                     progress(&st.core.delivery()) != progress(&opened_at)
                 };
                 match report.end {

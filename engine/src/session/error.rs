@@ -112,9 +112,17 @@ pub enum SessionErrorKind {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkError {
-    /// Nothing arrived for `Config::dead_after`.
+    /// Nothing arrived for `Config::dead_after` (or the path's
+    /// retransmission timeout, when longer).
     #[error("no traffic for {0:?}, path considered dead")]
     Silent(Duration),
+    /// Data sent was not acknowledged for `Config::dead_after` (or the
+    /// path's retransmission timeout, when longer) while the transport
+    /// stayed open: a path that passes small frames but loses the data (an
+    /// MTU black hole, RFC 2923), or a peer that stopped reading its
+    /// socket.
+    #[error("data unacknowledged for {0:?}, path considered stalled")]
+    Stalled(Duration),
     /// The handshake did not finish in `Config::handshake_timeout`.
     #[error("handshake timed out")]
     HandshakeTimeout,

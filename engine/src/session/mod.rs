@@ -19,6 +19,7 @@ mod handle;
 pub(crate) mod handshake;
 pub(crate) mod proto;
 mod replay;
+mod rtt;
 
 pub use accept::{AcceptError, Accepted, Acceptor, Incoming, Restored, Transport};
 pub use admission::{Limits, Refusal};

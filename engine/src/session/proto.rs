@@ -29,6 +29,7 @@ use super::detach::{CoreState, LinkState, StateError};
 use super::error::{Delivery, LinkError, SessionError, SessionErrorKind};
 use super::frame::{self, Decoder, Frame, RejectReason, PROTOCOL_VERSION};
 use super::replay::ReplayBuffer;
+use super::rtt::{RttEstimator, SendTimes};
 use crate::store::{Checkpoint, Outgoing, StoreError, StoredSession};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -123,6 +124,8 @@ struct Link {
     failed: bool,
     /// `Close` queued on this transport.
     close_sent: bool,
+    /// When the data in flight on this transport was sent.
+    send_times: SendTimes,
 }
 
 impl Link {
@@ -141,6 +144,7 @@ impl Link {
             ack_due: None,
             failed: false,
             close_sent: false,
+            send_times: SendTimes::new(now),
         }
     }
 
@@ -159,6 +163,9 @@ enum Timer {
     Handshake,
     /// Nothing arrived for `dead_after`: the path is dead.
     Dead,
+    /// Data sent is unacknowledged for `dead_after`: the path lets small
+    /// frames (keepalives) through but not the data.
+    Stall,
     /// Nothing was sent for `keepalive_interval`.
     Keepalive,
     /// A delayed acknowledgement is due.
@@ -166,14 +173,37 @@ enum Timer {
 }
 
 impl Timer {
-    const ALL: [Timer; 4] = [Timer::Handshake, Timer::Dead, Timer::Keepalive, Timer::Ack];
+    const ALL: [Timer; 5] = [
+        Timer::Handshake,
+        Timer::Dead,
+        Timer::Stall,
+        Timer::Keepalive,
+        Timer::Ack,
+    ];
 }
 
-fn timer_deadline(t: Timer, link: &Link, cfg: &Config) -> Option<Instant> {
+/// What the timers of a transport read besides the transport itself.
+struct TimerInputs<'a> {
+    cfg: &'a Config,
+    /// Every wait for the peer is at least the path's retransmission
+    /// timeout (see [`super::rtt`]).
+    rtt: &'a RttEstimator,
+    /// What the peer acknowledged of our stream.
+    peer_acked: u64,
+}
+
+fn timer_deadline(t: Timer, link: &Link, i: &TimerInputs<'_>) -> Option<Instant> {
     let established = link.phase == Phase::Established;
+    let cfg = i.cfg;
     match t {
-        Timer::Handshake if !established => link.opened.checked_add(cfg.handshake_timeout),
-        Timer::Dead if established => link.last_rx.checked_add(cfg.dead_after),
+        Timer::Handshake if !established => link
+            .opened
+            .checked_add(i.rtt.at_least(cfg.handshake_timeout)),
+        Timer::Dead if established => link.last_rx.checked_add(i.rtt.at_least(cfg.dead_after)),
+        Timer::Stall if established => link
+            .send_times
+            .oldest_unacked(i.peer_acked, link.next_send)?
+            .checked_add(i.rtt.at_least(cfg.dead_after)),
         // A queued frame already tells the peer we are alive once it goes
         // out; announcing the keepalive deadline again would make a driver
         // whose socket is blocked spin on a timer that can do nothing.
@@ -229,6 +259,9 @@ pub struct SessionCore {
     events: VecDeque<Event>,
     error: Option<SessionError>,
     stats: Stats,
+    /// The path's round trip, measured on every transport of the session
+    /// (a new transport most likely takes the same path).
+    rtt: RttEstimator,
     /// A store-backed server session: what the store recorded bounds what
     /// leaves the server (see [`crate::store`]).
     durable: Option<Durable>,
@@ -311,6 +344,7 @@ impl SessionCore {
             events: VecDeque::new(),
             error: None,
             stats: Stats::default(),
+            rtt: RttEstimator::default(),
             durable: None,
         }
     }
@@ -770,34 +804,41 @@ impl SessionCore {
     }
 
     /// Fires whatever deadline passed: handshake timeout, silent path,
-    /// delayed acknowledgement, keepalive.
+    /// stalled data, delayed acknowledgement, keepalive.
     pub fn handle_timeout(&mut self, now: Instant) {
         let recv = self.ack_position();
-        let due = |t: Timer, link: &Link, cfg: &Config| {
-            timer_deadline(t, link, cfg).is_some_and(|d| now >= d)
+        let inputs = TimerInputs {
+            cfg: &self.config,
+            rtt: &self.rtt,
+            peer_acked: self.peer_acked,
         };
-        let cfg = &self.config;
+        let due =
+            |t: Timer, link: &Link| timer_deadline(t, link, &inputs).is_some_and(|d| now >= d);
+        let waited = self.rtt.at_least(self.config.dead_after);
         let Some(link) = self.link.as_mut() else {
             return;
         };
         if link.failed {
             return;
         }
-        if due(Timer::Handshake, link, cfg) {
+        if due(Timer::Handshake, link) {
             self.link_failed(LinkError::HandshakeTimeout);
             return;
         }
-        if due(Timer::Dead, link, cfg) {
-            let silent = cfg.dead_after;
-            self.link_failed(LinkError::Silent(silent));
+        if due(Timer::Dead, link) {
+            self.link_failed(LinkError::Silent(waited));
             return;
         }
-        if due(Timer::Ack, link, cfg) {
+        if due(Timer::Stall, link) {
+            self.link_failed(LinkError::Stalled(waited));
+            return;
+        }
+        if due(Timer::Ack, link) {
             link.ack_due = None;
             link.ack_sent = recv;
             link.queue(Frame::Ack { recv_offset: recv });
         }
-        if due(Timer::Keepalive, link, cfg) {
+        if due(Timer::Keepalive, link) {
             link.ack_sent = recv;
             link.ack_due = None;
             link.queue(Frame::Keepalive { recv_offset: recv });
@@ -839,6 +880,9 @@ impl SessionCore {
                 sent += payload.len();
                 out.push(payload);
             }
+            if sent > 0 {
+                link.send_times.on_sent(now, link.next_send, &self.rtt);
+            }
             if link.next_send > self.sent_high {
                 self.sent_high = link.next_send;
             }
@@ -874,6 +918,13 @@ impl SessionCore {
         wrote
     }
 
+    /// The path's retransmission timeout as measured on this session's
+    /// transports (`SRTT + 4·RTTVAR`, RFC 6298), once data was
+    /// acknowledged: every wait for the peer lasts at least that long.
+    pub fn round_trip_timeout(&self) -> Option<Duration> {
+        self.rtt.rto()
+    }
+
     /// The next instant `handle_timeout` must be called, if any.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -881,9 +932,14 @@ impl SessionCore {
         if link.failed || self.error.is_some() {
             return None;
         }
+        let inputs = TimerInputs {
+            cfg: &self.config,
+            rtt: &self.rtt,
+            peer_acked: self.peer_acked,
+        };
         Timer::ALL
             .iter()
-            .filter_map(|&t| timer_deadline(t, link, &self.config))
+            .filter_map(|&t| timer_deadline(t, link, &inputs))
             .min()
     }
 
@@ -997,7 +1053,9 @@ impl SessionCore {
                 self.on_data(now, offset, payload)
             }
             (Phase::Established, Frame::Ack { recv_offset })
-            | (Phase::Established, Frame::Keepalive { recv_offset }) => self.on_ack(recv_offset),
+            | (Phase::Established, Frame::Keepalive { recv_offset }) => {
+                self.on_ack(now, recv_offset)
+            }
             (Phase::Established, Frame::Close) => {
                 // Only a peer that received our whole stream says so.
                 if !self.fin_requested {
@@ -1129,7 +1187,7 @@ impl SessionCore {
         self.ready.push_back(payload);
     }
 
-    fn on_ack(&mut self, pos: u64) -> Result<(), LinkError> {
+    fn on_ack(&mut self, now: Instant, pos: u64) -> Result<(), LinkError> {
         let limit = if self.fin_requested {
             self.fin_position()
         } else {
@@ -1139,6 +1197,13 @@ impl SessionCore {
             return Err(LinkError::Unexpected("acknowledgement beyond sent data"));
         }
         if pos > self.peer_acked {
+            let sample = self
+                .link
+                .as_mut()
+                .and_then(|l| l.send_times.on_acked(now, self.peer_acked, pos));
+            if let Some(r) = sample {
+                self.rtt.on_sample(r);
+            }
             self.peer_acked = pos;
             self.replay.trim_to(pos);
         }
@@ -1732,6 +1797,130 @@ mod tests {
             Some(Event::LinkFailed(LinkError::Silent(_)))
         ));
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    fn wire(f: Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        f.encode(&mut out);
+        out
+    }
+
+    /// Runs `s`'s timers from `from`, feeding `heard` from the peer every
+    /// `every`, until an event; returns it and when it came.
+    fn until_event(
+        s: &mut SessionCore,
+        from: Instant,
+        every: Duration,
+        heard: &[u8],
+    ) -> (Event, Instant) {
+        let mut out = Vec::new();
+        let mut next_heard = from + every;
+        loop {
+            let t = s.poll_timeout().map_or(next_heard, |d| d.min(next_heard));
+            assert!(t - from < Duration::from_secs(120), "no event");
+            if t == next_heard {
+                s.handle_input(t, heard).unwrap();
+                next_heard += every;
+            }
+            s.handle_timeout(t);
+            s.poll_transmit(t, &mut out, 1 << 20);
+            if let Some(e) = s.poll_event() {
+                return (e, t);
+            }
+        }
+    }
+
+    #[test]
+    fn data_left_unacknowledged_while_keepalives_arrive_stalls_the_transport() {
+        // An MTU black hole: the peer's keepalives (small) arrive, our data
+        // (large) does not, so its acknowledged position never moves.
+        let t0 = Instant::now();
+        let cfg = Config {
+            keepalive_interval: Duration::from_millis(250),
+            dead_after: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut s = established_server(cfg, t0);
+        assert_eq!(s.write(&[7; 40_000]).unwrap(), 40_000);
+        let mut out = Vec::new();
+        assert!(s.poll_transmit(t0, &mut out, 1 << 20));
+        let keepalive = wire(Frame::Keepalive { recv_offset: 0 });
+        let (event, at) = until_event(&mut s, t0, Duration::from_millis(200), &keepalive);
+        assert_eq!(
+            event,
+            Event::LinkFailed(LinkError::Stalled(Duration::from_secs(1)))
+        );
+        assert_eq!(at - t0, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn acknowledged_data_and_an_idle_transport_never_stall() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            keepalive_interval: Duration::from_millis(250),
+            dead_after: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut s = established_server(cfg, t0);
+        s.write(&[7; 1000]).unwrap();
+        let mut out = Vec::new();
+        s.poll_transmit(t0, &mut out, 1 << 20);
+        s.handle_input(
+            t0 + Duration::from_millis(900),
+            &wire(Frame::Ack { recv_offset: 1000 }),
+        )
+        .unwrap();
+        // Nothing unacknowledged: only silence could end it, and the
+        // peer's keepalives keep coming.
+        let keepalive = wire(Frame::Keepalive { recv_offset: 1000 });
+        let mut t = t0 + Duration::from_millis(900);
+        while t < t0 + Duration::from_secs(30) {
+            t += Duration::from_millis(200);
+            s.handle_input(t, &keepalive).unwrap();
+            s.handle_timeout(t);
+            s.poll_transmit(t, &mut out, 1 << 20);
+            assert_eq!(s.poll_event(), None);
+        }
+    }
+
+    #[test]
+    fn a_path_measured_slow_is_given_its_retransmission_timeout() {
+        // The round trip grew to 2 s (a bloated buffer): with a 1 s
+        // `dead_after`, a fixed timer would declare every transport dead.
+        let t0 = Instant::now();
+        let cfg = Config {
+            keepalive_interval: Duration::from_millis(250),
+            dead_after: Duration::from_secs(1),
+            ..Config::default()
+        };
+        let mut s = established_server(cfg, t0);
+        let mut out = Vec::new();
+        let rtt = Duration::from_secs(2);
+        let mut t = t0;
+        let mut sent = 0u64;
+        for _ in 0..10 {
+            sent += s.write(&[1; 100]).unwrap() as u64;
+            s.poll_transmit(t, &mut out, 1 << 20);
+            t += rtt;
+            s.handle_input(t, &wire(Frame::Ack { recv_offset: sent }))
+                .unwrap();
+        }
+        // SRTT 2 s; RTTVAR 1 s after the first sample, ×3/4 per sample.
+        let rto = s.round_trip_timeout().unwrap();
+        let var = Duration::from_secs(1).mul_f64(0.75f64.powi(9));
+        assert!(
+            rto.abs_diff(rtt + var * 4) < Duration::from_millis(1),
+            "{rto:?}"
+        );
+        // Data sent now and not acknowledged: the stall is declared after
+        // the timeout, not after `dead_after`; keepalives keep it from
+        // looking silent meanwhile.
+        s.write(&[2; 100]).unwrap();
+        s.poll_transmit(t, &mut out, 1 << 20);
+        let keepalive = wire(Frame::Keepalive { recv_offset: sent });
+        let (event, at) = until_event(&mut s, t, Duration::from_millis(200), &keepalive);
+        assert_eq!(event, Event::LinkFailed(LinkError::Stalled(rto)));
+        assert_eq!(at - t, rto);
     }
 
     #[test]
