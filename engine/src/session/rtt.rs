@@ -148,13 +148,15 @@ impl SendTimes {
         if acked >= sent {
             return None;
         }
-        // The first record above `acked` covers the oldest byte; data
-        // without a record was sent before the last progress.
+        // The first record above `acked` covers the oldest byte (sent by
+        // its time); data without a record was sent before the last
+        // progress (records are only skipped while all are in use, and an
+        // acknowledgement frees them).
         Some(
             self.records
                 .iter()
                 .find(|&&(end, _)| end > acked)
-                .map_or(self.progress_at, |&(_, at)| at.max(self.progress_at)),
+                .map_or(self.progress_at, |&(_, at)| at),
         )
     }
 }
@@ -229,9 +231,10 @@ mod tests {
         s.on_sent(t0, 100, &rtt);
         s.on_sent(t0 + MS * 10, 200, &rtt);
         assert_eq!(s.oldest_unacked(0, 200), Some(t0));
-        // Half of the first record: no sample, the oldest byte is its.
+        // Half of the first record: no sample, the oldest byte is its
+        // (acknowledgements that move do not make old data young).
         assert_eq!(s.on_acked(t0 + MS * 40, 0, 50), None);
-        assert_eq!(s.oldest_unacked(50, 200), Some(t0 + MS * 40));
+        assert_eq!(s.oldest_unacked(50, 200), Some(t0));
         // Both records: the sample is the last one's.
         assert_eq!(s.on_acked(t0 + MS * 60, 50, 200), Some(MS * 50));
         assert_eq!(s.oldest_unacked(200, 200), None);
