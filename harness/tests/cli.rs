@@ -21,7 +21,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["seed"], 7);
-    assert_eq!(v["summary"]["passed"], 24);
+    assert_eq!(v["summary"]["passed"], 25);
     assert_eq!(v["summary"]["failed"], 0);
     assert_eq!(v["summary"]["unsupported"], 6);
     let all = v["scenarios"].as_array().unwrap();
@@ -46,6 +46,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
             "forged-signal",
             "gateway-change",
             "ipv6-blackhole",
+            "latency-spike",
             "link-flap",
             "nat-idle-expiry",
             "nic-swap",
@@ -176,7 +177,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     ]);
     // The extra report comes from the same run.
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(v["summary"]["passed"], 24);
+    assert_eq!(v["summary"]["passed"], 25);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let xml = std::fs::read_to_string(&file).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
@@ -187,7 +188,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 30);
+    assert_eq!(names.len(), 31);
     let curl = names.iter().position(|n| *n == "curl-under-reset").unwrap();
     assert!(cases
         .iter()
@@ -195,7 +196,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[curl].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("24 passed, 0 failed, 6 unsupported"));
+    assert!(stderr(&out).contains("25 passed, 0 failed, 6 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -290,7 +291,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "30 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "31 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
@@ -352,7 +353,7 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
 #[test]
 fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 30);
+    assert_eq!(all.len(), 31);
     for n in 1..=5 {
         let mut union: Vec<String> = Vec::new();
         for k in 1..=n {

@@ -74,10 +74,11 @@ fn sudo_shim(dir: &Path) {
     std::fs::set_permissions(&path, perms).unwrap();
 }
 
-/// What the netns shards run here: a stream scenario, a carrier fault, one
-/// with mosquitto and one with redis-server (the job's installed tools),
-/// spread over both shards.
-const NETNS_SAMPLE: &[&str] = &["tcp-reset", "link-flap", "broker-loss", "server-failover"];
+/// What the netns shards run here: a stream scenario and one with real
+/// processes and redis-server, one in each shard (the whole suite runs on
+/// netns in `ci/run-suite.sh`, mosquitto's scenarios included; two short
+/// ones keep this test's share of CI's 25 minutes small).
+const NETNS_SAMPLE: &[&str] = &["tcp-reset", "server-failover"];
 
 #[test]
 #[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]

@@ -189,6 +189,7 @@ pub fn schedule(window: Window, max_faults: u32, seed: u64) -> Vec<Fault> {
                     duration: Some(ms(duration)),
                     latency: ms(rng.random_range(10..=200)),
                     jitter: None,
+                    ramp: None,
                 }
                 .into(),
                 4 => LinkDown {

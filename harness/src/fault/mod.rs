@@ -30,7 +30,7 @@ pub use host::{
 };
 pub use path::{
     Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, NatIdleTimeout, Partition,
-    Reset,
+    Reset, RAMP_STEPS,
 };
 pub use raw::Raw;
 
@@ -355,6 +355,17 @@ mod tests {
                 latency: ms(40),
                 jitter: Some(ms(5)),
                 duration: None,
+                ramp: None,
+            }
+            .into(),
+        );
+        all.push(
+            Latency {
+                at: ms(1),
+                latency: ms(40),
+                jitter: None,
+                duration: Some(ms(100)),
+                ramp: Some(ms(40)),
             }
             .into(),
         );
@@ -417,6 +428,7 @@ mod tests {
             latency: ms(40),
             jitter: None,
             duration: Some(ms(50)),
+            ramp: None,
         });
         assert_eq!(
             latency.steps(&normal),
@@ -453,6 +465,54 @@ mod tests {
             captive_for: None,
         });
         assert_eq!(swap.steps(&normal)[0].undo, None);
+    }
+
+    #[test]
+    fn a_ramped_latency_climbs_and_falls_evenly_and_ends_where_it_began() {
+        let normal = Normal {
+            latency: Duration::from_millis(5),
+        };
+        let spike = Fault::from(Latency {
+            at: ms(1_000),
+            latency: ms(505),
+            jitter: None,
+            duration: Some(ms(10_000)),
+            ramp: Some(ms(2_000)),
+        });
+        assert_eq!(spike.duration(), Some(ms(12_000)));
+        let steps: Vec<(u64, u64)> = spike
+            .steps(&normal)
+            .iter()
+            .map(|s| match s.apply {
+                Action::Latency { per_hop, .. } => {
+                    (s.at.as_millis() as u64, per_hop.as_millis() as u64)
+                }
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(steps.len(), 2 * RAMP_STEPS as usize);
+        // Up: 25 ms more every 100 ms, from the start; down likewise after
+        // the 10 s, reaching the normal latency at 13 s.
+        assert_eq!(&steps[..3], &[(1_000, 30), (1_100, 55), (1_200, 80)]);
+        assert_eq!(steps[19], (2_900, 505));
+        assert_eq!(&steps[20..22], &[(11_100, 480), (11_200, 455)]);
+        assert_eq!(steps[38], (12_900, 30));
+        assert_eq!(steps[39], (13_000, 5));
+        // Never falling faster than time passes.
+        for w in steps.windows(2) {
+            assert!(w[0].1.saturating_sub(w[1].1) <= w[1].0 - w[0].0);
+        }
+        // A ramp shorter than the latency, or longer than the duration,
+        // is refused.
+        let read = |ramp: &str| {
+            let text = format!(
+                "kind = \"latency\"\nat = \"1s\"\nlatency = \"500ms\"\nduration = \"2s\"\nramp = \"{ramp}\"\n"
+            );
+            toml::from_str::<Raw>(&text).unwrap().read().map(drop)
+        };
+        assert!(read("1s").is_ok());
+        assert!(read("400ms").unwrap_err().contains("reorders packets"));
+        assert!(read("3s").unwrap_err().contains("within `duration`"));
     }
 
     #[test]

@@ -276,7 +276,12 @@ impl Spec for Partition {
 }
 
 /// Every hop's one-way latency becomes `latency`, each packet's drawn from
-/// `latency ± jitter` (for `duration`, or until the end).
+/// `latency ± jitter` (for `duration`, or until the end). With `ramp` the
+/// change is not a step but a queue filling and draining, as in a bloated
+/// buffer under load: the latency climbs evenly over `ramp` (in
+/// [`RAMP_STEPS`] steps), holds, and after `duration` falls back as evenly
+/// over `ramp` again — never faster than time passes, so packets are never
+/// reordered by the fall.
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
@@ -287,53 +292,106 @@ pub struct Latency {
     /// Spread around `latency`; zero when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Dur>,
-    /// For how long; absent means until the end.
+    /// For how long; absent means until the end. With a ramp, from `at`
+    /// until the fall begins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration: Option<Dur>,
+    /// How long the rise (and the fall) takes; absent: a step. At least
+    /// `latency` (a fall faster than time passes would reorder packets)
+    /// and within `duration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Dur>,
 }
+
+/// Steps of a latency ramp, each way.
+pub const RAMP_STEPS: u32 = 20;
 
 impl Kind for Latency {
     const NAME: &'static str = "latency";
-    const FIELDS: &'static [&'static str] = &["latency", "jitter", "duration"];
-    const SUMMARY: &'static str = "every hop gets slower (with jitter on netns)";
+    const FIELDS: &'static [&'static str] = &["latency", "jitter", "duration", "ramp"];
+    const SUMMARY: &'static str =
+        "every hop gets slower, at once or ramping up and down (with jitter on netns)";
     fn example() -> Self {
         Latency {
             at: ms(1_000),
             latency: ms(200),
             jitter: None,
             duration: Some(ms(2_000)),
+            ramp: None,
         }
     }
     fn read(r: &Raw) -> Result<Self, String> {
+        let latency = r.need("latency", r.latency)?;
+        let duration = r.open_ended_duration()?;
+        if let Some(ramp) = r.ramp {
+            if ramp.0 < latency.0 {
+                return Err(format!(
+                    "`ramp` ({ramp}) must be at least `latency` ({latency}): a latency falling faster than time passes reorders packets"
+                ));
+            }
+            if duration.is_some_and(|d| d.0 < ramp.0) {
+                return Err("`ramp` must fit within `duration`".into());
+            }
+        }
         Ok(Latency {
             at: r.at,
-            latency: r.need("latency", r.latency)?,
+            latency,
             jitter: r.jitter,
-            duration: r.open_ended_duration()?,
+            duration,
+            ramp: r.ramp,
         })
     }
 }
 
 impl Spec for Latency {
     fn duration(&self) -> Option<Dur> {
+        // The path is back to normal once the fall is over.
         self.duration
+            .map(|d| Dur(d.0 + self.ramp.map_or(Duration::ZERO, |r| r.0)))
     }
     fn steps(&self, normal: &Normal) -> Vec<Step> {
-        vec![Step::lasting(
-            self.at,
-            self.duration,
-            Action::Latency {
-                per_hop: self.latency.0,
-                jitter: self.jitter.map(|j| j.0).unwrap_or_default(),
-            },
-            Action::Latency {
-                per_hop: normal.latency,
-                jitter: Duration::ZERO,
-            },
-        )]
+        let jitter = self.jitter.map(|j| j.0).unwrap_or_default();
+        let to = |per_hop: Duration| Action::Latency { per_hop, jitter };
+        let back = Action::Latency {
+            per_hop: normal.latency,
+            jitter: Duration::ZERO,
+        };
+        let Some(ramp) = self.ramp.filter(|r| !r.0.is_zero()) else {
+            return vec![Step::lasting(
+                self.at,
+                self.duration,
+                to(self.latency.0),
+                back,
+            )];
+        };
+        // Evenly from `normal` to `latency` over the ramp, and back.
+        let (from, peak) = (normal.latency, self.latency.0);
+        let between = |k: u32| {
+            let span = peak.abs_diff(from) * k / RAMP_STEPS;
+            if peak >= from {
+                from + span
+            } else {
+                from - span
+            }
+        };
+        let tick = ramp.0 / RAMP_STEPS;
+        let mut steps: Vec<Step> = (1..=RAMP_STEPS)
+            .map(|k| Step::once(Dur(self.at.0 + tick * (k - 1)), to(between(k))))
+            .collect();
+        if let Some(d) = self.duration {
+            let fall = self.at.0 + d.0;
+            steps.extend(
+                (1..RAMP_STEPS)
+                    .map(|k| Step::once(Dur(fall + tick * k), to(between(RAMP_STEPS - k)))),
+            );
+            steps.push(Step::once(Dur(fall + ramp.0), back));
+        }
+        steps
     }
     fn halve(&mut self, floor: Duration) {
-        self.duration = self.duration.map(|d| halved(d, floor));
+        self.duration = self
+            .duration
+            .map(|d| halved(d, floor.max(self.ramp.map_or(Duration::ZERO, |r| r.0))));
     }
 }
 

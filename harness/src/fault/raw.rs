@@ -81,6 +81,9 @@ pub struct Raw {
     /// How far a host's clock runs behind.
     #[serde(default)]
     pub behind: Option<Dur>,
+    /// How long a latency takes to rise (and fall).
+    #[serde(default)]
+    pub ramp: Option<Dur>,
 }
 
 impl Raw {
@@ -113,6 +116,9 @@ impl Raw {
             ("trickle", self.trickle.is_some()),
             ("firewall", self.firewall.is_some()),
             ("timeout", self.timeout.is_some()),
+            ("ahead", self.ahead.is_some()),
+            ("behind", self.behind.is_some()),
+            ("ramp", self.ramp.is_some()),
         ];
         if let Some((field, _)) = given
             .iter()

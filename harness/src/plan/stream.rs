@@ -63,6 +63,7 @@ impl StreamPlan {
                 connect_timeout: mitigation.config.connect_timeout,
                 follow_changes: baseline_follows(s),
                 resolve_each_attempt: s.baseline.resolve == Some(ResolveWhen::EachAttempt),
+                ack_timeout: s.baseline.ack_timeout.map(|d| d.0),
             },
             mitigation,
             floods: floods(s),
@@ -206,6 +207,10 @@ pub struct Programs {
     /// The server asks the host firewall for its port when it starts
     /// (`netmend::firewall`; the engine's server behind a host firewall).
     pub open_firewall: bool,
+    /// The naive server reports what it received
+    /// ([`crate::workload::programs::REPORT_EVERY`]), for a naive client
+    /// with an acknowledgement timeout.
+    pub report_progress: bool,
 }
 
 /// The programs of `s`'s `variant`. Usually the naive client and server
@@ -225,12 +230,14 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
             engine_server: None,
             watch_sessions: None,
             open_firewall: false,
+            report_progress: false,
         },
         (Variant::Mitigated, false) => Programs {
             engine_client: true,
             engine_server: Some(limits),
             watch_sessions: None,
             open_firewall: false,
+            report_progress: false,
         },
         (Variant::Baseline, true) => {
             let mut unlimited = Limits::default();
@@ -243,6 +250,7 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
                 engine_server: Some(unlimited),
                 watch_sessions: Some(limits.max_sessions as u64),
                 open_firewall: false,
+                report_progress: false,
             }
         }
         (Variant::Mitigated, true) => Programs {
@@ -250,9 +258,11 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
             engine_server: Some(limits),
             watch_sessions: Some(limits.max_sessions as u64),
             open_firewall: false,
+            report_progress: false,
         },
     };
     chosen.open_firewall = walled && variant == Variant::Mitigated;
+    chosen.report_progress = s.baseline.ack_timeout.is_some() && chosen.engine_server.is_none();
     chosen
 }
 

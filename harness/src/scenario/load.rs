@@ -299,6 +299,20 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             "only a stream workload's naive client follows network changes".into(),
         );
     }
+    if s.baseline
+        .ack_timeout
+        .is_some_and(|t| t.0 < 2 * crate::workload::programs::REPORT_EVERY)
+    {
+        return bad(
+            "baseline.ack_timeout".into(),
+            "ack_timeout",
+            0,
+            format!(
+                "must be at least 200ms: the naive server reports every {}ms",
+                crate::workload::programs::REPORT_EVERY.as_millis()
+            ),
+        );
+    }
     match s.workload.kind {
         WorkloadKind::Stream => validate_paired(s, "stream", PolicyKind::ResumableSession)?,
         WorkloadKind::Signaling => {

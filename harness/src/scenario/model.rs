@@ -265,6 +265,14 @@ pub struct Baseline {
     /// connect, as programs that connect by name in a loop do.
     #[serde(default)]
     pub resolve: Option<ResolveWhen>,
+    /// A fixed deadline for what it wrote: the naive server reports the
+    /// bytes it received every 100 ms, and the client takes its
+    /// connection for dead (and reconnects) when a byte it wrote was not
+    /// reported within this long — an application acknowledgement timeout
+    /// or a heartbeat with a fixed deadline, as `TCP_USER_TIMEOUT` is in
+    /// the kernel. Absent: it never looks. At least 200 ms.
+    #[serde(default)]
+    pub ack_timeout: Option<Dur>,
 }
 
 /// When the naive client resolves the server's name.

@@ -87,6 +87,75 @@ pub struct StreamSpec {
     /// The naive client resolves the server's name before every connect
     /// (else once, at start).
     pub resolve_each_attempt: bool,
+    /// The naive client drops a connection on which a byte it wrote was
+    /// not reported received within this long (`[baseline] ack_timeout`).
+    pub ack_timeout: Option<Duration>,
+}
+
+/// How often a naive server that reports progress tells its client how
+/// many bytes it received on the connection (8 bytes, big-endian).
+pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// Most write times a naive client with an acknowledgement timeout keeps
+/// (one per 10 ms of writing at most): writes beyond are timed by the next
+/// one kept, which can only make the client's deadline later.
+const MAX_UNREPORTED: usize = 4096;
+
+/// A naive client's fixed acknowledgement deadline: the connection is dead
+/// when a byte written was not reported within `timeout`.
+struct AckWatch {
+    timeout: Duration,
+    /// `(connection offset, written at)`, oldest first.
+    written: std::collections::VecDeque<(u64, Duration)>,
+    reported: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AckWatch {
+    fn wrote(&mut self, now: Duration, end: u64) {
+        let due = self
+            .written
+            .back()
+            .is_none_or(|&(_, at)| now.saturating_sub(at) >= Duration::from_millis(10));
+        if due && self.written.len() < MAX_UNREPORTED {
+            self.written.push_back((end, now));
+        }
+    }
+
+    /// When the oldest byte not yet reported runs out of time.
+    fn deadline(&mut self) -> Option<Duration> {
+        let reported = self.reported.load(std::sync::atomic::Ordering::Relaxed);
+        while self
+            .written
+            .front()
+            .is_some_and(|&(end, _)| end <= reported)
+        {
+            self.written.pop_front();
+        }
+        self.written.front().map(|&(_, at)| at + self.timeout)
+    }
+}
+
+/// Reads a progress-reporting server's reports into `reported` until the
+/// connection ends.
+async fn read_reports<R: AsyncRead + Unpin>(
+    mut rd: R,
+    reported: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut report = [0u8; 8];
+    while rd.read_exact(&mut report).await.is_ok() {
+        reported.fetch_max(
+            u64::from_be_bytes(report),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// Resolves at `deadline` (time since the run started), never without one.
+async fn until<N: Net>(net: &N, deadline: Option<Duration>) {
+    match deadline {
+        Some(d) => tokio::time::sleep(d.saturating_sub(net.now())).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Pause of the naive client between reconnects: what a typical blind retry
@@ -110,8 +179,9 @@ async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
 
 /// What most programs do: resolve the server's name once, at start (or,
 /// with `resolve_each_attempt`, before every connect); plain TCP to that
-/// address; on an error, reconnect to it in a loop and keep writing where
-/// their own `write` calls left off.
+/// address; on an error (or, with `ack_timeout`, a byte not reported in
+/// time), reconnect to it in a loop and keep writing where their own
+/// `write` calls left off.
 pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
     let first = |addrs: Vec<SocketAddr>| {
         addrs
@@ -145,7 +215,7 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
         }
         let connected =
             tokio::time::timeout(spec.connect_timeout, net.connect_addr(&spec.host, server)).await;
-        let mut stream = match connected {
+        let stream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "baseline: connect failed");
@@ -158,13 +228,34 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
                 continue;
             }
         };
+        let (rd, mut wr) = tokio::io::split(stream);
+        let mut rd = Some(rd);
+        let conn_start = offset;
+        let mut watch = spec.ack_timeout.map(|timeout| AckWatch {
+            timeout,
+            written: Default::default(),
+            reported: Default::default(),
+        });
+        // The reports are read beside the writes (and end with them).
+        let reports = match (&watch, rd.take()) {
+            (Some(w), Some(half)) => Some(AbortOnDrop(tokio::spawn(read_reports(
+                half,
+                w.reported.clone(),
+            )))),
+            (None, half) => {
+                rd = half;
+                None
+            }
+            (Some(_), None) => None,
+        };
         let mut failed = false;
         while offset < spec.total {
             let n = (spec.total - offset).min(spec.chunk as u64) as usize;
             pattern::fill(offset, &mut buf[..n]);
+            let deadline = watch.as_mut().and_then(AckWatch::deadline);
             let step = async {
                 pace(&net, &spec, offset).await;
-                stream.write(&buf[..n]).await
+                wr.write(&buf[..n]).await
             };
             let written = tokio::select! {
                 // Fixed order: simulations must replay exactly from their
@@ -177,12 +268,24 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
                     failed = true;
                     break;
                 }
+                () = until(&net, deadline) => {
+                    // Reports may have come since the deadline was read.
+                    if watch.as_mut().and_then(AckWatch::deadline).is_some_and(|d| d <= net.now()) {
+                        tracing::debug!(offset, "baseline: a write was not acknowledged in time, reconnecting");
+                        failed = true;
+                        break;
+                    }
+                    continue;
+                }
                 r = step => r,
             };
             match written {
                 Ok(k) => {
                     offset += k as u64;
                     rec.wrote(net.now(), offset);
+                    if let Some(w) = watch.as_mut() {
+                        w.wrote(net.now(), offset - conn_start);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, offset, "baseline: write failed, reconnecting");
@@ -193,9 +296,18 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
         }
         if !failed {
             // Half-close and wait for the server to close: the polite ending.
-            let _ = stream.shutdown().await;
-            let mut sink = Vec::new();
-            let _ = stream.read_to_end(&mut sink).await;
+            let _ = wr.shutdown().await;
+            match (rd, reports) {
+                (Some(mut half), _) => {
+                    let mut sink = Vec::new();
+                    let _ = half.read_to_end(&mut sink).await;
+                }
+                // The report reader ends when the server closes.
+                (None, Some(mut task)) => {
+                    let _ = (&mut task.0).await;
+                }
+                (None, None) => {}
+            }
             rec.client_done(net.now());
             return;
         }
@@ -217,22 +329,64 @@ async fn next_change<N: Net>(net: &N, rec: &Recorder, changes: &mut Option<Event
     }
 }
 
-/// Baseline server: every connection's bytes are one stream log.
-pub async fn baseline_server<N: Net>(net: N, port: u16, rec: Recorder) -> io::Result<()> {
+/// Aborts its task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Baseline server: every connection's bytes are one stream log. With
+/// `report_progress`, it tells the client how many bytes it received on
+/// the connection every [`REPORT_EVERY`].
+pub async fn baseline_server<N: Net>(
+    net: N,
+    port: u16,
+    rec: Recorder,
+    report_progress: bool,
+) -> io::Result<()> {
     let listener = net.bind(port).await?;
     loop {
-        let mut stream = N::accept(&listener).await?;
+        let stream = N::accept(&listener).await?;
         let (net, rec) = (net.clone(), rec.clone());
         tokio::spawn(async move {
             let idx = rec.open_stream();
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => rec.received(idx, net.now(), &buf[..n]),
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            let received = std::sync::atomic::AtomicU64::new(0);
+            let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+            let reading = async {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            rec.received(idx, net.now(), &buf[..n]);
+                            received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                 }
-            }
-            let _ = stream.shutdown().await;
+                let _ = stop.send(());
+            };
+            let reporting = async {
+                if !report_progress {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => break,
+                        () = tokio::time::sleep(REPORT_EVERY) => {}
+                    }
+                    let n = received.load(std::sync::atomic::Ordering::Relaxed);
+                    if wr.write_all(&n.to_be_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(reading, reporting);
+            let _ = wr.shutdown().await;
         });
     }
 }

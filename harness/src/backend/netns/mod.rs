@@ -712,7 +712,9 @@ fn server_task(
     HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
         server_net.prebind(port).map(|()| async move {
             let served = match chosen.engine_server {
-                None => programs::baseline_server(server_net, port, rec).await,
+                None => {
+                    programs::baseline_server(server_net, port, rec, chosen.report_progress).await
+                }
                 Some(limits) => {
                     programs::mitigated_server(
                         server_net,

@@ -262,7 +262,7 @@ pub fn run_stream(
                 });
             }
             match chosen.engine_server {
-                None => programs::baseline_server(net, port, rec).await?,
+                None => programs::baseline_server(net, port, rec, chosen.report_progress).await?,
                 Some(limits) => {
                     programs::mitigated_server(
                         net,
