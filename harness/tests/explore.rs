@@ -146,13 +146,15 @@ fn the_real_engine_survives_random_schedules_of_every_stream_scenario() {
         "scenarios/nic-swap.toml",
         "scenarios/silent-path-loss.toml",
         "scenarios/link-flap.toml",
+        // A few in this debug build: CI's `ci/run-suite.sh` explores 3,000
+        // schedules of every scenario with the release build.
         "--schedules",
-        "200",
+        "60",
         "--seed",
         "3",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("explored 200 schedule(s) over 4 scenario(s)"));
+    assert!(text(&out).contains("explored 60 schedule(s) over 4 scenario(s)"));
 }
 
 #[test]

@@ -88,8 +88,14 @@ fn shipped_scenarios_agree_across_backends() {
         );
         let (sb, nb) = (&sim["baseline"], &netns["baseline"]);
         let (sm, nm) = (&sim["mitigated"], &netns["mitigated"]);
+        let mut netns_symptoms = nb["symptoms"].clone();
+        if let Some((_, extra, _)) = NETNS_ONLY_SYMPTOMS.iter().find(|(id, ..)| id == name) {
+            if let Some(list) = netns_symptoms.as_array_mut() {
+                list.retain(|s| s != extra);
+            }
+        }
         assert_eq!(
-            sb["symptoms"], nb["symptoms"],
+            sb["symptoms"], netns_symptoms,
             "{name}: baseline symptoms differ\nsim   {sb}\nnetns {nb}"
         );
         assert_eq!(
@@ -120,6 +126,16 @@ fn shipped_scenarios_agree_across_backends() {
         &on_sim["process-restart"],
     );
 }
+
+/// Symptoms a baseline shows on the real kernel only, each with why sim
+/// cannot show it (also in the scenario's catalog entry).
+const NETNS_ONLY_SYMPTOMS: &[(&str, &str, &str)] = &[(
+    "latency-spike",
+    "loss",
+    "the naive client closes the connection it gave up on with reports unread: Linux then \
+     resets it and discards what it had not sent; sim's TCP delivers everything written \
+     before a close",
+)];
 
 /// The netns suite's report that `NETMEND_NETNS_REPORT` names, by scenario
 /// id; `None` without the variable. It must hold exactly the shipped

@@ -229,24 +229,23 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
             }
         };
         let (rd, mut wr) = tokio::io::split(stream);
-        let mut rd = Some(rd);
         let conn_start = offset;
         let mut watch = spec.ack_timeout.map(|timeout| AckWatch {
             timeout,
             written: Default::default(),
             reported: Default::default(),
         });
-        // The reports are read beside the writes (and end with them).
-        let reports = match (&watch, rd.take()) {
-            (Some(w), Some(half)) => Some(AbortOnDrop(tokio::spawn(read_reports(
-                half,
-                w.reported.clone(),
-            )))),
-            (None, half) => {
-                rd = half;
-                None
-            }
-            (Some(_), None) => None,
+        // With a deadline, the reports are read beside the writes (and end
+        // with them); without, the read half waits for the polite ending.
+        let (rd, reports) = match &watch {
+            Some(w) => (
+                None,
+                Some(AbortOnDrop(tokio::spawn(read_reports(
+                    rd,
+                    w.reported.clone(),
+                )))),
+            ),
+            None => (Some(rd), None),
         };
         let mut failed = false;
         while offset < spec.total {
