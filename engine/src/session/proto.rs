@@ -1830,16 +1830,21 @@ mod tests {
         }
     }
 
+    /// Keepalives every 250 ms, a dead or stalled path after 1 s.
+    fn quick_timers() -> Config {
+        Config {
+            keepalive_interval: Duration::from_millis(250),
+            dead_after: Duration::from_secs(1),
+            ..Config::default()
+        }
+    }
+
     #[test]
     fn data_left_unacknowledged_while_keepalives_arrive_stalls_the_transport() {
         // An MTU black hole: the peer's keepalives (small) arrive, our data
         // (large) does not, so its acknowledged position never moves.
         let t0 = Instant::now();
-        let cfg = Config {
-            keepalive_interval: Duration::from_millis(250),
-            dead_after: Duration::from_secs(1),
-            ..Config::default()
-        };
+        let cfg = quick_timers();
         let mut s = established_server(cfg, t0);
         assert_eq!(s.write(&[7; 40_000]).unwrap(), 40_000);
         let mut out = Vec::new();
@@ -1856,11 +1861,7 @@ mod tests {
     #[test]
     fn acknowledged_data_and_an_idle_transport_never_stall() {
         let t0 = Instant::now();
-        let cfg = Config {
-            keepalive_interval: Duration::from_millis(250),
-            dead_after: Duration::from_secs(1),
-            ..Config::default()
-        };
+        let cfg = quick_timers();
         let mut s = established_server(cfg, t0);
         s.write(&[7; 1000]).unwrap();
         let mut out = Vec::new();
@@ -1888,11 +1889,7 @@ mod tests {
         // The round trip grew to 2 s (a bloated buffer): with a 1 s
         // `dead_after`, a fixed timer would declare every transport dead.
         let t0 = Instant::now();
-        let cfg = Config {
-            keepalive_interval: Duration::from_millis(250),
-            dead_after: Duration::from_secs(1),
-            ..Config::default()
-        };
+        let cfg = quick_timers();
         let mut s = established_server(cfg, t0);
         let mut out = Vec::new();
         let rtt = Duration::from_secs(2);
