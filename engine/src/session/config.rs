@@ -77,6 +77,13 @@ pub struct Config {
     /// Server side: a session with no transport for this long expires.
     /// At least 1 ms. Default 60 s.
     pub idle_expiry: Duration,
+    /// Client side: after a suspected MTU black hole (data unacknowledged
+    /// while the peer's small frames arrive) the next transports ask for
+    /// smaller segments ([`TransportHint`](super::TransportHint)); once
+    /// this long passed, the next transport tries one size larger again
+    /// (RFC 4821 section 7.7; Linux's `tcp_probe_interval` is the same
+    /// 10 min). At least 1 ms; `Duration::MAX` for never. Default 10 min.
+    pub segment_probe_interval: Duration,
 }
 
 impl Default for Config {
@@ -93,6 +100,7 @@ impl Default for Config {
             ack_delay: Duration::from_millis(10),
             ack_every: 64 << 10,
             idle_expiry: Duration::from_secs(60),
+            segment_probe_interval: Duration::from_secs(600),
         }
     }
 }
@@ -153,6 +161,10 @@ impl Config {
         at_least_1ms("Config::handshake_timeout", self.handshake_timeout)?;
         at_least_1ms("Config::connect_timeout", self.connect_timeout)?;
         at_least_1ms("Config::idle_expiry", self.idle_expiry)?;
+        at_least_1ms(
+            "Config::segment_probe_interval",
+            self.segment_probe_interval,
+        )?;
         Ok(())
     }
 }

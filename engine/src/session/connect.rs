@@ -12,6 +12,7 @@ use super::error::{Delivery, SessionError, SessionErrorKind};
 use super::event::{EventHandler, SessionEvent};
 use super::handle::{DetachSlot, Session, Shared};
 use super::proto::SessionCore;
+use super::segment::{SegmentClamp, TransportHint};
 use crate::gate::{changed_opt, readiness, GateConfig};
 use crate::monitor::{Decisions, DefaultRoute, Family, MajorChange, Monitor, Snapshot};
 use crate::reconnect::{Action, AttemptFailure, AttemptId, Event, Pacing, Policy, ReconnectCore};
@@ -48,6 +49,67 @@ pub trait Connector: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
     /// Opens one transport.
     fn connect(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
+    /// Opens one transport as the session advises: with segments of at
+    /// most `hint.max_segment` bytes after the session suspected an MTU
+    /// black hole (see [`TransportHint`]). The session calls this one; by
+    /// default it ignores the hint and calls [`connect`](Self::connect).
+    /// A connector made with [`with_hints`] gets the hint.
+    fn connect_with_hint(
+        &mut self,
+        hint: TransportHint,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static {
+        let _ = hint;
+        self.connect()
+    }
+}
+
+/// A connector that takes the session's [`TransportHint`] for each
+/// transport: a closure given the hint, which it applies to the socket
+/// before connecting ([`TransportHint::apply_to`]).
+///
+/// ```no_run
+/// use netmend::session::{with_hints, SessionBuilder, TransportHint};
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let connector = with_hints(|hint: TransportHint| async move {
+///     let socket = tokio::net::TcpSocket::new_v4()?;
+///     hint.apply_to(&socket)?;
+///     let stream = socket.connect("198.18.0.2:7000".parse().unwrap()).await?;
+///     stream.set_nodelay(true)?;
+///     Ok(stream)
+/// });
+/// let session = SessionBuilder::new().connect(connector).await?;
+/// # Ok(()) }
+/// ```
+pub fn with_hints<F, Fut, S>(connect: F) -> WithHints<F>
+where
+    F: FnMut(TransportHint) -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    WithHints(connect)
+}
+
+/// A connector closure that takes the session's hint ([`with_hints`]).
+#[derive(Clone, Debug)]
+pub struct WithHints<F>(F);
+
+impl<F, Fut, S> Connector for WithHints<F>
+where
+    F: FnMut(TransportHint) -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Stream = S;
+    fn connect(&mut self) -> impl Future<Output = io::Result<S>> + Send + 'static {
+        (self.0)(TransportHint::default())
+    }
+    fn connect_with_hint(
+        &mut self,
+        hint: TransportHint,
+    ) -> impl Future<Output = io::Result<S>> + Send + 'static {
+        (self.0)(hint)
+    }
 }
 
 impl<F, Fut, S> Connector for F
@@ -258,10 +320,11 @@ impl SessionBuilder {
             Some(_) => ReconnectCore::new_connected(self.policy, pacing, now(), seed),
             None => ReconnectCore::new(self.policy, pacing, now(), seed),
         };
+        let clamp = SegmentClamp::new(self.config.segment_probe_interval);
         let task = tokio::spawn(run_client(
             Arc::clone(&shared),
             connector,
-            core,
+            (core, clamp),
             transport,
             self.monitor,
             self.on_event,
@@ -295,21 +358,22 @@ type LinkFuture = Pin<Box<dyn Future<Output = LinkReport<()>> + Send>>;
 /// [`MAX_ATTEMPTS_IN_FLIGHT`](crate::reconnect::MAX_ATTEMPTS_IN_FLIGHT),
 /// as the core says.
 struct Attempts<S> {
-    pending: Vec<(AttemptId, AttemptFuture<S>)>,
+    /// Each with the hint it was started with.
+    pending: Vec<(AttemptId, TransportHint, AttemptFuture<S>)>,
 }
 
 impl<S> Attempts<S> {
     fn cancel(&mut self, id: AttemptId) {
-        self.pending.retain(|(a, _)| *a != id);
+        self.pending.retain(|(a, _, _)| *a != id);
     }
 
     /// The next attempt to end; pending forever while there is none.
-    fn next(&mut self) -> impl Future<Output = (AttemptId, io::Result<S>)> + '_ {
+    fn next(&mut self) -> impl Future<Output = (AttemptId, TransportHint, io::Result<S>)> + '_ {
         std::future::poll_fn(move |cx: &mut Context<'_>| {
             for i in 0..self.pending.len() {
-                if let Poll::Ready(r) = self.pending[i].1.as_mut().poll(cx) {
-                    let (id, _) = self.pending.remove(i);
-                    return Poll::Ready((id, r));
+                if let Poll::Ready(r) = self.pending[i].2.as_mut().poll(cx) {
+                    let (id, hint, _) = self.pending.remove(i);
+                    return Poll::Ready((id, hint, r));
                 }
             }
             Poll::Pending
@@ -354,7 +418,7 @@ fn path_of(s: &Snapshot) -> Option<DefaultRoute> {
 async fn run_client<C: Connector>(
     shared: Arc<Shared>,
     mut connector: C,
-    mut core: ReconnectCore,
+    (mut core, mut clamp): (ReconnectCore, SegmentClamp),
     transport: Option<C::Stream>,
     monitor: Option<Monitor>,
     handler: Option<EventHandler>,
@@ -362,6 +426,14 @@ async fn run_client<C: Connector>(
     let emit = |e: SessionEvent| {
         if let Some(h) = &handler {
             h.call(&e);
+        }
+    };
+    let segment_news = |hint: Option<TransportHint>| {
+        if let Some(hint) = hint {
+            tracing::info!(max_segment = ?hint.max_segment, "segment size of new transports");
+            emit(SessionEvent::SegmentSize {
+                max_segment: hint.max_segment,
+            });
         }
     };
     let mut watch = monitor.as_ref().map(Monitor::watch);
@@ -412,12 +484,17 @@ async fn run_client<C: Connector>(
             match action {
                 Action::Connect(id) => {
                     shared.lock().connect_attempts += 1;
-                    attempts.pending.push((id, Box::pin(connector.connect())));
+                    let hint = clamp.hint(t);
+                    attempts
+                        .pending
+                        .push((id, hint, Box::pin(connector.connect_with_hint(hint))));
                 }
                 Action::Cancel(id) => attempts.cancel(id),
                 Action::DropTransport => {
                     if link.take().is_some() {
                         shared.lock().core.link_abandoned();
+                        // Left on purpose: no sign of the path's MTU.
+                        segment_news(clamp.handle_transport_end(t, false));
                         emit(SessionEvent::Rebound {
                             from: moved.0,
                             to: moved.1,
@@ -503,6 +580,10 @@ async fn run_client<C: Connector>(
                     if std::mem::take(&mut st.established_news) {
                         core.handle_established(now());
                     }
+                    // Data unacknowledged while the peer's small frames
+                    // arrived: the next transports use smaller segments.
+                    let stalled = st.core.data_stall(now()).is_some();
+                    segment_news(clamp.handle_transport_end(now(), stalled));
                     st.core.link_lost();
                     // The next attempts are given at least the path's
                     // measured retransmission timeout.
@@ -520,9 +601,10 @@ async fn run_client<C: Connector>(
                     }
                 }
             }
-            (id, result) = attempts.next() => match result {
+            (id, hint, result) = attempts.next() => match result {
                 Ok(stream) => {
                     if core.handle_connected(now(), id) {
+                        segment_news(clamp.handle_transport_opened(now(), hint));
                         let mut st = shared.lock();
                         st.core.open_client_link(now());
                         opened_at = st.core.delivery();

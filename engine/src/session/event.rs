@@ -52,6 +52,15 @@ pub enum SessionEvent {
         /// The default route it moves to.
         to: Option<DefaultRoute>,
     },
+    /// The segment size the session's next transports ask for changed
+    /// ([`TransportHint`](super::TransportHint)): clamped after data went
+    /// unacknowledged while the peer's small frames arrived (a suspected
+    /// MTU black hole), or raised again after
+    /// [`Config::segment_probe_interval`](super::Config::segment_probe_interval).
+    SegmentSize {
+        /// The new limit; `None`: the system's choice.
+        max_segment: Option<u16>,
+    },
     /// The session failed; nothing more will happen.
     Failed(SessionError),
 }

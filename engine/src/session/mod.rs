@@ -20,11 +20,12 @@ pub(crate) mod handshake;
 pub(crate) mod proto;
 mod replay;
 mod rtt;
+mod segment;
 
 pub use accept::{AcceptError, Accepted, Acceptor, Incoming, Restored, Transport};
 pub use admission::{Limits, Refusal};
 pub use config::{Config, INITIAL_WINDOW, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD_LIMIT};
-pub use connect::{Connector, SessionBuilder};
+pub use connect::{with_hints, Connector, SessionBuilder, WithHints};
 pub use detach::{Detached, StateError, StateKey};
 pub use error::{Delivery, LinkError, SessionError, SessionErrorKind};
 pub use event::SessionEvent;
@@ -33,3 +34,4 @@ pub use handle::{session_error, Session, SessionStats};
 pub use handshake::MAX_HANDSHAKE_FRAME;
 pub use proto::Stats;
 pub use replay::ReplayBuffer;
+pub use segment::{TransportHint, SEGMENT_STEPS};

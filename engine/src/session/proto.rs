@@ -918,6 +918,35 @@ impl SessionCore {
         wrote
     }
 
+    /// How long this transport's oldest unacknowledged data has waited,
+    /// when a frame of the peer arrived more than a round trip after it
+    /// was sent: the sign of a path that carries the peer's small frames
+    /// (keepalives) but not this side's data, an MTU black hole (RFC
+    /// 2923), rather than a dead path, on which nothing the peer sent
+    /// after the data arrives. (A frame already in flight when the data
+    /// left arrives within a round trip; without a measurement yet, half
+    /// a keepalive interval stands for it. The peer's keepalives are not
+    /// heard for long on such a path: its TCP's acknowledgements ride on
+    /// our full-size segments, so its own segments soon wait for
+    /// retransmission too.) `None` without an established transport,
+    /// with everything acknowledged, or when nothing was heard since.
+    /// Read it before [`link_lost`](Self::link_lost).
+    pub fn data_stall(&self, now: Instant) -> Option<Duration> {
+        let link = self.link.as_ref()?;
+        if link.phase != Phase::Established {
+            return None;
+        }
+        let oldest = link
+            .send_times
+            .oldest_unacked(self.peer_acked, link.next_send)?;
+        let heard_for = link.last_rx.checked_duration_since(oldest)?;
+        let in_flight = self
+            .rtt
+            .srtt()
+            .unwrap_or(self.config.keepalive_interval / 2);
+        (heard_for > in_flight).then(|| now.saturating_duration_since(oldest))
+    }
+
     /// The path's retransmission timeout as measured on this session's
     /// transports (`SRTT + 4·RTTVAR`, RFC 6298), once data was
     /// acknowledged: every wait for the peer lasts at least that long.
@@ -1856,6 +1885,63 @@ mod tests {
             Event::LinkFailed(LinkError::Stalled(Duration::from_secs(1)))
         );
         assert_eq!(at - t0, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stall_with_the_peer_heard_after_a_round_trip_is_a_data_stall() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = established_server(quick_timers(), t0);
+        let mut out = Vec::new();
+        // One round trip measured: 20 ms.
+        s.write(&[1; 100]).unwrap();
+        s.poll_transmit(t0, &mut out, 1 << 20);
+        s.handle_input(t0 + ms(20), &wire(Frame::Ack { recv_offset: 100 }))
+            .unwrap();
+        assert_eq!(s.data_stall(t0 + ms(20)), None, "nothing unacknowledged");
+        let sent = t0 + ms(100);
+        s.write(&[2; 40_000]).unwrap();
+        s.poll_transmit(sent, &mut out, 1 << 20);
+        let keepalive = wire(Frame::Keepalive { recv_offset: 0 });
+        // A frame within the round trip may have left the peer before our
+        // data did: no sign yet.
+        s.handle_input(sent + ms(20), &keepalive).unwrap();
+        assert_eq!(s.data_stall(sent + ms(900)), None);
+        // One sent by the peer after it should have had the data is.
+        s.handle_input(sent + ms(21), &keepalive).unwrap();
+        assert_eq!(s.data_stall(sent + ms(900)), Some(ms(900)));
+        // Acknowledged after all: no stall.
+        s.handle_input(
+            sent + ms(30),
+            &wire(Frame::Ack {
+                recv_offset: 40_100,
+            }),
+        )
+        .unwrap();
+        assert_eq!(s.data_stall(sent + ms(900)), None);
+    }
+
+    #[test]
+    fn a_silent_peer_or_a_handshake_shows_no_data_stall() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = established_server(quick_timers(), t0);
+        let mut out = Vec::new();
+        s.write(&[2; 40_000]).unwrap();
+        s.poll_transmit(t0, &mut out, 1 << 20);
+        // Nothing heard since the data left (a dead path), however long.
+        assert_eq!(s.data_stall(t0 + ms(5_000)), None);
+        // Without a measured round trip, half a keepalive interval (125
+        // ms here) stands for the frames in flight.
+        let keepalive = wire(Frame::Keepalive { recv_offset: 0 });
+        s.handle_input(t0 + ms(125), &keepalive).unwrap();
+        assert_eq!(s.data_stall(t0 + ms(900)), None);
+        s.handle_input(t0 + ms(126), &keepalive).unwrap();
+        assert_eq!(s.data_stall(t0 + ms(900)), Some(ms(900)));
+        // A client transport in its handshake has no data of its own yet.
+        let mut c = SessionCore::new_client(quick_timers(), KeyPair::from_random([1; 32]));
+        c.open_client_link(t0);
+        assert_eq!(c.data_stall(t0 + ms(900)), None);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum Action {
     Blackhole(bool),
     /// Start (`true`) or end dropping every IPv6 packet (IPv4 passes).
     Ipv6Blackhole(bool),
+    /// The path's MTU falls to this many bytes and the ICMP "too big"
+    /// that would say so is dropped (`None`: the links' MTU again, ICMP
+    /// passes).
+    PathMtu(Option<u32>),
     /// The middlebox forgets a flow that carried nothing for this long
     /// (its NAT mapping or conntrack entry expires) and drops the flow's
     /// later segments; `None`: flows are kept however long they idle.
@@ -142,6 +146,8 @@ impl std::fmt::Display for Action {
             Action::Blackhole(false) => write!(f, "blackhole healed"),
             Action::Ipv6Blackhole(true) => write!(f, "IPv6 blackholed"),
             Action::Ipv6Blackhole(false) => write!(f, "IPv6 back"),
+            Action::PathMtu(Some(mtu)) => write!(f, "path MTU {mtu}, ICMP too-big dropped"),
+            Action::PathMtu(None) => write!(f, "path MTU restored"),
             Action::NatIdleTimeout(Some(t)) => {
                 write!(f, "idle flows forgotten after {} ms", t.as_millis())
             }

@@ -29,8 +29,8 @@ pub use host::{
     LinkFlap, NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
 };
 pub use path::{
-    Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, NatIdleTimeout, Partition,
-    Reset, RAMP_STEPS,
+    Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, MtuBlackhole,
+    NatIdleTimeout, Partition, Reset, LINK_MTU, RAMP_STEPS,
 };
 pub use raw::Raw;
 
@@ -249,6 +249,7 @@ kinds!(
     FirewallReload,
     Blackhole,
     Ipv6Blackhole,
+    MtuBlackhole,
     NatIdleTimeout,
     Partition,
     Latency,

@@ -168,6 +168,73 @@ impl Spec for NatIdleTimeout {
     }
 }
 
+/// The path's MTU falls below the links' (a tunnel or PPPoE link on the
+/// way, a misconfigured interface) and the router that cannot forward a
+/// full-size packet drops it with the ICMP "fragmentation needed" /
+/// "packet too big" that would tell the sender filtered: an MTU black hole
+/// (RFC 2923 section 2.1). Handshakes and small frames pass, full-size
+/// segments vanish; for `duration`, or until the end.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtuBlackhole {
+    /// When.
+    pub at: Dur,
+    /// The path's MTU meanwhile, in bytes (1280 to 1499: at least IPv6's
+    /// minimum, below the links' 1500).
+    pub mtu: u32,
+    /// For how long; absent means until the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+}
+
+/// The links' MTU in both labs (Ethernet's).
+pub const LINK_MTU: u32 = 1500;
+
+impl Kind for MtuBlackhole {
+    const NAME: &'static str = "mtu-blackhole";
+    const FIELDS: &'static [&'static str] = &["mtu", "duration"];
+    const SUMMARY: &'static str =
+        "the path's MTU falls and the ICMP that says so is filtered: full-size packets vanish";
+    fn example() -> Self {
+        MtuBlackhole {
+            at: ms(1_000),
+            mtu: 1400,
+            duration: None,
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        let mtu = r.need("mtu", r.mtu)?;
+        if !(1280..LINK_MTU).contains(&mtu) {
+            return Err(format!(
+                "`mtu` must be from 1280 (IPv6's minimum) to {} (below the links' {LINK_MTU}), not {mtu}",
+                LINK_MTU - 1
+            ));
+        }
+        Ok(MtuBlackhole {
+            at: r.at,
+            mtu,
+            duration: r.open_ended_duration()?,
+        })
+    }
+}
+
+impl Spec for MtuBlackhole {
+    fn duration(&self) -> Option<Dur> {
+        self.duration
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            self.duration,
+            Action::PathMtu(Some(self.mtu)),
+            Action::PathMtu(None),
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = self.duration.map(|d| halved(d, floor));
+    }
+}
+
 /// The middlebox silently drops everything for `duration` and forgets the
 /// flows it carried: no RST, old connections stay half-open forever, new
 /// connections work once it heals.

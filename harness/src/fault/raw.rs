@@ -84,6 +84,9 @@ pub struct Raw {
     /// How long a latency takes to rise (and fall).
     #[serde(default)]
     pub ramp: Option<Dur>,
+    /// A path MTU, in bytes.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 impl Raw {
@@ -119,6 +122,7 @@ impl Raw {
             ("ahead", self.ahead.is_some()),
             ("behind", self.behind.is_some()),
             ("ramp", self.ramp.is_some()),
+            ("mtu", self.mtu.is_some()),
         ];
         if let Some((field, _)) = given
             .iter()

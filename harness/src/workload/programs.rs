@@ -9,7 +9,8 @@ use netmend::dial::{self, RaceConfig, Resolver, StaleConfig};
 use netmend::gate::GateConfig;
 use netmend::monitor::{Debounce, Events, Monitor};
 use netmend::session::{
-    Accepted, Acceptor, Config, Limits, SessionBuilder, SessionEvent, SessionId,
+    with_hints, Accepted, Acceptor, Config, Limits, SessionBuilder, SessionEvent, SessionId,
+    TransportHint,
 };
 use netmend::Policy;
 use std::future::Future;
@@ -38,11 +39,13 @@ pub trait Net: Clone + Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
-    /// Connects to `addr`, one of `host`'s addresses.
+    /// Connects to `addr`, one of `host`'s addresses, as `hint` advises
+    /// (a clamped segment size; sim's TCP has no segments and ignores it).
     fn connect_addr(
         &self,
         host: &str,
         addr: SocketAddr,
+        hint: TransportHint,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Listens on `port` on all addresses.
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send;
@@ -213,8 +216,11 @@ pub async fn baseline_client<N: Net>(net: N, spec: StreamSpec, rec: Recorder) {
                 }
             }
         }
-        let connected =
-            tokio::time::timeout(spec.connect_timeout, net.connect_addr(&spec.host, server)).await;
+        let connected = tokio::time::timeout(
+            spec.connect_timeout,
+            net.connect_addr(&spec.host, server, TransportHint::default()),
+        )
+        .await;
         let stream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -422,7 +428,9 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
         Ok(r) => Arc::new(r),
         Err(e) => return rec.client_failed(format!("resolver: {e}")),
     };
-    let connector = move || {
+    // With the session's hint: smaller segments after a suspected MTU
+    // black hole.
+    let connector = with_hints(move |hint: TransportHint| {
         let (net, host, resolver) = (n2.clone(), host.clone(), resolver.clone());
         r2.attempt(net.now());
         async move {
@@ -432,12 +440,12 @@ pub async fn mitigated_client<N: Net>(net: N, spec: StreamSpec, m: MitigationSpe
             let (n, h) = (net.clone(), host.clone());
             dial::race(addrs, RaceConfig::default(), move |addr| {
                 let (n, h) = (n.clone(), h.clone());
-                async move { n.connect_addr(&h, addr).await }
+                async move { n.connect_addr(&h, addr, hint).await }
             })
             .await
             .map_err(io::Error::from)
         }
-    };
+    });
     let (n3, r3) = (net.clone(), rec.clone());
     let mut builder = SessionBuilder::new()
         .config(m.config)
@@ -505,6 +513,10 @@ fn session_event(event: &SessionEvent) -> String {
         ),
         SessionEvent::PathChanged { from, to } => format!("path changed: {from:?} -> {to:?}"),
         SessionEvent::Rebound { .. } => "left the old path".to_string(),
+        SessionEvent::SegmentSize {
+            max_segment: Some(mss),
+        } => format!("segments clamped to {mss} bytes"),
+        SessionEvent::SegmentSize { max_segment: None } => "segments unclamped".to_string(),
         SessionEvent::Failed(e) => format!("failed: {e}"),
         other => format!("{other:?}"),
     }

@@ -212,6 +212,42 @@ impl<'a> PathFaults<'a> {
                 self.push_impairment();
                 Ok(())
             }
+            Action::PathMtu(mtu) => {
+                // Both of the router's links, so the path is as narrow
+                // both ways (a tunnel is); packets arriving too big for
+                // the router's link are dropped at once, those it would
+                // forward too big get the ICMP error the rules drop. The
+                // filter is up before the MTU falls and stays until it is
+                // back: one ICMP error let through (a few ms between the
+                // two at 256 KiB/s are enough) and the sender's kernel
+                // learns the path MTU for 10 min, no black hole at all.
+                let ifs = [
+                    self.client.1.router_if.clone(),
+                    self.server.1.router_if.clone(),
+                ];
+                let set_mtu = |mtu: u32| -> Result<(), LabError> {
+                    for dev in &ifs {
+                        lab.exec(
+                            lab.router(),
+                            &["ip", "link", "set", "dev", dev, "mtu", &mtu.to_string()],
+                            None,
+                        )?;
+                    }
+                    Ok(())
+                };
+                match mtu {
+                    Some(mtu) => {
+                        self.rules.set_too_big_filtered(true);
+                        apply_rules(lab, &self.rules)?;
+                        set_mtu(*mtu)
+                    }
+                    None => {
+                        set_mtu(crate::fault::LINK_MTU)?;
+                        self.rules.set_too_big_filtered(false);
+                        apply_rules(lab, &self.rules)
+                    }
+                }
+            }
             Action::Bandwidth(rate) => {
                 let ifs = [
                     self.client.1.router_if.clone(),

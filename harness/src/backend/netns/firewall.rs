@@ -37,6 +37,9 @@ pub struct PathRules {
     held_if: Option<String>,
     /// Where the captive portal intercepts while the state says captive.
     portal: Option<Portal>,
+    /// The router's own ICMP "fragmentation needed" / "packet too big" is
+    /// dropped (an MTU black hole).
+    too_big_filtered: bool,
 }
 
 /// Where a captive portal intercepts: new TCP flows arriving on `iface`
@@ -65,7 +68,15 @@ impl PathRules {
             state: PathState::default(),
             held_if: None,
             portal: None,
+            too_big_filtered: false,
         }
+    }
+
+    /// Drop (`true`) or pass the ICMP errors the router sends when a
+    /// packet is too big for the next link: the filter of an MTU black
+    /// hole (RFC 2923 section 2.1).
+    pub fn set_too_big_filtered(&mut self, on: bool) {
+        self.too_big_filtered = on;
     }
 
     /// Applies a path action to the state; `false` if it is none (links,
@@ -141,6 +152,20 @@ impl PathRules {
         }
         let _ = writeln!(s, "    ct state new ct mark set {}", self.state.epoch());
         let _ = writeln!(s, "  }}");
+        if self.too_big_filtered {
+            // The router makes these errors itself: its output hook.
+            let _ = writeln!(s, "  chain output {{");
+            let _ = writeln!(
+                s,
+                "    type filter hook output priority -10; policy accept;"
+            );
+            let _ = writeln!(
+                s,
+                "    icmp type destination-unreachable icmp code frag-needed drop"
+            );
+            let _ = writeln!(s, "    icmpv6 type packet-too-big drop");
+            let _ = writeln!(s, "  }}");
+        }
         if let Some(p) = self.portal.as_ref().filter(|_| self.state.captive()) {
             // Only new flows are redirected (NAT is decided on a flow's
             // first packet); lifting the portal leaves intercepted flows
@@ -220,6 +245,21 @@ mod tests {
         assert!(p.script().contains("oifname \"c0\" drop"));
         p.apply(&partition(Direction::ServerToClient, false));
         assert!(!p.script().contains("ifname"));
+    }
+
+    #[test]
+    fn an_mtu_black_hole_drops_only_the_routers_too_big_errors() {
+        let mut p = PathRules::new("c0");
+        assert!(!p.script().contains("chain output"));
+        p.set_too_big_filtered(true);
+        let s = p.script();
+        assert!(s.contains(
+            "  chain output {\n    type filter hook output priority -10; policy accept;\n    icmp type destination-unreachable icmp code frag-needed drop\n    icmpv6 type packet-too-big drop\n  }\n"
+        ));
+        // Nothing else is dropped.
+        assert!(!s.contains("    drop\n"));
+        p.set_too_big_filtered(false);
+        assert!(!p.script().contains("icmp"));
     }
 
     #[test]

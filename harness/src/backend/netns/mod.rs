@@ -32,6 +32,7 @@ use faults::PathFaults;
 use host::HostTask;
 use lab::{Lab, LabSpec};
 use netmend::monitor::{Debounce, Monitor};
+use netmend::session::TransportHint;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -335,8 +336,18 @@ impl Net for NetnsNet {
         }
     }
 
-    async fn connect_addr(&self, _host: &str, addr: SocketAddr) -> io::Result<Self::Stream> {
-        let s = tokio::net::TcpStream::connect(addr).await?;
+    async fn connect_addr(
+        &self,
+        _host: &str,
+        addr: SocketAddr,
+        hint: TransportHint,
+    ) -> io::Result<Self::Stream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        hint.apply_to(&socket)?;
+        let s = socket.connect(addr).await?;
         s.set_nodelay(true)?;
         Ok(s)
     }
@@ -779,7 +790,7 @@ pub async fn check_path(lab: &Lab, s: &Scenario, net: &NetnsNet) -> Result<(), L
                 for addr in client_net.resolve(&server, port).await.unwrap_or_default() {
                     let attempt = tokio::time::timeout(
                         Duration::from_millis(500),
-                        client_net.connect_addr(&server, addr),
+                        client_net.connect_addr(&server, addr, TransportHint::default()),
                     );
                     if let Ok(Ok(_)) = attempt.await {
                         return true;

@@ -20,6 +20,7 @@ use crate::scenario::{IpVersion, Scenario};
 use crate::workload::programs::{self, Net};
 use crate::workload::{Recorder, Recording};
 use netmend::monitor::{Debounce, Injector, Monitor};
+use netmend::session::TransportHint;
 use router::{Router, SimStream};
 use std::future::Future;
 use std::io;
@@ -118,6 +119,7 @@ impl Net for SimNet {
         &self,
         host: &str,
         addr: SocketAddr,
+        _hint: TransportHint,
     ) -> impl Future<Output = io::Result<SimStream>> + Send {
         self.connect(host, addr.port())
     }
@@ -445,6 +447,9 @@ pub fn cannot(action: &Action) -> Option<&'static str> {
         }
         Action::Ipv6Blackhole(true) => Some(
             "a turmoil host has one address of one family, so there is no other family to fall back to; an IPv6 blackhole needs the netns backend's dual-stack lab",
+        ),
+        Action::PathMtu(Some(_)) => Some(
+            "turmoil's TCP sends each write as one segment of any size, with no MTU and no MSS: a path that drops packets above a size cannot be made; MTU black holes need the netns backend",
         ),
         Action::AddressChange { .. } => Some(
             "turmoil hosts have one fixed address; address changes need the netns backend",
