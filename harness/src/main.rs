@@ -798,15 +798,9 @@ fn run_scenarios(
     let summary = runner::run(loaded, kind, reason, opts, &mut |ev| {
         // Progress first: its live line is gone before a result is printed.
         progress.event(ev);
-        human.event(ev);
         collector.event(ev);
-        if let (Some(dir), RunEvent::ScenarioFinished { result, .. }) = (&timeline, ev) {
-            if let Err(e) = write_timeline(dir, result) {
-                timeline_error.get_or_insert_with(|| {
-                    format!("{}: {e}", timeline_path(dir, result).display())
-                });
-            }
-        }
+        // In the interrupt's report before its line is printed: a user who
+        // presses Ctrl-C on seeing a result finds it in the report.
         if let RunEvent::ScenarioFinished { .. } | RunEvent::RunStarted { .. } = ev {
             *PARTIAL.lock().unwrap_or_else(|e| e.into_inner()) = Some(PartialReport {
                 collector: collector.clone(),
@@ -814,6 +808,14 @@ fn run_scenarios(
                 junit: junit.clone(),
                 json: json.clone(),
             });
+        }
+        human.event(ev);
+        if let (Some(dir), RunEvent::ScenarioFinished { result, .. }) = (&timeline, ev) {
+            if let Err(e) = write_timeline(dir, result) {
+                timeline_error.get_or_insert_with(|| {
+                    format!("{}: {e}", timeline_path(dir, result).display())
+                });
+            }
         }
     });
     // Finished: an interrupt from here on has nothing to add.

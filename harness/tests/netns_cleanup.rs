@@ -171,7 +171,7 @@ fn twenty_runs_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
     let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let child = netmend()
+    let mut child = netmend()
         .args(["run", "--backend", "netns", "--format", "json", "--output"])
         .arg(&json)
         .arg("--junit")
@@ -182,17 +182,30 @@ fn twenty_runs_leave_nothing_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // They run in id order: link-flap takes about 16 s (two runs of 8 s),
-    // then silent-path-loss ~50 s.
-    std::thread::sleep(Duration::from_secs(25));
+    // They run in id order: link-flap (~8 s), then silent-path-loss
+    // (~27 s), interrupted as soon as link-flap's result is out (which is
+    // in the report before its line is printed).
+    use std::io::BufRead;
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.starts_with("PASS link-flap") {
+            break;
+        }
+    }
     signal(&child, nix::sys::signal::Signal::SIGINT);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
+    let status = child.wait().unwrap();
+    for line in stderr {
+        said.push_str(&line.unwrap());
+        said.push('\n');
+    }
+    assert_eq!(status.code(), Some(130), "{said}");
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("report of the 1 finished scenario(s) written"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        said.contains("report of the 1 finished scenario(s) written"),
+        "{said}"
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["interrupted"], true);

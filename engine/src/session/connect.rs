@@ -455,6 +455,11 @@ async fn run_client<C: Connector>(
         Box::pin(async move { drive_link::<_, ()>(&shared, stream, None).await })
     });
     let mut ever_connected = link.is_some();
+    if link.is_some() {
+        // It was opened in another process, with the system's segment size
+        // as far as this one knows; a stall on it clamps as on any other.
+        clamp.handle_transport_opened(now(), TransportHint::default());
+    }
     let mut moved: (Option<DefaultRoute>, Option<DefaultRoute>) = (None, None);
     loop {
         let t = now();
@@ -550,6 +555,9 @@ async fn run_client<C: Connector>(
             },
             decision = next_decision(&mut decisions) => match decision {
                 Some(d) if d.path_changed => {
+                    // A new path has its own MTU: start from the system's
+                    // segment size again.
+                    segment_news(clamp.handle_path_changed());
                     moved = (path_of(&d.before), path_of(&d.after));
                     core.handle_path_changed(now());
                 }
@@ -573,7 +581,7 @@ async fn run_client<C: Connector>(
                     }
                     end => LinkReport { end },
                 };
-                let progressed = {
+                let (progressed, stalled) = {
                     let mut st = shared.lock();
                     // A handshake that completed just before the transport
                     // failed, in the same turn: it was a recovery.
@@ -581,15 +589,17 @@ async fn run_client<C: Connector>(
                         core.handle_established(now());
                     }
                     // Data unacknowledged while the peer's small frames
-                    // arrived: the next transports use smaller segments.
+                    // arrived: read before the transport is gone.
                     let stalled = st.core.data_stall(now()).is_some();
-                    segment_news(clamp.handle_transport_end(now(), stalled));
                     st.core.link_lost();
                     // The next attempts are given at least the path's
                     // measured retransmission timeout.
                     core.handle_round_trip(st.core.round_trip_timeout());
-                    progress(&st.core.delivery()) != progress(&opened_at)
+                    (progress(&st.core.delivery()) != progress(&opened_at), stalled)
                 };
+                // The next transports use smaller segments after a data
+                // stall (told without the session's lock held).
+                segment_news(clamp.handle_transport_end(now(), stalled));
                 match report.end {
                     LinkEnd::Finished | LinkEnd::Detached { .. } => {}
                     LinkEnd::Failed(why) => {

@@ -919,18 +919,20 @@ impl SessionCore {
     }
 
     /// How long this transport's oldest unacknowledged data has waited,
-    /// when a frame of the peer arrived more than a round trip after it
-    /// was sent: the sign of a path that carries the peer's small frames
+    /// when that is at least half the stall timeout and a frame of the
+    /// peer arrived more than a retransmission timeout after the data was
+    /// sent: the sign of a path that carries the peer's small frames
     /// (keepalives) but not this side's data, an MTU black hole (RFC
-    /// 2923), rather than a dead path, on which nothing the peer sent
-    /// after the data arrives. (A frame already in flight when the data
-    /// left arrives within a round trip; without a measurement yet, half
-    /// a keepalive interval stands for it. The peer's keepalives are not
-    /// heard for long on such a path: its TCP's acknowledgements ride on
-    /// our full-size segments, so its own segments soon wait for
-    /// retransmission too.) `None` without an established transport,
-    /// with everything acknowledged, or when nothing was heard since.
-    /// Read it before [`link_lost`](Self::link_lost).
+    /// 2923), rather than a dead path (nothing the peer sent after the
+    /// data arrives) or a transport that merely broke during a transfer
+    /// (its data is a round trip old, and the acknowledgements of older
+    /// data arrive within a retransmission timeout). Half the timeout: a
+    /// peer that hears nothing closes the transport after its own
+    /// `dead_after`, a little before our stall timer fires. Without a
+    /// measurement yet, half a keepalive interval stands for the timeout.
+    /// `None` without an established transport, with everything
+    /// acknowledged, or otherwise. Read it before
+    /// [`link_lost`](Self::link_lost).
     pub fn data_stall(&self, now: Instant) -> Option<Duration> {
         let link = self.link.as_ref()?;
         if link.phase != Phase::Established {
@@ -940,11 +942,10 @@ impl SessionCore {
             .send_times
             .oldest_unacked(self.peer_acked, link.next_send)?;
         let heard_for = link.last_rx.checked_duration_since(oldest)?;
-        let in_flight = self
-            .rtt
-            .srtt()
-            .unwrap_or(self.config.keepalive_interval / 2);
-        (heard_for > in_flight).then(|| now.saturating_duration_since(oldest))
+        let age = now.saturating_duration_since(oldest);
+        let in_flight = self.rtt.rto().unwrap_or(self.config.keepalive_interval / 2);
+        let long_enough = age >= self.rtt.at_least(self.config.dead_after) / 2;
+        (long_enough && heard_for > in_flight).then_some(age)
     }
 
     /// The path's retransmission timeout as measured on this session's
@@ -1893,26 +1894,31 @@ mod tests {
         let ms = Duration::from_millis;
         let mut s = established_server(quick_timers(), t0);
         let mut out = Vec::new();
-        // One round trip measured: 20 ms.
+        // One round trip measured: 20 ms, so SRTT 20 ms, RTTVAR 10 ms and
+        // a retransmission timeout of 60 ms.
         s.write(&[1; 100]).unwrap();
         s.poll_transmit(t0, &mut out, 1 << 20);
         s.handle_input(t0 + ms(20), &wire(Frame::Ack { recv_offset: 100 }))
             .unwrap();
+        assert_eq!(s.round_trip_timeout(), Some(ms(60)));
         assert_eq!(s.data_stall(t0 + ms(20)), None, "nothing unacknowledged");
         let sent = t0 + ms(100);
         s.write(&[2; 40_000]).unwrap();
         s.poll_transmit(sent, &mut out, 1 << 20);
         let keepalive = wire(Frame::Keepalive { recv_offset: 0 });
-        // A frame within the round trip may have left the peer before our
-        // data did: no sign yet.
-        s.handle_input(sent + ms(20), &keepalive).unwrap();
+        // A frame within the timeout may have left the peer before our
+        // data reached it (an acknowledgement of older data): no sign.
+        s.handle_input(sent + ms(60), &keepalive).unwrap();
         assert_eq!(s.data_stall(sent + ms(900)), None);
-        // One sent by the peer after it should have had the data is.
-        s.handle_input(sent + ms(21), &keepalive).unwrap();
+        // One the peer sent after it should have had the data is, once the
+        // data waited half the stall timeout (`dead_after` 1 s).
+        s.handle_input(sent + ms(61), &keepalive).unwrap();
+        assert_eq!(s.data_stall(sent + ms(499)), None, "a transfer cut short");
+        assert_eq!(s.data_stall(sent + ms(500)), Some(ms(500)));
         assert_eq!(s.data_stall(sent + ms(900)), Some(ms(900)));
         // Acknowledged after all: no stall.
         s.handle_input(
-            sent + ms(30),
+            sent + ms(70),
             &wire(Frame::Ack {
                 recv_offset: 40_100,
             }),
@@ -1937,6 +1943,7 @@ mod tests {
         s.handle_input(t0 + ms(125), &keepalive).unwrap();
         assert_eq!(s.data_stall(t0 + ms(900)), None);
         s.handle_input(t0 + ms(126), &keepalive).unwrap();
+        assert_eq!(s.data_stall(t0 + ms(499)), None);
         assert_eq!(s.data_stall(t0 + ms(900)), Some(ms(900)));
         // A client transport in its handshake has no data of its own yet.
         let mut c = SessionCore::new_client(quick_timers(), KeyPair::from_random([1; 32]));

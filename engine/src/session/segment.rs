@@ -160,6 +160,16 @@ impl SegmentClamp {
         })
     }
 
+    /// The path changed (another interface, gateway or address): its MTU
+    /// is its own, so new transports start from the system's size again.
+    /// Returns the new limit when this lifted a clamp.
+    pub fn handle_path_changed(&mut self) -> Option<TransportHint> {
+        let lifted = self.level > 0;
+        self.level = 0;
+        self.since = None;
+        lifted.then(TransportHint::default)
+    }
+
     /// The live transport ended; `stalled`: its data went unacknowledged
     /// while the peer's small frames arrived
     /// ([`SessionCore::data_stall`](super::proto::SessionCore::data_stall)).
@@ -274,53 +284,74 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_new_path_starts_unclamped() {
+        let t0 = Instant::now();
+        let mut c = SegmentClamp::new(PROBE);
+        assert_eq!(c.handle_path_changed(), None);
+        transport(&mut c, t0, true);
+        assert_eq!(c.handle_path_changed(), Some(TransportHint::default()));
+        assert_eq!(c.hint(t0), TransportHint::default());
+        // And a stall there clamps from the top again.
+        transport(&mut c, t0, true);
+        assert_eq!(c.hint(t0), TransportHint::clamped(1220));
+    }
+
     proptest! {
-        /// Over any history of transports (stalled or not) at any times:
-        /// every hint is a step of the ladder or none; the size falls only
-        /// after a stall of a transport opened at the current size, one
-        /// step at a time; it rises only at a transport's start, one step,
-        /// and only once `probe_interval` passed since it last moved; and
-        /// a history without stalls never clamps.
+        /// Over any history of transports (stalled or not, ended or not),
+        /// path changes and times, the ladder moves exactly as specified,
+        /// checked against the times the test saw it move: a hint is one
+        /// step above the current size exactly when `probe_interval`
+        /// passed since the last move; opening with it is the move up; a
+        /// stalled end lowers the size one step below the transport's own,
+        /// down to the floor; nothing else moves it; a path change resets.
         #[test]
         fn the_ladder_moves_one_step_at_a_time_for_a_reason(
-            history in proptest::collection::vec((0u64..1_200_000, any::<bool>(), any::<bool>()), 0..60),
+            history in proptest::collection::vec(
+                (0u64..1_200_000, any::<bool>(), any::<bool>(), 0u8..20),
+                0..80,
+            ),
         ) {
             let probe = Duration::from_secs(300);
             let t0 = Instant::now();
             let mut c = SegmentClamp::new(probe);
             let mut now = t0;
-            let mut last_move = None::<Instant>;
-            let mut any_stall = false;
-            for (gap_ms, stalled, ends) in history {
+            // The level and when it last moved, as seen from the outside.
+            let mut level = 0usize;
+            let mut moved: Option<Instant> = None;
+            for (gap_ms, stalled, ends, path) in history {
                 now += Duration::from_millis(gap_ms);
-                let before = c.hint(now).level();
-                let hint = c.hint(now);
-                prop_assert!(hint.max_segment.is_none() || SEGMENT_STEPS.contains(&hint.max_segment.unwrap_or(0)));
-                let current = c.level;
-                prop_assert!(before + 1 >= current && before <= current);
-                if before < current {
-                    prop_assert!(last_move.is_some_and(|m| now >= m + probe));
+                if path == 0 {
+                    let lifted = c.handle_path_changed();
+                    prop_assert_eq!(lifted.is_some(), level > 0);
+                    level = 0;
+                    moved = None;
                 }
-                if let Some(raised) = c.handle_transport_opened(now, hint) {
-                    prop_assert_eq!(raised.level(), current - 1);
-                    last_move = Some(now);
+                let hint = c.hint(now);
+                let due = level > 0 && moved.is_some_and(|m| now >= m + probe);
+                prop_assert_eq!(hint.level(), if due { level - 1 } else { level });
+                prop_assert!(hint.max_segment.is_none_or(|m| SEGMENT_STEPS.contains(&m)));
+                let raised = c.handle_transport_opened(now, hint);
+                prop_assert_eq!(raised, due.then_some(hint));
+                if due {
+                    level -= 1;
+                    moved = Some(now);
                 }
                 if ends {
-                    let opened = c.level;
                     let lowered = c.handle_transport_end(now, stalled);
-                    any_stall |= stalled;
-                    match lowered {
-                        Some(h) => {
-                            prop_assert!(stalled);
-                            prop_assert_eq!(h.level(), opened + 1);
-                            last_move = Some(now);
-                        }
-                        None => prop_assert!(!stalled || opened == SEGMENT_STEPS.len()),
+                    let falls = stalled && hint.level() < SEGMENT_STEPS.len();
+                    prop_assert_eq!(
+                        lowered,
+                        falls.then(|| TransportHint::at_level(hint.level() + 1))
+                    );
+                    if falls {
+                        level = hint.level() + 1;
+                        moved = Some(now);
                     }
                 }
-                if !any_stall {
-                    prop_assert_eq!(c.hint(now), TransportHint::default());
-                }
+                prop_assert_eq!(c.hint(now).level(), level.saturating_sub(usize::from(
+                    level > 0 && moved.is_some_and(|m| now >= m + probe)
+                )));
             }
         }
     }

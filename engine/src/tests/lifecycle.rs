@@ -5,7 +5,9 @@
 use super::memory::Server;
 use crate::reconnect::{AttemptFailure, GiveUpReason, OutageCause};
 use crate::session::Config;
-use crate::session::{session_error, SessionBuilder, SessionErrorKind, SessionEvent};
+use crate::session::{
+    session_error, with_hints, SessionBuilder, SessionErrorKind, SessionEvent, TransportHint,
+};
 use crate::Policy;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -274,4 +276,118 @@ async fn a_server_session_holds_at_most_the_away_cap_while_its_client_is_gone() 
     client.read_exact(&mut got).await.unwrap();
     assert!(got == reply, "the reply arrives exactly");
     assert!(served.stats().protocol.resumes >= 1);
+}
+
+/// Keepalives every 250 ms, a dead or stalled transport after 1 s.
+fn quick_config() -> Config {
+    Config {
+        keepalive_interval: Duration::from_millis(250),
+        dead_after: Duration::from_secs(1),
+        ..Config::default()
+    }
+}
+
+/// Connects through `server` with a hinted connector; returns the client,
+/// the served session, the hints of every connect and the client's events.
+async fn hinted_pair(
+    server: &Server,
+    sessions: &mut tokio::sync::mpsc::Receiver<crate::session::Session>,
+) -> (
+    crate::session::Session,
+    crate::session::Session,
+    Arc<Mutex<Vec<TransportHint>>>,
+    Arc<Mutex<Vec<SessionEvent>>>,
+) {
+    let hints = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (h, e) = (Arc::clone(&hints), Arc::clone(&events));
+    let mut connect = server.connector();
+    let client = SessionBuilder::new()
+        .config(quick_config())
+        .policy(fast_policy())
+        .rng_seed(7)
+        .on_event(move |ev| e.lock().unwrap().push(ev.clone()))
+        .connect(with_hints(move |hint| {
+            h.lock().unwrap().push(hint);
+            connect()
+        }))
+        .await
+        .unwrap();
+    let served = sessions.recv().await.unwrap();
+    (client, served, hints, events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_lost_while_the_peer_is_heard_clamps_the_next_transports_segments() {
+    let (server, mut sessions) = Server::new(quick_config());
+    let (mut client, mut served, hints, events) = hinted_pair(&server, &mut sessions).await;
+    client.write_all(&[1; 1000]).await.unwrap();
+    let mut got = vec![0u8; 1000];
+    served.read_exact(&mut got).await.unwrap();
+    // The client's data vanishes from here on, the server's keepalives
+    // still arrive: an MTU black hole as the session sees it.
+    server.mute_client();
+    client.write_all(&[2; 5000]).await.unwrap();
+    let mut got = vec![0u8; 5000];
+    tokio::time::timeout(Duration::from_secs(10), served.read_exact(&mut got))
+        .await
+        .expect("the data arrives on the next transport")
+        .unwrap();
+    assert_eq!(got, vec![2; 5000]);
+    assert_eq!(
+        *hints.lock().unwrap(),
+        [TransportHint::default(), TransportHint::clamped(1220)]
+    );
+    // Told before the reconnect, the one that resumes on the clamped
+    // transport.
+    let events = events.lock().unwrap();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                SessionEvent::Reconnecting {
+                    why: OutageCause::Initial
+                },
+                SessionEvent::Connected { attempts: 1 },
+                SessionEvent::SegmentSize {
+                    max_segment: Some(1220)
+                },
+                SessionEvent::Reconnecting {
+                    why: OutageCause::TransportLost(_)
+                },
+                SessionEvent::Resumed { attempts: 1, .. },
+            ]
+        ),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_that_breaks_early_leaves_the_segment_size_alone() {
+    let (server, mut sessions) = Server::new(quick_config());
+    let (mut client, mut served, hints, events) = hinted_pair(&server, &mut sessions).await;
+    client.write_all(&[1; 1000]).await.unwrap();
+    let mut got = vec![0u8; 1000];
+    served.read_exact(&mut got).await.unwrap();
+    // Data that vanishes while the server's keepalives still arrive, then
+    // a reset before the data waited half the stall timeout (0.5 s): a
+    // transport that broke, no sign of the path's MTU.
+    server.mute_client();
+    client.write_all(&[2; 5000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.reset();
+    let mut got = vec![0u8; 5000];
+    tokio::time::timeout(Duration::from_secs(10), served.read_exact(&mut got))
+        .await
+        .expect("the data arrives on the next transport")
+        .unwrap();
+    assert_eq!(
+        *hints.lock().unwrap(),
+        [TransportHint::default(), TransportHint::default()]
+    );
+    assert!(!events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::SegmentSize { .. })));
 }

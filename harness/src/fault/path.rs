@@ -187,7 +187,8 @@ pub struct MtuBlackhole {
     pub duration: Option<Dur>,
 }
 
-/// The links' MTU in both labs (Ethernet's).
+/// The MTU of the netns lab's links (Ethernet's); what a healed
+/// `mtu-blackhole` restores.
 pub const LINK_MTU: u32 = 1500;
 
 impl Kind for MtuBlackhole {
