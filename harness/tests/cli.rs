@@ -23,7 +23,7 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
     assert_eq!(v["seed"], 7);
     assert_eq!(v["summary"]["passed"], 25);
     assert_eq!(v["summary"]["failed"], 0);
-    assert_eq!(v["summary"]["unsupported"], 7);
+    assert_eq!(v["summary"]["unsupported"], 8);
     let all = v["scenarios"].as_array().unwrap();
     let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -60,7 +60,8 @@ fn default_run_passes_both_scenarios_with_the_json_contract() {
             "session-flood",
             "silent-path-loss",
             "tcp-reset",
-            "thundering-herd"
+            "thundering-herd",
+            "vpn-up"
         ]
     );
     // A failover kills one of two real processes sharing a real Redis:
@@ -189,7 +190,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
     let names: Vec<_> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names.len(), 32);
+    assert_eq!(names.len(), 33);
     let curl = names.iter().position(|n| *n == "curl-under-reset").unwrap();
     assert!(cases
         .iter()
@@ -197,7 +198,7 @@ fn junit_report_is_valid_xml_with_one_case_per_scenario() {
     assert!(cases[curl].children().any(|k| k.has_tag_name("skipped")));
     // Human progress went to stderr, not into the report.
     // (`--junit FILE` / `--json FILE` write the same reports next to any format.)
-    assert!(stderr(&out).contains("25 passed, 0 failed, 7 unsupported"));
+    assert!(stderr(&out).contains("25 passed, 0 failed, 8 unsupported"));
 }
 
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -292,7 +293,7 @@ fn list_check_and_catalog_work_on_the_shipped_files() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("tcp-reset") && stdout(&out).contains("[blackhole]"));
     let out = netmend(&["check"]);
-    assert_eq!(stdout(&out), "32 scenario(s) valid\n");
+    assert_eq!(stdout(&out), "33 scenario(s) valid\n");
     let out = netmend(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("# netmend failure catalog"));
@@ -354,7 +355,7 @@ fn only_skip_and_tag_select_by_id_glob_and_tag() {
 #[test]
 fn the_partitions_of_the_suite_hold_every_scenario_exactly_once() {
     let all = listed(&[]);
-    assert_eq!(all.len(), 32);
+    assert_eq!(all.len(), 33);
     for n in 1..=5 {
         let mut union: Vec<String> = Vec::new();
         for k in 1..=n {
@@ -483,7 +484,7 @@ fn faults_lists_every_kind_with_its_fields_and_where_it_runs() {
     );
     // Every kind the loader knows, once.
     let kinds = text.lines().skip(1).take_while(|l| !l.is_empty()).count();
-    assert_eq!(kinds, 29, "{text}");
+    assert_eq!(kinds, 30, "{text}");
 }
 
 #[test]

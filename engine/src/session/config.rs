@@ -81,7 +81,7 @@ pub struct Config {
     /// while the peer's small frames arrive) the next transports ask for
     /// smaller segments ([`TransportHint`](super::TransportHint)); once
     /// this long passed, the next transport tries one size larger again
-    /// (RFC 4821 section 7.7; Linux's `tcp_probe_interval` is the same
+    /// (RFC 4821's periodic probing; Linux's `tcp_probe_interval` is the same
     /// 10 min). At least 1 ms; `Duration::MAX` for never. Default 10 min.
     pub segment_probe_interval: Duration,
 }

@@ -16,7 +16,7 @@
 //! Written here rather than left to the kernel: Linux searches for a
 //! working segment size only with `net.ipv4.tcp_mtu_probing` set (off by
 //! default, a system-wide setting an application cannot count on), and
-//! not every system has such a search. As RFC 4821 section 7.7 asks, the
+//! not every system has such a search. As RFC 4821 asks of a search, the
 //! clamp does not last for ever: once
 //! [`Config::segment_probe_interval`](super::Config::segment_probe_interval)
 //! passed, the next transport tries one size larger again, and a stall

@@ -84,6 +84,10 @@ pub enum Action {
     /// The new path (after a swap or gateway change) carries traffic to the
     /// real server (no more drops, no more portal).
     Routable,
+    /// A VPN takes the client's IPv4 default route into a tunnel of this
+    /// MTU whose far end forwards only the tunnel address's packets
+    /// (`None`: the VPN goes down, the route returns to the NIC).
+    Vpn(Option<u32>),
     /// The client's carrier goes (`lost`) or comes back.
     Carrier {
         /// Gone (`true`) or back.
@@ -148,6 +152,8 @@ impl std::fmt::Display for Action {
             Action::Ipv6Blackhole(false) => write!(f, "IPv6 back"),
             Action::PathMtu(Some(mtu)) => write!(f, "path MTU {mtu}, ICMP too-big dropped"),
             Action::PathMtu(None) => write!(f, "path MTU restored"),
+            Action::Vpn(Some(mtu)) => write!(f, "VPN up (tunnel MTU {mtu})"),
+            Action::Vpn(None) => write!(f, "VPN down"),
             Action::NatIdleTimeout(Some(t)) => {
                 write!(f, "idle flows forgotten after {} ms", t.as_millis())
             }

@@ -152,6 +152,73 @@ impl Spec for RouteLoss {
     }
 }
 
+/// A VPN comes up on the client: a tunnel device with an address of its
+/// own and an MTU below the link's takes the client's IPv4 default route,
+/// and the tunnel's far end forwards only what comes from that address (a
+/// WireGuard peer's allowed IPs, a VPN concentrator's NAT), so flows bound
+/// to the NIC's address go nowhere; after `duration` the VPN goes down and
+/// the route returns to the NIC.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VpnUp {
+    /// When.
+    pub at: Dur,
+    /// The tunnel's MTU in bytes (1280 to 1472: what a 1500-byte link
+    /// carries inside the tunnel's IPv4 and UDP headers).
+    pub mtu: u32,
+    /// How long it stays up; absent means until the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+}
+
+/// The largest tunnel MTU: a link's less the encapsulation's IPv4 (20)
+/// and UDP (8) headers.
+pub const MAX_TUNNEL_MTU: u32 = super::LINK_MTU - 28;
+
+impl Kind for VpnUp {
+    const NAME: &'static str = "vpn-up";
+    const FIELDS: &'static [&'static str] = &["mtu", "duration"];
+    const SUMMARY: &'static str =
+        "a VPN takes the client's IPv4 default route into a tunnel with its own address and a smaller MTU";
+    fn example() -> Self {
+        VpnUp {
+            at: ms(1_000),
+            mtu: 1420,
+            duration: Some(ms(4_000)),
+        }
+    }
+    fn read(r: &Raw) -> Result<Self, String> {
+        let mtu = r.need("mtu", r.mtu)?;
+        if !(1280..=MAX_TUNNEL_MTU).contains(&mtu) {
+            return Err(format!(
+                "`mtu` must be from 1280 to {MAX_TUNNEL_MTU} (a 1500-byte link less the tunnel's IPv4 and UDP headers), not {mtu}"
+            ));
+        }
+        Ok(VpnUp {
+            at: r.at,
+            mtu,
+            duration: r.open_ended_duration()?,
+        })
+    }
+}
+
+impl Spec for VpnUp {
+    fn duration(&self) -> Option<Dur> {
+        self.duration
+    }
+    fn steps(&self, _: &Normal) -> Vec<Step> {
+        vec![Step::lasting(
+            self.at,
+            self.duration,
+            Action::Vpn(Some(self.mtu)),
+            Action::Vpn(None),
+        )]
+    }
+    fn halve(&mut self, floor: Duration) {
+        self.duration = self.duration.map(|d| halved(d, floor));
+    }
+}
+
 /// The client's default route moves from its first NIC to a second one
 /// with a new address, and the first NIC goes away (Wi-Fi to Ethernet, a
 /// new access network). With `routable_after`, addresses and routes are

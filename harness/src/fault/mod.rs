@@ -26,7 +26,8 @@ pub use broker::{BrokerBlock, BrokerDown, BrokerFlap, BrokerFreeze, ForgedPublis
 pub use flood::{Herd, SessionFlood, MAX_HERD};
 pub use host::{
     AddressChange, ClockSkew, DnsFailure, FirewallFlavour, GatewayChange, HostFirewall, LinkDown,
-    LinkFlap, NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart,
+    LinkFlap, NicSwap, ProcessRestart, RouteLoss, ServerFailover, ServerRestart, VpnUp,
+    MAX_TUNNEL_MTU,
 };
 pub use path::{
     Bandwidth, Blackhole, FirewallReload, Ipv6Blackhole, Latency, Loss, MtuBlackhole,
@@ -261,6 +262,7 @@ kinds!(
     DnsFailure,
     NicSwap,
     GatewayChange,
+    VpnUp,
     LinkFlap,
     BrokerDown,
     BrokerFlap,

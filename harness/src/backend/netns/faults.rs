@@ -32,6 +32,8 @@ pub struct PathFaults<'a> {
     port: u16,
     /// The router's captive portal, when the schedule has one.
     _portal: Option<HostTask>,
+    /// The client's VPN while it is up.
+    vpn: Option<super::vpn::Vpn>,
 }
 
 /// Per-hop latency as the router applies it: a packet crosses two hops
@@ -108,6 +110,7 @@ impl<'a> PathFaults<'a> {
             client: (topo.client.clone(), client),
             server: (topo.server.clone(), server),
             renumbered: 2,
+            vpn: None,
         })
     }
 
@@ -248,6 +251,17 @@ impl<'a> PathFaults<'a> {
                     }
                 }
             }
+            Action::Vpn(Some(mtu)) => {
+                // A second `up` replaces the first (the old one goes down
+                // with its devices before the new devices are made).
+                self.vpn = None;
+                self.vpn = Some(super::vpn::Vpn::up(lab, &self.client, *mtu)?);
+                Ok(())
+            }
+            Action::Vpn(None) => match self.vpn.take() {
+                Some(vpn) => vpn.down(lab, &self.client).await,
+                None => Ok(()),
+            },
             Action::Bandwidth(rate) => {
                 let ifs = [
                     self.client.1.router_if.clone(),

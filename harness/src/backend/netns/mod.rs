@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod restart;
 pub mod server;
 pub mod signaling;
+pub mod vpn;
 
 use super::BackendError;
 use crate::plan::{Plan, SignalingPlan, StreamPlan, Variant};

@@ -448,6 +448,9 @@ pub fn cannot(action: &Action) -> Option<&'static str> {
         Action::Ipv6Blackhole(true) => Some(
             "a turmoil host has one address of one family, so there is no other family to fall back to; an IPv6 blackhole needs the netns backend's dual-stack lab",
         ),
+        Action::Vpn(Some(_)) => Some(
+            "turmoil hosts have no interfaces and no routing table: a tunnel that takes the default route needs the netns backend",
+        ),
         Action::PathMtu(Some(_)) => Some(
             "turmoil's TCP sends each write as one segment of any size, with no MTU and no MSS: a path that drops packets above a size cannot be made; MTU black holes need the netns backend",
         ),
