@@ -77,8 +77,13 @@ fn install_interrupt_cleanup() -> Result<(), String> {
         .name("nm-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
+                // Held to the exit: the run, whose scenario fails at once
+                // when its lab goes, must not write its own report over
+                // this one (it waits on this lock), and a run that was
+                // already writing its report finishes first.
+                let mut held = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
                 let removed = netns::lab::remove_live_labs();
-                let partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let partial = held.take();
                 let finished = partial.as_ref().map_or(0, |p| p.collector.results.len());
                 if let Some(p) = partial {
                     p.write();
@@ -818,8 +823,11 @@ fn run_scenarios(
             }
         }
     });
-    // Finished: an interrupt from here on has nothing to add.
-    PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // Finished: an interrupt from here on has nothing to add, and waits
+    // until the report is written (the lock is held to the end of this
+    // function).
+    let mut finishing = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    finishing.take();
     drop(human);
     let doc = match format {
         Format::Human => None,
