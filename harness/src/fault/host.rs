@@ -188,15 +188,12 @@ impl Kind for VpnUp {
         }
     }
     fn read(r: &Raw) -> Result<Self, String> {
-        let mtu = r.need("mtu", r.mtu)?;
-        if !(1280..=MAX_TUNNEL_MTU).contains(&mtu) {
-            return Err(format!(
-                "`mtu` must be from 1280 to {MAX_TUNNEL_MTU} (a 1500-byte link less the tunnel's IPv4 and UDP headers), not {mtu}"
-            ));
-        }
         Ok(VpnUp {
             at: r.at,
-            mtu,
+            mtu: r.mtu_up_to(
+                MAX_TUNNEL_MTU,
+                "a 1500-byte link less the tunnel's IPv4 and UDP headers",
+            )?,
             duration: r.open_ended_duration()?,
         })
     }

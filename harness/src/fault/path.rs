@@ -204,16 +204,9 @@ impl Kind for MtuBlackhole {
         }
     }
     fn read(r: &Raw) -> Result<Self, String> {
-        let mtu = r.need("mtu", r.mtu)?;
-        if !(1280..LINK_MTU).contains(&mtu) {
-            return Err(format!(
-                "`mtu` must be from 1280 (IPv6's minimum) to {} (below the links' {LINK_MTU}), not {mtu}",
-                LINK_MTU - 1
-            ));
-        }
         Ok(MtuBlackhole {
             at: r.at,
-            mtu,
+            mtu: r.mtu_up_to(LINK_MTU - 1, "below the links' 1500")?,
             duration: r.open_ended_duration()?,
         })
     }

@@ -158,6 +158,23 @@ impl Raw {
         }
     }
 
+    /// `mtu`, from 1280 (IPv6's minimum) to `max`; `max_is` says what
+    /// bounds it, for the message.
+    ///
+    /// # Errors
+    ///
+    /// Missing or out of range.
+    pub fn mtu_up_to(&self, max: u32, max_is: &str) -> Result<u32, String> {
+        let mtu = self.need("mtu", self.mtu)?;
+        if (1280..=max).contains(&mtu) {
+            Ok(mtu)
+        } else {
+            Err(format!(
+                "`mtu` must be from 1280 (IPv6's minimum) to {max} ({max_is}), not {mtu}"
+            ))
+        }
+    }
+
     /// A `duration` that may be absent (until the end), but not zero.
     ///
     /// # Errors

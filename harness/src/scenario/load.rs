@@ -1015,6 +1015,51 @@ baseline = ["loss"]
     }
 
     #[test]
+    fn an_mtu_is_refused_outside_what_its_fault_can_make() {
+        let with = |kind: &str, mtu: &str| {
+            GOOD.replace(
+                "kind = \"reset\"\nat = \"1s\"",
+                &format!("kind = \"{kind}\"\nat = \"1s\"{mtu}"),
+            )
+        };
+        for (kind, bad, message) in [
+            (
+                "mtu-blackhole",
+                "1279",
+                "to 1499 (below the links' 1500), not 1279",
+            ),
+            (
+                "mtu-blackhole",
+                "1500",
+                "to 1499 (below the links' 1500), not 1500",
+            ),
+            (
+                "vpn-up",
+                "1473",
+                "to 1472 (a 1500-byte link less the tunnel's IPv4 and UDP headers), not 1473",
+            ),
+        ] {
+            let e = err(&with(kind, &format!("\nmtu = {bad}")));
+            assert!(
+                e.contains(&format!(
+                    "`mtu` must be from 1280 (IPv6's minimum) {message}"
+                )),
+                "{e}"
+            );
+        }
+        let e = err(&with("vpn-up", ""));
+        assert!(e.contains("a vpn-up fault needs `mtu`"), "{e}");
+        for (kind, good) in [
+            ("mtu-blackhole", 1280),
+            ("mtu-blackhole", 1499),
+            ("vpn-up", 1472),
+        ] {
+            let text = with(kind, &format!("\nmtu = {good}"));
+            assert!(parse(Path::new("s.toml"), &text).is_ok(), "{kind} {good}");
+        }
+    }
+
+    #[test]
     fn a_pause_needs_both_fields_and_a_paced_stream() {
         let paused = |fields: &str| {
             GOOD.replace(
