@@ -56,7 +56,11 @@ impl PartialReport {
         targets.extend(self.json.map(|p| (p, &json)));
         for (path, doc) in targets {
             if let Err(e) = std::fs::write(&path, doc) {
-                eprintln!(
+                // Not `eprintln!`: with stderr a closed pipe (`| tee`,
+                // killed by the same Ctrl-C) it would panic this thread
+                // before it exits.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "netmend: writing the report of the finished scenarios to {}: {e}",
                     path.display()
                 );
@@ -84,12 +88,18 @@ fn install_interrupt_cleanup() -> Result<(), String> {
                 let mut held = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
                 let removed = netns::lab::remove_live_labs();
                 let partial = held.take();
-                let finished = partial.as_ref().map_or(0, |p| p.collector.results.len());
-                if let Some(p) = partial {
-                    p.write();
-                }
-                eprintln!(
-                    "netmend: interrupted (signal {signal}); removed {} lab namespace(s); report of the {finished} finished scenario(s) written",
+                let report = match partial {
+                    Some(p) => {
+                        let finished = p.collector.results.len();
+                        p.write();
+                        format!("report of the {finished} finished scenario(s) written")
+                    }
+                    // Before the run started, or after it wrote its own.
+                    None => "no report left to write".to_string(),
+                };
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "netmend: interrupted (signal {signal}); removed {} lab namespace(s); {report}",
                     removed.len()
                 );
                 std::process::exit(EXIT_INTERRUPTED);

@@ -385,6 +385,11 @@ kind = "link-down"
 at = "1500ms"
 duration = "1s"
 [[faults]]
+kind = "vpn-up"
+at = "2600ms"
+mtu = 1400
+duration = "300ms"
+[[faults]]
 kind = "route-loss"
 at = "3s"
 duration = "500ms"

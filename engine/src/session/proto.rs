@@ -126,6 +126,9 @@ struct Link {
     close_sent: bool,
     /// When the data in flight on this transport was sent.
     send_times: SendTimes,
+    /// When the peer's acknowledgement last moved on this transport (when
+    /// it opened, before that).
+    acked_at: Instant,
 }
 
 impl Link {
@@ -145,6 +148,7 @@ impl Link {
             failed: false,
             close_sent: false,
             send_times: SendTimes::new(now),
+            acked_at: now,
         }
     }
 
@@ -919,19 +923,19 @@ impl SessionCore {
     }
 
     /// How long this transport's oldest unacknowledged data has waited,
-    /// when that is at least half the stall timeout and a frame of the
-    /// peer arrived more than a retransmission timeout after the data was
-    /// sent: the sign of a path that carries the peer's small frames
-    /// (keepalives) but not this side's data, an MTU black hole (RFC
-    /// 2923), rather than a dead path (nothing the peer sent after the
-    /// data arrives) or a transport that merely broke during a transfer
-    /// (its data is a round trip old, and the acknowledgements of older
-    /// data arrive within a retransmission timeout). Half the timeout: a
-    /// peer that hears nothing closes the transport after its own
-    /// `dead_after`, a little before our stall timer fires. Without a
-    /// measurement yet, half a keepalive interval stands for the timeout.
-    /// `None` without an established transport, with everything
-    /// acknowledged, or otherwise. Read it before
+    /// when it and the peer's last acknowledgement that moved are both at
+    /// least half the stall timeout old, and a frame of the peer arrived
+    /// more than a round trip after both: the peer goes on talking but no
+    /// longer acknowledges. That is the sign of a path that carries the
+    /// peer's small frames (keepalives) but not this side's data, an MTU
+    /// black hole (RFC 2923), rather than a dead path (nothing the peer
+    /// sent after the data arrives), a slow one (its acknowledgements keep
+    /// moving) or a transport that broke during a transfer (its data is a
+    /// round trip old). Half the timeout: a peer that hears nothing closes
+    /// the transport after its own `dead_after`, a little before our stall
+    /// timer fires. Without a measured round trip, half a keepalive
+    /// interval stands for it. `None` without an established transport,
+    /// with everything acknowledged, or otherwise. Read it before
     /// [`link_lost`](Self::link_lost).
     pub fn data_stall(&self, now: Instant) -> Option<Duration> {
         let link = self.link.as_ref()?;
@@ -941,11 +945,16 @@ impl SessionCore {
         let oldest = link
             .send_times
             .oldest_unacked(self.peer_acked, link.next_send)?;
-        let heard_for = link.last_rx.checked_duration_since(oldest)?;
+        let quiet_since = oldest.max(link.acked_at);
+        let heard_for = link.last_rx.checked_duration_since(quiet_since)?;
+        let round_trip = self
+            .rtt
+            .srtt()
+            .unwrap_or(self.config.keepalive_interval / 2);
+        let half_timeout = self.rtt.at_least(self.config.dead_after) / 2;
         let age = now.saturating_duration_since(oldest);
-        let in_flight = self.rtt.rto().unwrap_or(self.config.keepalive_interval / 2);
-        let long_enough = age >= self.rtt.at_least(self.config.dead_after) / 2;
-        (long_enough && heard_for > in_flight).then_some(age)
+        let quiet = now.saturating_duration_since(link.acked_at);
+        (age >= half_timeout && quiet >= half_timeout && heard_for > round_trip).then_some(age)
     }
 
     /// The path's retransmission timeout as measured on this session's
@@ -1227,6 +1236,9 @@ impl SessionCore {
             return Err(LinkError::Unexpected("acknowledgement beyond sent data"));
         }
         if pos > self.peer_acked {
+            if let Some(l) = self.link.as_mut() {
+                l.acked_at = now;
+            }
             let sample = self
                 .link
                 .as_mut()
@@ -1894,37 +1906,47 @@ mod tests {
         let ms = Duration::from_millis;
         let mut s = established_server(quick_timers(), t0);
         let mut out = Vec::new();
-        // One round trip measured: 20 ms, so SRTT 20 ms, RTTVAR 10 ms and
-        // a retransmission timeout of 60 ms.
+        // One round trip measured: 20 ms.
         s.write(&[1; 100]).unwrap();
         s.poll_transmit(t0, &mut out, 1 << 20);
         s.handle_input(t0 + ms(20), &wire(Frame::Ack { recv_offset: 100 }))
             .unwrap();
-        assert_eq!(s.round_trip_timeout(), Some(ms(60)));
         assert_eq!(s.data_stall(t0 + ms(20)), None, "nothing unacknowledged");
         let sent = t0 + ms(100);
         s.write(&[2; 40_000]).unwrap();
         s.poll_transmit(sent, &mut out, 1 << 20);
         let keepalive = wire(Frame::Keepalive { recv_offset: 0 });
-        // A frame within the timeout may have left the peer before our
-        // data reached it (an acknowledgement of older data): no sign.
-        s.handle_input(sent + ms(60), &keepalive).unwrap();
+        // A frame within the round trip may have left the peer before our
+        // data reached it: no sign.
+        s.handle_input(sent + ms(20), &keepalive).unwrap();
         assert_eq!(s.data_stall(sent + ms(900)), None);
         // One the peer sent after it should have had the data is, once the
         // data waited half the stall timeout (`dead_after` 1 s).
-        s.handle_input(sent + ms(61), &keepalive).unwrap();
+        s.handle_input(sent + ms(21), &keepalive).unwrap();
         assert_eq!(s.data_stall(sent + ms(499)), None, "a transfer cut short");
         assert_eq!(s.data_stall(sent + ms(500)), Some(ms(500)));
         assert_eq!(s.data_stall(sent + ms(900)), Some(ms(900)));
+        // Acknowledgements still moving (a slow path, not a black hole):
+        // no sign until they stopped for half the timeout too.
+        s.handle_input(
+            sent + ms(600),
+            &wire(Frame::Ack {
+                recv_offset: 10_100,
+            }),
+        )
+        .unwrap();
+        s.handle_input(sent + ms(650), &keepalive).unwrap();
+        assert_eq!(s.data_stall(sent + ms(900)), None);
+        assert!(s.data_stall(sent + ms(1_100)).is_some());
         // Acknowledged after all: no stall.
         s.handle_input(
-            sent + ms(70),
+            sent + ms(1_100),
             &wire(Frame::Ack {
                 recv_offset: 40_100,
             }),
         )
         .unwrap();
-        assert_eq!(s.data_stall(sent + ms(900)), None);
+        assert_eq!(s.data_stall(sent + ms(1_200)), None);
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl Kind for MtuBlackhole {
     fn read(r: &Raw) -> Result<Self, String> {
         Ok(MtuBlackhole {
             at: r.at,
-            mtu: r.mtu_up_to(LINK_MTU - 1, "below the links' 1500")?,
+            mtu: r.mtu_up_to(LINK_MTU - 1, &format!("below the links' {LINK_MTU}"))?,
             duration: r.open_ended_duration()?,
         })
     }

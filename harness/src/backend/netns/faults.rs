@@ -252,10 +252,13 @@ impl<'a> PathFaults<'a> {
                 }
             }
             Action::Vpn(Some(mtu)) => {
-                // A second `up` replaces the first (the old one goes down
-                // with its devices before the new devices are made).
-                self.vpn = None;
-                self.vpn = Some(super::vpn::Vpn::up(lab, &self.client, *mtu)?);
+                // A second `up` replaces the first: the old one goes down
+                // (route back, devices gone) before the new one is made.
+                if let Some(old) = self.vpn.take() {
+                    old.down(lab, &self.client).await?;
+                }
+                let host = self.current[HostRole::Client as usize].0;
+                self.vpn = Some(super::vpn::Vpn::up(lab, &self.client, host, *mtu)?);
                 Ok(())
             }
             Action::Vpn(None) => match self.vpn.take() {

@@ -7,15 +7,19 @@
 //! NAT has the same effect on a flow bound to the old address).
 //!
 //! A relay of its own rather than a kernel tunnel: this kernel has no
-//! WireGuard, ipip or GRE (DESIGN.md), but TUN. The relays hold one packet
-//! each way at a time (a buffer per direction, no queue): what cannot be
-//! passed on is dropped, as a tunnel does.
+//! WireGuard, ipip or GRE (DESIGN.md), but TUN. A relay holds one packet
+//! at a time (a buffer per direction, no queue) and passes it on before it
+//! reads the next; a datagram the other end is not there to take is lost,
+//! as a tunnel loses it. Its UDP socket is unconnected and takes datagrams
+//! from the other end only, so an ICMP error (the other end not up yet)
+//! never reaches it: the relay's only ends are being stopped and a device
+//! or socket that fails for good (logged).
 
 use super::host::HostTask;
 use super::lab::{Attachment, Lab};
 use super::LabError;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use tokio_tun::Tun;
 
 /// The tunnel device's name at both ends.
@@ -37,16 +41,22 @@ pub struct Vpn {
 }
 
 impl Vpn {
-    /// Brings the tunnel up between `client` (its namespace and link) and
-    /// the router, with `mtu`, and moves the client's IPv4 default route
-    /// into it.
+    /// Brings the tunnel up between `client` (its namespace and link; its
+    /// address there now `host`, after any renumbering) and the router,
+    /// with `mtu`, and moves the client's IPv4 default route into it.
     ///
     /// # Errors
     ///
-    /// A device, socket or route that could not be made.
-    pub fn up(lab: &Lab, client: &(String, Attachment), mtu: u32) -> Result<Vpn, LabError> {
+    /// A device, socket or route that could not be made (what was made
+    /// goes again).
+    pub fn up(
+        lab: &Lab,
+        client: &(String, Attachment),
+        host: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<Vpn, LabError> {
         let (name, link) = client;
-        let (host, router) = (link.host_v4(), link.router_v4());
+        let router = link.router_v4();
         let router_end = HostTask::spawn(lab.namespace(lab.router())?, "vpn-router", move || {
             let tun = open(ROUTER_TUNNEL, CLIENT_TUNNEL, mtu)?;
             let udp = udp(router, host)?;
@@ -101,12 +111,15 @@ fn open(local: Ipv4Addr, peer: Ipv4Addr, mtu: u32) -> io::Result<Tun> {
         .ok_or_else(|| io::Error::other(format!("TUN device {DEVICE}: no queue")))
 }
 
-/// The relay's UDP socket, from `local` to `peer`, both on [`PORT`].
-fn udp(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<tokio::net::UdpSocket> {
+/// The relay's UDP socket on `local` and the other end's address, both
+/// on [`PORT`].
+fn udp(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<(tokio::net::UdpSocket, SocketAddr)> {
     let socket = std::net::UdpSocket::bind((local, PORT))?;
-    socket.connect((peer, PORT))?;
     socket.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(socket)
+    Ok((
+        tokio::net::UdpSocket::from_std(socket)?,
+        SocketAddr::from((peer, PORT)),
+    ))
 }
 
 /// The IPv4 source address of `packet`, if it is an IPv4 packet.
@@ -119,35 +132,36 @@ fn source(packet: &[u8]) -> Option<Ipv4Addr> {
     }
 }
 
-/// Carries packets between `tun` and `udp` until stopped; from `udp`,
-/// only those whose source is `allowed` (any without it).
-async fn relay(tun: Tun, udp: tokio::net::UdpSocket, allowed: Option<Ipv4Addr>) {
+/// Carries packets between `tun` and `udp` (to and from `peer` only)
+/// until stopped; from `udp`, only those whose source is `allowed` (any
+/// without it).
+async fn relay(
+    tun: Tun,
+    (udp, peer): (tokio::net::UdpSocket, SocketAddr),
+    allowed: Option<Ipv4Addr>,
+) {
     let (mut out, mut back) = (vec![0u8; MAX_PACKET], vec![0u8; MAX_PACKET]);
     loop {
         tokio::select! {
             read = tun.recv(&mut out) => match read {
                 Ok(n) => {
-                    // The other end not up yet: the datagram is lost, as
-                    // a tunnel loses it.
-                    let _ = udp.send(&out[..n]).await;
+                    let _ = udp.send_to(&out[..n], peer).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "vpn relay: reading the TUN device failed");
+                    tracing::warn!(error = %e, "vpn relay: reading the TUN device failed; the tunnel is down");
                     return;
                 }
             },
-            read = udp.recv(&mut back) => match read {
-                Ok(n) => {
+            read = udp.recv_from(&mut back) => match read {
+                Ok((n, from)) if from == peer => {
                     let packet = &back[..n];
                     if allowed.is_none_or(|a| source(packet) == Some(a)) {
                         let _ = tun.send(packet).await;
                     }
                 }
-                // An ICMP error for an earlier datagram (the other end was
-                // not up yet) surfaces here: not the relay's end.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "vpn relay: reading the UDP socket failed");
+                    tracing::warn!(error = %e, "vpn relay: reading the UDP socket failed; the tunnel is down");
                     return;
                 }
             },
