@@ -6,13 +6,15 @@ mod common;
 use common::{control_runtime, lab_brokers_running, parse, require_netns, stream_scenario};
 use netlink_packet_route::link::LinkAttribute;
 use netmend_harness::backend::netns::faults::PathFaults;
+use netmend_harness::backend::netns::host::HostTask;
 use netmend_harness::backend::netns::lab::{is_lab_address, Lab};
-use netmend_harness::backend::netns::{lab_spec, NetnsNet};
+use netmend_harness::backend::netns::{dns, lab_spec, NetnsNet};
 use netmend_harness::backend::BackendKind;
 use netmend_harness::plan::Variant;
 use netmend_harness::runner::{self, run_one, Verdict};
 use netmend_harness::scenario::load_file;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -449,7 +451,7 @@ fn no_address_outside_the_lab_ranges_appears_in_any_namespace() {
             check_all(&lab).await;
             let actions = s.schedule();
             let net = NetnsNet::new(HashMap::new(), Instant::now(), ip == "ipv6");
-            let mut faults = PathFaults::new(&lab, &s, 1, actions.clone()).unwrap();
+            let mut faults = PathFaults::new(&lab, &s, 1, actions.clone(), None).unwrap();
             for (at, _) in &actions {
                 faults.apply_due(*at, &net).await.unwrap();
                 check_all(&lab).await;
@@ -467,7 +469,11 @@ fn no_address_outside_the_lab_ranges_appears_in_any_namespace() {
 /// Every address in every lab namespace is in the lab's ranges, and every
 /// interface is the (down, address-less) loopback or one of ours.
 async fn check_all(lab: &Lab) {
-    for node in ["middlebox", "client", "server"] {
+    let resolver = lab.attachment(dns::HOST).is_ok().then_some(dns::HOST);
+    for node in ["middlebox", "client", "server"]
+        .into_iter()
+        .chain(resolver)
+    {
         for (_, addr) in lab.addresses(node).await.unwrap() {
             assert!(is_lab_address(addr), "{addr} in {node}");
         }
@@ -812,6 +818,7 @@ fn a_missing_broker_or_program_makes_its_scenarios_unsupported_with_the_install_
             "json",
             "scenarios/broker-loss.toml",
             "scenarios/curl-under-reset.toml",
+            "scenarios/dns-failure.toml",
         ])
         .output()
         .unwrap();
@@ -830,6 +837,108 @@ fn a_missing_broker_or_program_makes_its_scenarios_unsupported_with_the_install_
     };
     assert!(why(0).contains("apt-get install mosquitto"), "{}", why(0));
     assert!(why(1).contains("`curl` is not installed"), "{}", why(1));
+    assert!(
+        why(2).contains("apt-get install dnsmasq-base"),
+        "{}",
+        why(2)
+    );
+}
+
+/// Issue 16: where names change or fail, the netns lab runs a real DNS
+/// server. dnsmasq answers the lab's names from the client's namespace,
+/// says an unknown name does not exist, goes silent while a DNS failure
+/// lasts (no answer within 2 s, where a try waits 5), answers again when
+/// it heals, and answers a renumbered server's new address at once.
+#[test]
+#[ignore = "needs root, network namespaces and dnsmasq: run with --include-ignored"]
+fn the_labs_dns_server_answers_goes_silent_under_a_dns_failure_and_follows_a_renumbering() {
+    require_netns("dns server");
+    let _serial = serial();
+    let s = parse(&stream_scenario(
+        "dns",
+        "",
+        "[[faults]]\nkind = \"dns-failure\"\nat = \"1s\"\nduration = \"1s\"\n[[faults]]\nkind = \"address-change\"\nat = \"3s\"\nhost = \"server\"\n",
+        r#"["loss"]"#,
+        8,
+    ));
+    let rt = control_runtime();
+    rt.block_on(async {
+        let lab = Lab::build(&lab_spec(&s)).await.unwrap();
+        let resolver = lab
+            .attachment(dns::HOST)
+            .expect("the lab has a resolver host");
+        let address = |host: &str| IpAddr::from(lab.attachment(host).unwrap().host_v4());
+        let table: HashMap<String, Vec<IpAddr>> = [
+            ("server".to_string(), vec![address("server")]),
+            ("client".to_string(), vec![address("client")]),
+        ]
+        .into();
+        let hosts = dns::hosts_file(table.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+        let mut names = dns::NameServer::start(&lab, &hosts, false).unwrap();
+        assert_eq!(
+            names.address(),
+            SocketAddr::new(resolver.host_v4().into(), 53)
+        );
+        let net = NetnsNet::with_names(table, Instant::now(), false)
+            .with_name_server(Some(names.address()));
+        let mut faults = PathFaults::new(&lab, &s, 1, s.schedule(), Some(&mut names)).unwrap();
+        let at_7000 = |ip: IpAddr| vec![SocketAddr::new(ip, 7000)];
+
+        let first = address("server");
+        assert_eq!(
+            lookup(&lab, &net, "server").unwrap().unwrap(),
+            at_7000(first)
+        );
+        let unknown = lookup(&lab, &net, "nothere").unwrap().unwrap_err();
+        assert_eq!(unknown.kind(), std::io::ErrorKind::NotFound, "{unknown}");
+
+        faults
+            .apply_due(Duration::from_secs(1), &net)
+            .await
+            .unwrap();
+        assert!(
+            lookup(&lab, &net, "server").is_none(),
+            "answered while down"
+        );
+        faults
+            .apply_due(Duration::from_secs(2), &net)
+            .await
+            .unwrap();
+        assert_eq!(
+            lookup(&lab, &net, "server").unwrap().unwrap(),
+            at_7000(first)
+        );
+
+        faults
+            .apply_due(Duration::from_secs(3), &net)
+            .await
+            .unwrap();
+        let moved = net.address("server").unwrap();
+        assert_ne!(moved, first);
+        assert_eq!(
+            lookup(&lab, &net, "server").unwrap().unwrap(),
+            at_7000(moved)
+        );
+        faults.stop().unwrap();
+        lab.teardown();
+    });
+}
+
+/// Looks `name` up from the client's namespace through `net`, waiting at
+/// most 2 s for the result (`None`: none came).
+fn lookup(lab: &Lab, net: &NetnsNet, name: &str) -> Option<std::io::Result<Vec<SocketAddr>>> {
+    use netmend_harness::workload::programs::Net;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (net, name) = (net.clone(), name.to_string());
+    let task = HostTask::spawn(lab.namespace("client").unwrap(), "lookup", move || {
+        Ok(async move {
+            let _ = tx.send(net.resolve(&name, 7000).await);
+        })
+    })
+    .unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(2)).ok();
+    task.stop().unwrap();
+    got
 }
 
 /// The absolute path of `tool` on this machine's PATH.

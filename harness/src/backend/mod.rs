@@ -120,7 +120,7 @@ pub fn unsupported(backend: BackendKind, s: &Scenario, plan: &Plan) -> Option<St
         return Some(why);
     }
     if backend == BackendKind::Netns {
-        return netns::missing_tool(plan);
+        return netns::missing_tool(plan).or_else(|| netns::missing_name_server(s));
     }
     if s.topology.ip == crate::scenario::IpVersion::Dual {
         return Some(

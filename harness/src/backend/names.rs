@@ -4,8 +4,10 @@
 //! lookup behaves as glibc's stub resolver does against a name server that
 //! does not answer (resolv.conf(5) defaults `timeout:5`, `attempts:2`): it
 //! waits five seconds per try, answers if the server is back by a try, and
-//! after the second fails with a temporary failure. (There is no DNS server
-//! in the lab: the netns backend resolves from the same table as sim.)
+//! after the second fails with a temporary failure. This is sim's name
+//! service (turmoil has no DNS); the netns backend runs a real DNS server
+//! where names change or fail ([`crate::backend::netns::dns`]), asked with
+//! the same timings, and answers from its table elsewhere.
 
 use std::io;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 use super::faults::{self, PathFaults};
 use super::host::HostTask;
 use super::lab::Lab;
-use super::{control, lab_spec, LabError, NetnsNet};
+use super::{control, dns, lab_spec, LabError, NetnsNet};
 use crate::backend::BackendError;
 use crate::plan::CommandPlan;
 use crate::scenario::{IpVersion, Scenario};
@@ -61,12 +61,20 @@ async fn run_in_lab(
     let v6 = topo.ip == IpVersion::Ipv6;
     let server_ip = lab.attachment(&topo.server)?.host_addr(v6);
     let client_ip = lab.attachment(&topo.client)?.host_addr(v6);
-    let mut faults = PathFaults::new(&lab, s, seed, s.schedule())?;
     let addresses: HashMap<String, _> = [
         (topo.server.clone(), server_ip),
         (topo.client.clone(), client_ip),
     ]
     .into();
+    // The command is given the server's address, not its name; the lab's
+    // name server (see backend::netns::dns) follows the faults all the same.
+    let hosts = dns::hosts_file(
+        addresses
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::slice::from_ref(v))),
+    );
+    let mut name_server = dns::NameServer::for_schedule(&lab, &s.schedule(), &hosts, v6)?;
+    let mut faults = PathFaults::new(&lab, s, seed, s.schedule(), name_server.as_mut())?;
     let start = Instant::now();
     let net = NetnsNet::new(addresses, start, v6);
     let (port, total, rate, server_net) = (topo.port, plan.bytes, plan.rate, net.clone());

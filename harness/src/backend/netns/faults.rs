@@ -2,6 +2,7 @@
 //! real kernel operation on the router or a host.
 
 use super::delay::{DelayQueue, Impairment};
+use super::dns::NameServer;
 use super::firewall::{PathRules, Portal};
 use super::host::HostTask;
 use super::lab::{Attachment, Lab};
@@ -34,6 +35,9 @@ pub struct PathFaults<'a> {
     _portal: Option<HostTask>,
     /// The client's VPN while it is up.
     vpn: Option<super::vpn::Vpn>,
+    /// The lab's DNS server, where the schedule changes or fails names
+    /// (borrowed: it outlives the faults, for the closing path check).
+    names: Option<&'a mut NameServer>,
 }
 
 /// Per-hop latency as the router applies it: a packet crosses two hops
@@ -44,12 +48,15 @@ fn path_delay(per_hop: Duration, jitter: Duration) -> (Duration, Duration) {
 
 impl<'a> PathFaults<'a> {
     /// Installs the router's base rules (and the delay queue when the
-    /// scenario has latency or loss at any point).
+    /// scenario has latency or loss at any point). `names` is the lab's DNS
+    /// server: a DNS failure makes it unreachable, an address change
+    /// publishes the new address through it.
     pub fn new(
         lab: &'a Lab,
         s: &Scenario,
         seed: u64,
         schedule: Vec<(Duration, Action)>,
+        names: Option<&'a mut NameServer>,
     ) -> Result<Self, LabError> {
         let topo = &s.topology;
         let client = lab.attachment(&topo.client)?.clone();
@@ -98,6 +105,7 @@ impl<'a> PathFaults<'a> {
             None
         };
         Ok(PathFaults {
+            names,
             port: topo.port,
             _portal: portal,
             current,
@@ -166,11 +174,12 @@ impl<'a> PathFaults<'a> {
     pub async fn apply(&mut self, action: &Action, net: &NetnsNet) -> Result<(), LabError> {
         let lab = self.lab;
         match action {
-            // The lab's name service is the harness's (see backend::names).
-            Action::NameServiceDown(down) => {
-                net.names().set_down(*down);
-                Ok(())
-            }
+            // The lab's DNS server stops answering: its port 53 drops.
+            Action::NameServiceDown(down) => self
+                .names
+                .as_ref()
+                .ok_or_else(|| LabError::BadName("the lab has no name server".into()))?
+                .set_unreachable(lab, *down),
             Action::Reset
             | Action::ForgetFlows
             | Action::Blackhole(_)
@@ -306,7 +315,10 @@ impl<'a> PathFaults<'a> {
                 // dual-stack name has both; one family's is replaced).
                 net.set_address(&name, IpAddr::V6(new6));
                 net.set_address(&name, IpAddr::V4(new4));
-                Ok(())
+                match self.names.as_mut() {
+                    Some(names) => names.publish(&net.hosts_file()),
+                    None => Ok(()),
+                }
             }
             Action::NicSwap { captive, .. } => {
                 let (name, old) = self.client.clone();

@@ -13,6 +13,7 @@
 
 pub mod command;
 pub mod delay;
+pub mod dns;
 pub mod faults;
 pub mod firewall;
 pub mod host;
@@ -175,6 +176,16 @@ pub fn probe() -> Result<(), String> {
     Ok(())
 }
 
+/// `dnsmasq`, with how to install it, when the lab of `s` runs a name
+/// server (see [`dns::needed`]) and this machine lacks it.
+pub fn missing_name_server(s: &Scenario) -> Option<String> {
+    if dns::needed(&s.schedule()) {
+        dns::available().err().map(|e| e.to_string())
+    } else {
+        None
+    }
+}
+
 /// What `plan` needs on this machine beyond what [`probe`] checks, if it
 /// is missing, with how to install it: `mosquitto` for the brokers of a
 /// signaling run, the program of a command run.
@@ -216,7 +227,9 @@ pub fn missing_tool(plan: &Plan) -> Option<String> {
 #[derive(Clone, Debug)]
 pub struct NetnsNet {
     addresses: Arc<RwLock<HashMap<String, Vec<IpAddr>>>>,
-    names: crate::backend::names::NameService,
+    /// The lab's DNS server, when it has one (see [`dns`]): lookups ask
+    /// it instead of the table.
+    name_server: Option<SocketAddr>,
     start: Instant,
     v6: bool,
     prebound: Arc<Mutex<Option<std::net::TcpListener>>>,
@@ -235,11 +248,25 @@ impl NetnsNet {
     pub fn with_names(addresses: HashMap<String, Vec<IpAddr>>, start: Instant, v6: bool) -> Self {
         NetnsNet {
             addresses: Arc::new(RwLock::new(addresses)),
-            names: crate::backend::names::NameService::default(),
+            name_server: None,
             start,
             v6,
             prebound: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Lookups ask the DNS server at `server` (the lab's [`dns`] server,
+    /// which publishes this net's table) instead of the table itself.
+    #[must_use]
+    pub fn with_name_server(mut self, server: Option<SocketAddr>) -> Self {
+        self.name_server = server;
+        self
+    }
+
+    /// The table as a hosts file, for the lab's DNS server.
+    pub fn hosts_file(&self) -> String {
+        let table = self.addresses.read().unwrap_or_else(|e| e.into_inner());
+        dns::hosts_file(table.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
     }
 
     /// The current preferred address of `host`: the lab's name service.
@@ -257,19 +284,17 @@ impl NetnsNet {
             .unwrap_or_default()
     }
 
-    /// The lab's name service (its table is this net's).
-    pub fn names(&self) -> &crate::backend::names::NameService {
-        &self.names
-    }
-
     /// Points `host`'s address of `ip`'s family at `ip` (after an address
-    /// change), as a DNS update would.
+    /// change), as a DNS update would. A name without an address of that
+    /// family keeps none (a single-stack lab's names stay single-stack); a
+    /// host without a name gets one.
     pub fn set_address(&self, host: &str, ip: IpAddr) {
         let mut map = self.addresses.write().unwrap_or_else(|e| e.into_inner());
         let list = map.entry(host.to_string()).or_default();
-        match list.iter_mut().find(|a| a.is_ipv6() == ip.is_ipv6()) {
-            Some(slot) => *slot = ip,
-            None => list.push(ip),
+        if list.is_empty() {
+            list.push(ip);
+        } else if let Some(slot) = list.iter_mut().find(|a| a.is_ipv6() == ip.is_ipv6()) {
+            *slot = ip;
         }
     }
 
@@ -315,25 +340,25 @@ impl Net for NetnsNet {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
-        let (host, names, net) = (host.to_string(), self.names.clone(), self.clone());
+        let (host, net) = (host.to_string(), self.clone());
         async move {
-            names
-                .lookup(|| {
-                    // What the table says when the answer comes.
-                    let addrs: Vec<SocketAddr> = net
-                        .all_addresses(&host)
-                        .into_iter()
-                        .map(|ip| SocketAddr::new(ip, port))
-                        .collect();
-                    if addrs.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::NotFound,
-                            format!("no lab host `{host}`"),
-                        ));
-                    }
-                    Ok(addrs)
-                })
-                .await
+            if let Some(server) = net.name_server {
+                return dns::lookup(server, &host, port).await;
+            }
+            // Without a name server the table answers: its names neither
+            // change nor fail in this lab.
+            let addrs: Vec<SocketAddr> = net
+                .all_addresses(&host)
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect();
+            if addrs.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no lab host `{host}`"),
+                ));
+            }
+            Ok(addrs)
         }
     }
 
@@ -476,9 +501,13 @@ pub(crate) async fn control<F: FaultSchedule, T>(
 /// The scenario's lab: its router is the middlebox, client and server hang
 /// off it.
 pub fn lab_spec(s: &Scenario) -> LabSpec {
+    let mut hosts = vec![s.topology.client.clone(), s.topology.server.clone()];
+    if dns::needed(&s.schedule()) {
+        hosts.push(dns::HOST.to_string());
+    }
     LabSpec {
         router: s.topology.middlebox.clone(),
-        hosts: vec![s.topology.client.clone(), s.topology.server.clone()],
+        hosts,
     }
 }
 
@@ -544,7 +573,6 @@ async fn run_in_lab(
     let client = lab.attachment(&topo.client)?.clone();
     let server = lab.attachment(&topo.server)?.clone();
 
-    let mut faults = PathFaults::new(&lab, s, seed, s.schedule())?;
     // The lab's name service: one address per name, or (dual-stack) the
     // IPv6 one first, then the IPv4 one, as RFC 6724 orders them.
     let names = |a: &lab::Attachment| match topo.ip {
@@ -556,10 +584,15 @@ async fn run_in_lab(
         (topo.client.clone(), names(&client)),
     ]
     .into();
+    // Where the names change or go away, a real DNS server gives them.
+    let hosts = dns::hosts_file(addresses.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let mut name_server = dns::NameServer::for_schedule(&lab, &s.schedule(), &hosts, v6)?;
+    let name_server_addr = name_server.as_ref().map(dns::NameServer::address);
+    let mut faults = PathFaults::new(&lab, s, seed, s.schedule(), name_server.as_mut())?;
     let rec = Recorder::tapped(plan.spec.total, plan.received.clone());
     let mitigation = plan.mitigation.clone();
     let start = Instant::now();
-    let net = NetnsNet::with_names(addresses, start, v6);
+    let net = NetnsNet::with_names(addresses, start, v6).with_name_server(name_server_addr);
 
     let (port, config, server_rec, server_net) = (
         topo.port,
