@@ -29,8 +29,50 @@ pub fn byte_at(o: u64) -> u8 {
 
 /// Writes the stream bytes `start .. start + out.len()` into `out`.
 pub fn fill(start: u64, out: &mut [u8]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = byte_at(start + i as u64);
+    // A word at a time: every simulated run writes and checks each byte
+    // of its stream through here and `decode`, in the tests' unoptimized
+    // builds too.
+    let mut offset = start;
+    let mut rest = out;
+    while !rest.is_empty() {
+        let word = (offset / 8).wrapping_mul(MIX).to_le_bytes();
+        let from = (offset % 8) as usize;
+        let n = (8 - from).min(rest.len());
+        let (head, tail) = rest.split_at_mut(n);
+        head.copy_from_slice(&word[from..from + n]);
+        offset += n as u64;
+        rest = tail;
+    }
+}
+
+/// How many bytes from the start of `bytes` continue the stream at
+/// `start`, within a stream of length `total`.
+fn matching_run(bytes: &[u8], start: u64, total: u64) -> u64 {
+    // Block by block: the expected bytes are made with `fill` and compared
+    // as slices; only the block with the first difference goes byte by byte.
+    let mut expected = [0u8; 1024];
+    let mut len = 0u64;
+    loop {
+        let left = total.saturating_sub(start + len);
+        let at = len as usize;
+        let n = (bytes.len() - at)
+            .min(expected.len())
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        if n == 0 {
+            return len;
+        }
+        fill(start + len, &mut expected[..n]);
+        let got = &bytes[at..at + n];
+        if got == &expected[..n] {
+            len += n as u64;
+            continue;
+        }
+        let same = got
+            .iter()
+            .zip(&expected[..n])
+            .take_while(|(a, b)| a == b)
+            .count();
+        return len + same as u64;
     }
 }
 
@@ -63,13 +105,7 @@ pub fn decode(bytes: &[u8], total: u64) -> Decoded {
     while pos < bytes.len() {
         match locate(&bytes[pos..], total, hint) {
             Some(start) => {
-                let mut len = 0u64;
-                while pos + (len as usize) < bytes.len()
-                    && start + len < total
-                    && bytes[pos + len as usize] == byte_at(start + len)
-                {
-                    len += 1;
-                }
+                let len = matching_run(&bytes[pos..], start, total);
                 out.pieces.push(Piece { start, len });
                 out.positions.push(pos as u64);
                 pos += len as usize;
@@ -163,6 +199,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn fill_and_the_run_match_byte_at(start in 0u64..1 << 40, len in 0usize..3000, flip in proptest::option::of(0usize..3000)) {
+            let mut v = vec![0u8; len];
+            fill(start, &mut v);
+            for (i, b) in v.iter().enumerate() {
+                prop_assert_eq!(*b, byte_at(start + i as u64));
+            }
+            let total = start + len as u64;
+            if let Some(i) = flip.filter(|i| *i < len) {
+                v[i] ^= 0xff;
+                prop_assert_eq!(matching_run(&v, start, total), i as u64);
+            } else {
+                prop_assert_eq!(matching_run(&v, start, total), len as u64);
+                // The stream's end ends the run.
+                prop_assert_eq!(matching_run(&v, start, total.saturating_sub(5).max(start)), (len as u64).saturating_sub(5));
+            }
+        }
+
         #[test]
         fn any_split_of_the_stream_round_trips(total in 16u64..5000, cuts in proptest::collection::vec(0u64..5000, 0..6)) {
             let mut cuts: Vec<u64> = cuts.into_iter().map(|c| c % total).collect();
