@@ -13,6 +13,7 @@ pub mod backend;
 pub mod bench;
 pub mod catalog;
 pub mod check;
+pub mod compare;
 pub mod duration;
 pub mod explore;
 pub mod fault;

@@ -179,6 +179,28 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run stream scenarios with the naive client, the engine and the peer
+    /// policies a user could pick instead, on the same fault schedule;
+    /// print the matrix of scenario × policy.
+    Compare {
+        /// Scenario files or directories.
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        /// Where to run them (the peers need netns).
+        #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+        backend: BackendArg,
+        /// Seed of the run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The peer policies, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        peers: Vec<netmend_harness::plan::Peer>,
+        /// `human` prints the matrix, `json` every measurement.
+        #[arg(long, value_enum, default_value_t = CompareFormat::Human)]
+        format: CompareFormat,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
     /// List scenarios (those a `run` with the same selection would take).
     List {
         /// Scenario files or directories.
@@ -434,6 +456,30 @@ enum Format {
     Junit,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum CompareFormat {
+    Human,
+    Json,
+}
+
+/// The backend `backend` asks for, and why it was picked.
+fn pick_backend(backend: BackendArg) -> Result<(BackendKind, String), String> {
+    Ok(match backend {
+        BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
+        BackendArg::Netns => {
+            netns::probe().map_err(|why| format!("--backend netns: {why}"))?;
+            (BackendKind::Netns, "requested".to_string())
+        }
+        BackendArg::Auto => match netns::probe() {
+            Ok(()) => (
+                BackendKind::Netns,
+                "auto: network namespaces work here, using netns".to_string(),
+            ),
+            Err(why) => (BackendKind::Sim, format!("auto: {why}; using sim")),
+        },
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `explore` runs thousands of simulations: the engine's warnings about
@@ -535,6 +581,52 @@ fn execute(command: Command) -> Result<u8, String> {
             } else {
                 EXIT_OK
             })
+        }
+        Command::Compare {
+            paths,
+            backend,
+            seed,
+            peers,
+            format,
+            select,
+        } => {
+            let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
+            let loaded = select.apply(loaded)?;
+            let (kind, reason) = pick_backend(backend)?;
+            if kind == BackendKind::Netns {
+                install_interrupt_cleanup()?;
+            }
+            let peers = if peers.is_empty() {
+                netmend_harness::plan::Peer::ALL.to_vec()
+            } else {
+                peers
+            };
+            eprintln!(
+                "netmend compare: {} scenario(s), backend {kind} ({reason}), seed {seed}",
+                loaded.len()
+            );
+            let rows: Vec<_> = loaded
+                .iter()
+                .map(|l| {
+                    let s = &l.scenario;
+                    let row = netmend_harness::compare::compare(
+                        s,
+                        kind,
+                        runner::scenario_seed(seed, &s.id),
+                        &peers,
+                    );
+                    eprintln!("{}: done", s.id);
+                    row
+                })
+                .collect();
+            match format {
+                CompareFormat::Human => print!("{}", netmend_harness::compare::human(&rows)),
+                CompareFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                ),
+            }
+            Ok(EXIT_OK)
         }
         Command::List { paths, select } => {
             let loaded = scenario::load_all(&paths).map_err(|e| e.to_string())?;
@@ -764,20 +856,7 @@ fn run_scenarios(
         timeline,
         quiet,
     } = reports;
-    let (kind, reason) = match backend {
-        BackendArg::Sim => (BackendKind::Sim, "requested".to_string()),
-        BackendArg::Netns => {
-            netns::probe().map_err(|why| format!("--backend netns: {why}"))?;
-            (BackendKind::Netns, "requested".to_string())
-        }
-        BackendArg::Auto => match netns::probe() {
-            Ok(()) => (
-                BackendKind::Netns,
-                "auto: network namespaces work here, using netns".to_string(),
-            ),
-            Err(why) => (BackendKind::Sim, format!("auto: {why}; using sim")),
-        },
-    };
+    let (kind, reason) = pick_backend(backend)?;
     if kind == BackendKind::Netns {
         install_interrupt_cleanup()?;
     }

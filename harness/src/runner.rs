@@ -418,7 +418,10 @@ fn run_watched(
         return result;
     }
     let mut broke = false;
-    for variant in [Variant::Baseline, Variant::Mitigated] {
+    for (variant, phase) in [
+        (Variant::Baseline, Phase::Baseline),
+        (Variant::Mitigated, Phase::Mitigated),
+    ] {
         let live = match &plan {
             Plan::Stream(p) => Some(Live {
                 received: p.received.clone(),
@@ -435,13 +438,7 @@ fn run_watched(
         if let Some(live) = &live {
             live.received.reset();
         }
-        watch(
-            match variant {
-                Variant::Baseline => Phase::Baseline,
-                Variant::Mitigated => Phase::Mitigated,
-            },
-            live,
-        );
+        watch(phase, live);
         // The baseline is judged against the same attempt bound, so a naive
         // client's reconnect storm shows as `storm`.
         match measure_plan(
@@ -454,9 +451,9 @@ fn run_watched(
         ) {
             Ok((rec, measured, trace)) => {
                 result.virtual_ms += rec.elapsed.as_millis() as u64;
-                let (slot, traced) = match variant {
-                    Variant::Baseline => (&mut result.baseline, &mut result.traces.baseline),
-                    Variant::Mitigated => (&mut result.mitigated, &mut result.traces.mitigated),
+                let (slot, traced) = match phase {
+                    Phase::Baseline => (&mut result.baseline, &mut result.traces.baseline),
+                    _ => (&mut result.mitigated, &mut result.traces.mitigated),
                 };
                 *slot = Some(measured);
                 *traced = Some(trace);

@@ -630,3 +630,64 @@ fn bench_handover_measures_both_ways_with_a_second_process_and_refuses_zero_roun
         "netmend: --rounds must be at least 1"
     );
 }
+
+/// Issue 17: `compare` runs the naive client, the engine and each peer on
+/// the same scenario; on sim the tuned-TCP peer is unsupported with the
+/// reason, and a scenario that carries no stream says so; bad peers exit 2.
+#[test]
+fn compare_on_sim_runs_naive_and_engine_and_says_why_a_peer_cannot_run() {
+    let out = netmend(&[
+        "compare",
+        "--backend",
+        "sim",
+        "--format",
+        "json",
+        "scenarios/tcp-reset.toml",
+        "scenarios/broker-loss.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], "broker-loss");
+    assert_eq!(
+        rows[0]["unsupported"],
+        "the comparison carries byte streams; this scenario's workload is not one"
+    );
+    let reset = &rows[1];
+    assert_eq!(reset["id"], "tcp-reset");
+    let runs = reset["runs"].as_array().unwrap();
+    let policies: Vec<&str> = runs.iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    assert_eq!(policies, ["naive", "netmend", "tuned-tcp"]);
+    // The engine delivers every byte once; the naive client loses some.
+    assert_eq!(runs[1]["verdict"], "exact");
+    assert_eq!(runs[1]["measured"]["lost"], 0);
+    assert_eq!(runs[0]["verdict"], "damaged");
+    assert_eq!(runs[2]["verdict"], "unsupported");
+    assert_eq!(
+        runs[2]["reason"],
+        "turmoil's TCP has no keepalive and no TCP_USER_TIMEOUT; the tuned-TCP peer needs the netns backend"
+    );
+    // The matrix for people: a header and a row per scenario.
+    let human = netmend(&["compare", "--backend", "sim", "scenarios/tcp-reset.toml"]);
+    assert_eq!(human.status.code(), Some(0));
+    let text = stdout(&human);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("scenario "), "{text}");
+    assert!(
+        lines[0].contains("naive") && lines[0].contains("tuned-tcp"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("tcp-reset ") && lines[1].contains("unsupported"),
+        "{text}"
+    );
+    let bad = netmend(&[
+        "compare",
+        "--peers",
+        "carrier-pigeon",
+        "scenarios/tcp-reset.toml",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("carrier-pigeon"), "{}", stderr(&bad));
+}

@@ -82,6 +82,13 @@ pub fn run_signaling(
     variant: Variant,
     seed: u64,
 ) -> Result<Recording, BackendError> {
+    if let Variant::Peer(peer) = variant {
+        return Err(BackendError::NoSuchRun(format!(
+            "{}: {} carries byte streams, not signaling",
+            s.id,
+            peer.name()
+        )));
+    }
     match backend {
         BackendKind::Sim => sim::signaling::run(s, plan, variant, seed),
         BackendKind::Netns => netns::run_signaling(s, plan, variant),

@@ -27,6 +27,11 @@ pub async fn receiver<N: Net, B: Broker>(
             let [_, link] = plan.links;
             programs::mitigated_receiver(net, brokers, plan.config, link, rec).await;
         }
+        // The backends refuse such a run before it starts (see Peer).
+        Variant::Peer(peer) => rec.client_failed(format!(
+            "{} carries byte streams, not signaling",
+            peer.name()
+        )),
     }
 }
 
@@ -48,5 +53,9 @@ pub async fn sender<N: Net, B: Broker>(
             let [link, _] = plan.links;
             programs::mitigated_sender(net, brokers, plan.config, link, plan.spec, rec).await;
         }
+        Variant::Peer(peer) => rec.client_failed(format!(
+            "{} carries byte streams, not signaling",
+            peer.name()
+        )),
     }
 }

@@ -21,6 +21,61 @@ pub enum Variant {
     Baseline,
     /// The scenario's engine policy.
     Mitigated,
+    /// A policy a user could pick instead of the engine (`netmend compare`).
+    Peer(Peer),
+}
+
+/// A policy a user could pick instead of a netmend session, run on the
+/// scenario's topology, workload and fault schedule and judged by the same
+/// checks as the engine (`netmend compare`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// Plain TCP with keepalive and `TCP_USER_TIMEOUT` set from the
+    /// scenario's timeouts, the name resolved at every attempt, full-jitter
+    /// reconnects, and resumption from the server's count: the best a
+    /// careful engineer writes without a session layer
+    /// ([`crate::workload::peers`]).
+    TunedTcp,
+}
+
+impl Peer {
+    /// Every peer, in the order of a comparison's columns.
+    pub const ALL: [Peer; 1] = [Peer::TunedTcp];
+
+    /// Why the simulated network cannot run the tuned-TCP peer.
+    pub const SIM_HAS_NO_TCP_OPTIONS: &'static str =
+        "turmoil's TCP has no keepalive and no TCP_USER_TIMEOUT; the tuned-TCP peer needs the netns backend";
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::TunedTcp => "tuned-tcp",
+        }
+    }
+
+    /// Why this peer cannot stand in `plan`'s runs, if it cannot (on any
+    /// backend; sim's own gap is [`Peer::SIM_HAS_NO_TCP_OPTIONS`]).
+    pub fn unsupported(self, plan: &Plan) -> Option<&'static str> {
+        match plan {
+            Plan::Stream(p) if !p.restarts.is_empty() => Some(
+                "the client's process restart replaces the naive or the engine's client binary; a peer has none",
+            ),
+            Plan::Stream(p) if p.servers.is_some() => Some(
+                "the server's processes (restart, failover) run the naive or the engine's server binary; a peer has none",
+            ),
+            Plan::Stream(p) if !p.floods.is_empty() => {
+                Some("a session flood compares the engine's servers, not clients")
+            }
+            Plan::Stream(p) if p.herd.is_some() => {
+                Some("a herd scenario compares how a thousand clients reconnect, not the stream's client")
+            }
+            Plan::Stream(_) => None,
+            Plan::Signaling(_) | Plan::Command(_) => {
+                Some("the peers carry byte streams; this scenario's workload is not one")
+            }
+        }
+    }
 }
 
 /// A scenario's runs, by workload.

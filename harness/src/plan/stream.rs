@@ -93,6 +93,7 @@ impl StreamPlan {
         match variant {
             Variant::Baseline => self.baseline,
             Variant::Mitigated => self.mitigated,
+            Variant::Peer(peer) => Programs::of_peer(peer),
         }
     }
 }
@@ -211,6 +212,22 @@ pub struct Programs {
     /// ([`crate::workload::programs::REPORT_EVERY`]), for a naive client
     /// with an acknowledgement timeout.
     pub report_progress: bool,
+    /// A peer's client and server run instead of all of the above.
+    pub peer: Option<super::Peer>,
+}
+
+impl Programs {
+    /// The peer's own client and server, nothing of the engine's.
+    fn of_peer(peer: super::Peer) -> Programs {
+        Programs {
+            engine_client: false,
+            engine_server: None,
+            watch_sessions: None,
+            open_firewall: false,
+            report_progress: false,
+            peer: Some(peer),
+        }
+    }
 }
 
 /// The programs of `s`'s `variant`. Usually the naive client and server
@@ -231,6 +248,7 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
             watch_sessions: None,
             open_firewall: false,
             report_progress: false,
+            peer: None,
         },
         (Variant::Mitigated, false) => Programs {
             engine_client: true,
@@ -238,6 +256,7 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
             watch_sessions: None,
             open_firewall: false,
             report_progress: false,
+            peer: None,
         },
         (Variant::Baseline, true) => {
             let mut unlimited = Limits::default();
@@ -251,14 +270,17 @@ fn programs(s: &Scenario, variant: Variant) -> Programs {
                 watch_sessions: Some(limits.max_sessions as u64),
                 open_firewall: false,
                 report_progress: false,
+                peer: None,
             }
         }
+        (Variant::Peer(peer), _) => return Programs::of_peer(peer),
         (Variant::Mitigated, true) => Programs {
             engine_client: true,
             engine_server: Some(limits),
             watch_sessions: Some(limits.max_sessions as u64),
             open_firewall: false,
             report_progress: false,
+            peer: None,
         },
     };
     chosen.open_firewall = walled && variant == Variant::Mitigated;

@@ -7,6 +7,7 @@ pub mod command;
 pub mod herd;
 pub mod messages;
 pub mod pattern;
+pub mod peers;
 pub mod programs;
 mod recording;
 pub mod restart;

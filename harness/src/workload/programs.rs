@@ -56,6 +56,14 @@ pub trait Net: Clone + Send + Sync + 'static {
     /// A network monitor for the calling host (the kernel's on netns, one
     /// the simulation drives on sim); `None` if it cannot be had.
     fn monitor(&self, debounce: Debounce) -> impl Future<Output = Option<Monitor>> + Send;
+    /// Sets `stream`'s keepalive and `TCP_USER_TIMEOUT` as `tuning` says
+    /// (the tuned-TCP peer).
+    ///
+    /// # Errors
+    ///
+    /// The socket refused an option, or this network's TCP has none
+    /// (`Unsupported`: turmoil's).
+    fn tune(stream: &Self::Stream, tuning: &super::peers::TcpTuning) -> io::Result<()>;
     /// Opens TCP `port` in the calling host's firewall (the engine's
     /// `netmend::firewall` on netns, the simulated host firewall on sim);
     /// the opening lasts while the returned value lives.
@@ -165,7 +173,9 @@ async fn until<N: Net>(net: &N, deadline: Option<Duration>) {
 /// loop does (`sleep(100ms); connect()`).
 const NAIVE_RETRY: Duration = Duration::from_millis(100);
 
-async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
+/// Waits until the paced stream (its pause included) is due to write
+/// `offset`.
+pub(crate) async fn pace<N: Net>(net: &N, spec: &StreamSpec, offset: u64) {
     if let Some(rate) = spec.rate {
         // Saturating: a huge stream at a crawl is due "never", not a panic.
         let mut due =

@@ -18,6 +18,7 @@
 //! server by address instead.)
 
 use super::lab::Lab;
+use super::service::{self, Transport};
 use super::LabError;
 use crate::backend::names::{TRIES, TRY};
 use crate::fault::Action;
@@ -55,17 +56,11 @@ pub fn needed(schedule: &[(Duration, Action)]) -> bool {
 ///
 /// `Unavailable` with the install hint.
 pub fn available() -> Result<(), LabError> {
-    std::process::Command::new("dnsmasq")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(drop)
-        .map_err(|_| {
-            LabError::Unavailable(
-                "`dnsmasq` is missing; the netns lab's name server is dnsmasq (apt-get install dnsmasq-base)".into(),
-            )
-        })
+    service::installed(
+        "dnsmasq",
+        "--version",
+        "`dnsmasq` is missing; the netns lab's name server is dnsmasq (apt-get install dnsmasq-base)",
+    )
 }
 
 /// The hosts file of `names`: one `address name` line per address, in the
@@ -238,7 +233,7 @@ impl NameServer {
                 .lines()
                 .filter(|l| l.contains(&format!("read {hosts} - ")))
                 .count();
-            if reads >= want && listening_udp(self.process.id(), PORT) {
+            if reads >= want && service::listening(self.process.id(), PORT, Transport::Udp) {
                 self.reads = reads;
                 return Ok(());
             }
@@ -263,23 +258,6 @@ impl Drop for NameServer {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
-}
-
-/// Whether the network namespace of process `pid` has a UDP socket bound
-/// to `port` (from its own view of /proc/net).
-fn listening_udp(pid: u32, port: u16) -> bool {
-    ["udp", "udp6"].iter().any(|table| {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            return false;
-        };
-        text.lines().skip(1).any(|line| {
-            line.split_whitespace()
-                .nth(1)
-                .and_then(|local| local.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok())
-                == Some(port)
-        })
-    })
 }
 
 /// One question of a lookup and what came back for it.

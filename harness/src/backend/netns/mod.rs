@@ -22,12 +22,14 @@ pub mod mosquitto;
 pub mod namespace;
 pub mod restart;
 pub mod server;
+pub mod service;
 pub mod signaling;
 pub mod vpn;
 
 use super::BackendError;
-use crate::plan::{Plan, SignalingPlan, StreamPlan, Variant};
+use crate::plan::{Peer, Plan, SignalingPlan, StreamPlan, Variant};
 use crate::scenario::{IpVersion, Scenario};
+use crate::workload::peers;
 use crate::workload::programs::{self, Net};
 use crate::workload::{Recorder, Recording};
 use faults::PathFaults;
@@ -411,6 +413,20 @@ impl Net for NetnsNet {
         self.start.elapsed()
     }
 
+    fn tune(
+        stream: &tokio::net::TcpStream,
+        tuning: &crate::workload::peers::TcpTuning,
+    ) -> io::Result<()> {
+        let socket = socket2::SockRef::from(stream);
+        socket.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(tuning.keepalive)
+                .with_interval(tuning.keepalive)
+                .with_retries(tuning.keepalive_probes),
+        )?;
+        socket.set_tcp_user_timeout(Some(tuning.user_timeout))
+    }
+
     async fn open_inbound(&self, port: u16) -> io::Result<Box<dyn std::any::Any + Send>> {
         use netmend::firewall::{detect, open, Protocol, Request};
         // Called on the host's thread, inside its namespace: the commands
@@ -628,7 +644,7 @@ async fn run_in_lab(
             &server_net,
             server_rec,
             chosen,
-            config,
+            (config, plan.spec.total),
         )?),
     };
 
@@ -667,10 +683,17 @@ async fn run_in_lab(
             &topo.client,
             move || {
                 Ok(async move {
-                    if chosen.engine_client {
-                        programs::mitigated_client(client_net, spec, mitigation, client_rec).await
-                    } else {
-                        programs::baseline_client(client_net, spec, client_rec).await
+                    match chosen.peer {
+                        Some(Peer::TunedTcp) => {
+                            let (tuning, backoff) = peers::tuned_tcp_settings(&spec, &mitigation);
+                            peers::tuned_tcp_client(client_net, spec, tuning, backoff, client_rec)
+                                .await
+                        }
+                        None if chosen.engine_client => {
+                            programs::mitigated_client(client_net, spec, mitigation, client_rec)
+                                .await
+                        }
+                        None => programs::baseline_client(client_net, spec, client_rec).await,
                     }
                 })
             },
@@ -751,16 +774,19 @@ fn server_task(
     net: &NetnsNet,
     rec: Recorder,
     chosen: crate::plan::Programs,
-    config: netmend::session::Config,
+    (config, total): (netmend::session::Config, u64),
 ) -> Result<HostTask, LabError> {
     let (port, server_net) = (topo.port, net.clone());
     HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
         server_net.prebind(port).map(|()| async move {
-            let served = match chosen.engine_server {
-                None => {
+            let served = match (chosen.peer, chosen.engine_server) {
+                (Some(Peer::TunedTcp), _) => {
+                    peers::tuned_tcp_server(server_net, port, total, rec).await
+                }
+                (None, None) => {
                     programs::baseline_server(server_net, port, rec, chosen.report_progress).await
                 }
-                Some(limits) => {
+                (None, Some(limits)) => {
                     programs::mitigated_server(
                         server_net,
                         port,

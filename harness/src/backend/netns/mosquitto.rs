@@ -4,6 +4,7 @@
 //! in its namespace, as a scenario's broker faults say.
 
 use super::lab::Lab;
+use super::service::{self, Transport};
 use super::LabError;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -88,38 +89,12 @@ pub fn config(addr: IpAddr, port: u16) -> String {
 
 /// Whether mosquitto can be run here.
 pub fn available() -> Result<(), LabError> {
-    // `mosquitto -h` prints its usage and exits non-zero; only a missing
-    // binary is an error here.
-    std::process::Command::new("mosquitto")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(drop)
-        .map_err(|_| {
-            LabError::Unavailable(
-                "`mosquitto` is missing; the netns backend runs real brokers (apt-get install mosquitto)".into(),
-            )
-        })
-}
-
-/// Whether the network namespace of process `pid` has a TCP socket
-/// listening on `port` (read from its own view of /proc/net).
-fn listening(pid: u32, port: u16) -> bool {
-    ["tcp", "tcp6"].iter().any(|table| {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            return false;
-        };
-        text.lines().skip(1).any(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1);
-            let state = fields.nth(1);
-            let local_port = local
-                .and_then(|l| l.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && state == Some("0A")
-        })
-    })
+    // `mosquitto -h` prints its usage and exits non-zero.
+    service::installed(
+        "mosquitto",
+        "-h",
+        "`mosquitto` is missing; the netns backend runs real brokers (apt-get install mosquitto)",
+    )
 }
 
 impl Mosquittos {
@@ -278,7 +253,7 @@ fn wait_listening(b: &mut Broker, port: u16, deadline: Instant) -> Result<(), La
                 b.node
             )));
         }
-        if listening(child.id(), port) {
+        if service::listening(child.id(), port, Transport::Tcp) {
             return Ok(());
         }
         if Instant::now() > deadline {

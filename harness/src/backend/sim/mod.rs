@@ -124,6 +124,13 @@ impl Net for SimNet {
         self.connect(host, addr.port())
     }
 
+    fn tune(_: &SimStream, _: &crate::workload::peers::TcpTuning) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            crate::plan::Peer::SIM_HAS_NO_TCP_OPTIONS,
+        ))
+    }
+
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<SimListener>> + Send {
         let any: IpAddr = if self.v6 {
             Ipv6Addr::UNSPECIFIED.into()
@@ -231,6 +238,11 @@ pub fn run_stream(
         net.on(Side::Server),
     );
     let chosen = plan.programs(variant);
+    if chosen.peer.is_some() {
+        return Err(BackendError::Sim(
+            crate::plan::Peer::SIM_HAS_NO_TCP_OPTIONS.into(),
+        ));
+    }
     // A server that is killed and started again (a host crash and restart
     // here): what outlives it — its session store, standing in for the
     // file on its disk, and its application's record — lives outside it.
