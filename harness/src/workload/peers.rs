@@ -127,9 +127,9 @@ pub async fn tuned_tcp_client<N: Net>(
     }
 }
 
-/// One connection: resolve, connect, tune, read the server's count, write
-/// from it to the end, and wait for the server to close. `Ok` once the
-/// server holds the whole stream.
+/// One connection: resolve, connect to the first address that answers,
+/// tune, read the server's count, write from it to the end, and wait for
+/// the server to close. `Ok` once the server holds the whole stream.
 async fn connection<N: Net>(
     net: &N,
     spec: &StreamSpec,
@@ -141,24 +141,41 @@ async fn connection<N: Net>(
     let within = |what: &'static str| {
         move |_| io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
     };
-    let addr = tokio::time::timeout(backoff.connect_timeout, net.resolve(&spec.host, spec.port))
+    let addrs = tokio::time::timeout(backoff.connect_timeout, net.resolve(&spec.host, spec.port))
         .await
-        .map_err(within("resolving"))??
-        .first()
-        .copied()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address"))?;
-    let mut stream = tokio::time::timeout(
-        backoff.connect_timeout,
-        net.connect_addr(&spec.host, addr, TransportHint::default()),
-    )
-    .await
-    .map_err(within("connecting"))??;
+        .map_err(within("resolving"))??;
+    // Every address in turn, as std's and tokio's `connect` to a name do.
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    let mut connected = None;
+    for addr in addrs {
+        let attempt = tokio::time::timeout(
+            backoff.connect_timeout,
+            net.connect_addr(&spec.host, addr, TransportHint::default()),
+        );
+        match attempt.await {
+            Ok(Ok(s)) => {
+                connected = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"),
+        }
+    }
+    let mut stream = connected.ok_or(last)?;
     N::tune(&stream, &tuning)?;
     let mut count = [0u8; COUNT_LEN];
     tokio::time::timeout(backoff.connect_timeout, stream.read_exact(&mut count))
         .await
         .map_err(within("the server's count"))??;
-    let mut offset = u64::from_be_bytes(count).min(spec.total);
+    // A count past the stream is not our server's (a middlebox answered):
+    // this connection is not to be written on.
+    let mut offset = u64::from_be_bytes(count);
+    if offset > spec.total {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the server says it holds {offset} bytes of {}", spec.total),
+        ));
+    }
     while offset < spec.total {
         let n = usize::try_from((spec.total - offset).min(buf.len() as u64)).unwrap_or(buf.len());
         pattern::fill(offset, &mut buf[..n]);
