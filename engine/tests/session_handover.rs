@@ -42,7 +42,10 @@ fn peer_binary() -> PathBuf {
         static BUILD: std::sync::Once = std::sync::Once::new();
         BUILD.call_once(|| {
             let status = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "netmend", "--example", "handover_peer"])
+                // With the workspace's features, as `cargo test --workspace`
+                // built it (then a no-op); `-p netmend` alone resolves other
+                // features and rebuilds the library and its dependencies.
+                .args(["build", "-q", "--workspace", "--example", "handover_peer"])
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building the handover_peer example");

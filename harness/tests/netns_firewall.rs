@@ -202,7 +202,10 @@ fn a_step_refused_part_way_leaves_the_ruleset_as_it_was() {
 /// The engine's `firewall_hold` example, built as the library is now.
 fn hold_binary() -> PathBuf {
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "netmend", "--example", "firewall_hold"])
+        // With the workspace's features, as `cargo test --workspace`
+        // built it (then a no-op); `-p netmend` alone resolves other
+        // features and rebuilds the library and its dependencies.
+        .args(["build", "-q", "--workspace", "--example", "firewall_hold"])
         .status()
         .expect("cargo runs");
     assert!(status.success());
