@@ -62,6 +62,8 @@ pub enum Verdict {
 pub struct PolicyRun {
     /// Which policy.
     pub policy: Policy,
+    /// The run's seed (the row's, plus the run's index).
+    pub seed: u64,
     /// How it came through.
     pub verdict: Verdict,
     /// What the checks measured, when it ran.
@@ -86,12 +88,63 @@ pub struct Row {
     /// Why the scenario itself cannot run here (then `runs` is empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
-    /// One run per policy, in the order asked.
+    /// Every run: each policy's in turn, in the order asked.
     pub runs: Vec<PolicyRun>,
+    /// Each policy's runs in figures, in the same order.
+    pub summary: Vec<Summary>,
 }
 
-/// Runs `s` on `backend` with the naive client, the engine and `peers`.
-pub fn compare(s: &Scenario, backend: BackendKind, seed: u64, peers: &[Peer]) -> Row {
+/// One policy's runs of one scenario in figures: how many came through
+/// exact, and the medians.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Which policy.
+    pub policy: Policy,
+    /// Its runs.
+    pub runs: u32,
+    /// Runs with every byte delivered once.
+    pub exact: u32,
+    /// The median recovery after the path healed, over the runs that ran
+    /// (one that never recovered counts as longer than any); `None`: most
+    /// never recovered, or none ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_p50_ms: Option<u64>,
+    /// The median connection attempts over the runs that ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_p50: Option<u32>,
+}
+
+impl Summary {
+    fn of(policy: Policy, runs: &[&PolicyRun]) -> Summary {
+        let measured: Vec<&Measured> = runs.iter().filter_map(|r| r.measured.as_ref()).collect();
+        // Never recovered sorts last: after every recovery.
+        let mut recoveries: Vec<Option<u64>> = measured.iter().map(|m| m.recovery_ms).collect();
+        recoveries.sort_by_key(|r| r.unwrap_or(u64::MAX));
+        let mut attempts: Vec<u32> = measured.iter().map(|m| m.attempts).collect();
+        attempts.sort_unstable();
+        Summary {
+            policy,
+            runs: u32::try_from(runs.len()).unwrap_or(u32::MAX),
+            exact: u32::try_from(runs.iter().filter(|r| r.verdict == Verdict::Exact).count())
+                .unwrap_or(u32::MAX),
+            recovery_p50_ms: median(&recoveries).flatten(),
+            attempts_p50: median(&attempts),
+        }
+    }
+}
+
+/// The middle of `sorted` (the lower of the two middles of an even count:
+/// a median that never flatters).
+fn median<T: Copy>(sorted: &[T]) -> Option<T> {
+    match sorted.len() {
+        0 => None,
+        n => Some(sorted[n / 2 - usize::from(n % 2 == 0)]),
+    }
+}
+
+/// Runs `s` on `backend` with the naive client, the engine and `peers`,
+/// `runs` times each (seeds `seed`, `seed + 1`, …).
+pub fn compare(s: &Scenario, backend: BackendKind, seed: u64, peers: &[Peer], runs: u32) -> Row {
     let plan = Plan::of(s, seed);
     let mut row = Row {
         id: s.id.clone(),
@@ -100,6 +153,7 @@ pub fn compare(s: &Scenario, backend: BackendKind, seed: u64, peers: &[Peer]) ->
         seed,
         unsupported: None,
         runs: Vec::new(),
+        summary: Vec::new(),
     };
     if !matches!(plan, Plan::Stream(_)) {
         row.unsupported =
@@ -114,7 +168,15 @@ pub fn compare(s: &Scenario, backend: BackendKind, seed: u64, peers: &[Peer]) ->
         .into_iter()
         .chain(peers.iter().copied().map(Policy::Peer));
     for policy in policies {
-        row.runs.push(run(s, backend, seed, &plan, policy));
+        let first = row.runs.len();
+        for k in 0..runs.max(1) {
+            let seed = seed.wrapping_add(u64::from(k));
+            // The plan follows the seed (the engine's jitter).
+            let plan = Plan::of(s, seed);
+            row.runs.push(run(s, backend, seed, &plan, policy));
+        }
+        let mine: Vec<&PolicyRun> = row.runs[first..].iter().collect();
+        row.summary.push(Summary::of(policy, &mine));
     }
     row
 }
@@ -122,6 +184,7 @@ pub fn compare(s: &Scenario, backend: BackendKind, seed: u64, peers: &[Peer]) ->
 fn run(s: &Scenario, backend: BackendKind, seed: u64, plan: &Plan, policy: Policy) -> PolicyRun {
     let unsupported = |why: String| PolicyRun {
         policy,
+        seed,
         verdict: Verdict::Unsupported,
         measured: None,
         reason: Some(why),
@@ -131,7 +194,7 @@ fn run(s: &Scenario, backend: BackendKind, seed: u64, plan: &Plan, policy: Polic
             return unsupported(why.into());
         }
         if backend == BackendKind::Sim {
-            return unsupported(Peer::SIM_HAS_NO_TCP_OPTIONS.into());
+            return unsupported(peer.sim_gap().into());
         }
     }
     match runner::measure(
@@ -143,6 +206,7 @@ fn run(s: &Scenario, backend: BackendKind, seed: u64, plan: &Plan, policy: Polic
     ) {
         Ok((_, m)) => PolicyRun {
             policy,
+            seed,
             verdict: if m.lost + m.duplicated + m.corrupted == 0 && m.error.is_none() {
                 Verdict::Exact
             } else {
@@ -153,6 +217,7 @@ fn run(s: &Scenario, backend: BackendKind, seed: u64, plan: &Plan, policy: Polic
         },
         Err(e) => PolicyRun {
             policy,
+            seed,
             verdict: Verdict::Error,
             measured: None,
             reason: Some(e.to_string()),
@@ -160,30 +225,36 @@ fn run(s: &Scenario, backend: BackendKind, seed: u64, plan: &Plan, policy: Polic
     }
 }
 
-/// One cell of the human matrix: `exact 1.05s 3×`, `lost 78 KB`, …
-fn cell(r: &PolicyRun) -> String {
-    let Some(m) = &r.measured else {
-        return match r.verdict {
-            Verdict::Unsupported => "unsupported".into(),
-            _ => "error".into(),
-        };
+/// One cell of the human matrix: `exact 1.05s 3x`, `lost 78 KiB never 1x`;
+/// over several runs the medians and how many were exact
+/// (`exact 0.19s 2x 5/5`). What was lost is the first damaged run's.
+fn cell(summary: &Summary, runs: &[&PolicyRun]) -> String {
+    let damaged = runs.iter().find(|r| r.verdict != Verdict::Exact);
+    let what = match damaged {
+        None if runs.is_empty() => return "error".into(),
+        None => "exact".to_string(),
+        Some(r) => match &r.measured {
+            None if r.verdict == Verdict::Unsupported => return "unsupported".into(),
+            None => return "error".into(),
+            Some(m) if m.lost > 0 => format!("lost {}", bytes(m.lost)),
+            Some(m) if m.duplicated > 0 => format!("dup {}", bytes(m.duplicated)),
+            Some(m) if m.corrupted > 0 => format!("corrupt {}", bytes(m.corrupted)),
+            Some(_) => "failed".into(),
+        },
     };
-    let what = if r.verdict == Verdict::Exact {
-        "exact".to_string()
-    } else if m.lost > 0 {
-        format!("lost {}", bytes(m.lost))
-    } else if m.duplicated > 0 {
-        format!("dup {}", bytes(m.duplicated))
-    } else if m.corrupted > 0 {
-        format!("corrupt {}", bytes(m.corrupted))
-    } else {
-        "failed".into()
-    };
-    let recovery = match m.recovery_ms {
+    let recovery = match summary.recovery_p50_ms {
         Some(ms) => format!("{:.2}s", ms as f64 / 1000.0),
         None => "never".into(),
     };
-    format!("{what} {recovery} {}x", m.attempts)
+    let attempts = summary.attempts_p50.unwrap_or(0);
+    if summary.runs > 1 {
+        format!(
+            "{what} {recovery} {attempts}x {}/{}",
+            summary.exact, summary.runs
+        )
+    } else {
+        format!("{what} {recovery} {attempts}x")
+    }
 }
 
 fn bytes(n: u64) -> String {
@@ -199,13 +270,22 @@ fn bytes(n: u64) -> String {
 pub fn human(rows: &[Row]) -> String {
     let policies: Vec<&str> = rows
         .iter()
-        .find(|r| !r.runs.is_empty())
-        .map(|r| r.runs.iter().map(|x| x.policy.name()).collect())
+        .find(|r| !r.summary.is_empty())
+        .map(|r| r.summary.iter().map(|x| x.policy.name()).collect())
         .unwrap_or_default();
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(8).max(8);
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.runs.iter().map(cell).collect())
+        .map(|r| {
+            r.summary
+                .iter()
+                .map(|sum| {
+                    let runs: Vec<&PolicyRun> =
+                        r.runs.iter().filter(|x| x.policy == sum.policy).collect();
+                    cell(sum, &runs)
+                })
+                .collect()
+        })
         .collect();
     let col = cells
         .iter()
@@ -234,7 +314,7 @@ pub fn human(rows: &[Row]) -> String {
         }
         out.push('\n');
     }
-    out.push_str("each cell: exact (every byte once) or what was lost; recovery after the path healed; connection attempts\n");
+    out.push_str("each cell: exact (every byte once) or what was lost; recovery after the path healed; connection attempts (over several runs: medians, and runs exact of runs)\n");
     out
 }
 
@@ -247,6 +327,85 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(78 << 10), "78 KiB");
         assert_eq!(bytes(3 << 19), "1.5 MiB");
+    }
+
+    fn measured_run(
+        policy: Policy,
+        recovery_ms: Option<u64>,
+        attempts: u32,
+        lost: u64,
+    ) -> PolicyRun {
+        let m = Measured {
+            outcome: if lost == 0 {
+                crate::check::Outcome::Passed
+            } else {
+                crate::check::Outcome::Failed
+            },
+            unit: "bytes",
+            expected: 1 << 20,
+            delivered: (1 << 20) - lost,
+            lost,
+            duplicated: 0,
+            reordered: 0,
+            corrupted: 0,
+            recovery_ms,
+            attempts,
+            symptoms: Vec::new(),
+            error: None,
+            latency_p50_us: None,
+            latency_p99_us: None,
+            queue: None,
+            herd: None,
+            residue: None,
+        };
+        PolicyRun {
+            policy,
+            seed: 1,
+            verdict: if lost == 0 {
+                Verdict::Exact
+            } else {
+                Verdict::Damaged
+            },
+            measured: Some(m),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_summary_takes_medians_and_never_recovering_counts_as_longest() {
+        let p = Policy::Netmend;
+        let runs = [
+            measured_run(p, Some(300), 3, 0),
+            measured_run(p, Some(100), 2, 0),
+            measured_run(p, None, 1, 4096),
+        ];
+        let refs: Vec<&PolicyRun> = runs.iter().collect();
+        let sum = Summary::of(p, &refs);
+        assert_eq!(
+            sum,
+            Summary {
+                policy: p,
+                runs: 3,
+                exact: 2,
+                recovery_p50_ms: Some(300),
+                attempts_p50: Some(2),
+            }
+        );
+        assert_eq!(cell(&sum, &refs), "lost 4 KiB 0.30s 2x 2/3");
+        // Most never recovered: the median is never.
+        let never = [
+            measured_run(p, None, 1, 1),
+            measured_run(p, None, 1, 1),
+            runs[1].clone(),
+        ];
+        let refs: Vec<&PolicyRun> = never.iter().collect();
+        assert_eq!(Summary::of(p, &refs).recovery_p50_ms, None);
+        // An even count takes the lower middle; one run is itself.
+        assert_eq!(median(&[1, 2, 3, 4]), Some(2));
+        assert_eq!(median(&[7]), Some(7));
+        assert_eq!(median::<u32>(&[]), None);
+        let one: Vec<&PolicyRun> = runs[..1].iter().collect();
+        assert_eq!(cell(&Summary::of(p, &one), &one), "exact 0.30s 3x");
     }
 
     #[test]

@@ -195,6 +195,10 @@ enum Command {
         /// The peer policies, comma-separated (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         peers: Vec<netmend_harness::plan::Peer>,
+        /// Runs of each policy per scenario (seeds SEED, SEED+1, …): the
+        /// matrix shows medians.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
         /// `human` prints the matrix, `json` every measurement.
         #[arg(long, value_enum, default_value_t = CompareFormat::Human)]
         format: CompareFormat,
@@ -587,6 +591,7 @@ fn execute(command: Command) -> Result<u8, String> {
             backend,
             seed,
             peers,
+            runs,
             format,
             select,
         } => {
@@ -614,6 +619,7 @@ fn execute(command: Command) -> Result<u8, String> {
                         kind,
                         runner::scenario_seed(seed, &s.id),
                         &peers,
+                        runs,
                     );
                     eprintln!("{}: done", s.id);
                     row

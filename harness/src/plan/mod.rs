@@ -27,35 +27,73 @@ pub enum Variant {
 
 /// A policy a user could pick instead of a netmend session, run on the
 /// scenario's topology, workload and fault schedule and judged by the same
-/// checks as the engine (`netmend compare`).
+/// checks as the engine (`netmend compare`). Each carries the stream with
+/// the same resumption (the server's count, each byte kept once) and the
+/// same reconnect schedule as the others, so what differs is the transport
+/// and how it meets the fault ([`crate::workload::peers`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Peer {
     /// Plain TCP with keepalive and `TCP_USER_TIMEOUT` set from the
     /// scenario's timeouts, the name resolved at every attempt, full-jitter
     /// reconnects, and resumption from the server's count: the best a
-    /// careful engineer writes without a session layer
-    /// ([`crate::workload::peers`]).
+    /// careful engineer writes without a session layer.
     TunedTcp,
+    /// Multipath TCP as most hosts run it: `IPPROTO_MPTCP` sockets with the
+    /// kernel's default path manager limits and no endpoints, so one
+    /// subflow (it falls back to TCP where a middlebox strips the option).
+    Mptcp,
+    /// Multipath TCP with the in-kernel path manager set up as
+    /// NetworkManager does: limits of two subflows on both sides, and a
+    /// `subflow` endpoint for every address the client gains during the run.
+    MptcpMultipath,
+    /// QUIC (quinn) whose client rebinds its UDP socket on every path
+    /// change the engine's monitor reports (`Endpoint::rebind`).
+    Quic,
+    /// QUIC (quinn) that does nothing on a path change: the server follows
+    /// the client's new address as it would a NAT rebinding.
+    QuicNoRebind,
 }
 
 impl Peer {
     /// Every peer, in the order of a comparison's columns.
-    pub const ALL: [Peer; 1] = [Peer::TunedTcp];
-
-    /// Why the simulated network cannot run the tuned-TCP peer.
-    pub const SIM_HAS_NO_TCP_OPTIONS: &'static str =
-        "turmoil's TCP has no keepalive and no TCP_USER_TIMEOUT; the tuned-TCP peer needs the netns backend";
+    pub const ALL: [Peer; 5] = [
+        Peer::TunedTcp,
+        Peer::Mptcp,
+        Peer::MptcpMultipath,
+        Peer::Quic,
+        Peer::QuicNoRebind,
+    ];
 
     /// Its name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Peer::TunedTcp => "tuned-tcp",
+            Peer::Mptcp => "mptcp",
+            Peer::MptcpMultipath => "mptcp-multipath",
+            Peer::Quic => "quic",
+            Peer::QuicNoRebind => "quic-no-rebind",
+        }
+    }
+
+    /// Why the simulated network cannot run this peer: each needs the
+    /// kernel's transport (netns).
+    pub fn sim_gap(self) -> &'static str {
+        match self {
+            Peer::TunedTcp => {
+                "turmoil's TCP has no keepalive and no TCP_USER_TIMEOUT; the tuned-TCP peer needs the netns backend"
+            }
+            Peer::Mptcp | Peer::MptcpMultipath => {
+                "turmoil has no Multipath TCP (subflows, path manager); the MPTCP peers need the netns backend"
+            }
+            Peer::Quic | Peer::QuicNoRebind => {
+                "quinn drives kernel UDP sockets (quinn-udp: GSO, ECN, the source address of each datagram), which turmoil's UDP is not; the QUIC peers need the netns backend"
+            }
         }
     }
 
     /// Why this peer cannot stand in `plan`'s runs, if it cannot (on any
-    /// backend; sim's own gap is [`Peer::SIM_HAS_NO_TCP_OPTIONS`]).
+    /// backend; sim's own gap is [`Peer::sim_gap`]).
     pub fn unsupported(self, plan: &Plan) -> Option<&'static str> {
         match plan {
             Plan::Stream(p) if !p.restarts.is_empty() => Some(
@@ -75,6 +113,11 @@ impl Peer {
                 Some("the peers carry byte streams; this scenario's workload is not one")
             }
         }
+    }
+
+    /// It carries the stream over QUIC (UDP), not a TCP byte stream.
+    pub fn is_quic(self) -> bool {
+        matches!(self, Peer::Quic | Peer::QuicNoRebind)
     }
 }
 

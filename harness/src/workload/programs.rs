@@ -64,6 +64,31 @@ pub trait Net: Clone + Send + Sync + 'static {
     /// The socket refused an option, or this network's TCP has none
     /// (`Unsupported`: turmoil's).
     fn tune(stream: &Self::Stream, tuning: &super::peers::TcpTuning) -> io::Result<()>;
+    /// Connects to `addr` over Multipath TCP (`IPPROTO_MPTCP`: the MPTCP
+    /// peer).
+    ///
+    /// # Errors
+    ///
+    /// As [`Net::connect_addr`]; `Unsupported` where this network has no
+    /// MPTCP (turmoil's).
+    fn connect_mptcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Listens on `port` on all addresses over Multipath TCP.
+    ///
+    /// # Errors
+    ///
+    /// As [`Net::bind`]; `Unsupported` where this network has no MPTCP.
+    fn bind_mptcp(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// A kernel UDP socket of the calling host bound to `addr` (port 0:
+    /// any), non-blocking: the QUIC peer's, for quinn.
+    ///
+    /// # Errors
+    ///
+    /// Binding failed; `Unsupported` where this network's UDP is not the
+    /// kernel's (turmoil's).
+    fn udp_socket(&self, addr: SocketAddr) -> io::Result<std::net::UdpSocket>;
     /// Opens TCP `port` in the calling host's firewall (the engine's
     /// `netmend::firewall` on netns, the simulated host firewall on sim);
     /// the opening lasts while the returned value lives.
@@ -345,7 +370,7 @@ async fn next_change<N: Net>(net: &N, rec: &Recorder, changes: &mut Option<Event
 }
 
 /// Aborts its task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

@@ -79,11 +79,13 @@ async fn run_in_lab(
     let net = NetnsNet::new(addresses, start, v6);
     let (port, total, rate, server_net) = (topo.port, plan.bytes, plan.rate, net.clone());
     let server = HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
-        server_net.prebind(port).map(|()| async move {
-            if let Err(e) = serve_http(server_net, port, total, rate).await {
-                tracing::warn!(error = %e, "http server stopped");
-            }
-        })
+        server_net
+            .prebind(port, super::Listen::Tcp)
+            .map(|()| async move {
+                if let Err(e) = serve_http(server_net, port, total, rate).await {
+                    tracing::warn!(error = %e, "http server stopped");
+                }
+            })
     })?;
 
     // `{output}`: a file in a directory of this run's, read back after it.

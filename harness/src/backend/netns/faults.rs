@@ -38,6 +38,9 @@ pub struct PathFaults<'a> {
     /// The lab's DNS server, where the schedule changes or fails names
     /// (borrowed: it outlives the faults, for the closing path check).
     names: Option<&'a mut NameServer>,
+    /// Each address the client gains becomes an MPTCP `subflow` endpoint
+    /// (the multipath MPTCP peer's path manager, see [`super::mptcp`]).
+    mptcp_endpoints: bool,
 }
 
 /// Per-hop latency as the router applies it: a packet crosses two hops
@@ -119,7 +122,26 @@ impl<'a> PathFaults<'a> {
             server: (topo.server.clone(), server),
             renumbered: 2,
             vpn: None,
+            mptcp_endpoints: false,
         })
+    }
+
+    /// From now on, each address the client gains (a NIC swap's, an
+    /// address change's) becomes an MPTCP `subflow` endpoint.
+    pub fn add_mptcp_endpoints(&mut self) {
+        self.mptcp_endpoints = true;
+    }
+
+    /// Makes the client's new addresses on `ifname` MPTCP endpoints, when
+    /// the run asks for it.
+    fn mptcp_endpoints_for(&self, ifname: &str, addrs: [IpAddr; 2]) -> Result<(), LabError> {
+        if !self.mptcp_endpoints {
+            return Ok(());
+        }
+        for addr in addrs {
+            super::mptcp::add_endpoint(self.lab, &self.client.0, ifname, addr)?;
+        }
+        Ok(())
     }
 
     /// A captive portal on the router's end of `a`, for the service port.
@@ -305,6 +327,9 @@ impl<'a> PathFaults<'a> {
                 lab.address_replace(&name, &a.host_if, old6.into(), new6.into(), 64)
                     .await?;
                 self.current[slot] = (new4, new6);
+                if *host == HostRole::Client {
+                    self.mptcp_endpoints_for(&a.host_if, [new4.into(), new6.into()])?;
+                }
                 // Removing the old address can take the default route with
                 // it; put it back as DHCP would after a renumbering.
                 lab.default_route_replace(&name, a.router_v4().into(), &a.host_if)
@@ -343,6 +368,10 @@ impl<'a> PathFaults<'a> {
                     .await?;
                 lab.default_route_replace(&name, new.router_v6().into(), &new.host_if)
                     .await?;
+                self.mptcp_endpoints_for(
+                    &new.host_if,
+                    [new.host_v4().into(), new.host_v6().into()],
+                )?;
                 lab.remove_link(&name, &old.host_if).await?;
                 self.client.1 = new;
                 Ok(())

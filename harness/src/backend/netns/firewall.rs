@@ -134,6 +134,11 @@ impl PathRules {
         if self.state.v6_blackhole() {
             let _ = writeln!(s, "    meta nfproto ipv6 drop");
         }
+        // An ended flow is a TCP connection the router forgot: it drops
+        // (or resets) the segments of a connection it did not see open, as
+        // a stateful router without loose pickup does. A datagram of a
+        // forgotten UDP flow (the QUIC peers') is a new flow to such a
+        // router and passes: UDP has no connection to lose.
         for (i, fate) in self.state.ended().iter().enumerate() {
             let mark = i + 1;
             if *fate == Fate::Reset {
@@ -142,7 +147,13 @@ impl PathRules {
                     "    ct mark {mark} meta l4proto tcp reject with tcp reset"
                 );
             }
-            let _ = writeln!(s, "    ct mark {mark} drop");
+            let _ = writeln!(s, "    ct mark {mark} meta l4proto tcp drop");
+        }
+        if let Some(p) = self.portal.as_ref().filter(|_| self.state.captive()) {
+            // Until the user logs in, a captive network carries nothing to
+            // the service but what its portal intercepts (TCP, below):
+            // datagrams to it are dropped.
+            let _ = writeln!(s, "    iifname \"{}\" udp dport {} drop", p.iface, p.port);
         }
         if self.state.nat_idle().is_some() {
             // A flow whose conntrack entry expired (the timeout is set in
@@ -214,7 +225,7 @@ mod tests {
         p.apply(&Action::Blackhole(false));
         let s = p.script();
         assert!(!s.contains("    drop\n"));
-        assert!(s.contains("ct mark 1 drop\n"));
+        assert!(s.contains("ct mark 1 meta l4proto tcp drop\n"));
         assert!(!s.contains("reject"));
         assert!(s.contains("ct mark set 2\n"));
     }
@@ -229,7 +240,7 @@ mod tests {
         });
         let s = p.script();
         assert!(s.contains("iifname \"c1\" drop\n") && s.contains("oifname \"c1\" drop\n"));
-        assert!(s.contains("ct mark 1 drop\n") && !s.contains("reject"));
+        assert!(s.contains("ct mark 1 meta l4proto tcp drop\n") && !s.contains("reject"));
         p.apply(&Action::Routable);
         assert!(!p.script().contains("c1"));
     }
@@ -263,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn the_portal_intercepts_only_while_the_state_says_captive() {
+    fn the_portal_intercepts_and_blocks_only_while_the_state_says_captive() {
         let mut p = PathRules::new("c0");
         p.set_portal(Portal {
             iface: "c0".into(),
@@ -277,8 +288,12 @@ mod tests {
             routable: true,
             captive: true,
         });
-        assert!(p.script().contains("dnat ip to 198.18.1.1:8089"));
+        let s = p.script();
+        assert!(s.contains("dnat ip to 198.18.1.1:8089"));
+        // Datagrams to the service go nowhere while captive.
+        assert!(s.contains("    iifname \"c0\" udp dport 7000 drop\n"));
         p.apply(&Action::Routable);
         assert!(!p.script().contains("dnat"));
+        assert!(!p.script().contains("udp"));
     }
 }

@@ -19,6 +19,7 @@ pub mod firewall;
 pub mod host;
 pub mod lab;
 pub mod mosquitto;
+pub mod mptcp;
 pub mod namespace;
 pub mod restart;
 pub mod server;
@@ -234,7 +235,7 @@ pub struct NetnsNet {
     name_server: Option<SocketAddr>,
     start: Instant,
     v6: bool,
-    prebound: Arc<Mutex<Option<std::net::TcpListener>>>,
+    prebound: Arc<Mutex<Option<Prebound>>>,
 }
 
 impl NetnsNet {
@@ -300,20 +301,114 @@ impl NetnsNet {
         }
     }
 
-    /// Binds `port` now (on the calling thread, so in its namespace) and
-    /// keeps the listener for the program's own `bind`, so the harness
-    /// knows the server listens before it starts the client.
-    pub fn prebind(&self, port: u16) -> io::Result<()> {
+    /// Binds `port` now (on the calling thread, so in its namespace) as
+    /// `how` says and keeps the socket for the program's own `bind`,
+    /// `bind_mptcp` or `udp_socket`, so the harness knows the server
+    /// listens before it starts the client.
+    pub fn prebind(&self, port: u16, how: Listen) -> io::Result<()> {
         let unspecified: IpAddr = if self.v6 {
             Ipv6Addr::UNSPECIFIED.into()
         } else {
             Ipv4Addr::UNSPECIFIED.into()
         };
-        let l = std::net::TcpListener::bind(SocketAddr::new(unspecified, port))?;
-        l.set_nonblocking(true)?;
-        *self.prebound.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+        let at = SocketAddr::new(unspecified, port);
+        let socket = match how {
+            Listen::Tcp => Prebound::Tcp(std::net::TcpListener::bind(at)?),
+            Listen::Mptcp => Prebound::Tcp(mptcp_listener(at)?),
+            Listen::Udp => Prebound::Udp(std::net::UdpSocket::bind(at)?),
+        };
+        match &socket {
+            Prebound::Tcp(l) => l.set_nonblocking(true)?,
+            Prebound::Udp(u) => u.set_nonblocking(true)?,
+        }
+        *self.prebound.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
         Ok(())
     }
+
+    /// The listener prebound on `port`, if there is one.
+    fn prebound_listener(&self, port: u16) -> Option<std::net::TcpListener> {
+        let mut slot = self.prebound.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some(Prebound::Tcp(l)) if l.local_addr().map(|a| a.port()).ok() == Some(port) => {
+                Some(l)
+            }
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// The UDP socket prebound on `port`, if there is one.
+    fn prebound_udp(&self, port: u16) -> Option<std::net::UdpSocket> {
+        let mut slot = self.prebound.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some(Prebound::Udp(u)) if u.local_addr().map(|a| a.port()).ok() == Some(port) => {
+                Some(u)
+            }
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    fn unspecified(&self) -> IpAddr {
+        if self.v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        }
+    }
+}
+
+/// How a server listens on its port (see [`NetnsNet::prebind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP listener.
+    Tcp,
+    /// A Multipath TCP listener.
+    Mptcp,
+    /// A UDP socket (QUIC).
+    Udp,
+}
+
+impl Listen {
+    /// How the server of `peer` (none: the naive or the engine's) listens.
+    pub fn of(peer: Option<Peer>) -> Listen {
+        match peer {
+            Some(Peer::Mptcp | Peer::MptcpMultipath) => Listen::Mptcp,
+            Some(Peer::Quic | Peer::QuicNoRebind) => Listen::Udp,
+            Some(Peer::TunedTcp) | None => Listen::Tcp,
+        }
+    }
+}
+
+/// A server's socket, bound before its program runs.
+#[derive(Debug)]
+enum Prebound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// An `IPPROTO_MPTCP` stream socket for `addr`'s family, non-blocking.
+fn mptcp_socket(addr: &SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::MPTCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// A Multipath TCP listener on `at` (a backlog as std's listeners have).
+fn mptcp_listener(at: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = mptcp_socket(&at)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&at.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 impl Net for NetnsNet {
@@ -381,26 +476,38 @@ impl Net for NetnsNet {
     }
 
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> + Send {
-        let pre = self
-            .prebound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .filter(|l| l.local_addr().map(|a| a.port()).ok() == Some(port));
-        let v6 = self.v6;
+        let pre = self.prebound_listener(port);
+        let at = SocketAddr::new(self.unspecified(), port);
         async move {
             match pre {
                 Some(l) => tokio::net::TcpListener::from_std(l),
-                None => {
-                    let ip: IpAddr = if v6 {
-                        Ipv6Addr::UNSPECIFIED.into()
-                    } else {
-                        Ipv4Addr::UNSPECIFIED.into()
-                    };
-                    tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await
-                }
+                None => tokio::net::TcpListener::bind(at).await,
             }
         }
+    }
+
+    async fn connect_mptcp(&self, addr: SocketAddr) -> io::Result<Self::Stream> {
+        let socket = tokio::net::TcpSocket::from_std_stream(mptcp_socket(&addr)?.into());
+        let s = socket.connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    async fn bind_mptcp(&self, port: u16) -> io::Result<Self::Listener> {
+        let listener = match self.prebound_listener(port) {
+            Some(l) => l,
+            None => mptcp_listener(SocketAddr::new(self.unspecified(), port))?,
+        };
+        tokio::net::TcpListener::from_std(listener)
+    }
+
+    fn udp_socket(&self, addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        let socket = match self.prebound_udp(addr.port()).filter(|_| addr.port() != 0) {
+            Some(u) => u,
+            None => std::net::UdpSocket::bind(addr)?,
+        };
+        socket.set_nonblocking(true)?;
+        Ok(socket)
     }
 
     async fn accept(l: &Self::Listener) -> io::Result<Self::Stream> {
@@ -424,7 +531,10 @@ impl Net for NetnsNet {
                 .with_interval(tuning.keepalive)
                 .with_retries(tuning.keepalive_probes),
         )?;
-        socket.set_tcp_user_timeout(Some(tuning.user_timeout))
+        match tuning.user_timeout {
+            Some(timeout) => socket.set_tcp_user_timeout(Some(timeout)),
+            None => Ok(()),
+        }
     }
 
     async fn open_inbound(&self, port: u16) -> io::Result<Box<dyn std::any::Any + Send>> {
@@ -617,6 +727,10 @@ async fn run_in_lab(
         net.clone(),
     );
     let chosen = plan.programs(variant);
+    if chosen.peer == Some(Peer::MptcpMultipath) {
+        mptcp::allow_subflows(&lab, &[&topo.client, &topo.server])?;
+        faults.add_mptcp_endpoints();
+    }
     // The server: a task on a thread in its namespace, or — when the
     // scenario kills it — real processes.
     let server_task = match &plan.servers {
@@ -684,10 +798,8 @@ async fn run_in_lab(
             move || {
                 Ok(async move {
                     match chosen.peer {
-                        Some(Peer::TunedTcp) => {
-                            let (tuning, backoff) = peers::tuned_tcp_settings(&spec, &mitigation);
-                            peers::tuned_tcp_client(client_net, spec, tuning, backoff, client_rec)
-                                .await
+                        Some(peer) => {
+                            peers::client(peer, client_net, spec, &mitigation, client_rec).await;
                         }
                         None if chosen.engine_client => {
                             programs::mitigated_client(client_net, spec, mitigation, client_rec)
@@ -778,31 +890,35 @@ fn server_task(
 ) -> Result<HostTask, LabError> {
     let (port, server_net) = (topo.port, net.clone());
     HostTask::spawn(lab.namespace(&topo.server)?, &topo.server, move || {
-        server_net.prebind(port).map(|()| async move {
-            let served = match (chosen.peer, chosen.engine_server) {
-                (Some(Peer::TunedTcp), _) => {
-                    peers::tuned_tcp_server(server_net, port, total, rec).await
+        server_net
+            .prebind(port, Listen::of(chosen.peer))
+            .map(|()| async move {
+                let served = match (chosen.peer, chosen.engine_server) {
+                    (Some(peer), _) => {
+                        let idle = (config.keepalive_interval, config.dead_after);
+                        peers::server(peer, server_net, port, total, idle, rec).await
+                    }
+                    (None, None) => {
+                        programs::baseline_server(server_net, port, rec, chosen.report_progress)
+                            .await
+                    }
+                    (None, Some(limits)) => {
+                        programs::mitigated_server(
+                            server_net,
+                            port,
+                            config,
+                            limits,
+                            (chosen.watch_sessions, chosen.open_firewall),
+                            rec,
+                            None,
+                        )
+                        .await
+                    }
+                };
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "server stopped");
                 }
-                (None, None) => {
-                    programs::baseline_server(server_net, port, rec, chosen.report_progress).await
-                }
-                (None, Some(limits)) => {
-                    programs::mitigated_server(
-                        server_net,
-                        port,
-                        config,
-                        limits,
-                        (chosen.watch_sessions, chosen.open_firewall),
-                        rec,
-                        None,
-                    )
-                    .await
-                }
-            };
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "server stopped");
-            }
-        })
+            })
     })
 }
 

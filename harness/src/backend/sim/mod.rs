@@ -127,7 +127,28 @@ impl Net for SimNet {
     fn tune(_: &SimStream, _: &crate::workload::peers::TcpTuning) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            crate::plan::Peer::SIM_HAS_NO_TCP_OPTIONS,
+            crate::plan::Peer::TunedTcp.sim_gap(),
+        ))
+    }
+
+    async fn connect_mptcp(&self, _addr: SocketAddr) -> io::Result<SimStream> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            crate::plan::Peer::Mptcp.sim_gap(),
+        ))
+    }
+
+    async fn bind_mptcp(&self, _port: u16) -> io::Result<SimListener> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            crate::plan::Peer::Mptcp.sim_gap(),
+        ))
+    }
+
+    fn udp_socket(&self, _addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            crate::plan::Peer::Quic.sim_gap(),
         ))
     }
 
@@ -238,10 +259,8 @@ pub fn run_stream(
         net.on(Side::Server),
     );
     let chosen = plan.programs(variant);
-    if chosen.peer.is_some() {
-        return Err(BackendError::Sim(
-            crate::plan::Peer::SIM_HAS_NO_TCP_OPTIONS.into(),
-        ));
+    if let Some(peer) = chosen.peer {
+        return Err(BackendError::Sim(peer.sim_gap().into()));
     }
     // A server that is killed and started again (a host crash and restart
     // here): what outlives it — its session store, standing in for the
