@@ -430,6 +430,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         rate: u32,
     },
+    /// Bulk throughput of raw TCP, a netmend session (both write paths),
+    /// MPTCP and QUIC (quinn), over loopback and over the netns lab, in one
+    /// run.
+    Throughput {
+        /// MiB per round and transport.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        mib: u32,
+        /// Rounds (each transport and path once per round; medians).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rounds: u32,
+    },
     /// Recovery after routability returns (delayed-routability on netns):
     /// the session behind the routability gate against the same session
     /// with a plain exponential-backoff reconnect loop.
@@ -1025,6 +1036,30 @@ fn create_parent(path: &Path) -> Result<(), String> {
 /// `netmend bench …`.
 fn bench(what: BenchCommand) -> Result<u8, String> {
     match what {
+        BenchCommand::Throughput { mib, rounds } => {
+            use netmend_harness::bench::throughput::{self, Path, Transport};
+            netns::probe().map_err(|why| format!("bench throughput: {why}"))?;
+            install_interrupt_cleanup()?;
+            let total = (mib as usize) << 20;
+            let figures = throughput::run(total, rounds as usize)
+                .map_err(|e| format!("bench throughput: {e}"))?;
+            println!("{mib} MiB per round (connect, transfer in 64 KiB writes, close), {rounds} rounds, every transport and path in turn; medians");
+            for path in Path::ALL {
+                let of = |t: Transport| figures.iter().find(|f| f.path == path && f.transport == t);
+                let raw = of(Transport::Tcp).map_or(0.0, |f| f.mib_per_s);
+                println!("{}:", path.name());
+                for f in figures.iter().filter(|f| f.path == path) {
+                    println!(
+                        "  {:<22} {:>9.1} MiB/s {:>9.2} ms  {:.2} of raw TCP",
+                        f.transport.name(),
+                        f.mib_per_s,
+                        f.median.as_secs_f64() * 1000.0,
+                        f.mib_per_s / raw.max(1e-9)
+                    );
+                }
+            }
+            Ok(EXIT_OK)
+        }
         BenchCommand::Handover { rounds } => {
             if rounds == 0 {
                 return Err("--rounds must be at least 1".into());

@@ -658,16 +658,100 @@ fn compare_on_sim_runs_naive_and_engine_and_says_why_a_peer_cannot_run() {
     assert_eq!(reset["id"], "tcp-reset");
     let runs = reset["runs"].as_array().unwrap();
     let policies: Vec<&str> = runs.iter().map(|r| r["policy"].as_str().unwrap()).collect();
-    assert_eq!(policies, ["naive", "netmend", "tuned-tcp"]);
+    assert_eq!(
+        policies,
+        [
+            "naive",
+            "netmend",
+            "tuned-tcp",
+            "mptcp",
+            "mptcp-multipath",
+            "quic",
+            "quic-no-rebind"
+        ]
+    );
     // The engine delivers every byte once; the naive client loses some.
     assert_eq!(runs[1]["verdict"], "exact");
     assert_eq!(runs[1]["measured"]["lost"], 0);
     assert_eq!(runs[0]["verdict"], "damaged");
-    assert_eq!(runs[2]["verdict"], "unsupported");
+    // Each peer says why sim cannot run it.
+    let reasons: Vec<(&str, &str)> = runs[2..]
+        .iter()
+        .map(|r| {
+            (
+                r["verdict"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let tcp = "turmoil's TCP has no keepalive and no TCP_USER_TIMEOUT; the tuned-TCP peer needs the netns backend";
+    let mptcp = "turmoil has no Multipath TCP (subflows, path manager); the MPTCP peers need the netns backend";
+    let quic = "quinn drives kernel UDP sockets (quinn-udp: GSO, ECN, the source address of each datagram), which turmoil's UDP is not; the QUIC peers need the netns backend";
     assert_eq!(
-        runs[2]["reason"],
-        "turmoil's TCP has no keepalive and no TCP_USER_TIMEOUT; the tuned-TCP peer needs the netns backend"
+        reasons,
+        [
+            ("unsupported", tcp),
+            ("unsupported", mptcp),
+            ("unsupported", mptcp),
+            ("unsupported", quic),
+            ("unsupported", quic)
+        ]
     );
+    // One run each by default, summarized per policy in the same order.
+    let summary = reset["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 7);
+    assert_eq!(summary[1]["policy"], "netmend");
+    assert_eq!(
+        (summary[1]["runs"].as_u64(), summary[1]["exact"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        summary[1]["recovery_p50_ms"],
+        runs[1]["measured"]["recovery_ms"]
+    );
+    assert_eq!(
+        (summary[0]["runs"].as_u64(), summary[0]["exact"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(summary[2]["runs"], 1);
+    assert_eq!(summary[2]["exact"], 0);
+    assert!(summary[2].get("recovery_p50_ms").is_none());
+    // Several runs: seeds in turn, medians in the cells.
+    let three = netmend(&[
+        "compare",
+        "--backend",
+        "sim",
+        "--runs",
+        "3",
+        "--peers",
+        "tuned-tcp",
+        "--format",
+        "json",
+        "scenarios/tcp-reset.toml",
+    ]);
+    assert_eq!(three.status.code(), Some(0), "stderr: {}", stderr(&three));
+    let rows: serde_json::Value = serde_json::from_slice(&three.stdout).expect("valid JSON");
+    let runs = rows[0]["runs"].as_array().unwrap();
+    let seeds: Vec<u64> = runs.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+    let first = seeds[0];
+    assert_eq!(
+        seeds,
+        [
+            first,
+            first + 1,
+            first + 2,
+            first,
+            first + 1,
+            first + 2,
+            first,
+            first + 1,
+            first + 2
+        ]
+    );
+    assert_eq!(rows[0]["summary"][1]["runs"], 3);
+    assert_eq!(rows[0]["summary"][1]["exact"], 3);
+    let zero = netmend(&["compare", "--runs", "0", "scenarios/tcp-reset.toml"]);
+    assert_eq!(zero.status.code(), Some(2));
     // The matrix for people: a header and a row per scenario.
     let human = netmend(&["compare", "--backend", "sim", "scenarios/tcp-reset.toml"]);
     assert_eq!(human.status.code(), Some(0));

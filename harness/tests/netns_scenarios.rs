@@ -965,7 +965,7 @@ fn the_tuned_tcp_peer_survives_a_reset_with_every_byte_once() {
     require_netns("tuned-tcp peer");
     let _serial = serial();
     let s = load_file(&repo().join("scenarios/tcp-reset.toml")).unwrap();
-    let row = compare(&s, BackendKind::Netns, 1, &[Peer::TunedTcp]);
+    let row = compare(&s, BackendKind::Netns, 1, &[Peer::TunedTcp], 1);
     assert_eq!(row.unsupported, None);
     let policies: Vec<Policy> = row.runs.iter().map(|r| r.policy).collect();
     assert_eq!(
@@ -985,5 +985,45 @@ fn the_tuned_tcp_peer_survives_a_reset_with_every_byte_once() {
             "the reset forces a new connection: {run:?}"
         );
         assert!(m.recovery_ms.is_some(), "{run:?}");
+    }
+}
+
+/// The MPTCP and QUIC peers end to end on a NIC swap, each on one
+/// connection with every byte once: multipath MPTCP moves to a subflow
+/// from the new NIC (the lab's path manager makes its address an
+/// endpoint), and QUIC carries on from the new address — rebinding on the
+/// monitor's path change, or not at all (the server follows the client's
+/// new address by itself).
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
+fn the_multipath_mptcp_and_quic_peers_survive_a_nic_swap_on_one_connection() {
+    use netmend_harness::plan::Peer;
+    require_netns("mptcp and quic peers");
+    let _serial = serial();
+    let s = load_file(&repo().join("scenarios/nic-swap.toml")).unwrap();
+    for peer in [Peer::MptcpMultipath, Peer::Quic, Peer::QuicNoRebind] {
+        let (rec, m) = runner::measure(
+            BackendKind::Netns,
+            &s,
+            Variant::Peer(peer),
+            1,
+            Some(s.expect.max_attempts),
+        )
+        .unwrap();
+        assert_eq!(
+            (m.delivered, m.lost, m.duplicated, m.corrupted, m.attempts),
+            (s.workload.bytes, 0, 0, 0, 1),
+            "{peer:?}: {m:?}"
+        );
+        assert!(m.recovery_ms.is_some(), "{peer:?}: {m:?}");
+        let rebound = rec
+            .events
+            .iter()
+            .filter(|(_, e)| e.starts_with("quic: rebound"))
+            .count();
+        match peer {
+            Peer::Quic => assert!(rebound >= 1, "the swap is a path change: {:?}", rec.events),
+            _ => assert_eq!(rebound, 0, "{peer:?}: {:?}", rec.events),
+        }
     }
 }

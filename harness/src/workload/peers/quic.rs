@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// The name the server's certificate is for.
-const SERVER_NAME: &str = "netmend-peer.test";
+pub(crate) const SERVER_NAME: &str = "netmend-peer.test";
 
 /// The byte with which a client opens its stream: a QUIC stream reaches
 /// the server with its first byte, and the server speaks first.
@@ -79,24 +79,38 @@ fn transport(
     Ok(Arc::new(t))
 }
 
-fn client_config(settings: &Settings) -> io::Result<quinn::ClientConfig> {
+/// The QUIC peers' client configuration: the peer server's certificate
+/// trusted, keepalive and idle timeout as `idle` (interval, timeout) says.
+pub(crate) fn client_config(idle: (Duration, Duration)) -> io::Result<quinn::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(identity()?.cert.clone())
         .map_err(|e| io::Error::other(format!("trusting the QUIC peer's certificate: {e}")))?;
     let mut config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
         .map_err(|e| io::Error::other(format!("the QUIC client's TLS: {e}")))?;
-    config.transport_config(transport((settings.keepalive, settings.dead_after))?);
+    config.transport_config(transport(idle)?);
+    Ok(config)
+}
+
+/// The QUIC peers' server configuration: the certificate, keepalive and
+/// idle timeout as `idle` (interval, timeout) says.
+pub(crate) fn server_config(idle: (Duration, Duration)) -> io::Result<quinn::ServerConfig> {
+    let id = identity()?;
+    let mut config =
+        quinn::ServerConfig::with_single_cert(vec![id.cert.clone()], id.key.clone_key().into())
+            .map_err(|e| io::Error::other(format!("the QUIC server's TLS: {e}")))?;
+    config.transport_config(transport(idle)?);
     Ok(config)
 }
 
 /// A dual-stack wildcard address: IPv4 servers are reached through mapped
 /// addresses (quinn maps them).
-fn any_port() -> SocketAddr {
+pub(crate) fn any_port() -> SocketAddr {
     SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0)
 }
 
-fn endpoint(
+/// A quinn endpoint on `socket` (a server's with `server`).
+pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
 ) -> io::Result<quinn::Endpoint> {
@@ -166,7 +180,7 @@ pub async fn client<N: Net>(
     settings: Settings,
     rec: Recorder,
 ) {
-    let made = client_config(&settings).and_then(|config| {
+    let made = client_config((settings.keepalive, settings.dead_after)).and_then(|config| {
         let socket = net.udp_socket(any_port())?;
         Ok((config, endpoint(socket, None)?))
     });
@@ -235,11 +249,7 @@ pub async fn server<N: Net>(
     idle: (Duration, Duration),
     rec: Recorder,
 ) -> io::Result<()> {
-    let id = identity()?;
-    let mut config =
-        quinn::ServerConfig::with_single_cert(vec![id.cert.clone()], id.key.clone_key().into())
-            .map_err(|e| io::Error::other(format!("the QUIC server's TLS: {e}")))?;
-    config.transport_config(transport(idle)?);
+    let config = server_config(idle)?;
     let socket = net.udp_socket(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port))?;
     let endpoint = endpoint(socket, Some(config))?;
     let held = Arc::new(Held::default());
