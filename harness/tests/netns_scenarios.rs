@@ -1027,3 +1027,30 @@ fn the_multipath_mptcp_and_quic_peers_survive_a_nic_swap_on_one_connection() {
         }
     }
 }
+
+/// Single-path MPTCP (the kernel's defaults: one subflow) end to end where
+/// it survives: a NAT that forgets idle flows, through a pause in the
+/// stream — its keepalive (the scenario's, in whole seconds) keeps the
+/// mapping, so the one connection carries every byte once. (Where it does
+/// not survive — a reset, a NIC swap — the README's matrix shows it.)
+#[test]
+#[ignore = "needs root and network namespaces (nft, iptables, tc): run with --include-ignored"]
+fn the_single_path_mptcp_peer_keeps_its_connection_through_a_nat_idle_expiry() {
+    use netmend_harness::plan::Peer;
+    require_netns("mptcp peer");
+    let _serial = serial();
+    let s = load_file(&repo().join("scenarios/nat-idle-expiry.toml")).unwrap();
+    let (_, m) = runner::measure(
+        BackendKind::Netns,
+        &s,
+        Variant::Peer(Peer::Mptcp),
+        1,
+        Some(s.expect.max_attempts),
+    )
+    .unwrap();
+    assert_eq!(
+        (m.delivered, m.lost, m.duplicated, m.corrupted, m.attempts),
+        (s.workload.bytes, 0, 0, 0, 1),
+        "{m:?}"
+    );
+}

@@ -28,6 +28,7 @@ use netmend::monitor::Debounce;
 use rand::{Rng, SeedableRng};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -149,6 +150,44 @@ pub(crate) trait Dial: Send {
     /// Opens one connection: resolves the server's name and tries each of
     /// its addresses in turn, each within the connect timeout.
     fn dial(&mut self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Resolves `host` and tries each of its addresses in turn, as std's and
+/// tokio's `connect` to a name do: the first that `connect` opens within
+/// `within` (the resolving too is given `within`).
+///
+/// # Errors
+///
+/// Resolving failed or timed out, or no address connected (the last
+/// address's error).
+pub(crate) async fn connect_to_name<N, T, F, Fut>(
+    net: &N,
+    (host, port): (&str, u16),
+    within: Duration,
+    mut connect: F,
+) -> io::Result<T>
+where
+    N: Net,
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    let addrs = tokio::time::timeout(within, net.resolve(host, port))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "resolving timed out"))??;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    for addr in addrs {
+        match tokio::time::timeout(within, connect(addr)).await {
+            Ok(Ok(connected)) => return Ok(connected),
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out"),
+                )
+            }
+        }
+    }
+    Err(last)
 }
 
 /// The length of the server's count at the start of a connection.

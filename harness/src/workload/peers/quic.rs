@@ -15,7 +15,7 @@
 //! The server's certificate is made once per process (rcgen) and trusted
 //! by the peers' clients alone: TLS is verified as a deployment would.
 
-use super::{resuming_client, serve, Dial, Held, Settings};
+use super::{connect_to_name, resuming_client, serve, Dial, Held, Settings};
 use crate::workload::programs::{AbortOnDrop, Net, StreamSpec};
 use crate::workload::Recorder;
 use netmend::monitor::Monitor;
@@ -141,34 +141,22 @@ impl<N: Net> Dial for QuicDial<N> {
     type Stream = QuicStream;
 
     async fn dial(&mut self) -> io::Result<QuicStream> {
-        let addrs = tokio::time::timeout(
+        let (endpoint, config) = (&self.endpoint, &self.config);
+        connect_to_name(
+            &self.net,
+            (self.host.as_str(), self.port),
             self.connect_timeout,
-            self.net.resolve(&self.host, self.port),
+            |addr| async move {
+                let connection = endpoint
+                    .connect_with(config.clone(), addr, SERVER_NAME)
+                    .map_err(|e| io::Error::other(format!("connecting to {addr}: {e}")))?
+                    .await?;
+                let (mut send, recv) = connection.open_bi().await?;
+                send.write_all(&[HELLO]).await?;
+                Ok(tokio::io::join(recv, send))
+            },
         )
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "resolving timed out"))??;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
-        for addr in addrs {
-            let connecting = self
-                .endpoint
-                .connect_with(self.config.clone(), addr, SERVER_NAME)
-                .map_err(|e| io::Error::other(format!("connecting to {addr}: {e}")))?;
-            let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    last = e.into();
-                    continue;
-                }
-                Err(_) => {
-                    last = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out");
-                    continue;
-                }
-            };
-            let (mut send, recv) = connection.open_bi().await?;
-            send.write_all(&[HELLO]).await?;
-            return Ok(tokio::io::join(recv, send));
-        }
-        Err(last)
     }
 }
 

@@ -8,7 +8,7 @@
 //! MPTCP connection is given up by its subflows' own retransmission
 //! timeouts (minutes) or keepalive, which is what users of MPTCP get.
 
-use super::{resuming_client, serve, Dial, Held, Settings};
+use super::{connect_to_name, resuming_client, serve, Dial, Held, Settings};
 use crate::workload::programs::{Net, StreamSpec};
 use crate::workload::Recorder;
 use netmend::session::TransportHint;
@@ -86,35 +86,21 @@ impl<N: Net> Dial for TcpDial<N> {
     type Stream = N::Stream;
 
     async fn dial(&mut self) -> io::Result<N::Stream> {
-        let addrs = tokio::time::timeout(
+        let (net, host, protocol) = (&self.net, self.host.as_str(), self.protocol);
+        let stream = connect_to_name(
+            net,
+            (host, self.port),
             self.connect_timeout,
-            self.net.resolve(&self.host, self.port),
+            |addr| async move {
+                match protocol {
+                    Protocol::Tcp => net.connect_addr(host, addr, TransportHint::default()).await,
+                    Protocol::Mptcp => net.connect_mptcp(addr).await,
+                }
+            },
         )
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "resolving timed out"))??;
-        // Every address in turn, as std's and tokio's `connect` to a name do.
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
-        for addr in addrs {
-            let connect = async {
-                match self.protocol {
-                    Protocol::Tcp => {
-                        self.net
-                            .connect_addr(&self.host, addr, TransportHint::default())
-                            .await
-                    }
-                    Protocol::Mptcp => self.net.connect_mptcp(addr).await,
-                }
-            };
-            match tokio::time::timeout(self.connect_timeout, connect).await {
-                Ok(Ok(stream)) => {
-                    N::tune(&stream, &self.tuning)?;
-                    return Ok(stream);
-                }
-                Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"),
-            }
-        }
-        Err(last)
+        .await?;
+        N::tune(&stream, &self.tuning)?;
+        Ok(stream)
     }
 }
 
