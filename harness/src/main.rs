@@ -512,7 +512,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(quiet)),
+                // quinn's socket layer warns at every datagram a fault
+                // makes unsendable (no route): the QUIC peers' runs would
+                // drown in them, and the run's figures say what they cost.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(format!("{quiet},quinn_udp=error"))
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
