@@ -306,12 +306,7 @@ impl NetnsNet {
     /// `bind_mptcp` or `udp_socket`, so the harness knows the server
     /// listens before it starts the client.
     pub fn prebind(&self, port: u16, how: Listen) -> io::Result<()> {
-        let unspecified: IpAddr = if self.v6 {
-            Ipv6Addr::UNSPECIFIED.into()
-        } else {
-            Ipv4Addr::UNSPECIFIED.into()
-        };
-        let at = SocketAddr::new(unspecified, port);
+        let at = SocketAddr::new(self.unspecified(), port);
         let socket = match how {
             Listen::Tcp => Prebound::Tcp(std::net::TcpListener::bind(at)?),
             Listen::Mptcp => Prebound::Tcp(mptcp_listener(at)?),
